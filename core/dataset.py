@@ -1,0 +1,336 @@
+"""The one data model: an items table plus named spaces, all rows paired by item.
+
+A :class:`Dataset` holds
+
+* ``items`` - a pandas DataFrame, one row per item, with a unique string ``id`` column and any of the
+  conventional columns ``caption``, ``label``, ``tier``, ``chain``, ``group``, ``path``, ``image_url``
+  (plus whatever metadata the user brings);
+* ``spaces`` - named :class:`Space` objects. A space is either a set of vectors (``n x d``) or a set of
+  token sets (``n x T x d``, with an optional ``n x T`` mask and/or weights). Row ``i`` of every space
+  describes item ``i``.
+
+Arrays may be ``numpy.memmap`` views of files on disk; nothing here copies them unless asked.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+MODALITIES = ("text", "image", "3d", "audio", "other")
+ITEM_COLUMNS = ("id", "caption", "label", "tier", "chain", "group", "path", "image_url")
+
+_MODALITY_PATTERNS = [
+    ("3d", r"(^|[^a-z])(3d|point|pointnet|pc|shape|mesh|voxel|cloud|d2|geom|descriptor)"),
+    ("image", r"(^|[^a-z])(image|img|vision|visual|vit|dino|resnet|pixel|photo|clip_image|clip-image)"),
+    ("text", r"(^|[^a-z])(text|caption|sentence|minilm|bert|token|word|clip_text|clip-text|lang|llm|tier)"),
+    ("audio", r"(^|[^a-z])(audio|speech|sound|wav|clap)"),
+]
+
+
+def guess_modality(name: str) -> str:
+    """Guess a space's modality from its name ('text', 'image', '3d', 'audio' or 'other')."""
+    lowered = name.lower()
+    for modality, pattern in _MODALITY_PATTERNS:
+        if re.search(pattern, lowered):
+            return modality
+    return "other"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file a dataset was read from: the name the user knows, its sha256 and size in bytes."""
+
+    name: str
+    sha256: str
+    size: int
+
+
+@dataclass(eq=False)
+class Space:
+    """One embedding space: ``n x d`` vectors or ``n x T x d`` token sets.
+
+    ``mask`` (bool, ``n x T``) marks the real tokens of a token set; ``weights`` (float, ``n x T``) are
+    optional per-token weights. ``modality`` is one of :data:`MODALITIES`; ``source`` names the file it
+    came from; ``info`` holds free-form provenance (encoder, layer, ...), JSON-safe values only.
+    """
+
+    name: str
+    data: np.ndarray
+    mask: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    modality: str = "other"
+    source: str | None = None
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.data.ndim not in (2, 3):
+            raise DataError(f"a space must be 2-D (n x d) or 3-D (n x T x d token sets), got shape {self.data.shape}",
+                            file=self.source, array=self.name,
+                            hint="reshape it to one row per item")
+        if self.modality not in MODALITIES:
+            raise DataError(f"unknown modality {self.modality!r}; use one of {', '.join(MODALITIES)}",
+                            array=self.name)
+        for label, extra in (("mask", self.mask), ("weights", self.weights)):
+            if extra is None:
+                continue
+            if self.data.ndim != 3:
+                raise DataError(f"a {label} only applies to token sets (n x T x d), but the space is n x d",
+                                file=self.source, array=self.name)
+            if extra.shape != self.data.shape[:2]:
+                raise DataError(f"{label} has shape {extra.shape}, expected {self.data.shape[:2]} (n x T)",
+                                file=self.source, array=self.name)
+
+    # -- shape ---------------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        """'vectors' for ``n x d``, 'tokens' for ``n x T x d``."""
+        return "vectors" if self.data.ndim == 2 else "tokens"
+
+    @property
+    def n(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.data.shape[-1])
+
+    @property
+    def n_tokens(self) -> int | None:
+        return int(self.data.shape[1]) if self.data.ndim == 3 else None
+
+    @property
+    def shape_text(self) -> str:
+        return " x ".join(str(s) for s in self.data.shape)
+
+    @property
+    def resident_nbytes(self) -> int:
+        """Bytes held in RAM (0 for arrays memory-mapped from disk)."""
+        total = 0
+        for arr in (self.data, self.mask, self.weights):
+            if arr is not None and not isinstance(arr, np.memmap) and not _is_mmap_view(arr):
+                total += arr.nbytes
+        return total
+
+    # -- values --------------------------------------------------------------------------------
+    def token_mask(self) -> np.ndarray:
+        """Boolean ``n x T`` mask of real tokens (all True when neither mask nor weights were given)."""
+        if self.kind != "tokens":
+            raise DataError("token_mask() needs a token-set space", array=self.name)
+        if self.mask is not None:
+            return np.asarray(self.mask).astype(bool)
+        return np.ones(self.data.shape[:2], dtype=bool)
+
+    def vectors(self, dtype=np.float32, chunk: int = 65536) -> np.ndarray:
+        """The space as ``n x d`` vectors: itself, or the masked (weighted) mean of each token set.
+
+        Weighted pooling uses ``sum_t w_t m_t v_t / sum_t |w_t| m_t`` (weights may be negative).
+        """
+        if self.kind == "vectors":
+            return np.asarray(self.data, dtype=dtype)
+        out = np.empty((self.n, self.dim), dtype=dtype)
+        mask = self.token_mask()
+        for start in range(0, self.n, chunk):
+            sl = slice(start, start + chunk)
+            tokens = np.asarray(self.data[sl], dtype=np.float64)
+            w = mask[sl].astype(np.float64)
+            if self.weights is not None:
+                w = w * np.asarray(self.weights[sl], dtype=np.float64)
+            denom = np.abs(w).sum(axis=1, keepdims=True)
+            denom[denom == 0] = 1.0
+            out[sl] = (np.einsum("nt,ntd->nd", w, tokens) / denom).astype(dtype)
+        return out
+
+    def take(self, rows) -> "Space":
+        """The space restricted to ``rows`` (an index array or boolean mask), as an in-memory copy."""
+        rows = np.asarray(rows)
+        return Space(self.name, np.asarray(self.data[rows]),
+                     None if self.mask is None else np.asarray(self.mask[rows]),
+                     None if self.weights is None else np.asarray(self.weights[rows]),
+                     self.modality, self.source, dict(self.info))
+
+
+def _is_mmap_view(arr: np.ndarray) -> bool:
+    base = arr
+    while isinstance(base, np.ndarray):
+        if isinstance(base, np.memmap):
+            return True
+        base = base.base
+    import mmap
+    return isinstance(base, mmap.mmap)
+
+
+class Dataset:
+    """Items table plus named spaces, rows paired by item.
+
+    Parameters
+    ----------
+    items : DataFrame with an ``id`` column (unique; cast to str). ``None`` numbers the items 0..n-1.
+    spaces : Space objects (or a mapping name -> Space).
+    name : display name.
+    origin : where it came from: 'demo', 'server', 'upload' or 'files'.
+    sources : the files it was read from (name, sha256, size); they define :attr:`fingerprint`.
+    """
+
+    def __init__(self, items: pd.DataFrame | None = None,
+                 spaces: Mapping[str, Space] | Iterable[Space] = (), *, name: str = "dataset",
+                 origin: str = "files", sources: Iterable[SourceFile] = ()):
+        space_list = list(spaces.values()) if isinstance(spaces, Mapping) else list(spaces)
+        self.name = name
+        self.origin = origin
+        self.sources = tuple(sources)
+        self.spaces: dict[str, Space] = {}
+        if items is None:
+            if not space_list:
+                raise DataError("a dataset needs an items table or at least one space")
+            items = pd.DataFrame({"id": [str(i) for i in range(space_list[0].n)]})
+        self.items = _check_items(items)
+        for space in space_list:
+            self.add_space(space)
+        self._fingerprint: str | None = None
+
+    # -- basic facts ---------------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return len(self.items)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.items["id"].to_numpy()
+
+    @property
+    def space_names(self) -> list[str]:
+        return list(self.spaces)
+
+    def vector_space_names(self) -> list[str]:
+        return [k for k, s in self.spaces.items() if s.kind == "vectors"]
+
+    def token_space_names(self) -> list[str]:
+        return [k for k, s in self.spaces.items() if s.kind == "tokens"]
+
+    @property
+    def resident_nbytes(self) -> int:
+        return sum(s.resident_nbytes for s in self.spaces.values())
+
+    def __getitem__(self, name: str) -> Space:
+        try:
+            return self.spaces[name]
+        except KeyError:
+            raise DataError(f"no space named '{name}'",
+                            hint=f"available spaces: {', '.join(self.spaces) or '(none)'}") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.spaces
+
+    def __repr__(self) -> str:
+        spaces = ", ".join(f"{k}: {s.shape_text}" for k, s in self.spaces.items())
+        return f"Dataset({self.name!r}, n={self.n}, spaces=[{spaces}])"
+
+    # -- building ------------------------------------------------------------------------------
+    def add_space(self, space: Space, replace: bool = False) -> "Dataset":
+        """Add ``space`` (rows must pair with the items). Returns self."""
+        if space.n != self.n:
+            raise DataError(f"space '{space.name}' has {space.n} rows but the dataset has {self.n} items",
+                            file=space.source, array=space.name,
+                            hint="every space must have one row per item, in the same order")
+        if space.name in self.spaces and not replace:
+            raise DataError(f"a space named '{space.name}' already exists", file=space.source,
+                            array=space.name, hint="rename one of the arrays or files")
+        self.spaces[space.name] = space
+        self._fingerprint = None
+        return self
+
+    def subset(self, rows) -> "Dataset":
+        """A new in-memory dataset with only ``rows`` (indices or boolean mask)."""
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        items = self.items.iloc[rows].reset_index(drop=True)
+        out = Dataset(items, [s.take(rows) for s in self.spaces.values()], name=self.name,
+                      origin=self.origin, sources=self.sources)
+        return out
+
+    # -- item metadata -------------------------------------------------------------------------
+    def groups(self) -> np.ndarray:
+        """Integer group code per item: items sharing a ``group`` value are true partners of each other.
+
+        Without a ``group`` column every item is its own group (codes 0..n-1).
+        """
+        if "group" in self.items.columns:
+            codes, _ = pd.factorize(self.items["group"].astype(str))
+            return codes.astype(np.int64)
+        return np.arange(self.n, dtype=np.int64)
+
+    def metadata_columns(self) -> list[str]:
+        return [c for c in self.items.columns if c != "id"]
+
+    def hover_text(self, max_len: int = 120) -> list[str]:
+        """One short text per item for hovering: caption, else label, else id."""
+        for col in ("caption", "label"):
+            if col in self.items.columns:
+                return [str(v)[:max_len] for v in self.items[col].fillna("").astype(str)]
+        return [str(v) for v in self.items["id"]]
+
+    # -- identity ------------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        """sha256 that identifies the dataset's contents: of its source files when known, else of its arrays."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            if self.sources:
+                for src in sorted(self.sources, key=lambda s: s.name):
+                    h.update(f"{src.name}\0{src.sha256}\0".encode())
+                h.update("\0".join(self.space_names).encode())
+            else:
+                h.update(pd.util.hash_pandas_object(self.items.astype(str), index=False).values.tobytes())
+                for name, space in self.spaces.items():
+                    h.update(name.encode())
+                    h.update(array_sha256(space.data).encode())
+                    for extra in (space.mask, space.weights):
+                        if extra is not None:
+                            h.update(array_sha256(extra).encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def space_fingerprint(self, name: str) -> str:
+        """sha256 of one space's identity within this dataset (dataset fingerprint + space name)."""
+        return hashlib.sha256(f"{self.fingerprint}\0{name}".encode()).hexdigest()
+
+
+def array_sha256(arr: np.ndarray, chunk_rows: int = 1 << 16) -> str:
+    """sha256 of an array's dtype, shape and bytes (read in row chunks, so memmaps stay cheap)."""
+    h = hashlib.sha256()
+    h.update(f"{arr.dtype.str}{arr.shape}".encode())
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()
+    for start in range(0, arr.shape[0], chunk_rows):
+        h.update(np.ascontiguousarray(arr[start:start + chunk_rows]).tobytes())
+    return h.hexdigest()
+
+
+def _check_items(items: pd.DataFrame) -> pd.DataFrame:
+    if not isinstance(items, pd.DataFrame):
+        raise DataError("the items table must be a pandas DataFrame")
+    if "id" not in items.columns:
+        raise DataError("the items table has no 'id' column", column="id",
+                        hint="add a column named 'id' with one unique identifier per item")
+    items = items.reset_index(drop=True).copy()
+    if items["id"].isna().any():
+        row = int(np.flatnonzero(items["id"].isna().to_numpy())[0])
+        raise DataError("an item has an empty id", column="id", row=row, hint="give every item an id")
+    items["id"] = items["id"].astype(str)
+    dup = items["id"].duplicated(keep=False)
+    if dup.any():
+        rows = np.flatnonzero(dup.to_numpy())
+        first = items["id"].iloc[rows[0]]
+        raise DataError(f"{int(dup.sum())} rows share an id (e.g. '{first}' at rows "
+                        f"{', '.join(str(r) for r in rows[:5])})", column="id", row=int(rows[0]),
+                        hint="ids must be unique; use a 'group' column for items that belong together")
+    return items

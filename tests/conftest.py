@@ -1,0 +1,25 @@
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Tests never touch the user's cache, and always run on the CPU unless asked otherwise.
+os.environ.setdefault("PLATOSCOPE_DEVICE", "cpu")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    cache = tmp_path_factory.getbasetemp() / "platoscope-cache"
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(cache))
+    yield
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,62 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import DataError, Dataset, Space, guess_modality
+
+
+def test_space_kinds_and_pooling_against_naive_mean(rng):
+    tokens = rng.normal(size=(5, 4, 3)).astype(np.float32)
+    mask = np.array([[1, 1, 0, 0]] * 5, dtype=bool)
+    s = Space("tok", tokens, mask=mask)
+    assert s.kind == "tokens" and s.n == 5 and s.dim == 3 and s.n_tokens == 4
+    naive = np.stack([tokens[i, :2].mean(axis=0) for i in range(5)])
+    np.testing.assert_allclose(s.vectors(), naive, rtol=1e-6)
+    v = Space("v", tokens[:, 0])
+    assert v.kind == "vectors" and v.vectors().shape == (5, 3)
+
+
+def test_weighted_pooling_hand_worked():
+    tokens = np.array([[[1.0, 0.0], [0.0, 1.0]]])
+    s = Space("t", tokens, weights=np.array([[3.0, -1.0]]))
+    # (3*[1,0] - 1*[0,1]) / (3 + 1)
+    np.testing.assert_allclose(s.vectors(np.float64), [[0.75, -0.25]])
+
+
+def test_dataset_rejects_mismatched_rows_and_duplicate_ids(rng):
+    a = Space("a", rng.normal(size=(4, 2)))
+    b = Space("b", rng.normal(size=(5, 2)), source="b.npy")
+    with pytest.raises(DataError, match="5 rows but the dataset has 4"):
+        Dataset(None, [a, b])
+    items = pd.DataFrame({"id": ["x", "y", "x", "z"]})
+    with pytest.raises(DataError, match="share an id") as info:
+        Dataset(items, [a])
+    assert info.value.row == 0 and info.value.column == "id"
+
+
+def test_groups_default_and_column(rng):
+    a = Space("a", rng.normal(size=(4, 2)))
+    ds = Dataset(None, [a])
+    assert ds.groups().tolist() == [0, 1, 2, 3]
+    ds2 = Dataset(pd.DataFrame({"id": list("abcd"), "group": ["img1", "img1", "img2", "img1"]}), [a])
+    assert ds2.groups().tolist() == [0, 0, 1, 0]
+
+
+def test_fingerprint_changes_with_content(rng):
+    x = rng.normal(size=(6, 3))
+    d1 = Dataset(None, [Space("a", x)])
+    d2 = Dataset(None, [Space("a", x.copy())])
+    x2 = x.copy(); x2[5, 2] += 1e-9
+    d3 = Dataset(None, [Space("a", x2)])
+    assert d1.fingerprint == d2.fingerprint != d3.fingerprint
+
+
+def test_subset_and_modality_guess(rng):
+    ds = Dataset(pd.DataFrame({"id": list("abcd"), "caption": list("pqrs")}),
+                 [Space("clip_text", rng.normal(size=(4, 2)))])
+    sub = ds.subset([3, 1])
+    assert sub.ids.tolist() == ["d", "b"] and sub["clip_text"].n == 2
+    assert guess_modality("pointnet_pooled") == "3d"
+    assert guess_modality("clip_image") == "image"
+    assert guess_modality("minilm_tier3") == "text"
+    assert guess_modality("foo") == "other"
