@@ -1,0 +1,131 @@
+"""Export what a view shows: figure (PNG / SVG / HTML), numbers (CSV / JSON), and a manifest.
+
+The manifest records what is needed to reproduce a result: package versions, the view and its parameters,
+seeds, and the sha256 of every input file. :func:`export_bundle` zips figure + numbers + manifest together.
+PNG and SVG are rendered by kaleido, which drives a Chrome/Chromium found on the machine; without one,
+:class:`ExportUnavailable` says so (HTML export always works).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import platform
+import zipfile
+from importlib import metadata as _md
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from .errors import PlatoscopeError
+
+FIGURE_FORMATS = ("png", "svg", "html")
+TABLE_FORMATS = ("csv", "json")
+_PACKAGES = ("platoscope", "torch", "numpy", "scipy", "scikit-learn", "pandas", "plotly", "streamlit",
+             "umap-learn", "sentence-transformers", "open_clip_torch")
+
+
+class ExportUnavailable(PlatoscopeError):
+    """A figure format cannot be produced on this machine (e.g. no Chromium for kaleido)."""
+
+
+def package_versions(packages: Iterable[str] = _PACKAGES) -> dict[str, str | None]:
+    out = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = _md.version(name)
+        except _md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def json_safe(value: Any) -> Any:
+    """Convert numpy scalars/arrays, tuples and NaN to JSON-safe Python values (NaN/Inf -> None)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def build_manifest(*, view: str, params: dict | None = None, seeds: Iterable[int] | None = None,
+                   dataset=None, inputs: Iterable[dict] | None = None, extra: dict | None = None) -> dict:
+    """The reproducibility record attached to every export.
+
+    ``dataset`` (a :class:`core.Dataset`) contributes its name, origin, fingerprint and source files
+    (name, sha256, size); ``inputs`` adds other input records.
+    """
+    sources = []
+    if dataset is not None:
+        sources = [{"name": s.name, "sha256": s.sha256, "bytes": s.size} for s in dataset.sources]
+    sources += [dict(i) for i in (inputs or [])]
+    manifest = {
+        "platoscope_manifest": 1,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "view": view,
+        "parameters": json_safe(params or {}),
+        "seeds": json_safe(list(seeds) if seeds is not None else []),
+        "dataset": None if dataset is None else {
+            "name": dataset.name, "origin": dataset.origin, "fingerprint_sha256": dataset.fingerprint,
+            "n_items": dataset.n, "spaces": dataset.space_names},
+        "inputs": sources,
+        "packages": package_versions(),
+        "platform": platform.platform(),
+    }
+    if extra:
+        manifest["extra"] = json_safe(extra)
+    return manifest
+
+
+def figure_bytes(fig, fmt: str, *, width: int = 1100, height: int = 750, scale: float = 2.0) -> bytes:
+    """Render a plotly figure as PNG, SVG or self-contained HTML bytes."""
+    fmt = fmt.lower()
+    if fmt not in FIGURE_FORMATS:
+        raise ValueError(f"unknown figure format {fmt!r}; use one of {FIGURE_FORMATS}")
+    if fmt == "html":
+        return fig.to_html(include_plotlyjs=True, full_html=True).encode("utf-8")
+    try:
+        return fig.to_image(format=fmt, width=width, height=height, scale=scale if fmt == "png" else 1)
+    except Exception as exc:  # kaleido raises several types when no browser is found
+        raise ExportUnavailable(
+            f"{fmt.upper()} export needs Chrome or Chromium for kaleido ({type(exc).__name__}: {exc}). "
+            "Install chromium, use the HTML export, or the camera icon on the chart's toolbar.") from None
+
+
+def table_bytes(table: pd.DataFrame | dict | list, fmt: str, manifest: dict | None = None) -> bytes:
+    """Numbers as CSV (a DataFrame or list of records) or JSON ({"manifest": ..., "data": ...})."""
+    fmt = fmt.lower()
+    if fmt not in TABLE_FORMATS:
+        raise ValueError(f"unknown table format {fmt!r}; use one of {TABLE_FORMATS}")
+    if fmt == "csv":
+        df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
+        return df.to_csv(index=False).encode("utf-8")
+    data = table.to_dict(orient="records") if isinstance(table, pd.DataFrame) else table
+    payload = {"manifest": manifest, "data": json_safe(data)} if manifest is not None else json_safe(data)
+    return json.dumps(payload, indent=2, allow_nan=False).encode("utf-8")
+
+
+def export_bundle(*, name: str, manifest: dict, fig=None, table=None,
+                  figure_formats: Iterable[str] = ("html", "svg", "png")) -> bytes:
+    """A zip with ``manifest.json``, the numbers (CSV + JSON) and the figure in every format available here."""
+    buf = io.BytesIO()
+    skipped = []
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        if table is not None:
+            zf.writestr(f"{name}.csv", table_bytes(table, "csv"))
+            zf.writestr(f"{name}.json", table_bytes(table, "json", manifest))
+        if fig is not None:
+            for fmt in figure_formats:
+                try:
+                    zf.writestr(f"{name}.{fmt}", figure_bytes(fig, fmt))
+                except ExportUnavailable as exc:
+                    skipped.append({"format": fmt, "reason": str(exc)})
+        zf.writestr("manifest.json", json.dumps({**manifest, "skipped_formats": skipped}, indent=2))
+    return buf.getvalue()

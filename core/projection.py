@@ -1,0 +1,121 @@
+"""2-D maps of a space: PCA (exact, streaming, instant) and UMAP (on request, cached on disk).
+
+``PCAProjection`` accumulates the mean and the d x d covariance in float64 over row chunks, so memory-mapped
+spaces of any length project without being loaded whole. Signs are fixed (the largest-magnitude loading of each
+component is positive) so maps do not flip between runs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .device import float64_device, pick_device
+
+
+class PCAProjection:
+    """Principal component projection (exact, via the eigendecomposition of the covariance).
+
+    Parameters
+    ----------
+    n_components : number of components kept.
+    chunk_rows : rows per chunk when accumulating the covariance and projecting.
+    device : torch device (default: :func:`core.device.pick_device`).
+
+    Attributes
+    ----------
+    mean_ : (d,) column means.
+    components_ : (n_components, d) principal axes, unit norm.
+    explained_variance_ : (n_components,) variances along the axes (divided by n - 1).
+    explained_variance_ratio_ : (n_components,) share of the total variance.
+    """
+
+    def __init__(self, n_components: int = 2, chunk_rows: int = 65536, device=None):
+        self.n_components = n_components
+        self.chunk_rows = chunk_rows
+        self.device = device
+
+    def fit(self, X) -> "PCAProjection":
+        n, d = X.shape
+        if n < 2:
+            raise ValueError("PCA needs at least 2 rows")
+        k = min(self.n_components, d)
+        dev = float64_device(pick_device(self.device))
+        shift = torch.as_tensor(np.array(X[: min(n, self.chunk_rows)], dtype=np.float64), device=dev).mean(0)
+        s = torch.zeros(d, dtype=torch.float64, device=dev)
+        ss = torch.zeros(d, d, dtype=torch.float64, device=dev)
+        for start in range(0, n, self.chunk_rows):
+            block = torch.as_tensor(np.array(X[start:start + self.chunk_rows], dtype=np.float64), device=dev) - shift
+            s += block.sum(0)
+            ss += block.T @ block
+        mean_shifted = s / n
+        cov = (ss - n * torch.outer(mean_shifted, mean_shifted)) / (n - 1)
+        evals, evecs = torch.linalg.eigh(cov)
+        order = torch.argsort(evals, descending=True)[:k]
+        comps = evecs[:, order].T
+        signs = torch.sign(comps[torch.arange(k), comps.abs().argmax(dim=1)])
+        signs[signs == 0] = 1
+        comps = comps * signs[:, None]
+        total = torch.clamp(evals.clamp_min(0).sum(), min=1e-300)
+        self.mean_ = (mean_shifted + shift).cpu().numpy()
+        self.components_ = comps.cpu().numpy()
+        self.explained_variance_ = evals[order].clamp_min(0).cpu().numpy()
+        self.explained_variance_ratio_ = (evals[order].clamp_min(0) / total).cpu().numpy()
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        out = np.empty((X.shape[0], self.components_.shape[0]), dtype=np.float64)
+        for start in range(0, X.shape[0], self.chunk_rows):
+            block = np.asarray(X[start:start + self.chunk_rows], dtype=np.float64) - self.mean_
+            out[start:start + self.chunk_rows] = block @ self.components_.T
+        return out
+
+    def fit_transform(self, X) -> np.ndarray:
+        return self.fit(X).transform(X)
+
+
+def sample_rows(n: int, max_rows: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a seeded sample of at most ``max_rows`` of ``n`` rows (all rows when n <= max_rows)."""
+    if max_rows is None or n <= max_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+
+
+def umap_embedding(X, *, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine",
+                   seed: int = 0) -> np.ndarray:
+    """2-D UMAP coordinates of ``X`` (umap-learn; seeded, so repeatable on one machine).
+
+    The first call in a process compiles numba code (about a minute); use :func:`cached_umap_embedding`.
+    """
+    import umap  # imported lazily: numba compilation is slow
+
+    X = np.asarray(X, dtype=np.float32)
+    n_neighbors = int(max(2, min(n_neighbors, X.shape[0] - 1)))
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, metric=metric,
+                        random_state=seed, n_jobs=1)
+    return reducer.fit_transform(X).astype(np.float64)
+
+
+def _umap_for_key(key: str, n_neighbors: int, min_dist: float, metric: str, seed: int, X) -> np.ndarray:
+    # ``key`` (sha256 of the input bytes) identifies X in the cache; X itself is excluded from the hash.
+    return umap_embedding(X, n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, seed=seed)
+
+
+def cached_umap_embedding(X, key: str, *, namespace: str = "shared", n_neighbors: int = 15,
+                          min_dist: float = 0.1, metric: str = "cosine", seed: int = 0) -> np.ndarray:
+    """:func:`umap_embedding` cached on disk under ``namespace``, keyed by ``key`` + the parameters.
+
+    ``key`` must identify the bytes of ``X`` (e.g. ``Dataset.space_fingerprint(name)`` plus the row sample).
+    """
+    from .cache import get_memory
+
+    fn = get_memory(namespace).cache(_umap_for_key, ignore=["X"])
+    return fn(key, n_neighbors, min_dist, metric, seed, X)
+
+
+def is_umap_cached(key: str, *, namespace: str = "shared", n_neighbors: int = 15, min_dist: float = 0.1,
+                   metric: str = "cosine", seed: int = 0) -> bool:
+    """Whether :func:`cached_umap_embedding` would answer from disk (so the app can skip the progress UI)."""
+    from .cache import get_memory
+
+    fn = get_memory(namespace).cache(_umap_for_key, ignore=["X"])
+    return fn.check_call_in_cache(key, n_neighbors, min_dist, metric, seed, None)

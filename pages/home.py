@@ -1,0 +1,102 @@
+"""Home: what is in the dataset, and a 2-D map of any space."""
+import pandas as pd
+import streamlit as st
+
+from core.export import build_manifest
+from ui import cached, data
+from ui.plots import scatter_map, selected_rows
+from ui.sidebar import FORMATS_HELP
+from ui.widgets import export_controls, guard, page_header, sync_url, url_key
+
+page_header("Platoscope", "home",
+            "Do these encoders see the same world, and how do I line them up?")
+
+ds = data.current_dataset()
+if ds is None:
+    st.info("Pick a dataset or upload your embeddings in the sidebar to begin.")
+    st.markdown(FORMATS_HELP)
+    st.stop()
+
+if ds.origin == "demo":
+    st.caption("Demo data: the 3D objects and their captions are synthetic (generated from parametric parts); "
+               "the text embeddings come from a real encoder (all-MiniLM-L6-v2). See data/demo/DATA_CARD.md.")
+
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Items", f"{ds.n:,}")
+c2.metric("Spaces", len(ds.spaces))
+c3.metric("Metadata columns", len(ds.metadata_columns()))
+c4.metric("Origin", {"demo": "built-in demo", "server": "server folder", "upload": "your upload (private)",
+                     "files": "files"}.get(ds.origin, ds.origin))
+
+st.subheader("Spaces")
+if not ds.spaces:
+    st.info("This dataset has items but no embedding spaces yet (e.g. a caption hierarchy): "
+            "encode it on the Encode page.")
+    st.dataframe(ds.items.head(200), hide_index=True)
+    st.stop()
+
+with guard():
+    table = cached.summary_table(ds.fingerprint, ds)
+    st.dataframe(table, hide_index=True, width="stretch")
+
+st.subheader("Map")
+names = ds.space_names
+color_options = ["(none)"] + ds.metadata_columns()
+default_color = next((c for c in ("label", "tier", "group") if c in color_options), "(none)")
+left, mid, right = st.columns([2, 2, 1])
+space = left.selectbox("Space", names, key=url_key("space", names[0], names))
+color = mid.selectbox("Colour by", color_options, key=url_key("color", default_color, color_options))
+method = right.radio("Projection", ["PCA", "UMAP"], horizontal=True, key=url_key("proj", "PCA", ["PCA", "UMAP"]))
+sync_url(space=space, color=color, proj=method)
+
+namespace = data.cache_namespace(ds)
+result = None
+with guard():
+    if method == "PCA":
+        result = cached.pca_map(ds.fingerprint, space, cached.MAX_MAP_POINTS, ds)
+    else:
+        params = dict(n_neighbors=15, min_dist=0.1)
+        if cached.umap_is_cached(ds, space, namespace, cached.MAX_UMAP_POINTS, **params):
+            result = cached.umap_map(ds.fingerprint, space, cached.MAX_UMAP_POINTS, namespace,
+                                     params["n_neighbors"], params["min_dist"], ds)
+        elif st.button("Compute UMAP", type="primary", key="home_umap_go",
+                       help="UMAP takes a while (the first run in a server process compiles numba code); "
+                            "the result is cached on disk"):
+            with st.status(f"Computing UMAP of '{space}' ...", expanded=True) as status:
+                st.write(f"{min(ds.n, cached.MAX_UMAP_POINTS):,} points; the first run compiles numba "
+                         "(about a minute).")
+                bar = st.progress(0.1, text="neighbour graph and layout")
+                result = cached.umap_map(ds.fingerprint, space, cached.MAX_UMAP_POINTS, namespace,
+                                         params["n_neighbors"], params["min_dist"], ds)
+                bar.progress(1.0, text="done")
+                status.update(label="UMAP ready (cached on disk)", state="complete", expanded=False)
+        else:
+            st.info("UMAP is computed on request and cached; PCA is shown meanwhile.")
+            result = cached.pca_map(ds.fingerprint, space, cached.MAX_MAP_POINTS, ds)
+
+if result is not None:
+    rows = result["rows"]
+    colour_values = None if color == "(none)" else ds.items[color].iloc[rows].reset_index(drop=True)
+    hover = [ds.hover_text()[i] for i in rows] if ds.n <= 200_000 else [str(i) for i in rows]
+    kind = "pooled token sets" if ds[space].kind == "tokens" else "vectors"
+    subtitle = f"{result['method']} of '{space}' ({kind})"
+    if result["explained"]:
+        subtitle += f" - explained variance {result['explained'][0]:.1%} + {result['explained'][1]:.1%}"
+    if len(rows) < ds.n:
+        subtitle += f" - showing a seeded sample of {len(rows):,} of {ds.n:,} items"
+    axes = (f"{result['method']} 1", f"{result['method']} 2")
+    fig = scatter_map(result["coords"], rows, hover, color=colour_values,
+                      color_name=None if color == "(none)" else color, title=subtitle, axis_titles=axes)
+    event = st.plotly_chart(fig, on_select="rerun", selection_mode=("lasso", "box", "points"),
+                            key="home_map", width="stretch")
+    picked = selected_rows(event)
+    coords_table = pd.DataFrame({"id": ds.ids[rows], "x": result["coords"][:, 0], "y": result["coords"][:, 1]})
+    manifest = build_manifest(view="home/map", dataset=ds,
+                              params={"space": space, "projection": result["method"], "color": color,
+                                      "points_shown": int(len(rows))}, seeds=[0])
+    export_controls("platoscope-map", manifest=manifest, fig=fig, table=coords_table)
+    if picked:
+        st.markdown(f"**{len(picked)} selected item(s)**")
+        st.dataframe(ds.items.iloc[picked], hide_index=True, width="stretch")
+    else:
+        st.caption("Draw a lasso or a box on the map to list the items inside it.")

@@ -1,0 +1,58 @@
+"""Plotly figure builders (drawing only; every number comes from core)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.express as px
+
+PALETTE = px.colors.qualitative.Bold + px.colors.qualitative.Pastel + px.colors.qualitative.Dark24
+MAX_CATEGORIES = 24
+
+
+def scatter_map(coords: np.ndarray, rows: np.ndarray, hover: list[str], *, color: pd.Series | None = None,
+                color_name: str | None = None, title: str = "", axis_titles=("1", "2")) -> go.Figure:
+    """WebGL scatter of 2-D coordinates; ``rows`` (item indices) ride along as customdata for selections."""
+    fig = go.Figure()
+    hover = np.asarray(hover, dtype=object)
+    common = dict(mode="markers", hovertemplate="%{text}<extra>%{customdata}</extra>")
+    if color is None:
+        fig.add_trace(go.Scattergl(x=coords[:, 0], y=coords[:, 1], text=hover, customdata=rows,
+                                   marker=dict(size=5, color="#4C5FD5", opacity=0.75), name="items", **common))
+    elif pd.api.types.is_numeric_dtype(color) and color.nunique() > MAX_CATEGORIES:
+        fig.add_trace(go.Scattergl(
+            x=coords[:, 0], y=coords[:, 1], text=hover, customdata=rows, name=color_name,
+            marker=dict(size=5, color=color.to_numpy(dtype=float), colorscale="Viridis", opacity=0.8,
+                        colorbar=dict(title=color_name)), **common))
+    else:
+        values = color.astype(str).fillna("(missing)").to_numpy()
+        counts = pd.Series(values).value_counts()
+        keep = set(counts.index[:MAX_CATEGORIES])
+        values = np.where(np.isin(values, list(keep)), values, "(other)")
+        for i, cat in enumerate(sorted(set(values), key=lambda c: (c == "(other)", str(c)))):
+            m = values == cat
+            fig.add_trace(go.Scattergl(
+                x=coords[m, 0], y=coords[m, 1], text=hover[m], customdata=rows[m], name=str(cat),
+                marker=dict(size=5, color=PALETTE[i % len(PALETTE)], opacity=0.8), **common))
+    fig.update_layout(title=title, height=620, margin=dict(l=10, r=10, t=50, b=10),
+                      legend=dict(itemsizing="constant", title=color_name), dragmode="lasso",
+                      xaxis_title=axis_titles[0], yaxis_title=axis_titles[1], template="plotly_white")
+    return fig
+
+
+def selected_rows(event) -> list[int]:
+    """Item indices selected on a chart built by :func:`scatter_map` (lasso, box or click)."""
+    if not event:
+        return []
+    try:
+        points = event.selection.points  # PlotlyState
+    except AttributeError:
+        points = (event or {}).get("selection", {}).get("points", [])
+    rows = []
+    for p in points or []:
+        cd = p.get("customdata")
+        if isinstance(cd, list):
+            cd = cd[0] if cd else None
+        if cd is not None:
+            rows.append(int(cd))
+    return sorted(set(rows))

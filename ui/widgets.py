@@ -1,0 +1,137 @@
+"""Widgets every page shares: page header + test marker, error display, URL-bound settings, export control."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import Any, Iterable
+
+import streamlit as st
+
+from core.errors import DataError, PlatoscopeError
+from core import export as core_export
+
+log = logging.getLogger("platoscope")
+
+
+def page_header(title: str, marker: str, caption: str | None = None) -> None:
+    """Title, optional caption, and an invisible marker the browser test waits for."""
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    st.html(f'<span id="ps-page-{marker}" class="ps-page-marker"></span>')
+
+
+def show_error(exc: BaseException) -> None:
+    if isinstance(exc, PlatoscopeError):
+        st.error(str(exc), icon=":material/error:")
+    else:
+        log.exception("unexpected error")
+        st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The server logged the details; "
+                 "your data is untouched.", icon=":material/error:")
+
+
+@contextlib.contextmanager
+def guard():
+    """Show any error raised inside as a message (never a traceback); the rest of the page goes on."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - the UI must survive anything
+        if type(exc).__name__ in ("StopException", "RerunException"):  # streamlit control flow
+            raise
+        show_error(exc)
+
+
+# -- settings in the URL ---------------------------------------------------------------------------
+def url_value(name: str, default: Any, options: Iterable | None = None) -> Any:
+    """The value of setting ``name`` from the URL (JSON-decoded) when valid, else ``default``."""
+    raw = st.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = json.loads(raw) if not isinstance(default, str) else raw
+    except (ValueError, TypeError):
+        return default
+    if options is not None:
+        opts = list(options)
+        if isinstance(value, list):
+            value = [v for v in value if v in opts]
+        elif value not in opts:
+            return default
+    if not isinstance(default, str) and default is not None and type(value) is not type(default):
+        if isinstance(default, float) and isinstance(value, int):
+            return float(value)
+        return default
+    return value
+
+
+def url_key(name: str, default: Any, options: Iterable | None = None) -> str:
+    """Session-state key for a widget bound to URL setting ``name``, seeded from the URL on first use."""
+    key = f"url__{name}"
+    if key not in st.session_state:
+        st.session_state[key] = url_value(name, default, options)
+    elif options is not None:
+        opts = list(options)
+        cur = st.session_state[key]
+        if isinstance(cur, list):
+            st.session_state[key] = [v for v in cur if v in opts]
+        elif cur not in opts:
+            st.session_state[key] = default
+    return key
+
+
+def sync_url(**settings: Any) -> None:
+    """Write the page's current settings into the URL (JSON-safe values only)."""
+    for name, value in settings.items():
+        text = value if isinstance(value, str) else json.dumps(core_export.json_safe(value))
+        if st.query_params.get(name) != text:
+            st.query_params[name] = text
+
+
+# -- export ----------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def _static_export_ok() -> bool:
+    import plotly.graph_objects as go
+
+    try:
+        core_export.figure_bytes(go.Figure(go.Scatter(x=[0, 1], y=[0, 1])), "svg", width=50, height=50)
+        return True
+    except core_export.ExportUnavailable:
+        return False
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def export_controls(name: str, *, manifest: dict, fig=None, table=None, key: str | None = None) -> None:
+    """The same export control on every page: figure (PNG/SVG/HTML), numbers (CSV/JSON), zip with manifest."""
+    key = key or name
+    static_ok = _static_export_ok()
+    with st.popover("Export", icon=":material/download:"):
+        st.caption("Every download carries the manifest: versions, parameters, seeds, sha256 of the inputs.")
+        if fig is not None:
+            cols = st.columns(3)
+            for col, fmt in zip(cols, ("png", "svg", "html")):
+                disabled = fmt in ("png", "svg") and not static_ok
+                col.download_button(
+                    fmt.upper(), data=(lambda f=fmt: core_export.figure_bytes(fig, f)),
+                    file_name=f"{name}.{fmt}", mime={"png": "image/png", "svg": "image/svg+xml",
+                                                     "html": "text/html"}[fmt],
+                    key=f"exp_{key}_{fmt}", on_click="ignore", disabled=disabled,
+                    help="needs Chrome/Chromium on the server (kaleido)" if disabled else None)
+        if table is not None:
+            cols = st.columns(2)
+            cols[0].download_button("CSV", data=lambda: core_export.table_bytes(table, "csv"),
+                                    file_name=f"{name}.csv", mime="text/csv", key=f"exp_{key}_csv",
+                                    on_click="ignore")
+            cols[1].download_button("JSON", data=lambda: core_export.table_bytes(table, "json", manifest),
+                                    file_name=f"{name}.json", mime="application/json",
+                                    key=f"exp_{key}_json", on_click="ignore")
+        formats = ("html", "svg", "png") if static_ok else ("html",)
+        st.download_button("Everything (.zip with manifest.json)",
+                           data=lambda: core_export.export_bundle(name=name, manifest=manifest, fig=fig,
+                                                                  table=table, figure_formats=formats),
+                           file_name=f"{name}.zip", mime="application/zip", key=f"exp_{key}_zip",
+                           on_click="ignore", type="primary")
+        st.download_button("manifest.json", data=lambda: json.dumps(manifest, indent=2),
+                           file_name=f"{name}.manifest.json", mime="application/json",
+                           key=f"exp_{key}_manifest", on_click="ignore")
