@@ -1,15 +1,13 @@
 """Platoscope: do these encoders see the same world, and how do I line them up?
 
-Entry point of the Streamlit app (`make run`, or `streamlit run app.py`). It sets the page up, draws the shared
-sidebar (dataset picker and uploads) and routes to the views in pages/.
+Entry point of the Streamlit app (`make run`, or `streamlit run app.py`). It sets the page up and routes to the views in
+pages/; every view starts with ui.widgets.page_header, which also draws the shared sidebar.
 """
 from pathlib import Path
 
 import streamlit as st
 
 st.set_page_config(page_title="Platoscope", page_icon=":material/travel_explore:", layout="wide")
-
-from ui import sidebar  # noqa: E402  (after set_page_config)
 
 PAGES_DIR = Path(__file__).parent / "pages"
 # (file, title, icon) in menu order; a view appears once its file exists.
@@ -28,5 +26,4 @@ VIEWS = [
 pages = [st.Page(str(PAGES_DIR / f), title=t, icon=i, default=(f == "home.py"))
          for f, t, i in VIEWS if (PAGES_DIR / f).exists()]
 page = st.navigation(pages)
-sidebar.render()
-page.run()
+page.run()  # each view draws the shared sidebar through ui.widgets.page_header

@@ -25,7 +25,7 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("Items", f"{ds.n:,}")
 c2.metric("Spaces", len(ds.spaces))
 c3.metric("Metadata columns", len(ds.metadata_columns()))
-c4.metric("Origin", {"demo": "built-in demo", "server": "server folder", "upload": "your upload (private)",
+c4.metric("Origin", {"demo": "built-in demo", "server": "server folder", "upload": "upload (private)",
                      "files": "files"}.get(ds.origin, ds.origin))
 
 st.subheader("Spaces")

@@ -15,7 +15,10 @@ log = logging.getLogger("platoscope")
 
 
 def page_header(title: str, marker: str, caption: str | None = None) -> None:
-    """Title, optional caption, and an invisible marker the browser test waits for."""
+    """Start a view: the shared sidebar, the title, a caption, and an invisible marker the browser test waits for."""
+    from ui import sidebar
+
+    sidebar.render()
     st.title(title)
     if caption:
         st.caption(caption)

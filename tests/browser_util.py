@@ -1,0 +1,121 @@
+"""Helpers for the real-browser tests: start the app with `streamlit run`, drive Debian's chromium with playwright.
+
+Never runs `playwright install`: the browser is /usr/bin/chromium (installed by .ci/run when missing).
+Screenshots go to tests/screenshots/ (git-ignored).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "tests" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--enable-unsafe-swiftshader"]
+
+
+def require_browser():
+    """Skip when chromium or playwright is missing, except where CI demands the browser test."""
+    missing = []
+    if not Path(CHROMIUM).exists():
+        missing.append("chromium (apt-get install -y chromium)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package")
+    if missing:
+        msg = "browser test needs " + " and ".join(missing)
+        if os.environ.get("PLATOSCOPE_REQUIRE_BROWSER") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(env_extra: dict | None = None, timeout: float = 90.0):
+    port = _free_port()
+    env = {**os.environ, **(env_extra or {})}
+    env.setdefault("PLATOSCOPE_DEVICE", "cpu")
+    log = open(SCREENSHOTS.parent / ".streamlit-test.log", "w") if SCREENSHOTS.parent.exists() else None
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true",
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited early with code {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("streamlit did not become healthy in time")
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if log:
+            log.close()
+
+
+@contextmanager
+def browser_page(width: int = 1400, height: int = 1800):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(120_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_idle(page, marker: str | None = None, plot: bool = True, timeout: float = 180_000):
+    """Wait for the app shell, the page marker, a plot, and the 'running' status widget to disappear."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
+    if marker:
+        page.wait_for_selector(f"#ps-page-{marker}", state="attached", timeout=timeout)
+    if plot:
+        page.wait_for_selector(".main-svg", timeout=timeout)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+    page.wait_for_timeout(800)
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def assert_no_traceback(page):
+    text = page.inner_text("body")
+    assert "Traceback" not in text, text[:2000]
+    assert page.locator('[data-testid="stException"]').count() == 0

@@ -1,0 +1,167 @@
+"""AppTest tests of the home page: uploads, bad input, privacy between sessions, URL state, forget-my-data."""
+import io
+import pickle
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+APP = str(ROOT / "app.py")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PLATOSCOPE_DATA_DIR", str(tmp_path / "server"))
+    (tmp_path / "server").mkdir()
+    return tmp_path
+
+
+def _npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _good_npz(n=60, seed=0) -> bytes:
+    rng = np.random.default_rng(seed)
+    return _npz(text=rng.normal(size=(n, 8)).astype(np.float32), image=rng.normal(size=(n, 5)).astype(np.float32),
+                label=np.array(["a", "b", "c"] * (n // 3)))
+
+
+def _app() -> AppTest:
+    return AppTest.from_file(APP, default_timeout=120).run()
+
+
+def _upload(at: AppTest, name: str, content: bytes, meta: tuple[str, bytes] | None = None) -> AppTest:
+    at.file_uploader[0].upload(name, content)
+    if meta is not None:
+        at.file_uploader[1].upload(*meta)
+    at.run()
+    return at.button(key="sb_load").click().run()
+
+
+def _errors(at: AppTest) -> str:
+    return "\n".join(e.value for e in at.error)
+
+
+def test_home_without_dataset_explains_formats(env):
+    at = _app()
+    assert not at.exception
+    assert any(".safetensors" in m.value for m in at.markdown)
+    assert at.button(key="sb_load").disabled
+
+
+def test_upload_npz_shows_summary_and_map(env):
+    at = _upload(_app(), "toy.npz", _good_npz())
+    assert not at.exception and not at.error
+    assert [m.value for m in at.metric][:2] == ["60", "2"]
+    table = at.dataframe[0].value
+    assert table["name"].tolist() == ["text", "image"]
+    assert table["d"].tolist() == [8, 5]
+    assert at.selectbox(key="url__space").value == "text"
+    assert at.selectbox(key="url__color").value == "label"
+    # the uploader was reset (Streamlit's in-memory copy dropped); the file lives on disk in the session folder
+    assert at.file_uploader[0].key == "upl_files_1"
+    spooled = list((env / "cache").glob("session-*/uploads/*.npz"))
+    assert len(spooled) == 1
+
+
+@pytest.mark.parametrize("case", ["nan", "pickle", "rows", "zero_variance", "corrupt"])
+def test_bad_uploads_show_a_clear_error_and_keep_the_files(env, case):
+    rng = np.random.default_rng(1)
+    if case == "nan":
+        x = rng.normal(size=(10, 4)); x[3, 1] = np.nan; x[7, 0] = np.inf
+        name, content, expect = "bad.npz", _npz(emb=x), ["bad.npz", "emb", "row 3"]
+    elif case == "pickle":
+        buf = io.BytesIO(); np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        name, content, expect = "obj.npy", buf.getvalue(), ["obj.npy", "pickle"]
+    elif case == "rows":
+        name, content, expect = "rows.npz", _npz(a=rng.normal(size=(10, 3)), b=rng.normal(size=(9, 3))), ["rows.npz"]
+    elif case == "zero_variance":
+        name, content, expect = "flat.npy", _npy(np.ones((10, 3))), ["flat.npy", "variance"]
+    else:
+        name, content, expect = "broken.npz", _good_npz()[:200], ["broken.npz"]
+    at = _upload(_app(), name, content)
+    assert not at.exception, at.exception
+    msg = _errors(at)
+    for word in expect:
+        assert word.lower() in msg.lower(), msg
+    assert "Traceback" not in msg
+    # nothing lost: the uploader still holds the file so the user can fix and retry
+    assert at.file_uploader[0].key == "upl_files_0"
+
+
+def _npy(arr) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def test_pickled_upload_is_never_executed(env, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    buf = io.BytesIO()
+    np.save(buf, np.array([Evil()], dtype=object), allow_pickle=True)
+    at = _upload(_app(), "evil.npy", buf.getvalue())
+    assert not marker.exists()
+    assert "evil.npy" in _errors(at)
+
+
+def test_metadata_join_and_bad_metadata(env):
+    rng = np.random.default_rng(2)
+    ids = np.array([f"item{i}" for i in range(12)])
+    emb = _npz(id=ids, vec=rng.normal(size=(12, 4)))
+    meta = "id,species\n" + "\n".join(f"item{i},{'cat' if i % 2 else 'dog'}" for i in reversed(range(12)))
+    at = _upload(_app(), "emb.npz", emb, ("meta.csv", meta.encode()))
+    assert not at.error, _errors(at)
+    assert "species" in at.selectbox(key="url__color").options
+    bad_meta = "id,species\n" + "\n".join(f"item{i},x" for i in range(11)) + "\nitem0,y\n"
+    at2 = _upload(_app(), "emb.npz", emb, ("meta.csv", bad_meta.encode()))
+    assert "meta.csv" in _errors(at2) and "item0" in _errors(at2)
+
+
+def test_uploads_are_private_to_their_session(env):
+    a = _upload(_app(), "secret.npz", _good_npz())
+    assert a.selectbox(key="sb_dataset").value == "upload:secret"
+    b = _app()
+    assert all(not o.startswith("upload:") for o in (b.selectbox(key="sb_dataset").options
+                                                      if b.selectbox else []))
+    # a shared link to an upload does not open it in another session
+    c = AppTest.from_file(APP, default_timeout=120)
+    c.query_params["dataset"] = "upload:secret"
+    c.run()
+    assert any("private" in w.value for w in c.warning)
+    assert not c.metric  # nothing of the other session's data is shown
+
+
+def test_forget_my_data_removes_files_and_state(env):
+    at = _upload(_app(), "toy.npz", _good_npz())
+    assert list((env / "cache").glob("session-*/uploads/*"))
+    at.button(key="sb_forget").click().run()
+    assert not list((env / "cache").glob("session-*"))
+    assert not any(o.startswith("upload:") for o in (at.selectbox(key="sb_dataset").options
+                                                     if at.selectbox else []))
+    assert any("removed" in s.value for s in at.success)
+
+
+def test_server_dataset_opens_by_url_with_settings(env):
+    rng = np.random.default_rng(3)
+    folder = env / "server" / "zoo"
+    folder.mkdir()
+    np.save(folder / "alpha.npy", rng.normal(size=(30, 6)).astype(np.float32))
+    np.save(folder / "beta.npy", rng.normal(size=(30, 3)).astype(np.float32))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["dataset"] = "server:zoo"
+    at.query_params["space"] = "beta"
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="sb_dataset").value == "server:zoo"
+    assert at.selectbox(key="url__space").value == "beta"
+    assert at.query_params["dataset"] == ["server:zoo"] or at.query_params["dataset"] == "server:zoo"
