@@ -80,6 +80,26 @@ def prune(max_bytes: int | None = None, max_age_days: float | None = None,
                                          age_limit=_dt.timedelta(days=max_age_days))
 
 
+def prune_sessions(max_age_hours: float | None = None) -> list[str]:
+    """Remove session namespaces untouched for ``max_age_hours`` ($PLATOSCOPE_SESSION_TTL_HOURS, default 24).
+
+    Sessions that ended without "forget my data" leave their spooled uploads behind; this bounds how long.
+    Returns the removed namespaces.
+    """
+    import time
+
+    if max_age_hours is None:
+        max_age_hours = float(os.environ.get("PLATOSCOPE_SESSION_TTL_HOURS", 24))
+    cutoff = time.time() - max_age_hours * 3600
+    removed = []
+    for path in cache_root().glob("session-*"):
+        newest = max([path.stat().st_mtime] + [f.stat().st_mtime for f in path.rglob("*")])
+        if newest < cutoff:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

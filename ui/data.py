@@ -50,6 +50,14 @@ def max_file_bytes() -> int:
     return int(float(os.environ.get("PLATOSCOPE_MAX_FILE_MB", 2048)) * 2**20)
 
 
+@st.cache_resource(ttl=3600, show_spinner=False)
+def housekeeping() -> bool:
+    """Once an hour per server process: apply the cache's size/age limits and drop stale session folders."""
+    core_cache.prune()
+    core_cache.prune_sessions()
+    return True
+
+
 # -- shared datasets -------------------------------------------------------------------------------
 def server_data_dir() -> Path:
     return Path(os.environ.get("PLATOSCOPE_DATA_DIR", ROOT / "data" / "server"))

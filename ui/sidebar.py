@@ -29,6 +29,7 @@ def _apply_url_dataset(options: dict[str, str]) -> None:
 
 
 def render() -> None:
+    data.housekeeping()
     with st.sidebar:
         st.markdown("### :material/travel_explore: Platoscope")
         options = data.dataset_options()
