@@ -57,3 +57,66 @@ def umap_map(fingerprint: str, space: str, max_points: int, namespace: str, n_ne
     coords = projection.cached_umap_embedding(X, _umap_key(_ds, space, max_points), namespace=namespace,
                                               n_neighbors=n_neighbors, min_dist=min_dist)
     return {"rows": rows, "coords": coords, "explained": None, "method": "UMAP", "n_total": _ds.n}
+
+
+# -- results computed with progress ----------------------------------------------------------------
+import hashlib as _hashlib
+import json as _json
+from collections import OrderedDict as _OrderedDict
+
+_MAX_RESULTS = 64
+
+
+@st.cache_resource(show_spinner=False)
+def _shared_results() -> "_OrderedDict[str, object]":
+    """Server-wide results for the demo and server-side datasets (keys include the data's sha256)."""
+    return _OrderedDict()
+
+
+def _results_store(namespace: str) -> "_OrderedDict[str, object]":
+    if namespace == "shared":
+        return _shared_results()
+    return st.session_state.setdefault("platoscope_results", _OrderedDict())
+
+
+def result_key(*parts) -> str:
+    return _hashlib.sha256(_json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def has_result(namespace: str, key: str) -> bool:
+    return key in _results_store(namespace)
+
+
+def computed(namespace: str, key: str, label: str, compute):
+    """Run ``compute(progress)`` once per ``key`` (a sha256 of data fingerprint + parameters), with progress.
+
+    Results of shared datasets are kept server-wide; those of uploads only in the session (so "forget my
+    data" and the session's end drop them). ``progress`` is a tqdm-like wrapper ``progress(iterable,
+    total=None, desc="")`` that drives an ``st.progress`` bar inside an ``st.status`` box.
+    """
+    store = _results_store(namespace)
+    if key in store:
+        store.move_to_end(key)
+        return store[key]
+    with st.status(label, expanded=True) as status:
+        bar = st.progress(0.0, text=label)
+
+        def progress(iterable, total=None, desc=""):
+            items = iterable
+            if total is None:
+                try:
+                    total = len(iterable)
+                except TypeError:
+                    total = None
+            for i, item in enumerate(items):
+                yield item
+                if total:
+                    bar.progress(min(1.0, (i + 1) / total), text=f"{desc or label} {i + 1}/{total}")
+
+        result = compute(progress)
+        bar.progress(1.0, text="done")
+        status.update(label=f"{label}: done", state="complete", expanded=False)
+    store[key] = result
+    while len(store) > _MAX_RESULTS:
+        store.popitem(last=False)
+    return result

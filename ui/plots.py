@@ -56,3 +56,36 @@ def selected_rows(event) -> list[int]:
         if cd is not None:
             rows.append(int(cd))
     return sorted(set(rows))
+
+
+def heatmap(values, x_names: list[str], y_names: list[str], *, title: str = "", colorbar: str = "",
+            zmin: float | None = None, zmax: float | None = None, reverse: bool = False,
+            hover_extra: list[list[str]] | None = None, x_title: str = "", y_title: str = "") -> go.Figure:
+    """Annotated heatmap (None cells stay blank and say 'undefined' on hover)."""
+    z = np.array([[np.nan if v is None else float(v) for v in row] for row in values], dtype=float)
+    text = [["undefined" if np.isnan(v) else f"{v:.2f}" for v in row] for row in z]
+    custom = hover_extra if hover_extra is not None else [["" for _ in row] for row in z]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=x_names, y=y_names, text=text, texttemplate="%{text}", customdata=custom,
+        colorscale="Viridis_r" if reverse else "Viridis", zmin=zmin, zmax=zmax,
+        colorbar=dict(title=colorbar),
+        hovertemplate="%{y} vs %{x}<br>" + (colorbar or "value") + " = %{text}%{customdata}<extra></extra>"))
+    size = max(420, 60 * max(len(x_names), len(y_names)) + 160)
+    fig.update_layout(title=title, height=min(size, 1100), template="plotly_white",
+                      margin=dict(l=10, r=10, t=60, b=10), xaxis_title=x_title, yaxis_title=y_title)
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def clicked_cell(event) -> tuple[str, str] | None:
+    """(x, y) category names of a clicked / selected heatmap cell, if any."""
+    if not event:
+        return None
+    try:
+        points = event.selection.points
+    except AttributeError:
+        points = (event or {}).get("selection", {}).get("points", [])
+    for p in points or []:
+        if "x" in p and "y" in p:
+            return str(p["x"]), str(p["y"])
+    return None

@@ -1,0 +1,135 @@
+"""Similarity: the CKA heatmap over a dataset's spaces (and its companions), and layer-by-layer heatmaps."""
+import re
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.export import build_manifest
+from core.similarity import MEASURES, layerwise_similarity, similarity_matrix
+from ui import cached, data
+from ui.plots import clicked_cell, heatmap, scatter_map
+from ui.widgets import export_controls, guard, page_header, sync_url, url_key
+
+page_header("Similarity", "similarity",
+            "How alike are the spaces? Linear CKA streams over rows (any n); every value can carry a "
+            "permutation p-value.")
+
+ds = data.current_dataset()
+if ds is None or len(ds.spaces) < 2:
+    st.info("This view needs a dataset with at least two spaces: pick the demo or upload files in the sidebar.")
+    st.stop()
+
+MEASURE_LABELS = {
+    "linear_cka": "Linear CKA", "debiased_cka": "Debiased CKA", "rbf_cka": "RBF CKA (n capped, seeded)",
+    "mutual_knn": "Mutual k-NN", "cknna": "CKNNA", "svcca": "SVCCA", "pwcca": "PWCCA",
+    "procrustes": "Procrustes distance (0 = same shape)", "rsa": "RSA (Spearman, seeded sample)"}
+measures = [m for m in MEASURE_LABELS if m in MEASURES]
+names = ds.space_names
+namespace = data.cache_namespace(ds)
+
+tab_matrix, tab_layers = st.tabs(["All spaces", "Layer by layer"])
+
+with tab_matrix:
+    c1, c2, c3 = st.columns([2, 1, 1])
+    measure = c1.selectbox("Measure", measures, format_func=MEASURE_LABELS.get,
+                           key=url_key("measure", "linear_cka", measures))
+    n_perm = c2.selectbox("Permutations (p-values)", [0, 20, 100], key=url_key("perm", 0, [0, 20, 100]))
+    k = c3.number_input("k (k-NN measures)", 1, 100, key=url_key("k", 10))
+    chosen = st.multiselect("Spaces", names, key=url_key("spaces", names[:12], names))
+    sync_url(measure=measure, perm=int(n_perm), k=int(k), spaces=chosen)
+    if len(chosen) < 2:
+        st.info("Choose at least two spaces.")
+        st.stop()
+    kw = {"k": int(k)} if measure in ("mutual_knn", "cknna") else {}
+    key = cached.result_key("simmat", ds.fingerprint, measure, chosen, int(n_perm), kw)
+    result = None
+    with guard():
+        result = cached.computed(
+            namespace, key, f"{MEASURE_LABELS[measure]} over {len(chosen)} spaces",
+            lambda progress: similarity_matrix({c: ds[c].vectors() if ds[c].kind == "tokens" else ds[c].data
+                                                for c in chosen}, measure, progress,
+                                               n_permutations=int(n_perm), seed=0, **kw))
+    if result is not None:
+        pv = result.get("p_values")
+        extra = None
+        if pv is not None:
+            extra = [["" if p is None else f"<br>permutation p = {p:.3f}" for p in row] for row in pv]
+        higher = result.get("higher_is_similar", True)
+        bounded = measure not in ("procrustes",)
+        fig = heatmap(result["values"], result["names"], result["names"],
+                      title=f"{MEASURE_LABELS[measure]} - {result['n_items']:,} items",
+                      colorbar=MEASURE_LABELS[measure].split(" (")[0], zmin=None if not bounded else
+                      min(0.0, np.nanmin([[np.nan if v is None else v for v in r] for r in result["values"]])),
+                      zmax=1.0 if bounded else None, reverse=not higher, hover_extra=extra)
+        event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="sim_heatmap",
+                                width="stretch")
+        rows = []
+        for i, a in enumerate(result["names"]):
+            for j, b in enumerate(result["names"]):
+                if i < j or (not result.get("symmetric", True) and i != j):
+                    rows.append({"space_a": a, "space_b": b, "measure": result["measure"],
+                                 "value": result["values"][i][j],
+                                 **({"p_value": pv[i][j]} if pv is not None else {})})
+        table = pd.DataFrame(rows)
+        manifest = build_manifest(view="similarity/matrix", dataset=ds, seeds=[0],
+                                  params={"measure": measure, "spaces": chosen, "permutations": int(n_perm), **kw})
+        export_controls("platoscope-similarity", manifest=manifest, fig=fig, table=table)
+        if any(v is not None and v < 0 for r in result["values"] for v in r) and measure == "debiased_cka":
+            st.warning("Some debiased CKA values are negative: the unbiased estimator can go below zero for "
+                       "unrelated spaces and small n. They are shown as computed.")
+
+        st.subheader("Two spaces side by side")
+        cell = clicked_cell(event)
+        pair_default = list(cell) if cell and cell[0] != cell[1] else chosen[:2]
+        a_col, b_col = st.columns(2)
+        left = a_col.selectbox("Left", chosen, index=chosen.index(pair_default[1]) if pair_default[1] in chosen else 0,
+                               key="sim_left")
+        right = b_col.selectbox("Right", chosen,
+                                index=chosen.index(pair_default[0]) if pair_default[0] in chosen else 1,
+                                key="sim_right")
+        if cell:
+            st.caption(f"Cell clicked: {cell[1]} vs {cell[0]}")
+        colour = next((c for c in ("label", "tier", "group") if c in ds.items.columns), None)
+        for col, name in ((a_col, left), (b_col, right)):
+            with guard():
+                m = cached.pca_map(ds.fingerprint, name, 5000, ds)
+                fig_m = scatter_map(m["coords"], m["rows"], [ds.hover_text()[i] for i in m["rows"]],
+                                    color=None if colour is None else ds.items[colour].iloc[m["rows"]].reset_index(drop=True),
+                                    color_name=colour, title=f"PCA of '{name}'", axis_titles=("PCA 1", "PCA 2"))
+                fig_m.update_layout(height=420, showlegend=False)
+                col.plotly_chart(fig_m, key=f"sim_map_{name}_{col is a_col}", width="stretch")
+
+with tab_layers:
+    st.caption("Compare every layer of one encoder with every layer of another (rows paired by item).")
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        m = re.match(r"(.+?)[_.-]?(layer|l|block)[_.-]?(\d+)$", n)
+        if m:
+            groups.setdefault(m.group(1), []).append(n)
+    default_a = next(iter(groups.values()), names[: max(1, len(names) // 2)])
+    la, lb = st.columns(2)
+    side_a = la.multiselect("Encoder A spaces (rows)", names, default=default_a, key="layers_a")
+    side_b = lb.multiselect("Encoder B spaces (columns)", names,
+                            default=[n for n in names if n not in default_a][:8] or names[:2], key="layers_b")
+    lmeasure = st.selectbox("Measure", measures, format_func=MEASURE_LABELS.get, key="layers_measure")
+    if side_a and side_b:
+        key = cached.result_key("layers", ds.fingerprint, lmeasure, side_a, side_b)
+        res = None
+        with guard():
+            res = cached.computed(
+                namespace, key, f"{MEASURE_LABELS[lmeasure]}: {len(side_a)} x {len(side_b)} spaces",
+                lambda progress: layerwise_similarity(
+                    [ds[a].vectors() if ds[a].kind == "tokens" else ds[a].data for a in side_a],
+                    [ds[b].vectors() if ds[b].kind == "tokens" else ds[b].data for b in side_b],
+                    lmeasure, names_a=side_a, names_b=side_b, progress=progress))
+        if res is not None:
+            figl = heatmap(res["values"], res["names_b"], res["names_a"],
+                           title=f"{MEASURE_LABELS[lmeasure]} layer by layer", colorbar=lmeasure,
+                           reverse=not res.get("higher_is_similar", True), x_title="encoder B", y_title="encoder A")
+            st.plotly_chart(figl, key="layers_heatmap", width="stretch")
+            tablel = pd.DataFrame(res["values"], index=res["names_a"], columns=res["names_b"]).reset_index(
+                names="space_a")
+            export_controls("platoscope-layers", fig=figl, table=tablel,
+                            manifest=build_manifest(view="similarity/layers", dataset=ds,
+                                                    params={"measure": lmeasure, "a": side_a, "b": side_b}))

@@ -1,0 +1,80 @@
+"""AppTest tests of the Similarity page on a small server-side dataset."""
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PLATOSCOPE_DATA_DIR", str(tmp_path / "server"))
+    folder = tmp_path / "server" / "layers"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(80, 6))
+    for i in range(1, 4):
+        np.save(folder / f"enc_layer{i}.npy", (base @ rng.normal(size=(6, 10)) + 0.3 * i * rng.normal(size=(80, 10))))
+    np.save(folder / "noise.npy", rng.normal(size=(80, 7)))
+    return tmp_path
+
+
+def _open(page_params: dict) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["dataset"] = "server:layers"
+    for k, v in page_params.items():
+        at.query_params[k] = v
+    at.run()
+    at.switch_page("pages/similarity.py")
+    return at.run()
+
+
+def _independent_cka(X, Y):
+    X = X - X.mean(0); Y = Y - Y.mean(0)
+    return np.linalg.norm(X.T @ Y) ** 2 / (np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y))
+
+
+def _decode(z):
+    """plotly serialises numpy arrays as base64 typed arrays ({dtype, bdata, shape})."""
+    if isinstance(z, dict) and "bdata" in z:
+        import base64
+        arr = np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"]))
+        shape = [int(s) for s in str(z.get("shape", len(arr))).split(",")]
+        return arr.reshape(shape)
+    return np.asarray(z, dtype=float)
+
+
+def test_similarity_heatmap_values_match_reference(server):
+    at = _open({})
+    assert not at.exception, at.exception
+    assert at.selectbox(key="url__measure").value == "linear_cka"
+    # the exported table holds the same numbers the heatmap shows
+    folder = server / "server" / "layers"
+    X = np.load(folder / "enc_layer1.npy"); Y = np.load(folder / "noise.npy")
+    ref = _independent_cka(X, Y)
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 1
+    import json
+    fig = json.loads(charts[0].proto.spec)
+    z = _decode(fig["data"][0]["z"]); names = fig["data"][0]["x"]
+    i, j = names.index("enc_layer1"), names.index("noise")
+    assert abs(z[i][j] - ref) < 1e-6
+
+
+def test_similarity_measure_from_url_and_layer_tab(server):
+    at = _open({"measure": "mutual_knn", "k": "5"})
+    assert not at.exception, at.exception
+    assert at.selectbox(key="url__measure").value == "mutual_knn"
+    assert at.number_input(key="url__k").value == 5
+    assert at.multiselect(key="layers_a").value == ["enc_layer1", "enc_layer2", "enc_layer3"]
+
+
+def test_similarity_needs_two_spaces(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PLATOSCOPE_DATA_DIR", str(tmp_path / "server"))
+    (tmp_path / "server").mkdir()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("pages/similarity.py").run()
+    assert not at.exception
+    assert any("at least two spaces" in i.value for i in at.info)
