@@ -1,0 +1,4 @@
+"""CLI subcommands, one module each (see :mod:`core.cli` for the plugin convention).
+
+Modules starting with ``_`` are helpers, not commands.
+"""

@@ -1,0 +1,151 @@
+"""Helpers shared by the CLI subcommands: input arguments, loading, JSON conversion, text tables."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+from pathlib import PurePath
+from typing import Sequence
+
+import numpy as np
+
+from ..dataset import Dataset
+from ..errors import DataError
+
+
+def add_input_arguments(parser: argparse.ArgumentParser, *, nargs: str = "+") -> None:
+    """Add ``FILE...``, ``--meta META`` and ``--max-file-mb MB`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : the subcommand's parser.
+    nargs : how many FILE arguments ('+' by default; '*' when the command can run without files).
+    """
+    parser.add_argument("files", nargs=nargs, metavar="FILE",
+                        help="embedding files (.npy, .npz, .safetensors, .pt, .pth, .parquet) or a HierarCaps "
+                             "/ chains .csv")
+    parser.add_argument("--meta", metavar="META", default=None,
+                        help="metadata table (.csv or .parquet) with an 'id' column, joined on id")
+    parser.add_argument("--max-file-mb", metavar="MB", type=float, default=None,
+                        help="refuse files larger than this many MB (default $PLATOSCOPE_MAX_FILE_MB, else 2048)")
+
+
+def max_file_bytes(args: argparse.Namespace) -> int | None:
+    """The size limit in bytes from ``--max-file-mb`` (None: the loader's default)."""
+    mb = getattr(args, "max_file_mb", None)
+    if mb is None:
+        return None
+    if mb <= 0:
+        raise DataError(f"--max-file-mb must be positive, got {mb:g}")
+    return int(mb * (1 << 20))
+
+
+def load_inputs(args: argparse.Namespace) -> Dataset:
+    """Load the dataset named by the arguments of :func:`add_input_arguments`."""
+    from ..io import load_dataset
+
+    return load_dataset(list(args.files), metadata=getattr(args, "meta", None),
+                        max_file_bytes=max_file_bytes(args), origin="files")
+
+
+def to_jsonable(obj):
+    """A copy of ``obj`` that ``json.dumps(..., allow_nan=False)`` accepts.
+
+    numpy scalars -> Python numbers, arrays and torch tensors -> nested lists, NaN / Inf -> None,
+    tuples / sets -> lists, paths -> str, dataclasses -> dicts, DataFrames -> lists of row dicts,
+    pandas NA -> None; dict keys become strings.
+    """
+    if isinstance(obj, np.generic):  # before float / int: np.float64 subclasses float
+        return to_jsonable(obj.item())
+    if obj is None or isinstance(obj, bool):
+        return obj
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind == "f":
+            return [to_jsonable(v) for v in obj.tolist()] if obj.ndim == 1 else [to_jsonable(v) for v in obj]
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (PurePath, os.PathLike)):
+        return os.fspath(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(dataclasses.asdict(obj))
+    try:
+        import pandas as pd
+
+        if isinstance(obj, pd.DataFrame):
+            return to_jsonable(obj.to_dict(orient="records"))
+        if isinstance(obj, pd.Series):
+            return to_jsonable(obj.tolist())
+        if obj is pd.NA or obj is pd.NaT:
+            return None
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import torch
+
+        if isinstance(obj, torch.Tensor):
+            return to_jsonable(obj.detach().cpu().numpy())
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return to_jsonable(obj.item())
+        except (TypeError, ValueError):
+            pass
+    return str(obj)
+
+
+def format_number(value, digits: int = 4) -> str:
+    """A compact text for a number (``"-"`` for None / NaN)."""
+    if value is None:
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(f):
+        return "-"
+    return f"{f:.{digits}g}"
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str], headers: Sequence[str] | None = None,
+                 digits: int = 4) -> str:
+    """Rows of dicts as an aligned text table (numbers right-aligned, text left-aligned)."""
+    headers = list(headers or columns)
+    cells = []
+    numeric = [True] * len(columns)
+    for row in rows:
+        line = []
+        for j, col in enumerate(columns):
+            value = row.get(col)
+            if isinstance(value, (list, tuple)):
+                value = "; ".join(map(str, value))
+            if not (value is None or isinstance(value, (int, float, np.integer, np.floating))) or isinstance(
+                    value, bool):
+                numeric[j] = False
+            line.append(format_number(value, digits) if not isinstance(value, str) else value)
+        cells.append(line)
+    widths = [max([len(h)] + [len(r[j]) for r in cells]) for j, h in enumerate(headers)]
+
+    def fmt(line, header=False):
+        parts = []
+        for j, text in enumerate(line):
+            parts.append(text.rjust(widths[j]) if numeric[j] and not header else text.ljust(widths[j]))
+        return "  ".join(parts).rstrip()
+
+    out = [fmt(headers, header=True), "  ".join("-" * w for w in widths)]
+    out.extend(fmt(line) for line in cells)
+    return "\n".join(out)
