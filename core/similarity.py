@@ -889,6 +889,14 @@ def resolve_measure(measure: str | Measure) -> Measure:
     return MEASURES[key]
 
 
+def _with_seed(m: Measure, kw: dict, seed: int) -> dict:
+    """``kw`` plus ``seed=seed`` when the measure takes a seed (its own sub-sample) and none was given."""
+    import inspect
+    if "seed" in inspect.signature(m.func).parameters and "seed" not in kw:
+        return {**kw, "seed": seed}
+    return dict(kw)
+
+
 def similarity(X, Y, measure: str = "linear_cka", **kw) -> float | None:
     """``measure(X, Y, **kw)`` for a registered measure name (see :data:`MEASURES`)."""
     return resolve_measure(measure).func(X, Y, **kw)
@@ -1026,6 +1034,7 @@ def permutation_test(X, Y, measure: str | Measure = "linear_cka", n_permutations
                      progress=None, **kw) -> dict:
     """Permutation null of a similarity: shuffle the rows of ``Y`` (seeded) ``n_permutations`` times.
 
+    ``seed`` seeds the shuffles and, for measures that sub-sample (rbf_cka, cknna, rsa), their sample.
     ``p_value = (1 + #{null >= value}) / (1 + n_permutations)`` (``<=`` for distances such as
     ``procrustes``). Fast paths: linear CKA reuses its Gram blocks (a row shuffle of Y only changes
     ``X^T Y``; for n <= GRAM_MAX_N and n < p q it permutes the n x n centred Gram matrix instead, O(n^2)
@@ -1039,6 +1048,7 @@ def permutation_test(X, Y, measure: str | Measure = "linear_cka", n_permutations
         defined null values); ``p_value`` etc. are None when the value itself is undefined.
     """
     m = resolve_measure(measure)
+    kw = _with_seed(m, kw, seed)
     X, Y = _check_pair(X, Y)
     if int(n_permutations) < 1:
         raise DataError(f"n_permutations must be >= 1, got {n_permutations}")
@@ -1114,6 +1124,7 @@ def bootstrap_interval(X, Y, measure: str | Measure = "linear_cka", n_boot: int 
         resampled values), ``std`` of the resampled values, ``n_boot`` (defined resamples), ``ci``.
     """
     m = resolve_measure(measure)
+    kw = _with_seed(m, kw, seed)
     X, Y = _check_pair(X, Y)
     if not 0 < ci < 1:
         raise DataError(f"ci must be in (0, 1), got {ci}")
@@ -1222,7 +1233,8 @@ def _pair_values(arrays_a, arrays_b, names_a, names_b, m: Measure, pairs, progre
             if preps_a is not None:
                 values[(i, j)] = _linear_pair(preps_a[i], preps_b[j], kw.get("chunk_rows"), _device(kw.get("device")))
             elif n_permutations > 0:
-                res = permutation_test(arrays_a[i], arrays_b[j], m, n_permutations=n_permutations, seed=seed, **kw)
+                res = permutation_test(arrays_a[i], arrays_b[j], m, n_permutations=n_permutations,
+                                       **{"seed": seed, **kw})
                 values[(i, j)] = res["value"]
                 pvals[(i, j)] = res["p_value"]
             else:
@@ -1251,6 +1263,7 @@ def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure =
     measure : a name of :data:`MEASURES` (or an alias).
     progress : tqdm-like wrapper over the pairs.
     n_permutations : when > 0, also a permutation p-value per off-diagonal pair (seeded with ``seed``).
+    seed : seeds the permutations and the sub-samples of the measures that take a ``seed``.
     **kw : passed to the measure.
 
     Returns
@@ -1261,6 +1274,7 @@ def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure =
         when ``n_permutations > 0``.
     """
     m = resolve_measure(measure)
+    kw = _with_seed(m, kw, seed)
     names = list(spaces)
     if not names:
         raise DataError("no spaces to compare")

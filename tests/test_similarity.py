@@ -487,3 +487,60 @@ def test_debiased_permutation_fast_path_equals_naive_null(rng):
     assert res["value"] == pytest.approx(value, rel=1e-9)
     assert res["null_mean"] == pytest.approx(null.mean(), rel=1e-8, abs=1e-12)
     assert res["p_value"] == pytest.approx((1 + (null >= value).sum()) / 16)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI: platoscope cka
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def cka_files(tmp_path, rng):
+    X, Y = related(rng, n=40, p=6, q=5, noise=0.5)
+    Z = rng.normal(size=(40, 3))
+    fa = tmp_path / "a.npz"
+    np.savez(fa, text=X.astype(np.float32), image=Y.astype(np.float32))
+    fb = tmp_path / "other.npy"
+    np.save(fb, Z.astype(np.float32))
+    f32 = lambda A: A.astype(np.float32).astype(np.float64)  # noqa: E731
+    return [str(fa), str(fb)], {"text": f32(X), "image": f32(Y), "other": f32(Z)}
+
+
+def test_cli_cka_json_matrix_and_p_values(cka_files, capsys):
+    import json
+    from core.cli import main
+    paths, arrays = cka_files
+    rc = main(["cka", *paths, "--permutations", "20", "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    res = json.loads(out.out)
+    assert res["measure"] == "linear_cka" and res["n_items"] == 40
+    assert res["spaces"] == ["text", "image", "other"]
+    for i, a in enumerate(res["spaces"]):
+        for j, b in enumerate(res["spaces"]):
+            assert res["matrix"][i][j] == pytest.approx(cka_ref(arrays[a], arrays[b]), rel=1e-6)
+    assert res["p_values"][0][1] == pytest.approx(1 / 21) and res["p_values"][1][1] is None
+    assert res["n_permutations"] == 20
+
+
+def test_cli_cka_debiased_text_and_other_measures(cka_files, capsys):
+    import json
+    from core.cli import main
+    paths, arrays = cka_files
+    assert main(["cka", *paths, "--debiased", "--spaces", "text,image"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("debiased_cka") and "text" in text and "image" in text and "other" not in text
+    ref = debiased_ref(arrays["text"], arrays["image"])
+    assert f"{ref:.4g}" in text
+    assert main(["cka", *paths, "--measure", "mutual_knn", "--k", "3", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    sx, sy = knn_sets_ref(arrays["text"], 3), knn_sets_ref(arrays["other"], 3)
+    assert res["matrix"][0][2] == pytest.approx(np.mean([len(a & b) / 3 for a, b in zip(sx, sy)]))
+    assert res["parameters"] == {"k": 3}
+
+
+def test_cli_cka_bad_input(cka_files, capsys):
+    from core.cli import main
+    paths, _ = cka_files
+    assert main(["cka", *paths, "--spaces", "text,nope"]) == 2
+    assert "no space named 'nope'" in capsys.readouterr().err
+    assert main(["cka", *paths, "--measure", "rsa", "--debiased"]) == 2
+    assert "--debiased applies to linear CKA" in capsys.readouterr().err
