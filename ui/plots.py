@@ -89,3 +89,66 @@ def clicked_cell(event) -> tuple[str, str] | None:
         if "x" in p and "y" in p:
             return str(p["x"]), str(p["y"])
     return None
+
+
+METHOD_LABELS = {"none": "no alignment (cosine)", "affine": "affine", "pca_affine": "PCA-k + affine",
+                 "procrustes": "Procrustes", "local_cka": "local CKA", "cca_affine": "CCA + affine",
+                 "cca_local_cka": "CCA + local CKA"}
+METRIC_LABELS = {"matching_accuracy": "matching accuracy", "top1_x_to_y": "top-1 (source -> target)",
+                 "top5_x_to_y": "top-5 (source -> target)", "top10_x_to_y": "top-10 (source -> target)",
+                 "top1_y_to_x": "top-1 (target -> source)", "top5_y_to_x": "top-5 (target -> source)",
+                 "top10_y_to_x": "top-10 (target -> source)", "mrr": "MRR (both directions)",
+                 "mrr_x_to_y": "MRR (source -> target)", "mrr_y_to_x": "MRR (target -> source)"}
+
+
+def curve(summary: list[dict], x_key: str, metric: str, *, title: str = "", x_title: str = "",
+          log_x: bool = False) -> go.Figure:
+    """Mean +- std over seeds per method against ``x_key``, with chance as a dashed line."""
+    df = pd.DataFrame([r for r in summary if r["metric"] == metric])
+    fig = go.Figure()
+    if df.empty:
+        return fig
+    for i, (method, part) in enumerate(df.groupby("method", sort=False)):
+        colour = PALETTE[i % len(PALETTE)]
+        if part[x_key].isna().all():  # methods independent of x: a flat band
+            m, s = float(part["mean"].iloc[0]), float(part["std"].iloc[0])
+            xs = sorted(df[x_key].dropna().unique())
+            fig.add_trace(go.Scatter(x=xs, y=[m] * len(xs), mode="lines", name=METHOD_LABELS.get(method, method),
+                                     line=dict(color=colour, dash="dot"),
+                                     hovertemplate=f"{m:.3f} +- {s:.3f}<extra>{method}</extra>"))
+            continue
+        part = part.sort_values(x_key)
+        fig.add_trace(go.Scatter(x=part[x_key], y=part["mean"], mode="lines+markers",
+                                 name=METHOD_LABELS.get(method, method), line=dict(color=colour),
+                                 error_y=dict(type="data", array=part["std"], visible=True)))
+    chance = df.groupby(x_key)["chance"].mean().sort_index()
+    if len(chance):
+        fig.add_trace(go.Scatter(x=chance.index, y=chance.values, mode="lines", name="chance",
+                                 line=dict(color="grey", dash="dash")))
+    fig.update_layout(title=title, template="plotly_white", height=460, xaxis_title=x_title,
+                      yaxis_title=METRIC_LABELS.get(metric, metric), margin=dict(l=10, r=10, t=60, b=10))
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+def bars_with_errors(rows: list[dict], *, title: str = "", y_title: str = "") -> go.Figure:
+    """Grouped bars: rows of {method, metric, mean, std, chance}."""
+    df = pd.DataFrame(rows)
+    fig = go.Figure()
+    for i, (metric, part) in enumerate(df.groupby("metric", sort=False)):
+        fig.add_trace(go.Bar(x=[METHOD_LABELS.get(m, m) for m in part["method"]], y=part["mean"],
+                             error_y=dict(type="data", array=part["std"]), name=METRIC_LABELS.get(metric, metric),
+                             marker_color=PALETTE[i % len(PALETTE)]))
+    fig.update_layout(barmode="group", title=title, template="plotly_white", height=420, yaxis_title=y_title,
+                      margin=dict(l=10, r=10, t=60, b=10))
+    return fig
+
+
+def spectrum(values, *, title: str = "", name: str = "", y_title: str = "", extra: dict | None = None) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=np.arange(1, len(values) + 1), y=values, mode="lines+markers", name=name))
+    for label, vals in (extra or {}).items():
+        fig.add_trace(go.Scatter(x=np.arange(1, len(vals) + 1), y=vals, mode="lines+markers", name=label))
+    fig.update_layout(title=title, template="plotly_white", height=380, xaxis_title="component",
+                      yaxis_title=y_title, margin=dict(l=10, r=10, t=60, b=10))
+    return fig

@@ -1,0 +1,168 @@
+"""Subspace: align two spaces on anchors, judge on held-out queries (paper A's protocol and curves)."""
+import pandas as pd
+import streamlit as st
+
+from core.align import METHODS, PAPER_A_METHODS
+from core.export import build_manifest
+from core.protocol import DEFAULT_ANCHOR_COUNTS, DEFAULT_SWEEP_KS, run_protocol, sweep_anchors, sweep_k
+from ui import cached, data
+from ui.plots import METHOD_LABELS, METRIC_LABELS, bars_with_errors, curve, spectrum
+from ui.widgets import export_controls, guard, page_header, sync_url, url_key
+
+page_header("Subspace alignment", "subspace",
+            "Fit a map on anchor pairs, judge it on held-out query pairs: matching, retrieval and MRR, "
+            "mean +- std over seeds, chance beside every number.")
+
+ds = data.current_dataset()
+if ds is None or len(ds.spaces) < 2:
+    st.info("This view needs a dataset with at least two spaces: pick the demo or upload files in the sidebar.")
+    st.stop()
+
+names = ds.space_names
+
+
+def _default(modalities, avoid=None):
+    for n in names:
+        if ds[n].modality in modalities and n != avoid:
+            return n
+    return next(n for n in names if n != avoid)
+
+
+src_default = _default(("text",))
+tgt_default = _default(("3d", "image"), avoid=src_default)
+c1, c2 = st.columns(2)
+source = c1.selectbox("Source space (queries)", names, key=url_key("x", src_default, names))
+target = c2.selectbox("Target space (retrieved)", [n for n in names if n != source],
+                      key=url_key("y", tgt_default if tgt_default != source else names[1],
+                                  [n for n in names if n != source]))
+c3, c4, c5, c6, c7 = st.columns(5)
+k = c3.number_input("Subspace dim k", 1, 4096, key=url_key("k", 50))
+anchors = c4.number_input("Anchors (max)", 2, 10_000_000, key=url_key("anchors", 30000))
+queries = c5.number_input("Queries", 2, 100_000, key=url_key("queries", 500))
+n_seeds = c6.number_input("Seeds", 1, 20, key=url_key("seeds", 3))
+reg = c7.select_slider("CCA ridge r", [0.0, 1e-4, 1e-3, 1e-2, 1e-1], key=url_key("reg", 1e-3))
+methods = st.multiselect("Methods", list(METHODS), format_func=METHOD_LABELS.get,
+                         key=url_key("methods", list(PAPER_A_METHODS), METHODS))
+metric = st.selectbox("Metric to plot", list(METRIC_LABELS), format_func=METRIC_LABELS.get,
+                      key=url_key("metric", "matching_accuracy", list(METRIC_LABELS)))
+sync_url(x=source, y=target, k=int(k), anchors=int(anchors), queries=int(queries), seeds=int(n_seeds),
+         reg=float(reg), methods=methods, metric=metric)
+
+if not methods:
+    st.info("Choose at least one method.")
+    st.stop()
+
+X = ds[source].vectors() if ds[source].kind == "tokens" else ds[source].data
+Y = ds[target].vectors() if ds[target].kind == "tokens" else ds[target].data
+groups = ds.groups() if "group" in ds.items.columns else None
+seeds = list(range(int(n_seeds)))
+namespace = data.cache_namespace(ds)
+common = dict(n_queries=int(queries), seeds=seeds, groups=groups, reg=float(reg))
+base_params = {"source": source, "target": target, "k": int(k), "anchors": int(anchors), "queries": int(queries),
+               "seeds": seeds, "reg": float(reg), "methods": methods}
+st.caption(f"Scores: cosine after affine/CCA maps, local CKA score for the local-CKA methods. "
+           f"{'Items in the same group count as true partners. ' if groups is not None else ''}"
+           f"Dataset: {ds.n:,} items; {source} is {ds[source].dim}-d, {target} is {ds[target].dim}-d.")
+
+tab_k, tab_curve_k, tab_curve_a, tab_cca = st.tabs(["At one k", "Curve over k", "Curve over anchors",
+                                                    "Canonical correlations"])
+
+with tab_k:
+    res = None
+    with guard():
+        key = cached.result_key("protocol", ds.fingerprint, base_params)
+        res = cached.computed(namespace, key, "Fitting and judging every method",
+                              lambda progress: run_protocol(X, Y, methods=methods, k=int(k),
+                                                            n_anchors=int(anchors), progress=progress, **common))
+    if res is not None:
+        for note in res.get("adjustments", []):
+            st.info(f"Adjusted to fit the dataset: {note}")
+        s = res["settings"]
+        st.caption(f"{s.get('n_anchors')} anchors, {s.get('n_queries')} queries, seeds {s.get('seeds')}, "
+                   f"fitted in {res['seconds']:.2f} s.")
+        rows = []
+        for method, metrics in res["results"].items():
+            for name, v in metrics.items():
+                rows.append({"method": method, "metric": name, "mean": v["mean"], "std": v["std"],
+                             "chance": v["chance"]})
+        table = pd.DataFrame(rows)
+        wide = table[table["metric"].isin(["matching_accuracy", "top1_x_to_y", "top5_x_to_y", "top1_y_to_x",
+                                           "top5_y_to_x", "mrr"])].copy()
+        wide["value"] = [f"{m:.3f} +- {s:.3f} (chance {c:.3f})" for m, s, c in
+                         zip(wide["mean"], wide["std"], wide["chance"])]
+        pivot = wide.pivot(index="method", columns="metric", values="value")
+        pivot.index = [METHOD_LABELS.get(m, m) for m in pivot.index]
+        st.dataframe(pivot.rename(columns=METRIC_LABELS), width="stretch")
+        fig = bars_with_errors([r for r in rows if r["metric"] == metric],
+                               title=f"{METRIC_LABELS[metric]} at k = {int(k)}: {source} -> {target}",
+                               y_title=METRIC_LABELS[metric])
+        st.plotly_chart(fig, key="subspace_bars", width="stretch")
+        export_controls("platoscope-protocol", fig=fig, table=table,
+                        manifest=build_manifest(view="subspace/protocol", dataset=ds, seeds=seeds,
+                                                params={**base_params, "settings": s}))
+
+with tab_curve_k:
+    k_values = st.multiselect("k values", list(DEFAULT_SWEEP_KS) + [2, 4, 512, 768], key="sweep_k_values",
+                              default=list(DEFAULT_SWEEP_KS))
+    sweep_methods = [m for m in methods if m in ("affine", "pca_affine", "cca_affine", "cca_local_cka",
+                                                  "local_cka")]
+    if k_values and sweep_methods:
+        curve_res = None
+        with guard():
+            key = cached.result_key("sweep_k", ds.fingerprint, base_params, sorted(k_values), sweep_methods)
+            curve_res = cached.computed(
+                namespace, key, f"Sweeping k over {len(k_values)} values",
+                lambda progress: sweep_k(X, Y, k_values=k_values, methods=sweep_methods,
+                                         n_anchors=int(anchors), progress=progress, **common))
+        if curve_res is not None:
+            for note in curve_res.get("adjustments", []):
+                st.info(f"Adjusted: {note}")
+            fig = curve(curve_res["summary"], "k", metric, title=f"{METRIC_LABELS[metric]} against k",
+                        x_title="subspace dimension k", log_x=True)
+            st.plotly_chart(fig, key="subspace_curve_k", width="stretch")
+            st.caption("Paper A: after CCA a low k (about 50) works best; affine alone prefers higher dimensions. "
+                       "Methods that do not depend on k are drawn as dotted lines.")
+            export_controls("platoscope-sweep-k", fig=fig, table=pd.DataFrame(curve_res["summary"]),
+                            manifest=build_manifest(view="subspace/sweep_k", dataset=ds, seeds=seeds,
+                                                    params={**base_params, "k_values": sorted(k_values)}))
+
+with tab_curve_a:
+    counts = st.multiselect("Anchor counts", sorted(set(DEFAULT_ANCHOR_COUNTS) | {100, 250, 500}),
+                            default=[c for c in (100, 250, 500, 1000, 2000, 5000, 10000, 20000, 30000)
+                                     if c <= max(ds.n - min(int(queries), ds.n // 5), 100)],
+                            key="sweep_anchor_counts")
+    if counts:
+        ares = None
+        with guard():
+            key = cached.result_key("sweep_anchors", ds.fingerprint, base_params, sorted(counts))
+            ares = cached.computed(
+                namespace, key, f"Sweeping {len(counts)} anchor counts",
+                lambda progress: sweep_anchors(X, Y, anchor_counts=counts, methods=methods, k=int(k),
+                                               progress=progress, **common))
+        if ares is not None:
+            for note in ares.get("adjustments", []):
+                st.info(f"Adjusted: {note}")
+            fig = curve(ares["summary"], "n_anchors", metric, title=f"{METRIC_LABELS[metric]} against anchors",
+                        x_title="number of anchors", log_x=True)
+            st.plotly_chart(fig, key="subspace_curve_anchors", width="stretch")
+            export_controls("platoscope-sweep-anchors", fig=fig, table=pd.DataFrame(ares["summary"]),
+                            manifest=build_manifest(view="subspace/sweep_anchors", dataset=ds, seeds=seeds,
+                                                    params={**base_params, "anchor_counts": sorted(counts)}))
+
+with tab_cca:
+    if res is not None and res.get("cca"):
+        cca = res["cca"]
+        fig = spectrum(cca["canonical_correlations"], name="regularised (anchors)",
+                       title=f"Canonical correlations, k = {int(k)}, r = {cca.get('reg')}",
+                       y_title="correlation", extra={"plain, held-out queries": cca.get("heldout_correlations")}
+                       if cca.get("heldout_correlations") else None)
+        st.plotly_chart(fig, key="subspace_cca", width="stretch")
+        st.caption("With r > 0 the anchors' correlations are regularised; the held-out curve is the plain "
+                   "correlation of each projected pair of columns on the queries (mean over seeds).")
+        export_controls("platoscope-cca", fig=fig, table=pd.DataFrame(
+            {"component": range(1, len(cca["canonical_correlations"]) + 1),
+             "regularised": cca["canonical_correlations"],
+             **({"heldout": cca["heldout_correlations"]} if cca.get("heldout_correlations") else {})}),
+            manifest=build_manifest(view="subspace/cca", dataset=ds, seeds=seeds, params=base_params))
+    else:
+        st.info("Add a CCA method (CCA + affine or CCA + local CKA) to see the canonical correlations.")

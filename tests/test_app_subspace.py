@@ -1,0 +1,50 @@
+"""AppTest tests of the Subspace page on a planted two-view dataset."""
+import json
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PLATOSCOPE_DATA_DIR", str(tmp_path / "server"))
+    folder = tmp_path / "server" / "planted"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(600, 6))
+    np.save(folder / "text.npy", z @ rng.normal(size=(6, 24)) + 0.2 * rng.normal(size=(600, 24)))
+    np.save(folder / "shape_3d.npy", z @ rng.normal(size=(6, 20)) + 0.2 * rng.normal(size=(600, 20)))
+    return tmp_path
+
+
+def test_subspace_runs_protocol_and_curves(server):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params["dataset"] = "server:planted"
+    at.query_params["k"] = "6"
+    at.query_params["queries"] = "100"
+    at.run()
+    at.switch_page("pages/subspace.py").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="url__x").value == "text"
+    assert at.selectbox(key="url__y").value == "shape_3d"
+    # the summary table shows CCA + affine far above chance on the planted data
+    table = at.dataframe[0].value
+    cell = table.loc["CCA + affine", "matching accuracy"]
+    mean = float(cell.split(" +- ")[0])
+    chance = float(cell.split("chance ")[1].rstrip(")"))
+    assert mean > 0.5 and chance == pytest.approx(0.01)
+    # adjustments are explained (600 items cannot hold 30,000 anchors)
+    assert any("Adjusted" in i.value for i in at.info)
+    # changing only the plotted metric does not refit: the stored results stay the same objects
+    before = dict(at.session_state["platoscope_results"]) if "platoscope_results" in at.session_state else None
+    at.selectbox(key="url__metric").set_value("mrr").run()
+    assert not at.exception
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 2
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts]
+    assert any("MRR" in t for t in titles)
