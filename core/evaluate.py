@@ -1,0 +1,259 @@
+"""Judging an alignment from a score matrix (METHODS.md section 3).
+
+Every function takes a ``Q x Q`` score matrix ``S``: row ``i`` is source query ``i`` (the X side), column ``j``
+is target query ``j`` (the Y side), and the true pair of row ``i`` is column ``i`` (the diagonal). Higher scores
+mean more similar.
+
+Groups
+------
+Items may carry a group id (``groups``, one per query, e.g. five captions of one image share a group): every
+member of the true item's group is a true partner.
+
+* Retrieval: the rank of a query is the rank of its *best-ranked* true partner, counting only non-partners
+  that score at least as high: ``rank = 1 + #{non-partners j : S[i, j] >= max_partners S[i, :]}``. Ties count
+  against the true item. Without groups this is ``1 + #{j != i : S[i, j] >= S[i, i]}``.
+* Matching: the one-to-one assignment is still solved over all ``Q`` columns (linear_sum_assignment,
+  maximising the total score); a row is a hit when its assigned column belongs to its group.
+
+Chance levels (the expected value under a uniformly random ranking / assignment) come beside every number:
+``1/Q`` for matching and top-1, ``k/Q`` for top-k, ``H_Q / Q`` for MRR; with groups, a row whose group has ``g``
+members among the queries has chance ``g/Q`` (matching, top-1), ``1 - C(Q-g, k) / C(Q, k)`` (top-k) and
+``sum_r C(Q-r, g-1) / C(Q, g) / r`` (MRR), averaged over rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.special import gammaln
+
+from .errors import DataError
+
+__all__ = [
+    "matching_accuracy", "true_ranks", "retrieval_topk", "mean_reciprocal_rank", "chance_levels",
+    "split_anchors_queries", "evaluate_scores", "DEFAULT_KS",
+]
+
+DEFAULT_KS = (1, 5, 10)
+
+
+def _check_scores(S) -> np.ndarray:
+    S = np.asarray(S, dtype=np.float64)
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        raise DataError(f"a score matrix must be square (Q x Q, true pairs on the diagonal), got shape {S.shape}")
+    if S.shape[0] < 1:
+        raise DataError("the score matrix is empty")
+    if not np.isfinite(S).all():
+        row = int(np.flatnonzero(~np.isfinite(S).all(axis=1))[0])
+        raise DataError("the score matrix contains NaN or infinite values", row=row,
+                        hint="check the embeddings for zero or missing vectors")
+    return S
+
+
+def _check_groups(groups, Q: int) -> np.ndarray | None:
+    if groups is None:
+        return None
+    g = np.asarray(groups)
+    if g.shape != (Q,):
+        raise DataError(f"groups must hold one id per query ({Q}), got shape {g.shape}")
+    _, codes = np.unique(g, return_inverse=True)
+    return codes.reshape(-1)
+
+
+def _partners(codes: np.ndarray | None, Q: int) -> np.ndarray:
+    """Q x Q boolean: column j is a true partner of row i."""
+    if codes is None:
+        return np.eye(Q, dtype=bool)
+    return codes[:, None] == codes[None, :]
+
+
+def _group_sizes(codes: np.ndarray | None, Q: int) -> np.ndarray:
+    if codes is None:
+        return np.ones(Q, dtype=np.int64)
+    return np.bincount(codes)[codes]
+
+
+# ------------------------------------------------------------------------------------------------
+# matching
+# ------------------------------------------------------------------------------------------------
+def matching_accuracy(S, groups=None, seed: int = 0) -> float:
+    """Fraction of rows that a maximum-score one-to-one assignment gives their true column.
+
+    The columns are shuffled with ``seed`` first (so ties are not resolved in favour of the diagonal), then
+    :func:`scipy.optimize.linear_sum_assignment` (``maximize=True``) is solved. With ``groups``, a row is a hit
+    when its assigned column is any member of its group.
+
+    Parameters
+    ----------
+    S : Q x Q scores (row = source query, column = target query, true pairs on the diagonal).
+    groups : optional group id per query.
+    seed : seed of the column shuffle.
+
+    Returns
+    -------
+    float in [0, 1]; chance is ``1/Q`` (``mean g/Q`` with groups, see :func:`chance_levels`).
+    """
+    S = _check_scores(S)
+    Q = S.shape[0]
+    codes = _check_groups(groups, Q)
+    perm = np.random.default_rng(seed).permutation(Q)
+    rows, cols = linear_sum_assignment(S[:, perm], maximize=True)
+    assigned = perm[cols]
+    if codes is None:
+        hits = assigned == rows
+    else:
+        hits = codes[assigned] == codes[rows]
+    return float(hits.mean())
+
+
+# ------------------------------------------------------------------------------------------------
+# retrieval
+# ------------------------------------------------------------------------------------------------
+def true_ranks(S, groups=None, axis: int = 1) -> np.ndarray:
+    """Rank (1 = best) of each query's true partner, ties counting against it.
+
+    ``axis=1``: every row (X query) ranks the columns (X -> Y retrieval); ``axis=0``: every column (Y query)
+    ranks the rows (Y -> X). ``rank = 1 + #{non-partners scoring >= the best true partner}``.
+    Returns an int64 array of length Q.
+    """
+    S = _check_scores(S)
+    if axis == 0:
+        S = S.T
+    elif axis != 1:
+        raise ValueError(f"axis must be 0 or 1, got {axis}")
+    Q = S.shape[0]
+    partners = _partners(_check_groups(groups, Q), Q)
+    best = np.where(partners, S, -np.inf).max(axis=1)
+    ahead = (S >= best[:, None]) & ~partners
+    return 1 + ahead.sum(axis=1).astype(np.int64)
+
+
+def retrieval_topk(S, ks=DEFAULT_KS, groups=None, axis: int = 1) -> dict[int, float]:
+    """Top-k retrieval accuracy for each ``k`` in ``ks``: fraction of queries whose true partner ranks <= k.
+
+    ``axis=1`` is X -> Y (rows rank columns), ``axis=0`` is Y -> X. Ties count against the true item; with
+    ``groups`` a hit is any member of the true group. Returns ``{k: accuracy}``.
+    """
+    ranks = true_ranks(S, groups, axis)
+    return {int(k): float((ranks <= k).mean()) for k in ks}
+
+
+def mean_reciprocal_rank(S, groups=None, axis: int = 1) -> float:
+    """Mean of ``1 / rank`` of the true partner (see :func:`true_ranks`) over queries."""
+    return float((1.0 / true_ranks(S, groups, axis)).mean())
+
+
+def _log_comb(n, k):
+    n = np.asarray(n, dtype=np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
+
+
+def chance_levels(Q: int, groups=None, ks=DEFAULT_KS) -> dict:
+    """Expected metrics under random scores, for ``Q`` queries (and their ``groups``).
+
+    Returns ``{"matching_accuracy", "top{k}" for k in ks, "mrr"}``. Without groups: ``1/Q``, ``min(k, Q)/Q``,
+    ``H_Q / Q``. With groups, per row with ``g`` partners: ``g/Q``, ``1 - C(Q-g, k)/C(Q, k)``,
+    ``sum_{r=1}^{Q-g+1} C(Q-r, g-1)/C(Q, g) / r``; averaged over rows.
+    """
+    Q = int(Q)
+    codes = _check_groups(groups, Q)
+    sizes = _group_sizes(codes, Q)
+    out = {"matching_accuracy": float((sizes / Q).mean())}
+    for k in ks:
+        k = int(k)
+        if k >= Q:
+            out[f"top{k}"] = 1.0
+            continue
+        miss = np.where(Q - sizes >= k, np.exp(_log_comb(Q - sizes, k) - _log_comb(Q, k)), 0.0)
+        out[f"top{k}"] = float((1.0 - miss).mean())
+    mrr = []
+    for g in np.unique(sizes):
+        r = np.arange(1, Q - g + 2)
+        p = np.exp(_log_comb(Q - r, g - 1) - _log_comb(Q, g))
+        mrr.append((float((p / r).sum()), int((sizes == g).sum())))
+    out["mrr"] = float(sum(v * c for v, c in mrr) / Q)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# all metrics
+# ------------------------------------------------------------------------------------------------
+def evaluate_scores(S, groups=None, ks=DEFAULT_KS, seed: int = 0) -> dict:
+    """Every metric of METHODS.md section 3 from one score matrix, each with its chance level.
+
+    Returns a JSON-ready dict::
+
+        {"n_queries": Q,
+         "matching_accuracy": {"value": .., "chance": ..},
+         "top1_x_to_y": {...}, "top5_x_to_y": ..., "top10_x_to_y": ..., "top1_y_to_x": ..., ...,
+         "mrr_x_to_y": {...}, "mrr_y_to_x": {...},
+         "mrr": {...}}          # the mean of the two directions
+
+    ``x_to_y`` = rows (X queries) rank the columns; ``y_to_x`` = columns rank the rows.
+    """
+    S = _check_scores(S)
+    Q = S.shape[0]
+    chance = chance_levels(Q, groups, ks)
+    out: dict = {"n_queries": Q,
+                 "matching_accuracy": {"value": matching_accuracy(S, groups, seed),
+                                       "chance": chance["matching_accuracy"]}}
+    mrr = {}
+    for axis, direction in ((1, "x_to_y"), (0, "y_to_x")):
+        ranks = true_ranks(S, groups, axis)
+        for k in ks:
+            out[f"top{int(k)}_{direction}"] = {"value": float((ranks <= k).mean()), "chance": chance[f"top{int(k)}"]}
+        mrr[direction] = float((1.0 / ranks).mean())
+        out[f"mrr_{direction}"] = {"value": mrr[direction], "chance": chance["mrr"]}
+    out["mrr"] = {"value": (mrr["x_to_y"] + mrr["y_to_x"]) / 2, "chance": chance["mrr"]}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# anchors / queries
+# ------------------------------------------------------------------------------------------------
+def split_anchors_queries(n: int, n_anchors: int, n_queries: int, seed: int = 0, groups=None):
+    """Draw disjoint anchor and query rows, seeded and group-aware.
+
+    Without groups: a seeded permutation of ``range(n)``; the first ``n_queries`` are the queries, the next
+    ``n_anchors`` the anchors. With ``groups`` (one id per row), whole groups are drawn in a seeded order: rows of
+    the first groups become queries until ``n_queries`` rows are reached (the group at the boundary is trimmed and
+    its remaining rows are used nowhere), and anchors come only from later groups, so no group straddles anchors
+    and queries.
+
+    Returns
+    -------
+    (anchor_rows, query_rows): sorted int64 arrays of lengths ``n_anchors`` and ``n_queries``.
+    Raises :class:`DataError` when there are not enough rows (or whole groups).
+    """
+    n, n_anchors, n_queries = int(n), int(n_anchors), int(n_queries)
+    if n_anchors < 0 or n_queries < 0:
+        raise DataError("anchor and query counts must be >= 0")
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        if n_anchors + n_queries > n:
+            raise DataError(f"{n_anchors} anchors + {n_queries} queries need {n_anchors + n_queries} rows, "
+                            f"but there are only {n}", hint="use fewer anchors or queries")
+        perm = rng.permutation(n)
+        return np.sort(perm[n_queries:n_queries + n_anchors]), np.sort(perm[:n_queries])
+    g = np.asarray(groups)
+    if g.shape != (n,):
+        raise DataError(f"groups must hold one id per row ({n}), got shape {g.shape}")
+    _, codes = np.unique(g, return_inverse=True)
+    codes = codes.reshape(-1)
+    n_groups = int(codes.max()) + 1 if n else 0
+    order = rng.permutation(n_groups)
+    position = np.empty(n_groups, dtype=np.int64)
+    position[order] = np.arange(n_groups)
+    # rows sorted by their group's drawn position (rows within a group shuffled too)
+    jitter = rng.permutation(n)
+    rows = np.lexsort((jitter, position[codes]))
+    queries = rows[:n_queries]
+    if len(queries) < n_queries:
+        raise DataError(f"{n_queries} queries requested but there are only {n} rows")
+    used_groups = np.unique(codes[queries]) if n_queries else np.array([], dtype=np.int64)
+    rest = rows[n_queries:]
+    rest = rest[~np.isin(codes[rest], used_groups)]
+    if len(rest) < n_anchors:
+        raise DataError(f"{n_anchors} anchors requested, but only {len(rest)} rows remain outside the query "
+                        f"groups", hint="use fewer anchors or queries")
+    return np.sort(rest[:n_anchors]), np.sort(queries)

@@ -1,0 +1,389 @@
+"""Paper A's evaluation protocol: seeded anchor/query splits, several alignment methods, mean +- std with chance.
+
+* :func:`run_protocol` - every method at one ``k`` (default: k = 50, 30,000 anchors, 500 queries, 3 seeds).
+* :func:`sweep_k` - the curve over the subspace dimension ``k``.
+* :func:`sweep_anchors` - the curve over the number of anchors.
+
+Each seed draws its own anchors and queries (:func:`core.evaluate.split_anchors_queries`, group-aware). Within a
+seed the anchors are read once (:class:`core.align.AnchorMoments`) and everything that can be shared is fitted
+once: CCA (or PCA) at the largest ``k``, then the top-``k`` columns for smaller ``k`` - valid because the top-k
+canonical directions of one decomposition are nested - while the affine map / local CKA after the projection is
+refitted for every ``k``. An anchor sweep grows one seeded anchor order and updates the moments incrementally.
+
+When the dataset is smaller than ``n_anchors + n_queries``, the protocol shrinks: ``n_queries = min(n_queries,
+n // 5)`` and the anchors are all remaining rows; ``k`` is capped at ``min(p, q)``. Every change is listed in
+the result's ``"adjustments"``.
+
+Results are JSON-ready dicts. Metrics (see :func:`core.evaluate.evaluate_scores`): ``matching_accuracy``,
+``top{1,5,10}_x_to_y``, ``top{1,5,10}_y_to_x``, ``mrr_x_to_y``, ``mrr_y_to_x`` and ``mrr`` (mean of both
+directions). ``x_to_y``: each X query (the source, e.g. text in paper A's Text -> 3D) ranks the Y queries.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .align import (CCA, K_METHODS, METHODS, PAPER_A_METHODS, AnchorMoments, MomentAccumulator, PairedPCA,
+                    PairwiseAligner, normalize_method)
+from .errors import DataError
+from .evaluate import DEFAULT_KS, evaluate_scores, split_anchors_queries
+
+__all__ = ["run_protocol", "sweep_k", "sweep_anchors", "METRICS", "DEFAULT_SWEEP_KS", "DEFAULT_ANCHOR_COUNTS",
+           "summarize_records"]
+
+METRICS = ("matching_accuracy", "top1_x_to_y", "top5_x_to_y", "top10_x_to_y", "top1_y_to_x", "top5_y_to_x",
+           "top10_y_to_x", "mrr_x_to_y", "mrr_y_to_x", "mrr")
+DEFAULT_SWEEP_KS = (8, 16, 32, 50, 64, 128, 256, 384)
+DEFAULT_ANCHOR_COUNTS = (1000, 2000, 5000, 10000, 20000, 30000)
+SWEEP_K_METHODS = ("pca_affine", "cca_affine", "cca_local_cka")
+
+_SCORE_KIND = {"none": "cosine", "affine": "cosine", "pca_affine": "cosine", "procrustes": "cosine",
+               "cca_affine": "cosine", "local_cka": "local CKA", "cca_local_cka": "local CKA"}
+
+
+def _no_progress(iterable, total=None, desc=""):
+    return iterable
+
+
+def _std(values) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# shared set-up
+# ------------------------------------------------------------------------------------------------
+def _check_inputs(X, Y, groups):
+    for name, arr in (("X", X), ("Y", Y)):
+        shape = tuple(getattr(arr, "shape", ()))
+        if len(shape) != 2:
+            raise DataError(f"{name} must be a 2-D array (n x d), got shape {shape}", array=name,
+                            hint="pool token sets to one vector per item first (Space.vectors())")
+    if X.shape[0] != Y.shape[0]:
+        raise DataError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}",
+                        hint="row i of X and row i of Y must describe the same item")
+    n = int(X.shape[0])
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (n,):
+            raise DataError(f"groups must hold one id per item ({n}), got shape {groups.shape}")
+    return n, int(X.shape[1]), int(Y.shape[1]), groups
+
+
+def _check_methods(methods, p: int, q: int) -> list[str]:
+    if isinstance(methods, str):
+        methods = [methods]
+    out = []
+    for m in methods:
+        name = normalize_method(m)
+        if name == "none" and p != q:
+            raise DataError(f"method 'none' (raw cosine) needs spaces of equal width, got {p} and {q}",
+                            hint="drop 'none' or compare spaces of the same width")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise DataError("no alignment method given", hint=f"use some of {', '.join(METHODS)}")
+    return out
+
+
+def _resolve_sizes(n: int, n_anchors, n_queries: int, groups, adjustments: list) -> tuple[int | None, int]:
+    """Queries and anchors that fit the dataset (``None`` anchors = every row outside the query groups)."""
+    n_queries = int(n_queries)
+    if n_anchors is not None and int(n_anchors) + n_queries <= n:
+        return int(n_anchors), n_queries
+    shrunk_q = min(n_queries, n // 5)
+    if shrunk_q < 2:
+        raise DataError(f"only {n} items: too few to split into anchors and at least 2 queries",
+                        hint="the protocol needs about 10 items or more")
+    if shrunk_q != n_queries:
+        adjustments.append(f"queries shrunk from {n_queries} to {shrunk_q} (min({n_queries}, n // 5) with "
+                           f"n = {n} items)")
+    wanted = "all" if n_anchors is None else str(int(n_anchors))
+    adjustments.append(f"anchors: {wanted} requested, using every item outside the queries"
+                       f"{' and their groups' if groups is not None else ''} (n = {n})")
+    return None, shrunk_q
+
+
+def _split(n, n_anchors, n_queries, seed, groups, adjustments=None):
+    if n_anchors is not None and groups is not None:
+        try:
+            return split_anchors_queries(n, n_anchors, n_queries, seed, groups)
+        except DataError:
+            # whole groups: fewer rows than requested may remain outside the query groups
+            a_idx, q_idx = _split(n, None, n_queries, seed, groups)
+            msg = (f"seed {seed}: only {len(a_idx)} anchors remain outside the query groups "
+                   f"({n_anchors} requested); using them all")
+            if adjustments is not None:
+                adjustments.append(msg)
+            return a_idx, q_idx
+    if n_anchors is None:
+        # every row outside the query groups: ask for the queries first, then take all the rest
+        anchors, queries = split_anchors_queries(n, 0, n_queries, seed, groups)
+        rest = np.setdiff1d(np.arange(n), queries)
+        if groups is not None:
+            rest = rest[~np.isin(groups[rest], groups[queries])]
+        return rest, queries
+    return split_anchors_queries(n, n_anchors, n_queries, seed, groups)
+
+
+def _resolve_k(k, p: int, q: int, adjustments: list, methods) -> int:
+    if not any(m in K_METHODS for m in methods):
+        return int(k) if k is not None else min(p, q)
+    if k is None or int(k) < 1:
+        raise DataError(f"k must be a positive integer, got {k!r}")
+    k = int(k)
+    if k > min(p, q):
+        adjustments.append(f"k = {k} exceeds min(p, q) = {min(p, q)}; using k = {min(p, q)}")
+        k = min(p, q)
+    return k
+
+
+def _rows(arr, idx):
+    """``arr[idx]`` as an in-memory array (idx sorted, so memmaps read forward)."""
+    return np.asarray(arr[np.sort(idx)]) if len(idx) else np.asarray(arr[:0])
+
+
+def _settings(n, p, q, methods, k, n_anchors_used, n_queries, seeds, reg, ridge, groups, extra=None) -> dict:
+    out = {"n_items": n, "dim_x": p, "dim_y": q, "methods": list(methods), "k": k,
+           "n_anchors": n_anchors_used, "n_queries": n_queries, "seeds": [int(s) for s in seeds],
+           "reg": float(reg), "ridge": float(ridge), "groups": groups is not None,
+           "scores": {m: _SCORE_KIND[m] for m in methods},
+           "direction": "rows = X queries (source), columns = Y queries (target)",
+           "std": "sample standard deviation over seeds (ddof=1; 0 for one seed)"}
+    if extra:
+        out.update(extra)
+    return out
+
+
+def _shared_projectors(methods, k_max, moments, reg, device) -> dict:
+    shared = {}
+    if any(m in ("cca_affine", "cca_local_cka") for m in methods):
+        shared["cca"] = CCA(k_max, reg, device).fit_moments(moments)
+    if "pca_affine" in methods:
+        shared["pca"] = PairedPCA(k_max, device).fit_moments(moments)
+    return shared
+
+
+def _projector_for(method, shared, k):
+    if method in ("cca_affine", "cca_local_cka"):
+        return shared["cca"].truncate(k)
+    if method == "pca_affine":
+        return shared["pca"].truncate(k)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# one k
+# ------------------------------------------------------------------------------------------------
+def run_protocol(X, Y, methods=PAPER_A_METHODS, k: int = 50, n_anchors: int | None = 30000,
+                 n_queries: int = 500, seeds=(0, 1, 2), groups=None, reg: float = 1e-3, ridge: float = 0.0,
+                 ks=DEFAULT_KS, progress=None, device=None) -> dict:
+    """Paper A's protocol: for every seed draw anchors and queries, fit every method, judge it on the queries.
+
+    Parameters
+    ----------
+    X, Y : paired spaces (n x p, n x q); numpy arrays or memmaps.
+    methods : alignment methods (:data:`core.align.METHODS`; default paper A's four: affine, local_cka,
+        cca_affine, cca_local_cka).
+    k : subspace dimension of the ``cca_*`` and ``pca_affine`` methods (capped at ``min(p, q)``).
+    n_anchors, n_queries : per seed (shrunk when the dataset is too small; ``None`` anchors = all remaining).
+    seeds : one split (and one matching shuffle) per seed.
+    groups : optional group id per item (true partners; see :mod:`core.evaluate`).
+    reg, ridge : CCA's and the affine map's relative ridges.
+    ks : retrieval cut-offs.
+    progress : tqdm-like ``progress(iterable, total=None, desc="")``.
+
+    Returns
+    -------
+    dict (JSON-ready)::
+
+        {"settings": {...what was used...}, "adjustments": [str, ...],
+         "results": {method: {metric: {"mean", "std", "chance", "per_seed": [...]}}},
+         "cca": {"reg", "canonical_correlations", "heldout_correlations"}   # when a CCA method ran
+         "seconds": float}
+    """
+    t0 = time.perf_counter()
+    progress = progress or _no_progress
+    n, p, q, groups = _check_inputs(X, Y, groups)
+    methods = _check_methods(methods, p, q)
+    adjustments: list[str] = []
+    k = _resolve_k(k, p, q, adjustments, methods)
+    n_anchors_req, n_queries = _resolve_sizes(n, n_anchors, n_queries, groups, adjustments)
+    seeds = list(seeds)
+    if not seeds:
+        raise DataError("at least one seed is needed")
+
+    per_seed = {m: {} for m in methods}
+    chances = {m: {} for m in methods}
+    cca_corr, cca_heldout, anchors_used = [], [], []
+    for seed in progress(seeds, total=len(seeds), desc="seeds"):
+        a_idx, q_idx = _split(n, n_anchors_req, n_queries, seed, groups, adjustments)
+        anchors_used.append(len(a_idx))
+        moments = AnchorMoments.from_arrays(_rows(X, a_idx), _rows(Y, a_idx), device=device)
+        Xq, Yq = _rows(X, q_idx), _rows(Y, q_idx)
+        gq = None if groups is None else groups[np.sort(q_idx)]
+        shared = _shared_projectors(methods, k, moments, reg, device)
+        if "cca" in shared:
+            cca_corr.append(shared["cca"].canonical_correlations_)
+            cca_heldout.append(shared["cca"].heldout_correlations(Xq, Yq))
+        for method in methods:
+            aligner = PairwiseAligner(method, k=k, reg=reg, ridge=ridge, device=device)
+            aligner.fit_moments(moments, projector=_projector_for(method, shared, k))
+            ev = evaluate_scores(aligner.score_matrix(Xq, Yq), gq, ks=ks, seed=seed)
+            for metric, value in ev.items():
+                if isinstance(value, dict):
+                    per_seed[method].setdefault(metric, []).append(value["value"])
+                    chances[method].setdefault(metric, []).append(value["chance"])
+
+    results = {m: {metric: {"mean": float(np.mean(v)), "std": _std(v),
+                            "chance": float(np.mean(chances[m][metric])), "per_seed": [float(x) for x in v]}
+                   for metric, v in per_seed[m].items()}
+               for m in methods}
+    used_anchors = int(anchors_used[0]) if len(set(anchors_used)) == 1 else [int(a) for a in anchors_used]
+    out = {"settings": _settings(n, p, q, methods, k, used_anchors, n_queries, seeds, reg, ridge, groups),
+           "adjustments": adjustments, "results": results}
+    if cca_corr:
+        out["cca"] = {"reg": float(reg), "k": k,
+                      "canonical_correlations": [float(x) for x in np.mean(cca_corr, axis=0)],
+                      "heldout_correlations": [float(x) for x in np.nanmean(cca_heldout, axis=0)],
+                      "note": "canonical_correlations are regularised (reg > 0) and averaged over seeds; "
+                              "heldout_correlations are plain correlations of the projected query pairs"}
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# sweeps
+# ------------------------------------------------------------------------------------------------
+def summarize_records(records: list[dict], by: str) -> list[dict]:
+    """Mean / std / chance over seeds of tidy records, grouped by (method, ``by``, metric)."""
+    groups: dict = {}
+    for r in records:
+        groups.setdefault((r["method"], r[by], r["metric"]), []).append(r)
+    out = []
+    for (method, key, metric), rs in groups.items():
+        values = [r["value"] for r in rs]
+        out.append({"method": method, by: key, "metric": metric, "mean": float(np.mean(values)),
+                    "std": _std(values), "chance": float(np.mean([r["chance"] for r in rs])),
+                    "n_seeds": len(rs)})
+    return out
+
+
+def _records(ev: dict, method, by: str, key, seed) -> list[dict]:
+    return [{"method": method, by: key, "seed": int(seed), "metric": metric, "value": v["value"],
+             "chance": v["chance"]}
+            for metric, v in ev.items() if isinstance(v, dict)]
+
+
+def sweep_k(X, Y, k_values=DEFAULT_SWEEP_KS, methods=SWEEP_K_METHODS, n_anchors: int | None = 30000,
+            n_queries: int = 500, seeds=(0, 1, 2), groups=None, reg: float = 1e-3, ridge: float = 0.0,
+            ks=DEFAULT_KS, progress=None, device=None) -> dict:
+    """Every method over the subspace dimensions ``k_values`` (paper A's curve over k).
+
+    CCA and PCA are fitted once per seed at the largest k; smaller k take the leading columns (the top-k
+    directions of one decomposition are nested); the affine map / local CKA on top is refitted for every k.
+    ``"affine"`` is run as ``"pca_affine"`` (affine between PCA-k coordinates of each side, paper A's affine
+    curve); methods that do not depend on k (local_cka, procrustes, none) are evaluated once per seed and
+    recorded with ``k = None``. k values above ``min(p, q)`` are dropped (listed in ``"adjustments"``).
+
+    Returns
+    -------
+    ``{"settings", "adjustments", "records": [{"method", "k", "seed", "metric", "value", "chance"}],
+    "summary": [{"method", "k", "metric", "mean", "std", "chance", "n_seeds"}], "seconds"}``
+    """
+    t0 = time.perf_counter()
+    progress = progress or _no_progress
+    n, p, q, groups = _check_inputs(X, Y, groups)
+    adjustments: list[str] = []
+    methods = list(methods)
+    if any(normalize_method(m) == "affine" for m in methods):
+        adjustments.append("'affine' in a k sweep runs as 'pca_affine' (PCA-k per side, then affine)")
+        methods = ["pca_affine" if normalize_method(m) == "affine" else m for m in methods]
+    methods = _check_methods(methods, p, q)
+    k_list = sorted({int(k) for k in k_values})
+    if not k_list or k_list[0] < 1:
+        raise DataError(f"k values must be positive integers, got {list(k_values)}")
+    too_big = [k for k in k_list if k > min(p, q)]
+    if too_big:
+        adjustments.append(f"k values {too_big} exceed min(p, q) = {min(p, q)} and were dropped")
+        k_list = [k for k in k_list if k <= min(p, q)]
+        if not k_list:
+            k_list = [min(p, q)]
+            adjustments.append(f"using k = {min(p, q)} instead")
+    n_anchors_req, n_queries = _resolve_sizes(n, n_anchors, n_queries, groups, adjustments)
+    seeds = list(seeds)
+
+    records, anchors_used = [], []
+    for seed in progress(seeds, total=len(seeds), desc="seeds"):
+        a_idx, q_idx = _split(n, n_anchors_req, n_queries, seed, groups, adjustments)
+        anchors_used.append(len(a_idx))
+        moments = AnchorMoments.from_arrays(_rows(X, a_idx), _rows(Y, a_idx), device=device)
+        Xq, Yq = _rows(X, q_idx), _rows(Y, q_idx)
+        gq = None if groups is None else groups[np.sort(q_idx)]
+        shared = _shared_projectors(methods, k_list[-1], moments, reg, device)
+        for method in methods:
+            for k in (k_list if method in K_METHODS else [None]):
+                aligner = PairwiseAligner(method, k=k, reg=reg, ridge=ridge, device=device)
+                aligner.fit_moments(moments, projector=_projector_for(method, shared, k) if k else None)
+                ev = evaluate_scores(aligner.score_matrix(Xq, Yq), gq, ks=ks, seed=seed)
+                records.extend(_records(ev, method, "k", k, seed))
+    used = int(anchors_used[0]) if len(set(anchors_used)) == 1 else [int(a) for a in anchors_used]
+    return {"settings": _settings(n, p, q, methods, k_list, used, n_queries, seeds, reg, ridge, groups),
+            "adjustments": adjustments, "records": records, "summary": summarize_records(records, "k"),
+            "seconds": time.perf_counter() - t0}
+
+
+def sweep_anchors(X, Y, anchor_counts=DEFAULT_ANCHOR_COUNTS, methods=PAPER_A_METHODS, k: int = 50,
+                  n_queries: int = 500, seeds=(0, 1, 2), groups=None, reg: float = 1e-3, ridge: float = 0.0,
+                  ks=DEFAULT_KS, progress=None, device=None) -> dict:
+    """Every method over growing anchor counts (paper A's curve over the number of anchors).
+
+    Per seed the queries are drawn first, then one seeded order of the remaining rows; the anchors for count
+    ``N`` are its first ``N`` rows (nested sets), and the moments are updated incrementally. Counts above what
+    the dataset offers are replaced by the largest available count (listed in ``"adjustments"``).
+
+    Returns
+    -------
+    ``{"settings", "adjustments", "records": [{"method", "n_anchors", "seed", "metric", "value", "chance"}],
+    "summary": [...], "seconds"}``
+    """
+    t0 = time.perf_counter()
+    progress = progress or _no_progress
+    n, p, q, groups = _check_inputs(X, Y, groups)
+    methods = _check_methods(methods, p, q)
+    adjustments: list[str] = []
+    k = _resolve_k(k, p, q, adjustments, methods)
+    counts = sorted({int(c) for c in anchor_counts})
+    if not counts or counts[0] < 2:
+        raise DataError(f"anchor counts must be integers >= 2, got {list(anchor_counts)}")
+    _, n_queries = _resolve_sizes(n, counts[-1], n_queries, groups, adjustments)
+    seeds = list(seeds)
+
+    records = []
+    for seed in progress(seeds, total=len(seeds), desc="seeds"):
+        pool, q_idx = _split(n, None, n_queries, seed, groups)
+        order = np.random.default_rng([int(seed), 1]).permutation(pool)
+        seed_counts = sorted({min(c, len(order)) for c in counts})
+        if seed_counts[-1] < counts[-1]:
+            msg = f"only {len(order)} anchors available outside the queries; larger counts use {len(order)}"
+            if msg not in adjustments:
+                adjustments.append(msg)
+        Xq, Yq = _rows(X, q_idx), _rows(Y, q_idx)
+        gq = None if groups is None else groups[np.sort(q_idx)]
+        acc = MomentAccumulator(device=device)
+        done = 0
+        for count in seed_counts:
+            new = order[done:count]
+            acc.update(_rows(X, new), _rows(Y, new))
+            done = count
+            moments = acc.moments()
+            shared = _shared_projectors(methods, k, moments, reg, device)
+            for method in methods:
+                aligner = PairwiseAligner(method, k=k, reg=reg, ridge=ridge, device=device)
+                aligner.fit_moments(moments, projector=_projector_for(method, shared, k))
+                ev = evaluate_scores(aligner.score_matrix(Xq, Yq), gq, ks=ks, seed=seed)
+                records.extend(_records(ev, method, "n_anchors", count, seed))
+    return {"settings": _settings(n, p, q, methods, k, counts, n_queries, seeds, reg, ridge, groups),
+            "adjustments": adjustments, "records": records, "summary": summarize_records(records, "n_anchors"),
+            "seconds": time.perf_counter() - t0}
