@@ -1,0 +1,825 @@
+"""Many spaces at once (METHODS.md section 5, paper D): one shared "universe" for M >= 2 paired spaces.
+
+Every estimator is fitted on a mapping ``name -> array`` (``n x d_m``, row ``i`` of every array describing the
+same item) and follows scikit-learn habits: hyper-parameters in ``__init__``, ``fit(spaces)`` returns ``self``,
+fitted state in attributes ending in ``_``.
+
+Preprocessing (:class:`UniversePreprocessor`, recorded on every fitted estimator as ``preprocessor_``) is explicit:
+each space is z-scored with its training mean / std (``standardize=False``: centred only), then brought to one
+width ``d``: ``width="pca"`` reduces every wider space by PCA to the smallest width (or to ``dim``),
+``width="pad"`` zero-pads every narrower space to the largest width. :meth:`UniversePreprocessor.describe`
+says what was done to each space.
+
+Estimators
+----------
+:class:`PairwiseProcrustes` (``"pw"``)  orthogonal Procrustes per pair of spaces (the baseline; M(M-1)/2 maps,
+                                       not cycle-consistent).
+:class:`GPA` (``"gpa"``)                generalised Procrustes: one orthogonal ``R_m`` per space, started symmetrically
+                                       (``R_m = I``, so the order of the spaces does not matter), consensus
+                                       ``U = mean_m X_m R_m``; a map a -> b is ``R_a R_b^T``. :meth:`GPA.add_space`
+                                       is GPA-ADD (fit only the new ``R`` against the fixed consensus).
+:class:`GCCA` (``"gcca"``)              regularised MAXVAR generalised CCA (shared orthonormal ``G``, per-space ``W_m``).
+:class:`GCPA` (``"gcpa"``)              GPA, then one shared residual corrector network trained toward per-item
+                                       consensus directions (torch, GPU when present, early stopping).
+
+Every estimator has ``to_universe(space, X)`` (raw rows of one space -> universe coordinates),
+``pair_embeddings(a, Xa, b, Xb)`` (both sides in one frame, for retrieval) and ``map_between(Z, a, b)``
+(preprocessed coordinates of space a -> preprocessed coordinates of space b, used for cycle-consistency).
+PW and GPA, which have an inverse, also have ``transform(X, source, target)`` (raw rows of ``source`` -> raw
+feature coordinates of ``target``).
+
+Computation runs in torch float64 on :func:`core.device.pick_device` (MPS falls back to CPU); GCPA trains in
+float32. Inputs may be numpy arrays (memmaps included); outputs are numpy arrays and plain floats.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from .align import ProcrustesMap
+from .device import float64_device, pick_device
+from .errors import DataError
+
+__all__ = ["UniversePreprocessor", "PairwiseProcrustes", "GPA", "GCCA", "GCPA", "METHODS", "METHOD_NAMES",
+           "make_estimator", "check_spaces"]
+
+#: The four methods, in the order they are reported.
+METHODS = ("pw", "gpa", "gcca", "gcpa")
+METHOD_NAMES = {"pw": "pairwise Procrustes", "gpa": "GPA", "gcca": "GCCA", "gcpa": "GCPA"}
+WIDTH_MODES = ("pca", "pad")
+
+_CHUNK = 16384
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
+def _dev64(device) -> torch.device:
+    return float64_device(pick_device(device))
+
+
+def _t(x, dev: torch.device) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.to(device=dev, dtype=torch.float64)
+    return torch.from_numpy(np.array(x, dtype=np.float64, order="C", copy=True)).to(dev)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy())
+
+
+def _identity(iterable, total=None, desc=""):
+    return iterable
+
+
+def _not_fitted(obj):
+    from sklearn.exceptions import NotFittedError
+    return NotFittedError(f"this {type(obj).__name__} is not fitted yet; call fit(spaces) first")
+
+
+def check_spaces(spaces: Mapping[str, np.ndarray], min_spaces: int = 2, min_rows: int = 3) -> dict:
+    """Validate ``name -> (n x d) array`` spaces (rows paired); returns a plain dict with the same arrays.
+
+    Raises :class:`DataError` for fewer than ``min_spaces`` spaces, arrays that are not 2-D, unequal row counts,
+    fewer than ``min_rows`` rows or non-finite values.
+    """
+    if not isinstance(spaces, Mapping):
+        raise DataError("spaces must be a mapping name -> (n x d) array")
+    spaces = dict(spaces)
+    if len(spaces) < min_spaces:
+        raise DataError(f"this needs at least {min_spaces} spaces, got {len(spaces)}",
+                        hint="give more embedding files or choose more spaces")
+    n = None
+    for name, X in spaces.items():
+        shape = tuple(getattr(X, "shape", ()))
+        if len(shape) != 2:
+            hint = "pool token sets to one vector per item first (Space.vectors())" if len(shape) == 3 else None
+            raise DataError(f"a space must be a 2-D array (n x d), got shape {shape}", array=str(name), hint=hint)
+        if n is None:
+            n = shape[0]
+        elif shape[0] != n:
+            raise DataError(f"space '{name}' has {shape[0]} rows but the first space has {n}", array=str(name),
+                            hint="row i of every space must describe the same item")
+        if shape[1] < 1:
+            raise DataError("a space has no columns", array=str(name))
+    if n < min_rows:
+        raise DataError(f"at least {min_rows} paired rows are needed, got {n}")
+    return spaces
+
+
+def _check_finite(t: torch.Tensor, name: str, offset: int = 0):
+    if not torch.isfinite(t).all():
+        row = int(torch.nonzero(~torch.isfinite(t).all(dim=1))[0, 0]) + offset
+        raise DataError("the space contains NaN or infinite values", array=name, row=row,
+                        hint="remove or repair the rows with missing embeddings")
+
+
+def _sym_eig_desc(C: torch.Tensor):
+    vals, vecs = torch.linalg.eigh((C + C.T) / 2)
+    vals, vecs = vals.flip(0), vecs.flip(1)
+    idx = vecs.abs().argmax(dim=0)
+    signs = torch.sign(vecs[idx, torch.arange(vecs.shape[1], device=vecs.device)])
+    signs[signs == 0] = 1
+    return vals, vecs * signs
+
+
+def _polar(M: torch.Tensor) -> torch.Tensor:
+    """The orthogonal factor ``A B^T`` of ``M = A S B^T`` (the Procrustes rotation)."""
+    A, _, Bh = torch.linalg.svd(M, full_matrices=False)
+    return A @ Bh
+
+
+def _normalize(t: torch.Tensor) -> torch.Tensor:
+    return t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# preprocessing
+# ------------------------------------------------------------------------------------------------
+class UniversePreprocessor:
+    """Z-score every space with its training statistics, then match widths (PCA or zero padding).
+
+    Parameters
+    ----------
+    standardize : z-score features (True) or only centre them (False).
+    width : ``"pca"`` - reduce every space wider than ``d`` to its top-``d`` principal components, ``d`` being
+        ``dim`` or the smallest width; ``"pad"`` - zero-pad every narrower space to ``d`` = the largest width
+        (a space wider than ``dim`` is still reduced by PCA; that is recorded).
+    dim : the common width (default: smallest width for ``"pca"``, largest for ``"pad"``).
+
+    Attributes
+    ----------
+    dim_ : the common width ``d``.
+    names_ : the spaces, in fitting order.
+    steps_ : per space ``{"mean", "scale", "components" (d_m x k or None), "pad" (int)}`` (numpy).
+    """
+
+    def __init__(self, standardize: bool = True, width: str = "pca", dim: int | None = None, device=None):
+        self.standardize = standardize
+        self.width = width
+        self.dim = dim
+        self.device = device
+
+    def fit(self, spaces: Mapping[str, np.ndarray]) -> "UniversePreprocessor":
+        spaces = check_spaces(spaces, min_spaces=1)
+        if self.width not in WIDTH_MODES:
+            raise DataError(f"unknown width matching '{self.width}'; use one of {', '.join(WIDTH_MODES)}")
+        widths = [int(X.shape[1]) for X in spaces.values()]
+        d = self.dim if self.dim is not None else (min(widths) if self.width == "pca" else max(widths))
+        if self.width == "pca":
+            d = min(int(d), min(widths))
+        d = int(d)
+        if d < 1:
+            raise DataError(f"the common width must be >= 1, got {d}")
+        self.dim_ = d
+        self.names_ = []
+        self.steps_ = {}
+        for name, X in spaces.items():
+            self.add(name, X)
+        return self
+
+    def add(self, name: str, X) -> "UniversePreprocessor":
+        """Fit the preprocessing of one more space (to the already fixed width ``dim_``)."""
+        if not hasattr(self, "dim_"):
+            raise _not_fitted(self)
+        dev = _dev64(self.device)
+        x = _t(X, dev)
+        _check_finite(x, name)
+        n, p = x.shape
+        mean = x.mean(0)
+        xc = x - mean
+        scale = xc.std(0, unbiased=True) if (self.standardize and n > 1) else torch.ones(p, dtype=x.dtype, device=dev)
+        scale = torch.where(scale > 1e-12, scale, torch.ones_like(scale))
+        z = xc / scale
+        components = None
+        if p > self.dim_:
+            _, vecs = _sym_eig_desc(z.T @ z)
+            components = vecs[:, :self.dim_]
+        pad = max(0, self.dim_ - p)
+        self.steps_[name] = {"mean": _np(mean), "scale": _np(scale),
+                             "components": None if components is None else _np(components), "pad": int(pad)}
+        if name not in self.names_:
+            self.names_.append(name)
+        return self
+
+    def _step(self, name: str) -> dict:
+        if not hasattr(self, "steps_"):
+            raise _not_fitted(self)
+        if name not in self.steps_:
+            raise DataError(f"no space named '{name}' in this universe",
+                            hint=f"fitted spaces: {', '.join(self.names_)}")
+        return self.steps_[name]
+
+    def transform_t(self, name: str, X, dev: torch.device) -> torch.Tensor:
+        """Preprocessed rows of space ``name`` as a float64 tensor (``m x dim_``)."""
+        s = self._step(name)
+        x = _t(X, dev)
+        if x.ndim != 2 or x.shape[1] != s["mean"].shape[0]:
+            raise DataError(f"rows of '{name}' must have {s['mean'].shape[0]} columns, got shape {tuple(x.shape)}",
+                            array=name)
+        _check_finite(x, name)
+        z = (x - torch.as_tensor(s["mean"], device=dev)) / torch.as_tensor(s["scale"], device=dev)
+        if s["components"] is not None:
+            z = z @ torch.as_tensor(s["components"], device=dev)
+        if s["pad"]:
+            z = torch.nn.functional.pad(z, (0, s["pad"]))
+        return z
+
+    def transform(self, name: str, X) -> np.ndarray:
+        """Preprocessed rows of space ``name`` (``m x dim_``, float64)."""
+        return _np(self.transform_t(name, X, _dev64(self.device)))
+
+    def inverse_t(self, name: str, Z: torch.Tensor) -> torch.Tensor:
+        """Back from preprocessed coordinates to the raw features of ``name`` (PCA: projection onto the kept
+        components; padding: the padded columns are dropped)."""
+        s = self._step(name)
+        dev = Z.device
+        if s["pad"]:
+            Z = Z[:, :Z.shape[1] - s["pad"]]
+        if s["components"] is not None:
+            Z = Z @ torch.as_tensor(s["components"], device=dev).T
+        return Z * torch.as_tensor(s["scale"], device=dev) + torch.as_tensor(s["mean"], device=dev)
+
+    def describe(self) -> dict:
+        """JSON-ready record of what was done to each space."""
+        if not hasattr(self, "steps_"):
+            raise _not_fitted(self)
+        out = {"standardize": "z-score (training mean and std)" if self.standardize else "centre only",
+               "width_matching": self.width, "dim": self.dim_, "spaces": {}}
+        for name in self.names_:
+            s = self.steps_[name]
+            width = int(s["mean"].shape[0])
+            if s["components"] is not None:
+                how = f"PCA {width} -> {self.dim_}"
+            elif s["pad"]:
+                how = f"zero-padded {width} -> {self.dim_}"
+            else:
+                how = f"kept ({width})"
+            out["spaces"][name] = {"input_width": width, "width_step": how}
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# base class
+# ------------------------------------------------------------------------------------------------
+class _Universe:
+    """Shared plumbing: preprocessing, fitted check, parameters."""
+
+    _params: tuple = ()
+    method = ""
+
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in self._params}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._params)
+        return f"{type(self).__name__}({args})"
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "preprocessor_")
+
+    def _require_fitted(self):
+        if not self.is_fitted:
+            raise _not_fitted(self)
+
+    def _dev(self) -> torch.device:
+        return _dev64(self.device)
+
+    @property
+    def space_names_(self) -> list[str]:
+        self._require_fitted()
+        return list(self.preprocessor_.names_)
+
+    def _prepare(self, spaces) -> dict[str, torch.Tensor]:
+        spaces = check_spaces(spaces)
+        self.preprocessor_ = UniversePreprocessor(self.standardize, self.width, self.dim, self.device).fit(spaces)
+        dev = self._dev()
+        self.n_train_ = int(next(iter(spaces.values())).shape[0])
+        return {name: self.preprocessor_.transform_t(name, X, dev) for name, X in spaces.items()}
+
+    def preprocess(self, space: str, X) -> np.ndarray:
+        """Rows of ``space`` after the recorded preprocessing (``m x d``)."""
+        self._require_fitted()
+        return self.preprocessor_.transform(space, X)
+
+    def _universe_t(self, space: str, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to_universe(self, space: str, X) -> np.ndarray:
+        """Universe coordinates of raw rows ``X`` of ``space``."""
+        self._require_fitted()
+        dev = self._dev()
+        return _np(self._universe_t(space, self.preprocessor_.transform_t(space, X, dev)))
+
+    def pair_embeddings(self, a: str, Xa, b: str, Xb) -> tuple[np.ndarray, np.ndarray]:
+        """Raw rows of ``a`` and of ``b`` in one frame, ready for cosine retrieval (the universe here)."""
+        return self.to_universe(a, Xa), self.to_universe(b, Xb)
+
+    def map_between(self, Z, source: str, target: str) -> np.ndarray:
+        """Preprocessed rows of ``source`` -> preprocessed coordinates of ``target``."""
+        self._require_fitted()
+        dev = self._dev()
+        return _np(self._map_t(_t(Z, dev), source, target))
+
+    def _map_t(self, z, source, target):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """JSON-ready summary of the fitted universe (parameters, preprocessing, fit facts)."""
+        self._require_fitted()
+        out = {"method": self.method, "parameters": {k: v for k, v in self.get_params().items() if k != "device"},
+               "preprocessing": self.preprocessor_.describe(), "n_train": self.n_train_,
+               "spaces": self.space_names_}
+        return out
+
+
+class _Invertible(_Universe):
+    def transform(self, X, source: str, target: str) -> np.ndarray:
+        """Map raw rows of ``source`` into the raw feature coordinates of ``target``.
+
+        Preprocess with ``source``'s recorded steps, map, then undo ``target``'s steps (for a PCA-reduced target
+        this lands in the span of its kept components).
+        """
+        self._require_fitted()
+        dev = self._dev()
+        z = self.preprocessor_.transform_t(source, X, dev)
+        return _np(self.preprocessor_.inverse_t(target, self._map_t(z, source, target)))
+
+
+# ------------------------------------------------------------------------------------------------
+# PW
+# ------------------------------------------------------------------------------------------------
+class PairwiseProcrustes(_Invertible):
+    """The pairwise baseline: orthogonal Procrustes between every pair of (preprocessed) spaces.
+
+    ``R_[(a, b)]`` maps a's preprocessed rows into b's frame (``R_(b, a) = R_(a, b)^T``), fitted with
+    :class:`core.align.ProcrustesMap`. There is no shared universe: :meth:`to_universe` uses the frame of
+    ``reference`` (default: the first space), and :meth:`pair_embeddings` maps a into b's frame directly.
+
+    Attributes
+    ----------
+    R_ : dict ``(a, b) -> d x d`` orthogonal numpy array, every ordered pair.
+    preprocessor_, n_train_, fit_seconds_.
+    """
+
+    method = "pw"
+    _params = ("standardize", "width", "dim", "reference", "device")
+
+    def __init__(self, standardize: bool = True, width: str = "pca", dim: int | None = None,
+                 reference: str | None = None, device=None):
+        self.standardize = standardize
+        self.width = width
+        self.dim = dim
+        self.reference = reference
+        self.device = device
+
+    def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None) -> "PairwiseProcrustes":
+        progress = progress or _identity
+        t0 = time.perf_counter()
+        Z = self._prepare(spaces)
+        names = list(Z)
+        d = self.preprocessor_.dim_
+        self.R_ = {}
+        pairs = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
+        for a, b in progress(pairs, total=len(pairs), desc="pairwise Procrustes"):
+            R = ProcrustesMap(dim=None, device=self.device).fit(_np(Z[a]), _np(Z[b])).R_
+            self.R_[(a, b)] = np.ascontiguousarray(R)
+            self.R_[(b, a)] = np.ascontiguousarray(R.T)
+        for a in names:
+            self.R_[(a, a)] = np.eye(d)
+        self.reference_ = self.reference if self.reference is not None else names[0]
+        if self.reference_ not in Z:
+            raise DataError(f"reference space '{self.reference_}' is not among the spaces")
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _R(self, a, b, dev):
+        self.preprocessor_._step(a), self.preprocessor_._step(b)
+        return torch.as_tensor(self.R_[(a, b)], dtype=torch.float64, device=dev)
+
+    def _map_t(self, z, source, target):
+        return z @ self._R(source, target, z.device)
+
+    def _universe_t(self, space, z):
+        return z @ self._R(space, self.reference_, z.device)
+
+    def pair_embeddings(self, a, Xa, b, Xb):
+        self._require_fitted()
+        dev = self._dev()
+        za = self.preprocessor_.transform_t(a, Xa, dev)
+        zb = self.preprocessor_.transform_t(b, Xb, dev)
+        return _np(self._map_t(za, a, b)), _np(zb)
+
+
+# ------------------------------------------------------------------------------------------------
+# GPA
+# ------------------------------------------------------------------------------------------------
+def _gpa_iterate(Z: dict[str, torch.Tensor], max_iter: int, tol: float, progress) -> tuple:
+    """GPA from the symmetric start R_m = I. Returns (R dict, U, history list)."""
+    names = list(Z)
+    d = next(iter(Z.values())).shape[1]
+    dev = next(iter(Z.values())).device
+    R = {m: torch.eye(d, dtype=torch.float64, device=dev) for m in names}
+    U = sum(Z[m] for m in names) / len(names)
+    history = []
+    converged = False
+    for it in progress(range(max_iter), total=max_iter, desc="GPA iterations"):
+        for m in names:
+            R[m] = _polar(Z[m].T @ U)
+        U_new = sum(Z[m] @ R[m] for m in names) / len(names)
+        change = float((U_new - U).norm() / U.norm().clamp_min(1e-300))
+        U = U_new
+        residual = float(sum(((Z[m] @ R[m] - U) ** 2).sum() for m in names) / (len(names) * U.shape[0]))
+        history.append({"iteration": it + 1, "relative_change": change, "residual": residual})
+        if change < tol:
+            converged = True
+            break
+    return R, U, history, converged
+
+
+class GPA(_Invertible):
+    """Generalised Procrustes analysis: one orthogonal map per space into a shared consensus.
+
+    Starts symmetrically (``R_m = I``, consensus ``U = mean_m X_m``), then repeats ``R_m = A B^T`` from the SVD
+    ``X_m^T U = A S B^T`` and ``U = mean_m X_m R_m`` until ``||U_new - U|| / ||U|| < tol``. Universe
+    coordinates ``u = x R_m``; a map a -> b is ``R_a R_b^T`` (cycle-consistent by construction).
+
+    Parameters
+    ----------
+    standardize, width, dim : preprocessing (see :class:`UniversePreprocessor`).
+    max_iter, tol : stopping rule.
+
+    Attributes
+    ----------
+    R_ : dict space -> d x d orthogonal numpy array.
+    consensus_ : n_train x d consensus ``U`` (kept for :meth:`add_space`).
+    history_ : list of ``{"iteration", "relative_change", "residual"}`` (residual = mean squared distance of the
+        rotated spaces to the consensus, per item and space).
+    converged_, n_iter_, fit_seconds_, added_ (spaces added by GPA-ADD, with their fit seconds).
+    """
+
+    method = "gpa"
+    _params = ("standardize", "width", "dim", "max_iter", "tol", "device")
+
+    def __init__(self, standardize: bool = True, width: str = "pca", dim: int | None = None,
+                 max_iter: int = 1000, tol: float = 1e-6, device=None):
+        self.standardize = standardize
+        self.width = width
+        self.dim = dim
+        self.max_iter = max_iter
+        self.tol = tol
+        self.device = device
+
+    def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None) -> "GPA":
+        progress = progress or _identity
+        t0 = time.perf_counter()
+        Z = self._prepare(spaces)
+        R, U, history, converged = _gpa_iterate(Z, int(self.max_iter), float(self.tol), progress)
+        self.R_ = {m: _np(r) for m, r in R.items()}
+        self.consensus_ = _np(U)
+        self.history_ = history
+        self.converged_ = converged
+        self.n_iter_ = len(history)
+        self.added_ = {}
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def add_space(self, name: str, X) -> "GPA":
+        """GPA-ADD: fit only ``R`` of a new space against the fixed consensus (no other map changes).
+
+        ``X`` holds the new space's rows for the same training items, in the same order, as :meth:`fit` saw.
+        The new space is preprocessed on its own (z-score, then PCA / zero padding to the universe's width).
+        """
+        self._require_fitted()
+        if name in self.R_:
+            raise DataError(f"the universe already has a space named '{name}'")
+        shape = tuple(getattr(X, "shape", ()))
+        if len(shape) != 2 or shape[0] != self.consensus_.shape[0]:
+            raise DataError(f"the new space needs {self.consensus_.shape[0]} rows (the training items, same order), "
+                            f"got shape {shape}", array=name)
+        t0 = time.perf_counter()
+        self.preprocessor_.add(name, X)
+        dev = self._dev()
+        z = self.preprocessor_.transform_t(name, X, dev)
+        U = torch.as_tensor(self.consensus_, device=dev)
+        self.R_[name] = _np(_polar(z.T @ U))
+        self.added_[name] = {"fit_seconds": time.perf_counter() - t0}
+        return self
+
+    def _Rt(self, name, dev):
+        self.preprocessor_._step(name)
+        return torch.as_tensor(self.R_[name], dtype=torch.float64, device=dev)
+
+    def _universe_t(self, space, z):
+        return z @ self._Rt(space, z.device)
+
+    def _map_t(self, z, source, target):
+        return z @ self._Rt(source, z.device) @ self._Rt(target, z.device).T
+
+    def map_matrix(self, source: str, target: str) -> np.ndarray:
+        """The d x d map ``R_source R_target^T`` between preprocessed coordinates."""
+        self._require_fitted()
+        return self.R_[source] @ self.R_[target].T
+
+    def describe(self) -> dict:
+        out = super().describe()
+        out.update({"iterations": self.n_iter_, "converged": self.converged_,
+                    "final_relative_change": self.history_[-1]["relative_change"] if self.history_ else None,
+                    "added_spaces": list(self.added_)})
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# GCCA
+# ------------------------------------------------------------------------------------------------
+class GCCA(_Universe):
+    """Regularised MAXVAR generalised CCA.
+
+    With the thin SVD ``X_m = U_m S_m V_m^T`` of each preprocessed space, the regularised bases are
+    ``B_m = U_m S_m (S_m^2 + r)^{-1/2}``; the shared ``G`` (n x k, ``G^T G = I``) holds the top-k left singular
+    vectors of ``[B_1 ... B_M]``; per-space maps ``W_m = (X_m^T X_m + r I)^{-1} X_m^T G``. Universe coordinates
+    ``u = x W_m``. Between spaces: a -> universe -> b by the least-squares inverse of ``W_b``.
+
+    Parameters
+    ----------
+    n_components : k (default: the common width d).
+    reg : r, added to the squared singular values of the preprocessed spaces. ``None`` (default) uses
+        ``0.1 * n_train`` - with z-scored features the mean squared singular value is about ``n_train``, so this
+        is a ridge of about a tenth of the average variance; the value used is in ``reg_``.
+    standardize, width, dim : preprocessing.
+
+    Attributes
+    ----------
+    G_ (n_train x k), W_ (dict space -> d x k), eigenvalues_ (k, singular values squared of [B_1 .. B_M]),
+    reg_, n_components_, fit_seconds_.
+    """
+
+    method = "gcca"
+    _params = ("n_components", "reg", "standardize", "width", "dim", "device")
+
+    def __init__(self, n_components: int | None = None, reg: float | None = None, standardize: bool = True,
+                 width: str = "pca", dim: int | None = None, device=None):
+        self.n_components = n_components
+        self.reg = reg
+        self.standardize = standardize
+        self.width = width
+        self.dim = dim
+        self.device = device
+
+    def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None) -> "GCCA":
+        progress = progress or _identity
+        t0 = time.perf_counter()
+        Z = self._prepare(spaces)
+        n = self.n_train_
+        r = float(0.1 * n if self.reg is None else self.reg)
+        if r < 0:
+            raise DataError(f"the GCCA ridge must be >= 0, got {r}")
+        bases, eig = [], {}
+        for m in progress(list(Z), total=len(Z), desc="GCCA bases"):
+            vals, vecs = _sym_eig_desc(Z[m].T @ Z[m])     # S^2 and V
+            keep = vals > vals[0].clamp_min(1e-300) * 1e-10
+            s2, V = vals[keep], vecs[:, keep]
+            bases.append(Z[m] @ V / torch.sqrt(s2 + r))   # U S (S^2 + r)^{-1/2} = X V (S^2 + r)^{-1/2}
+            eig[m] = (vals.clamp_min(0), vecs)
+        B = torch.cat(bases, dim=1)
+        k = int(self.n_components or self.preprocessor_.dim_)
+        k = min(k, B.shape[1], n)
+        if k < 1:
+            raise DataError("GCCA needs at least one component")
+        lam, Vb = _sym_eig_desc(B.T @ B)
+        lam, Vb = lam[:k].clamp_min(1e-300), Vb[:, :k]
+        G = B @ Vb / torch.sqrt(lam)
+        G, _ = torch.linalg.qr(G)            # re-orthonormalise (exact in exact arithmetic)
+        self.G_ = _np(G)
+        self.eigenvalues_ = _np(lam)
+        self.W_ = {}
+        for m in Z:
+            vals, vecs = eig[m]
+            inv = torch.where(vals + r > vals[0].clamp_min(1e-300) * 1e-12, 1.0 / (vals + r), torch.zeros_like(vals))
+            self.W_[m] = _np(vecs @ (inv[:, None] * (vecs.T @ (Z[m].T @ G))))
+        self.reg_ = r
+        self.n_components_ = k
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _Wt(self, name, dev):
+        self.preprocessor_._step(name)
+        return torch.as_tensor(self.W_[name], dtype=torch.float64, device=dev)
+
+    def _universe_t(self, space, z):
+        return z @ self._Wt(space, z.device)
+
+    def _map_t(self, z, source, target):
+        u = z @ self._Wt(source, z.device)
+        return u @ torch.linalg.pinv(self._Wt(target, z.device))
+
+    def describe(self) -> dict:
+        out = super().describe()
+        out.update({"n_components": self.n_components_, "reg_used": self.reg_})
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# GCPA
+# ------------------------------------------------------------------------------------------------
+class _Corrector(torch.nn.Module):
+    """T(u) = normalize(u^ + g * delta), u^ = normalize(u), h = LayerNorm(u^), delta = W2 GELU(W1 h),
+    g = sigmoid(Wg h); W2 and Wg start at zero so T is the identity on unit vectors at start."""
+
+    def __init__(self, d: int, hidden: int):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(d)
+        self.w1 = torch.nn.Linear(d, hidden)
+        self.w2 = torch.nn.Linear(hidden, d)
+        self.wg = torch.nn.Linear(d, d)
+        for layer in (self.w2, self.wg):
+            torch.nn.init.zeros_(layer.weight)
+            torch.nn.init.zeros_(layer.bias)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        u_hat = _normalize(u)
+        h = self.norm(u_hat)
+        delta = self.w2(torch.nn.functional.gelu(self.w1(h)))
+        g = torch.sigmoid(self.wg(h))
+        return _normalize(u_hat + g * delta)
+
+
+def _gcpa_loss(out, target, u_hat, preserve_weight, margin):
+    cos_c = (out * target).sum(-1)
+    cos_u = (out * u_hat).sum(-1)
+    return (1 - cos_c).mean() + preserve_weight * torch.relu((1 - cos_u) - margin).mean()
+
+
+class GCPA(_Universe):
+    """GPA universe, then one small residual corrector ``T`` shared by all spaces (paper D's GCPA).
+
+    Targets are per-item consensus directions ``c_i = normalize(mean_m normalize(u_{m,i}))`` of the GPA
+    universe. Loss ``mean(1 - cos(T(u), c)) + preserve_weight * mean(ReLU((1 - cos(T(u), u^)) - margin))``.
+    AdamW (lr 2e-3, weight decay 1e-4), gradient clipping at 1.0, batches of ``batch_size`` rows of one random
+    space; ``holdout`` of the training items are held out for early stopping (``patience`` epochs without a lower
+    held-out loss; the best weights are kept - epoch 0, the identity, included). One epoch = every space's
+    training rows once. Trains in float32 on :func:`core.device.pick_device` (GPU when present), seeded.
+
+    Attributes
+    ----------
+    gpa_ : the fitted :class:`GPA`.
+    net_ : the trained torch module (on CPU).
+    history_ : list of ``{"epoch", "train_loss", "heldout_loss"}`` (epoch 0 = identity).
+    best_epoch_, stopped_epoch_, fit_seconds_, device_ (where it trained).
+    """
+
+    method = "gcpa"
+    _params = ("standardize", "width", "dim", "max_epochs", "patience", "batch_size", "lr", "weight_decay",
+               "hidden_mult", "preserve_weight", "margin", "holdout", "seed", "gpa_max_iter", "gpa_tol", "device")
+
+    def __init__(self, standardize: bool = True, width: str = "pca", dim: int | None = None,
+                 max_epochs: int = 200, patience: int = 20, batch_size: int = 4096, lr: float = 2e-3,
+                 weight_decay: float = 1e-4, hidden_mult: int = 2, preserve_weight: float = 0.7,
+                 margin: float = 0.08, holdout: float = 0.1, seed: int = 0, gpa_max_iter: int = 1000,
+                 gpa_tol: float = 1e-6, device=None):
+        self.standardize = standardize
+        self.width = width
+        self.dim = dim
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.hidden_mult = hidden_mult
+        self.preserve_weight = preserve_weight
+        self.margin = margin
+        self.holdout = holdout
+        self.seed = seed
+        self.gpa_max_iter = gpa_max_iter
+        self.gpa_tol = gpa_tol
+        self.device = device
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "net_")
+
+    def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None, gpa: GPA | None = None
+            ) -> "GCPA":
+        """Fit GPA (or reuse ``gpa``, already fitted on the same rows) and train the corrector."""
+        progress = progress or _identity
+        t0 = time.perf_counter()
+        spaces = check_spaces(spaces)
+        if gpa is None:
+            gpa = GPA(self.standardize, self.width, self.dim, self.gpa_max_iter, self.gpa_tol,
+                      self.device).fit(spaces, progress=progress)
+        elif not gpa.is_fitted or set(gpa.R_) < set(spaces):
+            raise DataError("the GPA given to GCPA.fit must be fitted on the same spaces")
+        self.gpa_ = gpa
+        self.preprocessor_ = gpa.preprocessor_
+        self.n_train_ = gpa.n_train_
+        names = list(spaces)
+        U = torch.stack([torch.as_tensor(gpa.to_universe(m, spaces[m]), dtype=torch.float32)
+                         for m in names])                                    # M x n x d
+        dev = pick_device(self.device)
+        self.device_ = str(dev)
+        gen = torch.Generator().manual_seed(int(self.seed))
+        torch.manual_seed(int(self.seed))
+        M, n, d = U.shape
+        U_hat = _normalize(U)
+        C = _normalize(U_hat.mean(0))                                         # n x d consensus directions
+        perm = torch.randperm(n, generator=gen)
+        n_val = max(1, int(round(float(self.holdout) * n))) if n >= 10 else 0
+        val_rows, tr_rows = perm[:n_val], perm[n_val:]
+        net = _Corrector(d, max(1, int(self.hidden_mult) * d)).to(dev)
+        opt = torch.optim.AdamW(net.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
+        U_hat_d, C_d = U_hat.to(dev), C.to(dev)
+        pw, mg = float(self.preserve_weight), float(self.margin)
+
+        def heldout_loss() -> float:
+            if n_val == 0:
+                return float("nan")
+            with torch.no_grad():
+                u = U_hat_d[:, val_rows.to(dev)].reshape(-1, d)
+                c = C_d[val_rows.to(dev)].repeat(M, 1)
+                return float(_gcpa_loss(net(u), c, u, pw, mg))
+
+        best = heldout_loss()
+        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        self.history_ = [{"epoch": 0, "train_loss": None, "heldout_loss": best}]
+        self.best_epoch_ = 0
+        bs = max(1, int(self.batch_size))
+        n_tr = len(tr_rows)
+        batches_per_space = max(1, math.ceil(n_tr / bs))
+        stale = 0
+        epoch = 0
+        for epoch in progress(range(1, int(self.max_epochs) + 1), total=int(self.max_epochs), desc="GCPA epochs"):
+            net.train()
+            jobs = [(m, b) for m in range(M) for b in range(batches_per_space)]
+            order = torch.randperm(len(jobs), generator=gen).tolist()
+            rows_perm = {m: tr_rows[torch.randperm(n_tr, generator=gen)] for m in range(M)}
+            total = 0.0
+            for j in order:
+                m, b = jobs[j]
+                rows = rows_perm[m][b * bs:(b + 1) * bs].to(dev)
+                u = U_hat_d[m, rows]
+                loss = _gcpa_loss(net(u), C_d[rows], u, pw, mg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                total += float(loss.detach()) * len(rows)
+            net.eval()
+            val = heldout_loss()
+            self.history_.append({"epoch": epoch, "train_loss": total / (M * n_tr), "heldout_loss": val})
+            if n_val == 0 or val < best - 1e-7:
+                best, stale, self.best_epoch_ = val, 0, epoch
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= int(self.patience):
+                    break
+        net.load_state_dict(best_state)
+        self.net_ = net.cpu().eval()
+        self.stopped_epoch_ = epoch
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _apply(self, u: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = []
+            for start in range(0, u.shape[0], _CHUNK):
+                out.append(self.net_(u[start:start + _CHUNK].to(torch.float32).cpu()).to(torch.float64))
+            return torch.cat(out) if out else u.new_zeros((0, u.shape[1]))
+
+    def _universe_t(self, space, z):
+        u = self.gpa_._universe_t(space, z)
+        return self._apply(u).to(z.device)
+
+    def _map_t(self, z, source, target):
+        u = self.gpa_._universe_t(source, z)
+        v = self._apply(u).to(z.device) * u.norm(dim=1, keepdim=True)
+        return v @ self.gpa_._Rt(target, z.device).T
+
+    def describe(self) -> dict:
+        out = super().describe()
+        out.update({"gpa_iterations": self.gpa_.n_iter_, "best_epoch": self.best_epoch_,
+                    "stopped_epoch": self.stopped_epoch_, "trained_on": self.device_})
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# factory
+# ------------------------------------------------------------------------------------------------
+_CLASSES = {"pw": PairwiseProcrustes, "gpa": GPA, "gcca": GCCA, "gcpa": GCPA}
+
+
+def make_estimator(method: str, **params):
+    """A fresh estimator for ``method`` (one of :data:`METHODS`), with the parameters it accepts.
+
+    Parameters it does not know are ignored, so one dict of settings serves every method.
+    """
+    key = str(method).lower()
+    if key not in _CLASSES:
+        raise DataError(f"unknown universe method '{method}'", hint=f"use one of {', '.join(METHODS)}")
+    cls = _CLASSES[key]
+    return cls(**{k: v for k, v in params.items() if k in cls._params})

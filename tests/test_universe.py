@@ -1,0 +1,238 @@
+"""Universe estimators (core/universe.py) against naive references written out here."""
+import numpy as np
+import pytest
+import torch
+from scipy.stats import ortho_group
+
+from core.errors import DataError
+from core.universe import GCCA, GCPA, GPA, PairwiseProcrustes, UniversePreprocessor, make_estimator
+
+
+def rotated(n=120, d=6, M=4, seed=0):
+    rng = np.random.default_rng(seed)
+    Z = rng.normal(size=(n, d)) * np.linspace(3, 1, d)
+    return Z, {f"s{m}": Z @ ortho_group.rvs(d, random_state=seed * 10 + m) for m in range(M)}
+
+
+def noisy(n=150, widths=(8, 12, 10), k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, k))
+    return {f"v{m}": z @ rng.normal(size=(k, w)) + 0.5 * rng.normal(size=(n, w)) + rng.normal(size=w) * 3
+            for m, w in enumerate(widths)}
+
+
+def planted(n=500, k=6, noise=10, M=3, seed=0):
+    """Shared k-dim signal plus space-specific noise dimensions, each space rotated at random."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, k))
+    out = {}
+    for m in range(M):
+        X = np.hstack([z + 0.3 * rng.normal(size=(n, k)), rng.normal(size=(n, noise))])
+        out[f"v{m}"] = X @ ortho_group.rvs(k + noise, random_state=seed * 10 + m)
+    return out
+
+
+def naive_gpa(Xs, iters=3000, tol=1e-13):
+    """GPA written out in numpy: R_m = I, U = mean X_m R_m, R_m = polar(X_m^T U), until U stops moving."""
+    R = [np.eye(Xs[0].shape[1]) for _ in Xs]
+    U = sum(X @ r for X, r in zip(Xs, R)) / len(Xs)
+    for _ in range(iters):
+        R = []
+        for X in Xs:
+            A, _, Bt = np.linalg.svd(X.T @ U)
+            R.append(A @ Bt)
+        U_new = sum(X @ r for X, r in zip(Xs, R)) / len(Xs)
+        done = np.linalg.norm(U_new - U) / np.linalg.norm(U) < tol
+        U = U_new
+        if done:
+            break
+    return R, U
+
+
+# ------------------------------------------------------------------------------------------------ GPA
+def test_gpa_recovers_exact_rotations():
+    Z, sp = rotated()
+    gpa = GPA(standardize=False, tol=1e-12).fit(sp)
+    for a in sp:
+        assert np.allclose(gpa.R_[a] @ gpa.R_[a].T, np.eye(6), atol=1e-10)
+        # every space lands on the consensus, and a -> b maps X_a onto X_b exactly
+        assert np.abs(gpa.to_universe(a, sp[a]) - gpa.consensus_).max() < 1e-9
+        for b in sp:
+            assert np.abs(gpa.transform(sp[a], a, b) - sp[b]).max() < 1e-9
+    assert gpa.history_[-1]["residual"] < 1e-18
+    assert gpa.converged_
+
+
+def test_gpa_consensus_does_not_depend_on_order():
+    sp = noisy()
+    a = GPA(tol=1e-12).fit(sp)
+    b = GPA(tol=1e-12).fit({k: sp[k] for k in reversed(list(sp))})
+    assert np.abs(a.consensus_ - b.consensus_).max() < 1e-8
+    for k in sp:
+        assert np.abs(a.R_[k] - b.R_[k]).max() < 1e-8
+
+
+def test_gpa_matches_naive_numpy_iteration():
+    sp = noisy(seed=3)
+    gpa = GPA(tol=1e-13, max_iter=3000).fit(sp)
+    pre = [gpa.preprocess(k, sp[k]) for k in sp]
+    R, U = naive_gpa(pre)
+    assert np.abs(gpa.consensus_ - U).max() < 1e-7
+    for k, r in zip(sp, R):
+        assert np.abs(gpa.R_[k] - r).max() < 1e-7
+
+
+def test_gpa_add_fits_only_the_new_map():
+    Z, sp = rotated(M=4, seed=2)
+    base = {k: sp[k] for k in ("s0", "s1", "s2")}
+    gpa = GPA(standardize=False, tol=1e-12).fit(base)
+    before = {k: v.copy() for k, v in gpa.R_.items()}
+    gpa.add_space("s3", sp["s3"])
+    for k in base:
+        assert np.array_equal(gpa.R_[k], before[k])
+    # naive: polar factor of X_new^T U against the fixed consensus
+    X = gpa.preprocess("s3", sp["s3"])
+    A, _, Bt = np.linalg.svd(X.T @ gpa.consensus_)
+    assert np.allclose(gpa.R_["s3"], A @ Bt, atol=1e-10)
+    # an exact rotation of the others is recovered: s3 -> s0 maps onto s0
+    assert np.abs(gpa.transform(sp["s3"], "s3", "s0") - sp["s0"]).max() < 1e-8
+    with pytest.raises(DataError):
+        gpa.add_space("s3", sp["s3"])
+    with pytest.raises(DataError):
+        gpa.add_space("s9", sp["s3"][:10])
+
+
+# ------------------------------------------------------------------------------------------------ preprocessing
+def test_preprocessing_zscore_and_pca_match_sklearn():
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    sp = noisy(widths=(8, 12, 10))
+    pre = UniversePreprocessor(width="pca").fit(sp)
+    assert pre.dim_ == 8
+    for name, X in sp.items():
+        Z = pre.transform(name, X)
+        assert Z.shape == (len(X), 8)
+        s = StandardScaler().fit(X)
+        zs = (X - s.mean_) / (s.scale_ * np.sqrt(len(X) / (len(X) - 1)))   # sample std (ddof 1)
+        if X.shape[1] == 8:
+            assert np.allclose(Z, zs, atol=1e-10)
+        else:
+            ref = PCA(8, svd_solver="full").fit_transform(zs)
+            assert np.allclose(np.abs(Z), np.abs(ref), atol=1e-8)    # same components up to sign
+    desc = pre.describe()
+    assert desc["spaces"]["v1"]["width_step"] == "PCA 12 -> 8"
+    assert desc["spaces"]["v0"]["width_step"] == "kept (8)"
+
+
+def test_preprocessing_zero_padding_and_inverse():
+    sp = noisy(widths=(8, 12, 10))
+    pre = UniversePreprocessor(width="pad", standardize=False).fit(sp)
+    assert pre.dim_ == 12
+    Z = pre.transform("v0", sp["v0"])
+    assert Z.shape == (150, 12) and np.all(Z[:, 8:] == 0)
+    assert np.allclose(Z[:, :8], sp["v0"] - sp["v0"].mean(0))
+    back = pre.inverse_t("v0", torch.as_tensor(Z)).numpy()
+    assert np.allclose(back, sp["v0"])
+    assert pre.describe()["spaces"]["v0"]["width_step"] == "zero-padded 8 -> 12"
+    # GPA's a -> a map is the identity in raw coordinates when nothing was reduced
+    gpa = GPA(width="pad").fit(sp)
+    assert np.allclose(gpa.transform(sp["v2"], "v2", "v2"), sp["v2"])
+
+
+# ------------------------------------------------------------------------------------------------ PW
+def test_pairwise_procrustes_matches_svd():
+    sp = noisy(seed=5)
+    pw = PairwiseProcrustes().fit(sp)
+    for a in sp:
+        for b in sp:
+            Xa, Xb = pw.preprocess(a, sp[a]), pw.preprocess(b, sp[b])
+            U, _, Vt = np.linalg.svd(Xa.T @ Xb)
+            assert np.allclose(pw.R_[(a, b)], U @ Vt if a != b else np.eye(8), atol=1e-8)
+            Ea, Eb = pw.pair_embeddings(a, sp[a], b, sp[b])
+            assert np.allclose(Ea, Xa @ pw.R_[(a, b)]) and np.allclose(Eb, Xb)
+
+
+# ------------------------------------------------------------------------------------------------ GCCA
+def test_gcca_basis_orthonormal_and_matches_direct_eigensolution():
+    sp = noisy(n=60, widths=(6, 9, 7), seed=1)
+    r = 2.0
+    g = GCCA(n_components=4, reg=r).fit(sp)
+    G = g.G_
+    assert np.allclose(G.T @ G, np.eye(4), atol=1e-10)
+    # direct: top-k eigenvectors of sum_m X_m (X_m^T X_m + r I)^{-1} X_m^T (n x n)
+    Xs = [g.preprocess(k, sp[k]) for k in sp]
+    P = sum(X @ np.linalg.solve(X.T @ X + r * np.eye(X.shape[1]), X.T) for X in Xs)
+    vals, vecs = np.linalg.eigh(P)
+    top = vecs[:, ::-1][:, :4]
+    assert np.allclose(G @ G.T, top @ top.T, atol=1e-8)
+    assert np.allclose(g.eigenvalues_, vals[::-1][:4], atol=1e-8)
+    # W_m = (X^T X + r I)^{-1} X^T G and universe coordinates x W_m
+    for k, X in zip(sp, Xs):
+        W = np.linalg.solve(X.T @ X + r * np.eye(X.shape[1]), X.T @ G)
+        assert np.allclose(g.W_[k], W, atol=1e-10)
+        assert np.allclose(g.to_universe(k, sp[k]), X @ W, atol=1e-10)
+
+
+def test_gcca_default_ridge_is_recorded():
+    sp = noisy(seed=2)
+    g = GCCA().fit(sp)
+    assert g.reg_ == pytest.approx(0.1 * 150)
+    assert g.describe()["reg_used"] == pytest.approx(15.0)
+
+
+# ------------------------------------------------------------------------------------------------ GCPA
+def test_gcpa_starts_as_identity():
+    sp = planted(n=200, seed=0)
+    gpa = GPA().fit(sp)
+    model = GCPA(max_epochs=0).fit(sp, gpa=gpa)
+    for layer in (model.net_.w2, model.net_.wg):
+        assert torch.count_nonzero(layer.weight) == 0 and torch.count_nonzero(layer.bias) == 0
+    for k in sp:
+        u = gpa.to_universe(k, sp[k])
+        assert np.allclose(model.to_universe(k, sp[k]), u / np.linalg.norm(u, axis=1, keepdims=True), atol=1e-6)
+
+
+def test_gcpa_does_not_lower_heldout_hits_below_gpa():
+    from core.universe_eval import any_to_any_retrieval, split_train_test
+
+    sp = planted(n=500, seed=1)
+    train, test = split_train_test(500, 0.2, seed=0)
+    tr = {k: v[train] for k, v in sp.items()}
+    te = {k: v[test] for k, v in sp.items()}
+    gpa = GPA().fit(tr)
+    gcpa = GCPA(max_epochs=60, patience=10, seed=0).fit(tr, gpa=gpa)
+    h_gpa = any_to_any_retrieval(gpa, te)["summary"]["hits_at_1"]["mean"]
+    h_gcpa = any_to_any_retrieval(gcpa, te)["summary"]["hits_at_1"]["mean"]
+    assert h_gcpa >= h_gpa
+    assert gcpa.history_[0]["epoch"] == 0 and gcpa.best_epoch_ >= 1
+    # seeded: the same fit twice gives the same corrector
+    again = GCPA(max_epochs=5, patience=10, seed=3).fit(tr, gpa=gpa)
+    again2 = GCPA(max_epochs=5, patience=10, seed=3).fit(tr, gpa=gpa)
+    assert np.allclose(again.to_universe("v0", te["v0"]), again2.to_universe("v0", te["v0"]))
+
+
+# ------------------------------------------------------------------------------------------------ errors
+def test_bad_inputs_raise_data_errors():
+    rng = np.random.default_rng(0)
+    with pytest.raises(DataError, match="at least 2 spaces"):
+        GPA().fit({"a": rng.normal(size=(10, 3))})
+    with pytest.raises(DataError, match="rows"):
+        GPA().fit({"a": rng.normal(size=(10, 3)), "b": rng.normal(size=(9, 3))})
+    bad = rng.normal(size=(10, 3))
+    bad[4, 1] = np.nan
+    with pytest.raises(DataError) as err:
+        GCCA().fit({"a": rng.normal(size=(10, 3)), "b": bad})
+    assert err.value.row == 4
+    with pytest.raises(DataError, match="token sets"):
+        GPA().fit({"a": rng.normal(size=(10, 3)), "b": rng.normal(size=(10, 2, 3))})
+    with pytest.raises(DataError, match="unknown universe method"):
+        make_estimator("nope")
+    gpa = GPA().fit({"a": rng.normal(size=(10, 3)), "b": rng.normal(size=(10, 3))})
+    with pytest.raises(DataError, match="no space named"):
+        gpa.to_universe("c", rng.normal(size=(2, 3)))
+    with pytest.raises(DataError, match="columns"):
+        gpa.to_universe("a", rng.normal(size=(2, 4)))
+    from sklearn.exceptions import NotFittedError
+    with pytest.raises(NotFittedError):
+        GCPA().to_universe("a", rng.normal(size=(2, 3)))

@@ -1,0 +1,192 @@
+"""Judging a universe (core/universe_eval.py) against naive references written out here."""
+import json
+from math import comb
+
+import numpy as np
+import pytest
+from scipy.stats import ortho_group
+
+from core.commands._common import to_jsonable
+from core.errors import DataError
+from core.universe import GCCA, GPA, PairwiseProcrustes
+from core.universe_eval import (add_space_vs_refit, any_to_any_retrieval, clustering_scores, cycle_consistency,
+                                evaluate_universe, split_train_test, universe_map)
+
+
+def views(n=160, widths=(8, 10, 9), k=4, seed=0, noise=0.8, labels=False):
+    rng = np.random.default_rng(seed)
+    lab = rng.integers(0, 4, n)
+    centers = rng.normal(size=(4, k)) * 8
+    z = centers[lab] + rng.normal(size=(n, k)) if labels else rng.normal(size=(n, k))
+    sp = {f"v{m}": z @ rng.normal(size=(k, w)) + noise * rng.normal(size=(n, w)) for m, w in enumerate(widths)}
+    return (sp, lab) if labels else sp
+
+
+def naive_cos(A, B):
+    A = A / np.linalg.norm(A, axis=1, keepdims=True)
+    B = B / np.linalg.norm(B, axis=1, keepdims=True)
+    return A @ B.T
+
+
+def naive_ari(a, b):
+    _, ai = np.unique(a, return_inverse=True)
+    _, bi = np.unique(b, return_inverse=True)
+    C = np.zeros((ai.max() + 1, bi.max() + 1))
+    np.add.at(C, (ai, bi), 1)
+    n = len(a)
+    sum_c = sum(comb(int(v), 2) for v in C.ravel())
+    sa = sum(comb(int(v), 2) for v in C.sum(1))
+    sb = sum(comb(int(v), 2) for v in C.sum(0))
+    expected = sa * sb / comb(n, 2)
+    return (sum_c - expected) / (0.5 * (sa + sb) - expected)
+
+
+def naive_nmi(a, b):
+    _, ai = np.unique(a, return_inverse=True)
+    _, bi = np.unique(b, return_inverse=True)
+    C = np.zeros((ai.max() + 1, bi.max() + 1))
+    np.add.at(C, (ai, bi), 1)
+    P = C / C.sum()
+    pa, pb = P.sum(1), P.sum(0)
+    nz = P > 0
+    mi = (P[nz] * np.log(P[nz] / np.outer(pa, pb)[nz])).sum()
+    h = lambda p: -(p[p > 0] * np.log(p[p > 0])).sum()  # noqa: E731
+    return mi / ((h(pa) + h(pb)) / 2)
+
+
+def test_split_is_seeded_disjoint_and_keeps_groups_together():
+    train, test = split_train_test(100, 0.2, seed=1)
+    assert len(test) == 20 and len(train) == 80 and not set(train) & set(test)
+    assert np.array_equal(split_train_test(100, 0.2, seed=1)[1], test)
+    groups = np.repeat(np.arange(25), 4)
+    train, test = split_train_test(100, 0.2, seed=0, groups=groups)
+    assert not set(groups[train]) & set(groups[test])
+
+
+def test_any_to_any_retrieval_matches_naive_ranks():
+    sp = views()
+    gcca = GCCA(reg=1.0).fit(sp)
+    res = any_to_any_retrieval(gcca, sp)
+    names = list(sp)
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if i == j:
+                assert res["hits_at_1"][i][j] is None
+                continue
+            S = naive_cos(gcca.to_universe(a, sp[a]), gcca.to_universe(b, sp[b]))
+            rank = 1 + (S > np.diag(S)[:, None]).sum(1)   # continuous data: no ties
+            assert res["hits_at_1"][i][j] == pytest.approx((rank == 1).mean())
+            assert res["hits_at_5"][i][j] == pytest.approx((rank <= 5).mean())
+            assert res["mrr"][i][j] == pytest.approx((1 / rank).mean())
+    off = [res["hits_at_1"][i][j] for i in range(3) for j in range(3) if i != j]
+    assert res["summary"]["hits_at_1"]["mean"] == pytest.approx(np.mean(off))
+    assert res["summary"]["hits_at_1"]["worst"] == pytest.approx(min(off))
+    a, b = res["summary"]["hits_at_1"]["worst_pair"]
+    assert res["hits_at_1"][names.index(a)][names.index(b)] == min(off)
+    assert res["chance"]["hits_at_1"] == pytest.approx(1 / 160)
+
+
+def test_pairwise_retrieval_maps_a_into_b():
+    sp = views(seed=4)
+    pw = PairwiseProcrustes().fit(sp)
+    res = any_to_any_retrieval(pw, sp)
+    Xa, Xb = pw.preprocess("v1", sp["v1"]), pw.preprocess("v2", sp["v2"])
+    S = naive_cos(Xa @ pw.R_[("v1", "v2")], Xb)
+    rank = 1 + (S > np.diag(S)[:, None]).sum(1)
+    assert res["hits_at_1"][1][2] == pytest.approx((rank == 1).mean())
+
+
+def test_cycle_consistency_zero_for_gpa_positive_for_pw():
+    sp = views(widths=(8, 8, 8, 8), seed=2)
+    gpa = GPA().fit(sp)
+    pw = PairwiseProcrustes().fit(sp)
+    c_gpa = cycle_consistency(gpa, sp)
+    c_pw = cycle_consistency(pw, sp)
+    assert c_gpa["n_triples"] == 24 and c_gpa["max"] < 1e-10
+    # naive PW cycle for one triple
+    x = pw.preprocess("v0", sp["v0"])
+    y = x @ pw.R_[("v0", "v1")] @ pw.R_[("v1", "v2")] @ pw.R_[("v2", "v0")]
+    err = (np.linalg.norm(y - x, axis=1) / np.linalg.norm(x, axis=1)).mean()
+    row = next(t for t in c_pw["triples"] if t["cycle"] == ["v0", "v1", "v2"])
+    assert row["error"] == pytest.approx(err)
+    assert c_pw["mean"] > 1e-3
+    assert cycle_consistency(pw, sp, max_triples=5)["n_triples"] == 5
+    two = {k: sp[k] for k in ("v0", "v1")}
+    assert cycle_consistency(PairwiseProcrustes().fit(two), two)["mean"] is None
+
+
+def test_clustering_scores_match_independent_ari_and_nmi():
+    from sklearn.cluster import KMeans
+
+    sp, lab = views(n=200, labels=True, seed=3)
+    gpa = GPA().fit(sp)
+    labels = lab.astype(object)
+    labels[:5] = None   # missing labels are left out
+    res = clustering_scores(gpa, sp, labels, seeds=(0, 1))
+    keep = np.arange(200) >= 5
+    for name in sp:
+        U = gpa.to_universe(name, sp[name])
+        U = U / np.linalg.norm(U, axis=1, keepdims=True)
+        aris, nmis = [], []
+        for s in (0, 1):
+            pred = KMeans(n_clusters=4, n_init=1, random_state=s).fit_predict(U[keep])
+            aris.append(naive_ari(lab[keep], pred))
+            nmis.append(naive_nmi(lab[keep], pred))
+        assert res["spaces"][name]["ari"] == pytest.approx(np.mean(aris), abs=1e-12)
+        assert res["spaces"][name]["nmi"] == pytest.approx(np.mean(nmis), abs=1e-12)
+    assert res["n_items"] == 195
+    # well-separated planted clusters are found
+    assert res["mean_ari"] > 0.8
+
+
+def test_add_space_vs_refit_keeps_base_and_reports_both():
+    sp = views(widths=(8, 9, 10, 11), seed=5)
+    train, test = split_train_test(160, 0.25, seed=0)
+    tr = {k: v[train] for k, v in sp.items()}
+    te = {k: v[test] for k, v in sp.items()}
+    base = GPA().fit({k: tr[k] for k in ("v0", "v1", "v2")})
+    R_before = {k: v.copy() for k, v in base.R_.items()}
+    res = add_space_vs_refit(base, tr, te, "v3")
+    assert set(base.R_) == {"v0", "v1", "v2"} and all(np.array_equal(base.R_[k], R_before[k]) for k in R_before)
+    base_only = any_to_any_retrieval(base, te, names=["v0", "v1", "v2"])
+    sub = [row[:3] for row in res["add"]["hits_at_1"][:3]]
+    assert sub == base_only["hits_at_1"]        # GPA-ADD leaves the base pairs exactly as they were
+    assert res["add_seconds"] > 0 and res["refit_seconds"] > 0
+    assert 0 <= res["new_pairs"]["add"] <= 1 and 0 <= res["new_pairs"]["refit"] <= 1
+    assert res["refit"]["spaces"] == ["v0", "v1", "v2", "v3"]
+
+
+def test_universe_map_shapes_and_pca():
+    sp = views(seed=6)
+    gpa = GPA().fit(sp)
+    m = universe_map(gpa, sp, rows=np.arange(10))
+    coords = np.array(m["coords"])
+    assert coords.shape == (3, 10, 2)
+    U = np.concatenate([gpa.to_universe(k, sp[k][:10]) for k in sp])
+    U = U / np.linalg.norm(U, axis=1, keepdims=True)
+    Uc = U - U.mean(0)
+    s = np.linalg.svd(Uc, compute_uv=False)
+    assert coords.reshape(-1, 2).var(0, ddof=1) == pytest.approx(s[:2] ** 2 / (len(U) - 1), rel=1e-8)
+
+
+def test_evaluate_universe_end_to_end_json():
+    sp, lab = views(n=200, widths=(8, 10, 12, 9), labels=True, seed=7)
+    groups = np.arange(200) // 2
+    res = evaluate_universe(sp, labels=lab, groups=groups, add="v3", gcpa_epochs=3, map_items=20,
+                            cluster_seeds=(0,), test_size=0.25)
+    text = json.dumps(to_jsonable(res), allow_nan=False)
+    back = json.loads(text)
+    assert back["spaces"] == ["v0", "v1", "v2"]
+    assert list(back["methods"]) == ["pw", "gpa", "gcca", "gcpa"]
+    assert back["n_train"] + back["n_test"] == 200
+    assert not set(groups[back["test_rows"]]) & set(np.delete(groups, back["test_rows"]))
+    for m in back["methods"].values():
+        assert len(m["retrieval"]["hits_at_1"]) == 3
+        assert m["clustering"]["spaces"]["v0"]["n_clusters"] == 4
+        assert np.array(m["map"]["coords"]).shape == (3, 20, 2)
+    assert back["methods"]["gpa"]["cycle"]["max"] < 1e-10
+    assert back["add"]["space"] == "v3"
+    with pytest.raises(DataError, match="unknown universe method"):
+        evaluate_universe(sp, methods=["xyz"])
+    with pytest.raises(DataError, match="no space named"):
+        evaluate_universe(sp, add="nope")
