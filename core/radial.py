@@ -1,0 +1,318 @@
+"""RE (radial embedding) fine-tuning of the text side (paper C; METHODS.md section 4).
+
+* :func:`exterior_angle_torch` and :func:`radial_loss` - the loss of the paper's code, exactly:
+  positive angles ``P_i = Xi(p_i, p_{i+1})`` (tiers i = 0..L-2), negative angles ``N_i = -Xi(p_i, n_i)`` with
+  ``n_i`` a same-tier text contradicting ``p_i``; ``L_e = mean(P) + mean(N)``; the hardest-pair term
+  ``L_m = PN[argmax P] + PN[argmax N]`` with ``PN = P + N`` over (sample, tier) (N restricted to the tiers of P, as
+  the paper's ``N[:-1]``); ``L_p = (1 - mean cos(e, e_frozen)) / 2``; total ``= 10 L_p + L_e + L_m``.
+  Pairs that are undefined (identical texts, padding of shorter chains, missing negatives) are masked out.
+* :class:`RadialAdapter` - a light text-side adapter on frozen embeddings: residual linear
+  ``normalize(e + W e + b)`` or small MLP ``normalize(e + W2 GELU(W1 e))``, identity at start (W, W2 zero).
+* :class:`RadialFineTuner` - trains it (AdamW, seeded, GPU when present, progress, early stopping on held-out
+  validation chains, best epoch kept), then ``transform`` / ``transform_chains``; ``save`` / ``load`` use
+  safetensors + JSON.
+
+Follow-up (not implemented): fine-tuning the last blocks of an open_clip text tower with the same loss. The loss
+is model-agnostic (:func:`radial_loss` takes embeddings), so a tower run only has to re-encode the batch's texts
+with the tower's last blocks unfrozen; the adapter path covers MiniLM and any precomputed embeddings.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .device import pick_device
+from .errors import DataError
+from .hierarchy import DEGENERATE_EPS, Chains, make_negatives, normalize_rows
+
+__all__ = ["exterior_angle_torch", "radial_loss", "RadialAdapter", "RadialFineTuner", "PRIOR_WEIGHT"]
+
+#: Weight of the pull-back term L_p (the paper's code uses 10).
+PRIOR_WEIGHT = 10.0
+
+
+def exterior_angle_torch(e: torch.Tensor, e2: torch.Tensor, root: torch.Tensor,
+                         eps: float = DEGENERATE_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exterior angles ``Xi_r(e, e2)`` along the last dimension (differentiable) and their validity mask.
+
+    ``arccos(<e - r, e2 - e> / (||e - r|| ||e2 - e||))``, cosine clipped to [-1, 1]. Where ``||e - r|| < eps`` or
+    ``||e2 - e|| < eps`` the angle is undefined: ``valid`` is False there and the (finite) value must be masked.
+    """
+    a = e - root
+    b = e2 - e
+    na, nb = a.norm(dim=-1), b.norm(dim=-1)
+    valid = (na >= eps) & (nb >= eps)
+    cos = (a * b).sum(-1) / (na.clamp_min(eps) * nb.clamp_min(eps))
+    return torch.arccos(cos.clamp(-1.0, 1.0)), valid.detach()
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+def radial_loss(pos: torch.Tensor, neg: torch.Tensor, root: torch.Tensor, pos_frozen: torch.Tensor,
+                neg_frozen: torch.Tensor | None = None, pos_mask: torch.Tensor | None = None,
+                neg_mask: torch.Tensor | None = None, prior_weight: float = PRIOR_WEIGHT) -> dict:
+    """The RE loss of a batch of chains.
+
+    Parameters
+    ----------
+    pos : (B, L, d) current embeddings of the chains' tiers (generic -> specific).
+    neg : (B, L, d) current embeddings of the same-tier negatives.
+    root : (d,) current root embedding.
+    pos_frozen, neg_frozen : the same texts embedded by the frozen (original) model, for L_p.
+    pos_mask, neg_mask : (B, L) bool, True for real tiers / present negatives (default all True).
+    prior_weight : weight of L_p (10 in the paper).
+
+    Returns
+    -------
+    dict of scalar tensors ``total``, ``L_e``, ``L_m``, ``L_p`` and the means ``P`` and ``N``.
+    """
+    B, L, _ = pos.shape
+    if pos_mask is None:
+        pos_mask = torch.ones(B, L, dtype=torch.bool, device=pos.device)
+    if neg_mask is None:
+        neg_mask = torch.ones(B, L, dtype=torch.bool, device=pos.device)
+    neg_mask = neg_mask & pos_mask
+    P, pv = exterior_angle_torch(pos[:, :-1], pos[:, 1:], root)          # (B, L-1)
+    pv = pv & pos_mask[:, :-1] & pos_mask[:, 1:]
+    Nang, nv = exterior_angle_torch(pos, neg, root)                      # (B, L)
+    N = -Nang
+    nv = nv & neg_mask
+    L_e = _masked_mean(P, pv) + _masked_mean(N, nv)
+    # hardest pairs: PN = P + N over (sample, tier) for the tiers of P
+    Nh, nvh = N[:, :-1], nv[:, :-1]
+    PN = P + torch.where(nvh, Nh, torch.zeros_like(Nh))
+    L_m = torch.zeros((), dtype=pos.dtype, device=pos.device)
+    if pv.any():
+        i = torch.where(pv, P, torch.full_like(P, -torch.inf)).flatten().argmax()
+        L_m = L_m + PN.flatten()[i]
+    both = pv & nvh
+    if both.any():
+        j = torch.where(both, Nh, torch.full_like(Nh, -torch.inf)).flatten().argmax()
+        L_m = L_m + PN.flatten()[j]
+    cos_p = (pos * pos_frozen).sum(-1)
+    if neg_frozen is not None:
+        cos_all = torch.cat([cos_p[pos_mask], (neg * neg_frozen).sum(-1)[neg_mask]])
+    else:
+        cos_all = cos_p[pos_mask]
+    L_p = (1.0 - cos_all.mean()) / 2.0
+    total = prior_weight * L_p + L_e + L_m
+    return {"total": total, "L_e": L_e, "L_m": L_m, "L_p": L_p, "P": _masked_mean(P, pv),
+            "N": _masked_mean(N, nv)}
+
+
+class RadialAdapter(nn.Module):
+    """Text-side adapter on frozen embeddings, identity at start, output L2-normalised.
+
+    Parameters
+    ----------
+    dim : embedding width.  kind : 'linear' (``e + W e + b``) or 'mlp' (``e + W2 GELU(W1 e + b1) + b2``).
+    hidden : MLP width (default ``dim``).
+    """
+
+    def __init__(self, dim: int, kind: str = "linear", hidden: int | None = None):
+        super().__init__()
+        if kind not in ("linear", "mlp"):
+            raise DataError(f"unknown adapter kind {kind!r}", hint="use 'linear' or 'mlp'")
+        self.kind = kind
+        self.dim = int(dim)
+        self.hidden = int(hidden or dim)
+        if kind == "linear":
+            self.out = nn.Linear(dim, dim)
+        else:
+            self.inp = nn.Linear(dim, self.hidden)
+            self.out = nn.Linear(self.hidden, dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        h = self.out(e) if self.kind == "linear" else self.out(nn.functional.gelu(self.inp(e)))
+        return nn.functional.normalize(e + h, dim=-1)
+
+
+class RadialFineTuner:
+    """Train a :class:`RadialAdapter` with :func:`radial_loss` on chains with same-tier negatives.
+
+    Parameters
+    ----------
+    kind, hidden : adapter shape (see :class:`RadialAdapter`).
+    lr, weight_decay : AdamW settings.  batch_size : chains per step.
+    max_epochs : upper bound on epochs.  patience : stop after this many epochs without a better validation loss.
+    prior_weight : weight of L_p (10).  seed : seeds the initialisation and the batch order.
+    device : torch device (default :func:`core.device.pick_device`).
+
+    Attributes
+    ----------
+    adapter_ : the trained adapter (best validation epoch), on CPU.
+    history_ : list of per-epoch dicts (``epoch``, ``train_loss``, ``val_loss``, ``val_L_e``, ``val_L_m``,
+        ``val_L_p``, ``val_P``, ``val_N``); epoch 0 is the untrained adapter.
+    best_epoch_, best_val_loss_, seconds_ (training wall time), device_ (str), negatives_ ('given', 'sampled'
+        or 'given + sampled'), n_train_chains_, n_val_chains_.
+    """
+
+    def __init__(self, kind: str = "linear", hidden: int | None = None, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, batch_size: int = 256, max_epochs: int = 100, patience: int = 8,
+                 prior_weight: float = PRIOR_WEIGHT, seed: int = 0, device=None):
+        self.kind = kind
+        self.hidden = hidden
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.prior_weight = prior_weight
+        self.seed = seed
+        self.device = device
+
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in ("kind", "hidden", "lr", "weight_decay", "batch_size", "max_epochs",
+                                               "patience", "prior_weight", "seed")}
+
+    # -- data ----------------------------------------------------------------------------------
+    @staticmethod
+    def _tensors(chains: Chains, dev) -> dict:
+        idx = chains.padded_index()
+        mask = idx >= 0
+        safe = np.clip(idx, 0, None)
+        E = torch.as_tensor(normalize_rows(chains.embeddings), device=dev)
+        NE = torch.as_tensor(normalize_rows(chains.neg_embeddings), device=dev)
+        present = np.array([bool(t) for t in chains.neg_texts])
+        return {"pos": E[torch.as_tensor(safe, device=dev)], "neg": NE[torch.as_tensor(safe, device=dev)],
+                "pos_mask": torch.as_tensor(mask, device=dev),
+                "neg_mask": torch.as_tensor(mask & present[safe], device=dev),
+                "root": torch.as_tensor(normalize_rows(chains.root[None])[0], device=dev)}
+
+    def _loss(self, adapter, t: dict, rows) -> dict:
+        pos_f, neg_f = t["pos"][rows], t["neg"][rows]
+        return radial_loss(adapter(pos_f), adapter(neg_f), adapter(t["root"]), pos_f, neg_f,
+                           t["pos_mask"][rows], t["neg_mask"][rows], prior_weight=self.prior_weight)
+
+    def _evaluate(self, adapter, t: dict) -> dict:
+        with torch.no_grad():
+            out = self._loss(adapter, t, slice(None))
+        return {k: float(v) for k, v in out.items()}
+
+    @staticmethod
+    def _ensure_negatives(chains: Chains, seed: int) -> tuple[Chains, str]:
+        if chains.has_negatives and all(bool(t) for t in chains.neg_texts):
+            return chains, "given"
+        had = chains.has_negatives and any(bool(t) for t in chains.neg_texts)
+        return make_negatives(chains, seed=seed), "given + sampled" if had else "sampled"
+
+    # -- fitting -------------------------------------------------------------------------------
+    def fit(self, train: Chains, val: Chains, progress: Callable | None = None) -> "RadialFineTuner":
+        """Train on ``train`` chains, early-stop on ``val`` chains; returns self.
+
+        Missing negatives are sampled (:func:`core.hierarchy.make_negatives`, seeded).
+        ``progress(iterable, total=None, desc="")`` wraps the epoch loop.
+        """
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+            raise DataError("batch_size, max_epochs and patience must be >= 1")
+        start_time = time.perf_counter()
+        dev = pick_device(self.device)
+        train, how = self._ensure_negatives(train, self.seed)
+        val, _ = self._ensure_negatives(val, self.seed + 1)
+        torch.manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self.seed)
+        adapter = RadialAdapter(train.embeddings.shape[1], self.kind, self.hidden).to(dev)
+        opt = torch.optim.AdamW(adapter.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        tt, tv = self._tensors(train, dev), self._tensors(val, dev)
+        n = train.n_chains
+        first = self._evaluate(adapter, tv)
+        history = [{"epoch": 0, "train_loss": self._evaluate(adapter, tt)["total"], "val_loss": first["total"],
+                    **{f"val_{k}": first[k] for k in ("L_e", "L_m", "L_p", "P", "N")}}]
+        best = (first["total"], 0, copy.deepcopy(adapter.state_dict()))
+        epochs = range(1, self.max_epochs + 1)
+        if progress is not None:
+            epochs = progress(epochs, total=self.max_epochs, desc="RE fine-tuning (epochs)")
+        bad_steps = 0
+        for epoch in epochs:
+            adapter.train()
+            perm = torch.randperm(n, generator=gen).to(dev)
+            total, count = 0.0, 0
+            for s in range(0, n, self.batch_size):
+                rows = perm[s:s + self.batch_size]
+                loss = self._loss(adapter, tt, rows)["total"]
+                if not torch.isfinite(loss):
+                    bad_steps += 1
+                    continue
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(rows)
+                count += len(rows)
+            adapter.eval()
+            ev = self._evaluate(adapter, tv)
+            history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": ev["total"],
+                            **{f"val_{k}": ev[k] for k in ("L_e", "L_m", "L_p", "P", "N")}})
+            if ev["total"] < best[0] - 1e-6:
+                best = (ev["total"], epoch, copy.deepcopy(adapter.state_dict()))
+            elif epoch - best[1] >= self.patience:
+                break
+        adapter.load_state_dict(best[2])
+        self.adapter_ = adapter.cpu().eval()
+        self.history_ = history
+        self.best_val_loss_, self.best_epoch_ = float(best[0]), int(best[1])
+        self.seconds_ = time.perf_counter() - start_time
+        self.device_ = str(dev)
+        self.negatives_ = how
+        self.skipped_steps_ = bad_steps
+        self.n_train_chains_, self.n_val_chains_ = train.n_chains, val.n_chains
+        return self
+
+    def _require_fitted(self):
+        if not hasattr(self, "adapter_"):
+            raise DataError("the fine-tuner is not fitted yet", hint="call fit(train, val) first")
+
+    # -- using it ------------------------------------------------------------------------------
+    def transform(self, embeddings) -> np.ndarray:
+        """Adapted, L2-normalised embeddings (n, d) float32 of frozen embeddings ``embeddings``."""
+        self._require_fitted()
+        X = torch.as_tensor(normalize_rows(np.atleast_2d(embeddings)))
+        with torch.no_grad():
+            return self.adapter_(X).numpy().astype(np.float32)
+
+    def transform_chains(self, chains: Chains) -> Chains:
+        """``chains`` with adapted text, negative and root embeddings (the image side is unchanged)."""
+        neg = None if chains.neg_embeddings is None else self.transform(chains.neg_embeddings)
+        return chains.with_embeddings(self.transform(chains.embeddings), self.transform(chains.root[None])[0],
+                                      neg_embeddings=neg)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write ``<path>.safetensors`` (weights) and ``<path>.json`` (settings, history). Returns the JSON path."""
+        from safetensors.torch import save_file
+        self._require_fitted()
+        path = Path(path)
+        save_file({k: v.contiguous() for k, v in self.adapter_.state_dict().items()},
+                  str(path.with_suffix(".safetensors")))
+        meta = {"params": self.get_params(), "dim": self.adapter_.dim, "hidden": self.adapter_.hidden,
+                "history": self.history_, "best_epoch": self.best_epoch_, "best_val_loss": self.best_val_loss_,
+                "seconds": self.seconds_, "device": self.device_, "negatives": self.negatives_}
+        out = path.with_suffix(".json")
+        out.write_text(json.dumps(meta, indent=1))
+        return out
+
+    @classmethod
+    def load(cls, path) -> "RadialFineTuner":
+        """Read what :meth:`save` wrote (no pickle involved)."""
+        from safetensors.torch import load_file
+        path = Path(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        obj = cls(**meta["params"])
+        adapter = RadialAdapter(meta["dim"], meta["params"]["kind"], meta["hidden"])
+        adapter.load_state_dict(load_file(str(path.with_suffix(".safetensors"))))
+        obj.adapter_ = adapter.eval()
+        obj.history_ = meta["history"]
+        obj.best_epoch_, obj.best_val_loss_ = meta["best_epoch"], meta["best_val_loss"]
+        obj.seconds_, obj.device_, obj.negatives_ = meta["seconds"], meta["device"], meta["negatives"]
+        return obj
