@@ -323,3 +323,46 @@ def test_compare_rejects_vector_spaces_and_mismatched_rows():
         ps.compare_pointset_similarities(Space("v", A[:, 0]), B)
     with pytest.raises(DataError, match="items"):
         ps.compare_pointset_similarities(A, B[:30])
+
+
+# ------------------------------------------------------------------------------------------------
+# the CLI command
+# ------------------------------------------------------------------------------------------------
+def _npz(tmp_path):
+    A, B, ma = _planted(n=80, seed=2)
+    path = tmp_path / "sets.npz"
+    np.savez(path, text_tokens=A, text_tokens_mask=ma, points_3d=B, pooled=A.mean(1))
+    return path, A, B, ma
+
+
+def test_cli_json_and_text(tmp_path, capsys):
+    from core.cli import main
+
+    path, A, B, ma = _npz(tmp_path)
+    rc = main(["pointset", f"{path}:text_tokens", f"{path}:points_3d", "--kernel", "linear", "--queries", "20",
+               "--seeds", "2", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kernel"] == "linear" and out["a"]["shape"] == [80, 8, 12] and out["b"]["space"] == "points_3d"
+    assert set(out["results"]) == {"cosine_pooled", "pointset_uniform"}
+    assert out["results"]["cosine_pooled"]["top1_x_to_y"]["chance"] == pytest.approx(1 / 20)
+    assert len(out["results"]["pointset_uniform"]["matching_accuracy"]["per_seed"]) == 2
+    # same numbers as the library call
+    ref = ps.compare_pointset_similarities(A, B, ma, kernel="linear", train=False, n_queries=20, seeds=[0, 1],
+                                           exact_check=0)
+    assert out["results"]["pointset_uniform"]["mrr"]["mean"] == pytest.approx(
+        ref["results"]["pointset_uniform"]["mrr"]["mean"])
+    rc = main(["pointset", f"{path}:text_tokens", f"{path}:points_3d", "--kernel", "imq", "--train", "--epochs",
+               "1", "--features", "32", "--k", "4", "--queries", "20", "--seeds", "1", "--exact-check", "5"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "point set, learned w" in text and "RFF vs exact" in text and "training seed 0" in text
+
+
+def test_cli_rejects_vector_space(tmp_path, capsys):
+    from core.cli import main
+
+    path, *_ = _npz(tmp_path)
+    rc = main(["pointset", f"{path}:pooled", f"{path}:points_3d"])
+    assert rc == 2
+    assert "not token sets" in capsys.readouterr().err
