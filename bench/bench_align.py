@@ -157,7 +157,7 @@ def main(argv=None):
                        seeds=(0, 1, 2), repeats=1)
     else:
         bench_local_cka(n_anchors=30000, k=50, Q=500, naive_pairs=40, repeats=args.repeats)
-        bench_cca_vs_sklearn(n=12500, p=256, k=20, repeats=args.repeats, sk_max_iter=500)
+        bench_cca_vs_sklearn(n=12500, p=256, k=20, repeats=args.repeats, sk_max_iter=100)
         bench_cca_alone(n=30000, p=512, k=50, repeats=args.repeats)
         bench_protocol(n_anchors=30000, n_queries=500, p=384, q=512, k=50,
                        k_values=(8, 16, 32, 50, 64, 128, 256, 384), seeds=(0, 1, 2), repeats=1)
