@@ -30,7 +30,7 @@ import math
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -108,9 +108,12 @@ def _release_pages(arr: np.ndarray, start: int, stop: int) -> None:
     in the file (and the page cache), and a later read faults it back in.
     """
     global _LIBC
-    if not sys.platform.startswith("linux") or not isinstance(arr, np.memmap):
+    if not sys.platform.startswith("linux") or not arr.flags.c_contiguous:
         return
-    if getattr(arr, "mode", None) != "r" or not arr.flags.c_contiguous:
+    base = arr                       # a memmap, or a plain view of one (e.g. np.asarray(memmap))
+    while isinstance(base, np.ndarray) and not isinstance(base, np.memmap):
+        base = base.base
+    if not isinstance(base, np.memmap) or getattr(base, "mode", None) != "r":
         return
     try:
         import ctypes
@@ -141,11 +144,13 @@ def _chunk(X: np.ndarray, start: int, stop: int, device: torch.device, name: str
         block = np.empty((len(idx), X.shape[1]), dtype=X.dtype)
         block[order] = X[idx[order]]          # sorted gather: sequential reads on memmaps
     t = torch.from_numpy(block).to(device=device, dtype=_F64)
-    if not bool(torch.isfinite(t).all()):
-        bad = int(torch.nonzero(~torch.isfinite(t).all(dim=1))[0, 0])
-        row = start + bad if rows is None else int(rows[start + bad])
-        raise DataError("the space contains a non-finite value (NaN or inf)", array=name, row=row,
-                        hint="remove or repair that row")
+    if not bool(torch.isfinite(t.sum(0)).all()):      # one cheap reduction; NaN / inf propagate into it
+        bad_rows = torch.nonzero(~torch.isfinite(t).all(dim=1))
+        if len(bad_rows):
+            bad = int(bad_rows[0, 0])
+            row = start + bad if rows is None else int(rows[start + bad])
+            raise DataError("the space contains a non-finite value (NaN or inf)", array=name, row=row,
+                            hint="remove or repair that row")
     return t
 
 
@@ -1280,6 +1285,8 @@ def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure =
         raise DataError("no spaces to compare")
     arrays = [_as_array(spaces[k], k) for k in names]
     n = arrays[0].shape[0]
+    if n < 2:
+        raise DataError(f"similarities need at least 2 items, got {n}", hint="use more items")
     for nm, x in zip(names, arrays):
         if x.shape[0] != n:
             raise DataError(f"space '{nm}' has {x.shape[0]} rows, '{names[0]}' has {n}", array=nm,
@@ -1338,6 +1345,8 @@ def layerwise_similarity(spaces_a: Sequence[np.ndarray], spaces_b: Sequence[np.n
     arrays_a = [_as_array(x, nm) for x, nm in zip(spaces_a, names_a)]
     arrays_b = [_as_array(x, nm) for x, nm in zip(spaces_b, names_b)]
     n = arrays_a[0].shape[0]
+    if n < 2:
+        raise DataError(f"similarities need at least 2 items, got {n}", hint="use more items")
     for nm, x in zip(names_a + names_b, arrays_a + arrays_b):
         if x.shape[0] != n:
             raise DataError(f"space '{nm}' has {x.shape[0]} rows, expected {n}", array=nm,
