@@ -110,7 +110,7 @@ def bench_cca_alone(n, p, k, repeats):
 
 
 def bench_protocol(n_anchors, n_queries, p, q, k, k_values, seeds, repeats):
-    X, Y = planted(n_anchors + n_queries, p, q, 30, 1.0, seed=5)
+    X, Y = planted(n_anchors + n_queries, p, q, 30, 3.0, seed=5)
     kw = dict(n_anchors=n_anchors, n_queries=n_queries, seeds=seeds)
     t_main, main = timed(lambda: run_protocol(X, Y, methods=PAPER_A_METHODS, k=k, **kw), repeats)
     t_sweep, sweep = timed(lambda: sweep_k(X, Y, k_values=k_values, methods=PAPER_A_METHODS, **kw), repeats)
