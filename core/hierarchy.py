@@ -41,7 +41,8 @@ from .errors import DataError
 __all__ = [
     "Chains", "N_THRESHOLDS", "normalize_rows", "root_embedding", "mean_root", "genericness", "exterior_angles",
     "exterior_angle_matrix", "kendall_tau_tiers", "radial_order", "hierarchical_retrieval", "chains_from_dataset",
-    "chain_layout", "make_negatives", "split_chains", "fit_image_side", "chain_table",
+    "chain_layout", "make_negatives", "split_chains", "fit_image_side", "chain_table", "hierarchy_report",
+    "contradicting_chain", "chain_pca", "wide_tier_spaces",
 ]
 
 #: The paper's number of radius thresholds for hierarchical retrieval.
@@ -510,7 +511,10 @@ def wide_tier_spaces(ds: Dataset) -> dict[str, list[str]]:
 
 def _encode_unique(encoder, texts: Sequence[str], progress=None) -> np.ndarray:
     codes, uniques = pd.factorize(pd.Series(list(texts), dtype=object), sort=False)
-    emb = encoder.encode(list(uniques), progress=progress)
+    if hasattr(encoder, "encode"):
+        emb = encoder.encode(list(uniques), progress=progress)
+    else:  # open_clip: encode_text -> {"embedding": ...}
+        emb = encoder.encode_text(list(uniques), progress=progress)["embedding"]
     return normalize_rows(np.asarray(emb))[codes]
 
 
@@ -804,3 +808,40 @@ def hierarchy_report(chains: Chains, *, finetune: bool = False, test_fraction: f
                            "best_epoch": tuner.best_epoch_, "epochs_run": len(tuner.history_) - 1,
                            "negatives": tuner.negatives_, "history": tuner.history_}
     return out
+
+
+def contradicting_chain(chains: Chains, c: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Texts and embeddings to contrast chain ``c`` with: its same-tier negatives when it has them all, else the
+    chain that shares the most leading tiers with it while differing after (a sibling), else the next chain.
+
+    Returns (texts, embeddings, description).
+    """
+    rows = chains.chain_rows(c)
+    if chains.has_negatives and all(bool(t) for t in chains.neg_texts[rows]):
+        return chains.neg_texts[rows], chains.neg_embeddings[rows], "its same-tier negatives"
+    mine = list(chains.texts[rows])
+    best, best_shared = (c + 1) % chains.n_chains, -1
+    for j in range(chains.n_chains):
+        if j == c:
+            continue
+        other = list(chains.texts[chains.chain_rows(j)])
+        shared = 0
+        for a, b in zip(mine, other):
+            if a != b:
+                break
+            shared += 1
+        if shared < min(len(mine), len(other)) and shared > best_shared:
+            best, best_shared = j, shared
+    r = chains.chain_rows(best)
+    return chains.texts[r], chains.embeddings[r], f"chain '{chains.ids[best]}' (shares {max(best_shared, 0)} tiers)"
+
+
+def chain_pca(embeddings, root) -> np.ndarray:
+    """2-D PCA coordinates of ``[root; embeddings]`` (row 0 is the root), centred on their mean."""
+    X = np.vstack([normalize_rows(np.asarray(root)[None]), normalize_rows(embeddings)]).astype(np.float64)
+    Xc = X - X.mean(axis=0)
+    _, _, Vt = np.linalg.svd(Xc, full_matrices=False)
+    coords = Xc @ Vt[:2].T
+    if coords.shape[1] < 2:
+        coords = np.hstack([coords, np.zeros((len(coords), 2 - coords.shape[1]))])
+    return coords

@@ -403,3 +403,38 @@ def test_no_chains_is_a_clear_error():
     ds = Dataset(pd.DataFrame({"id": ["a", "b"]}), [Space("x", np.zeros((2, 3), np.float32))])
     with pytest.raises(DataError, match="no caption chains"):
         chains_from_dataset(ds, text_space="x")
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI command (MiniLM, offline)
+# ---------------------------------------------------------------------------------------------
+def test_cli_hierarchy_json(tmp_path, monkeypatch, capsys):
+    import json as _json
+
+    from core.cli import main
+    from core.encoders import MiniLMEncoder
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    rows = [("1", "animal => goat => a goat on grass => a white goat eating grass on a hill"),
+            ("2", "animal => frog => a frog in a pond => a green frog sitting on a lily pad"),
+            ("3", "vehicle => car => a red car => a red car parked on a city street"),
+            ("4", "food => pizza => a pizza on a table => a pepperoni pizza on a wooden table")]
+    path = tmp_path / "caps.csv"
+    pd.DataFrame({"id": [r[0] for r in rows], "captions": [r[1] for r in rows],
+                  "image_url": [""] * 4}).to_csv(path, index=False)
+    code = main(["hierarchy", str(path), "--json", "--no-images"])
+    out = _json.loads(capsys.readouterr().out)
+    assert code == 0
+    # independent: MiniLM through sentence-transformers directly, root = its embedding of ""
+    st = MiniLMEncoder(cache_namespace=None).sentence_transformer()
+    taus, radii = [], []
+    root = st.encode([""], normalize_embeddings=True)[0]
+    for _, caps in rows:
+        tiers = caps.split(" => ")
+        E = st.encode(tiers, normalize_embeddings=True)
+        r = np.linalg.norm(E - root, axis=1)
+        radii.append(r)
+        taus.append(kendalltau(r, np.arange(4))[0])
+    assert out["all"]["tau_d"] == pytest.approx(np.mean(taus), abs=1e-4)
+    assert out["all"]["median_radius_per_tier"] == pytest.approx(np.median(np.array(radii), axis=0).tolist(),
+                                                                 abs=1e-4)
+    assert out["root"].startswith("embedding of the empty string")
