@@ -128,6 +128,24 @@ def test_exact_path_equals_double_sum(kernel):
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
 
 
+def test_exact_path_with_normalised_linear_part():
+    rng = np.random.default_rng(10)
+    A, B = rng.normal(size=(3, 4, 5)), rng.normal(size=(2, 6, 5))
+    wa = rng.normal(size=(3, 4))
+    ma, mb = np.ones((3, 4), bool), np.ones((2, 6), bool)
+    kern = lambda u, v: float(_exact_kernel(u[None], v[None], "imq")[0, 0])  # noqa: E731
+    kpart = _double_sum(A, B, ma, mb, wa, np.ones((2, 6)), 0.0, 0.333, kern)
+    mean_a = np.stack([(wa[i][:, None] * _unit(A[i])).mean(0) for i in range(3)])
+    mean_b = _unit(B).mean(1)
+    ref = 0.667 * _unit(mean_a) @ _unit(mean_b).T + kpart
+    got = ps.exact_pointset_similarity(A, B, weights_a=wa, kernel="imq", normalize_linear=True, device="cpu")
+    np.testing.assert_allclose(got, ref, rtol=1e-10)
+    rff = ps.RandomFourierFeatures(4096, "imq", seed=0).fit(dim=5)
+    feats = (ps.pointset_features(A, weights=wa, rff=rff, normalize_linear=True, device="cpu") @
+             ps.pointset_features(B, rff=rff, normalize_linear=True, device="cpu").T)
+    assert np.abs(feats - got).max() < 0.03
+
+
 def test_rff_set_similarity_approximates_exact_at_large_D():
     rng = np.random.default_rng(4)
     A, B = rng.normal(size=(12, 6, 8)), rng.normal(size=(12, 6, 8))
@@ -290,7 +308,8 @@ def test_compare_matches_direct_computation_on_equal_widths():
         pa, pb = _unit(A[q].mean(1)), _unit(B[q].mean(1))
         top1_cos = float((np.argmax(pa @ pb.T, 1) == np.arange(40)).mean())
         assert res["results"]["cosine_pooled"]["top1_x_to_y"]["per_seed"][i] == pytest.approx(top1_cos)
-        la, lb = _unit(A[q]).mean(1), _unit(B[q]).mean(1)   # linear kernel: mean of unit tokens, a1 = 1
+        # linear kernel, linear part normalised (the default): cosine of the means of unit tokens
+        la, lb = _unit(_unit(A[q]).mean(1)), _unit(_unit(B[q]).mean(1))
         top1_lin = float((np.argmax(la @ lb.T, 1) == np.arange(40)).mean())
         assert res["results"]["pointset_uniform"]["top1_x_to_y"]["per_seed"][i] == pytest.approx(top1_lin)
     entry = res["results"]["cosine_pooled"]["top1_x_to_y"]
@@ -349,7 +368,7 @@ def test_cli_json_and_text(tmp_path, capsys):
     assert len(out["results"]["pointset_uniform"]["matching_accuracy"]["per_seed"]) == 2
     # same numbers as the library call
     ref = ps.compare_pointset_similarities(A, B, ma, kernel="linear", train=False, n_queries=20, seeds=[0, 1],
-                                           exact_check=0)
+                                           exact_check=0, device="cpu")
     assert out["results"]["pointset_uniform"]["mrr"]["mean"] == pytest.approx(
         ref["results"]["pointset_uniform"]["mrr"]["mean"])
     rc = main(["pointset", f"{path}:text_tokens", f"{path}:points_3d", "--kernel", "imq", "--train", "--epochs",
