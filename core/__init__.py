@@ -2,7 +2,9 @@
 
 The public API is listed in README.md ("Python API"); every function and estimator has a numpy-style docstring.
 Nothing here imports streamlit. Sub-modules: dataset, io, validate, summary, projection, similarity, align,
-evaluate, protocol, export, cache, device, cli (and the ones later issues add).
+evaluate, protocol, hierarchy, radial, universe, pointset, encoders, demo, export, cache, device, cli.
+
+The names below are importable from ``core`` directly; the heavier ones are imported on first use.
 """
 from .errors import BudgetError, DataError, PlatoscopeError
 from .dataset import MODALITIES, Dataset, SourceFile, Space, array_sha256, guess_modality
@@ -11,8 +13,40 @@ from .summary import dataset_overview, summarize_dataset
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    # similarity of two spaces
+    "linear_cka": "similarity", "debiased_cka": "similarity", "rbf_cka": "similarity",
+    "mutual_knn_alignment": "similarity", "cknna": "similarity", "svcca": "similarity", "pwcca": "similarity",
+    "procrustes_distance": "similarity", "rsa": "similarity", "similarity": "similarity",
+    "permutation_test": "similarity", "bootstrap_interval": "similarity", "similarity_matrix": "similarity",
+    "layerwise_similarity": "similarity",
+    # pairwise alignment and its evaluation
+    "AffineMap": "align", "ProcrustesMap": "align", "CCA": "align", "LocalCKA": "align",
+    "PairwiseAligner": "align", "score_matrix": "align", "save_map": "align", "load_map": "align",
+    "evaluate_scores": "evaluate", "split_anchors_queries": "evaluate", "matching_accuracy": "evaluate",
+    "retrieval_topk": "evaluate", "mean_reciprocal_rank": "evaluate",
+    "run_protocol": "protocol", "sweep_k": "protocol", "sweep_anchors": "protocol",
+    # projections
+    "PCAProjection": "projection", "umap_embedding": "projection",
+    # encoders and the demo
+    "MiniLMEncoder": "encoders", "OpenCLIPEncoder": "encoders", "make_encoder": "encoders",
+    "load_demo": "demo", "demo_point_clouds": "demo", "demo_token_space": "demo",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'core' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "DataError", "BudgetError", "PlatoscopeError", "Dataset", "Space", "SourceFile", "guess_modality",
     "array_sha256", "MODALITIES", "load_dataset", "load_file", "load_hierarcaps", "load_metadata",
-    "summarize_dataset", "dataset_overview", "__version__",
+    "summarize_dataset", "dataset_overview", "__version__", *_LAZY,
 ]

@@ -172,7 +172,15 @@ def main(argv: Sequence[str] | None = None, *, package: str = "core.commands") -
               f"(set PLATOSCOPE_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
         return EXIT_INTERNAL
     if text:
-        print(text)
+        try:
+            print(text)
+            sys.stdout.flush()
+        except BrokenPipeError:  # e.g. `platoscope info x.npz | head`: the reader left; not an error
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except OSError:
+                pass
     return EXIT_OK
 
 

@@ -18,8 +18,9 @@ if ds is None:
     st.stop()
 
 if ds.origin == "demo":
-    st.caption("Demo data: the 3D objects and their captions are synthetic (generated from parametric parts); "
-               "the text embeddings come from a real encoder (all-MiniLM-L6-v2). See data/demo/DATA_CARD.md.")
+    from core.demo import DEMO_LINE
+
+    st.caption(DEMO_LINE)
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Items", f"{ds.n:,}")

@@ -47,7 +47,8 @@ def _errors(at: AppTest) -> str:
     return "\n".join(e.value for e in at.error)
 
 
-def test_home_without_dataset_explains_formats(env):
+def test_home_without_dataset_explains_formats(env, monkeypatch):
+    monkeypatch.setenv("PLATOSCOPE_DEMO", "0")
     at = _app()
     assert not at.exception
     assert any(".safetensors" in m.value for m in at.markdown)
@@ -165,3 +166,15 @@ def test_server_dataset_opens_by_url_with_settings(env):
     assert at.selectbox(key="sb_dataset").value == "server:zoo"
     assert at.selectbox(key="url__space").value == "beta"
     assert at.query_params["dataset"] == ["server:zoo"] or at.query_params["dataset"] == "server:zoo"
+
+
+def test_home_opens_on_the_demo_without_upload(env):
+    from core.demo import DEMO_LINE, load_demo
+
+    demo = load_demo()
+    at = _app()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="sb_dataset").value == "demo"
+    assert at.metric[0].value == f"{demo.n:,}"
+    assert any(c.value == DEMO_LINE for c in at.caption)
+    assert set(at.dataframe[0].value["name"]) == set(demo.space_names)

@@ -88,8 +88,13 @@ def _demo_dataset() -> Dataset | None:
         return None
 
 
+def demo_enabled() -> bool:
+    """The built-in demo is offered unless $PLATOSCOPE_DEMO is 0 (e.g. a server only for private uploads)."""
+    return os.environ.get("PLATOSCOPE_DEMO", "1") != "0"
+
+
 def demo_available() -> bool:
-    return _demo_dataset() is not None
+    return demo_enabled() and _demo_dataset() is not None
 
 
 @st.cache_resource(show_spinner="Loading the server-side dataset ...", max_entries=16)
@@ -200,7 +205,7 @@ def dataset_options() -> dict[str, str]:
 
 def open_dataset(key: str) -> Dataset:
     if key == "demo":
-        ds = _demo_dataset()
+        ds = _demo_dataset() if demo_enabled() else None
         if ds is None:
             raise DataError("the built-in demo is not available in this installation",
                             hint="run `make demo-data` to build it")
