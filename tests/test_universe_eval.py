@@ -190,3 +190,37 @@ def test_evaluate_universe_end_to_end_json():
         evaluate_universe(sp, methods=["xyz"])
     with pytest.raises(DataError, match="no space named"):
         evaluate_universe(sp, add="nope")
+
+
+def test_universe_command_json_text_and_errors(tmp_path, capsys):
+    from core.cli import main
+
+    sp, lab = views(n=150, widths=(8, 10, 12, 9), labels=True, seed=8)
+    paths = []
+    for name, X in sp.items():
+        np.save(tmp_path / f"{name}.npy", X.astype(np.float32))
+        paths.append(str(tmp_path / f"{name}.npy"))
+    import pandas as pd
+    pd.DataFrame({"id": [str(i) for i in range(150)], "label": lab}).to_csv(tmp_path / "meta.csv", index=False)
+    args = ["universe", *paths[:3], "--add", paths[3], "--meta", str(tmp_path / "meta.csv"), "--labels", "label",
+            "--epochs", "2", "--method", "gpa,pw"]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["spaces"] == ["v0", "v1", "v2"] and list(out["methods"]) == ["pw", "gpa"]
+    assert out["add"]["space"] == "v3" and out["labels"] == "label"
+    assert out["methods"]["gpa"]["cycle"]["max"] < 1e-10
+    # the held-out split is the documented one, and Hits@1 of v0 -> v1 is the naive argmax rate under GPA
+    train, test = split_train_test(150, 0.2, seed=0)
+    assert out["test_rows"] == test.tolist()
+    gpa = GPA().fit({k: sp[k].astype(np.float32)[train] for k in ("v0", "v1", "v2")})
+    S = naive_cos(gpa.to_universe("v0", sp["v0"].astype(np.float32)[test]),
+                  gpa.to_universe("v1", sp["v1"].astype(np.float32)[test]))
+    assert out["methods"]["gpa"]["retrieval"]["hits_at_1"][0][1] == pytest.approx(
+        (S.argmax(1) == np.arange(len(test))).mean())
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "GPA-ADD" in text and "Hits@1 (row = query space" in text
+    assert main(["universe", *paths[:2], "--labels", "nope"]) == 2
+    assert "no column named 'nope'" in capsys.readouterr().err
+    assert main(["universe", paths[0]]) == 2
+    assert main(["universe", *paths[:2], "--method", "xyz"]) == 2

@@ -1,0 +1,212 @@
+"""Universe: many spaces at once (paper D) - PW, GPA, GCCA, GCPA judged by any-to-any retrieval on held-out items."""
+import pandas as pd
+import streamlit as st
+
+from core.export import build_manifest
+from core.universe import METHODS
+from core.universe_eval import evaluate_universe
+from ui import cached, data
+from ui.plots_universe import (METHOD_LABELS, METRIC_LABELS, add_vs_refit_figure, clustering_bars, mean_worst_bars,
+                               retrieval_heatmaps, universe_map_figure)
+from ui.widgets import export_controls, guard, page_header, sync_url, url_key
+
+page_header("Universe", "universe",
+            "Put several spaces into one shared universe (pairwise Procrustes, GPA, GCCA, GCPA), fitted on training "
+            "items and judged on held-out ones: any-to-any retrieval, cycle-consistency, clustering, adding a space.")
+
+ds = data.current_dataset()
+if ds is None or len(ds.spaces) < 2:
+    st.info("This view needs a dataset with at least two spaces (three or more to see a universe at work): "
+            "pick the demo or upload files in the sidebar.")
+    st.stop()
+
+names = ds.space_names
+DEMO_DEFAULT = ["minilm", "descriptor_3d", "pointnet", "minilm_layer3"]
+default_spaces = [n for n in DEMO_DEFAULT if n in names]
+if len(default_spaces) < 3:
+    default_spaces = names[:min(4, len(names))]
+
+chosen = st.multiselect("Spaces (rows paired by item; token sets are mean-pooled)", names,
+                        key=url_key("spaces", default_spaces, names))
+methods = st.multiselect("Methods", list(METHODS), format_func=METHOD_LABELS.get,
+                         key=url_key("methods", list(METHODS), METHODS))
+c2, c3, c4, c5 = st.columns(4)
+test_size = c2.select_slider("Held-out fraction", [0.1, 0.2, 0.3, 0.4, 0.5], key=url_key("test", 0.2))
+seed = c3.number_input("Seed (split, GCPA)", 0, 10_000, key=url_key("seed", 0))
+width = c4.selectbox("Width matching", ["pca", "pad"], key=url_key("width", "pca", ["pca", "pad"]),
+                     format_func={"pca": "PCA to the smallest width", "pad": "zero-pad to the largest"}.get)
+epochs = c5.number_input("GCPA max epochs", 0, 2000, key=url_key("epochs", 100))
+label_options = ["(none)"] + [c for c in ds.metadata_columns()
+                              if 2 <= ds.items[c].nunique(dropna=True) <= 200 and ds.items[c].nunique() < ds.n]
+c6, c7, c8 = st.columns([2, 2, 1])
+label_col = c6.selectbox("Label column for clustering", label_options,
+                         key=url_key("labels", "label" if "label" in label_options else "(none)", label_options))
+standardize = c8.checkbox("z-score features", key=url_key("zscore", True))
+metric = c7.selectbox("Retrieval metric to draw", list(METRIC_LABELS), format_func=METRIC_LABELS.get,
+                      key=url_key("metric", "hits_at_1", list(METRIC_LABELS)))
+sync_url(spaces=chosen, methods=methods, test=float(test_size), seed=int(seed), width=width, epochs=int(epochs),
+         labels=label_col, zscore=bool(standardize), metric=metric)
+
+if len(chosen) < 2:
+    st.info("Choose at least two spaces (three or more make the comparison with pairwise maps meaningful).")
+    st.stop()
+if len(chosen) > 10:
+    st.info("Choose at most 10 spaces.")
+    st.stop()
+if not methods:
+    st.info("Choose at least one method.")
+    st.stop()
+
+namespace = data.cache_namespace(ds)
+groups = ds.groups() if "group" in ds.items.columns else None
+labels = None if label_col == "(none)" else ds.items[label_col].to_numpy(dtype=object)
+params = {"spaces": chosen, "methods": methods, "test_size": float(test_size), "seed": int(seed), "width": width,
+          "standardize": bool(standardize), "gcpa_epochs": int(epochs), "labels": label_col}
+MAP_ITEMS = 300
+widths = ", ".join(f"{n} {ds[n].dim}-d" for n in chosen)
+st.caption(f"{ds.n:,} items; {widths}. Scores are cosine similarities in universe coordinates "
+           f"(pairwise Procrustes: a mapped into b's frame). "
+           f"{'Items of one group count as true partners and stay on one side of the split. ' if groups is not None else ''}")
+
+res = None
+with guard():
+    key = cached.result_key("universe", ds.fingerprint, params)
+    res = cached.computed(
+        namespace, key, f"Fitting {len(methods)} method(s) on {len(chosen)} spaces",
+        lambda progress: evaluate_universe({n: ds[n].vectors() for n in chosen}, methods, labels=labels,
+                                           groups=groups, test_size=float(test_size), seed=int(seed), width=width,
+                                           standardize=bool(standardize), gcpa_epochs=int(epochs),
+                                           map_items=MAP_ITEMS, progress=progress))
+if res is None:
+    st.stop()
+
+results = res["methods"]
+retrieval = {m: r["retrieval"] for m, r in results.items()}
+pre = next(iter(results.values()))["description"]["preprocessing"]
+st.caption(f"Fitted on {res['n_train']} items, judged on {res['n_test']} held-out items (seed {res['seed']}). "
+           f"Preprocessing: {pre['standardize']}; " +
+           "; ".join(f"{n}: {v['width_step']}" for n, v in pre["spaces"].items()) + ".")
+
+# a keyed, state-tracking tab bar keeps the open tab across reruns (e.g. when an item is picked on the map)
+tab_ret, tab_map, tab_add, tab_cluster = st.tabs(["Retrieval and cycles", "Map of the universe", "Add a space",
+                                                   "Clustering"], key="universe_tab", on_change="rerun")
+
+with tab_ret:
+    fig = retrieval_heatmaps(retrieval, metric)
+    st.plotly_chart(fig, key="universe_heatmaps", width="stretch")
+    rows = []
+    for m, r in results.items():
+        s = r["retrieval"]["summary"]
+        rows.append({"method": METHOD_LABELS[m], "fit seconds": round(r["fit_seconds"], 3),
+                     **{f"{METRIC_LABELS[k]} mean": s[k]["mean"] for k in METRIC_LABELS},
+                     **{f"{METRIC_LABELS[k]} worst": s[k]["worst"] for k in METRIC_LABELS},
+                     "worst pair (Hits@1)": " -> ".join(s["hits_at_1"]["worst_pair"] or [])})
+    table = pd.DataFrame(rows)
+    export_controls("platoscope-universe-retrieval", fig=fig, table=table,
+                    manifest=build_manifest(view="universe/retrieval", dataset=ds, seeds=[int(seed)], params=params))
+    bars = mean_worst_bars(retrieval, metric)
+    st.plotly_chart(bars, key="universe_bars", width="stretch")
+    st.dataframe(table.set_index("method"), width="stretch")
+    ch = next(iter(retrieval.values()))["chance"]
+    st.caption(f"Chance: Hits@1 {ch['hits_at_1']:.4f}, Hits@5 {ch['hits_at_5']:.4f}, MRR {ch['mrr']:.4f}. "
+               "Paper D: strict isometry (GPA) is weaker than GCCA at retrieval; GCPA beats both while keeping "
+               "GPA's geometry.")
+    st.subheader("Cycle-consistency (a -> b -> c -> a)")
+    cyc = pd.DataFrame([{"method": METHOD_LABELS[m], "mean relative error": r["cycle"]["mean"],
+                         "max relative error": r["cycle"]["max"], "cycles": r["cycle"]["n_triples"]}
+                        for m, r in results.items()])
+    if cyc["cycles"].sum() == 0:
+        st.info("Cycles need at least three spaces.")
+    else:
+        st.dataframe(cyc.set_index("method"), width="stretch")
+        st.caption("||x - cycle(x)|| / ||x|| on held-out items in the first space's preprocessed coordinates. GPA is "
+                   "cycle-consistent by construction (maps R_a R_b^T); GCCA goes through the universe and back by "
+                   "least squares; pairwise maps and GCPA's corrector are not.")
+
+with tab_map:
+    shown = [m for m in results if results[m].get("map")]
+    map_method = st.radio("Universe of", shown, format_func=METHOD_LABELS.get, horizontal=True,
+                          key=url_key("map", "gcpa" if "gcpa" in shown else shown[0], shown))
+    sync_url(map=map_method)
+    umap = results[map_method]["map"]
+    item_rows = res["map_rows"]
+    hover = [ds.hover_text()[r] for r in item_rows]
+    options = list(range(len(item_rows)))
+    pick = st.selectbox("Highlight an item (or click a point)", [None] + options, key="universe_item",
+                        format_func=lambda q: "(none)" if q is None else f"{ds.items['id'].iloc[item_rows[q]]}: "
+                                                                         f"{hover[q][:80]}")
+    highlight = [] if pick is None else [pick]
+    state = st.session_state.get("universe_map_chart")
+    try:
+        points = state["selection"]["points"] if state else []
+    except (KeyError, TypeError):
+        points = []
+    for p in points or []:
+        cd = p.get("customdata")
+        if isinstance(cd, list):
+            cd = cd[0] if cd else None
+        if cd is not None and int(cd) not in highlight:
+            highlight.append(int(cd))
+    fig = universe_map_figure(umap, hover, highlight=highlight,
+                              title=f"{METHOD_LABELS[map_method]} universe: {len(item_rows)} held-out items x "
+                                    f"{len(umap['spaces'])} spaces (shared PCA of normalised coordinates)")
+    st.plotly_chart(fig, key="universe_map_chart", on_select="rerun", selection_mode="points", width="stretch")
+    st.caption("Each item appears once per space; grey lines join its copies. Short lines = the spaces agree on "
+               "where the item lives.")
+    export_controls("platoscope-universe-map", fig=fig, table=pd.DataFrame(
+        [{"item": ds.items["id"].iloc[r], "space": s, "pc1": umap["coords"][i][q][0], "pc2": umap["coords"][i][q][1]}
+         for i, s in enumerate(umap["spaces"]) for q, r in enumerate(item_rows)]),
+        manifest=build_manifest(view="universe/map", dataset=ds, seeds=[int(seed)],
+                                params={**params, "map_method": map_method}))
+
+with tab_add:
+    candidates = [n for n in names if n not in chosen]
+    if len(chosen) < 2 or not candidates:
+        st.info("Adding a space needs a space that is not in the universe yet: leave one out of the selection above.")
+    else:
+        add_default = "minilm_layer6" if "minilm_layer6" in candidates else candidates[0]
+        new = st.selectbox("Space to add to the fitted GPA universe", candidates,
+                           key=url_key("add", add_default, candidates))
+        sync_url(add=new)
+        add_res = None
+        with guard():
+            akey = cached.result_key("universe_add", ds.fingerprint, params, new)
+            add_res = cached.computed(
+                namespace, akey, f"GPA-ADD of {new} against a refit",
+                lambda progress: evaluate_universe({n: ds[n].vectors() for n in [*chosen, new]}, ["gpa"],
+                                                   groups=groups, add=new, test_size=float(test_size),
+                                                   seed=int(seed), width=width, standardize=bool(standardize),
+                                                   progress=progress)["add"])
+        if add_res is not None:
+            fig = add_vs_refit_figure(add_res)
+            st.plotly_chart(fig, key="universe_add", width="stretch")
+            st.caption("GPA-ADD fits only the new space's rotation against the fixed consensus; every other map "
+                       "stays as it was. The refit re-estimates all of them with the new space in the consensus.")
+            cols = st.columns(2)
+            for col, (label, k) in zip(cols, (("GPA-ADD", "add"), ("refit GPA", "refit"))):
+                col.plotly_chart(retrieval_heatmaps({"gpa": add_res[k]}, "hits_at_1").update_layout(
+                    title=f"{label}: Hits@1", height=380), key=f"universe_add_{k}", width="stretch")
+            export_controls("platoscope-universe-add", fig=fig, table=pd.DataFrame(
+                [{"way": w, "seconds": add_res[f"{w}_seconds"], "hits_at_1_new_pairs": add_res["new_pairs"][w],
+                  "hits_at_1_other_pairs": add_res["base_pairs"][w]} for w in ("add", "refit")]),
+                manifest=build_manifest(view="universe/add", dataset=ds, seeds=[int(seed)],
+                                        params={**params, "added": new}))
+
+with tab_cluster:
+    if labels is None:
+        st.info("Choose a label column above to see k-means clustering scores in the universe.")
+    else:
+        fig = clustering_bars(results)
+        st.plotly_chart(fig, key="universe_cluster", width="stretch")
+        crow = []
+        for m, r in results.items():
+            for sname, v in r["clustering"]["spaces"].items():
+                crow.append({"method": METHOD_LABELS[m], "space": sname, "ARI": v["ari"], "ARI std": v["ari_std"],
+                             "NMI": v["nmi"], "NMI std": v["nmi_std"], "clusters": v["n_clusters"]})
+        ctable = pd.DataFrame(crow)
+        st.dataframe(ctable, width="stretch", hide_index=True)
+        st.caption(f"k-means (k = number of distinct '{label_col}' values) on the L2-normalised universe coordinates "
+                   f"of each space's held-out items; ARI / NMI from scikit-learn, mean +- std over "
+                   f"{len(next(iter(results.values()))['clustering']['seeds'])} seeds.")
+        export_controls("platoscope-universe-clustering", fig=fig, table=ctable,
+                        manifest=build_manifest(view="universe/clustering", dataset=ds, seeds=[0, 1, 2], params=params))

@@ -1,0 +1,115 @@
+"""AppTest tests of the Universe page on a planted multi-view dataset."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+
+def _decode(v):
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+        arr = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        shape = [int(x) for x in str(v.get("shape", len(arr))).split(",")]
+        return arr.reshape(shape)
+    return np.asarray(v, dtype=float)
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PLATOSCOPE_DATA_DIR", str(tmp_path / "server"))
+    folder = tmp_path / "server" / "views"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    n = 240
+    lab = rng.integers(0, 3, n)
+    z = rng.normal(size=(n, 5))
+    z[:, :3] += 5 * np.eye(3)[lab]
+    spaces = {}
+    for name, w in (("text", 12), ("shape_3d", 10), ("image", 9), ("extra_text", 11)):
+        spaces[name] = z @ rng.normal(size=(5, w)) + 0.4 * rng.normal(size=(n, w))
+        np.save(folder / f"{name}.npy", spaces[name].astype(np.float32))
+    pd.DataFrame({"id": [str(i) for i in range(n)], "label": [f"c{v}" for v in lab]}).to_csv(
+        folder / "meta.csv", index=False)
+    return spaces, lab
+
+
+def _open(query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params["dataset"] = "server:views"
+    at.query_params["spaces"] = json.dumps(["text", "shape_3d", "image"])
+    at.query_params["epochs"] = "5"
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    at.switch_page("pages/universe.py").run()
+    return at
+
+
+def test_universe_page_shows_methods_and_numbers(server):
+    spaces, lab = server
+    at = _open()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    charts = {c.proto.id: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    specs = list(charts.values())
+    titles = [s["layout"].get("title", {}).get("text", "") for s in specs]
+    heat = next(s for s, t in zip(specs, titles) if t.startswith("Any-to-any Hits@1"))
+    assert len([t for t in heat["data"] if t["type"] == "heatmap"]) == 4   # one per method, side by side
+    # the numbers shown match an independent computation: GPA fitted on the same training rows
+    from core.universe import GPA
+    from core.universe_eval import split_train_test
+
+    train, test = split_train_test(240, 0.2, seed=0)
+    names = ["text", "shape_3d", "image"]
+    gpa = GPA().fit({k: spaces[k].astype(np.float32)[train] for k in names})
+    U = {k: gpa.to_universe(k, spaces[k].astype(np.float32)[test]) for k in names}
+    U = {k: v / np.linalg.norm(v, axis=1, keepdims=True) for k, v in U.items()}
+    S = U["text"] @ U["shape_3d"].T
+    expected = float((S.argmax(1) == np.arange(len(test))).mean())
+    gpa_trace = [t for t in heat["data"] if t["type"] == "heatmap"][1]
+    z = _decode(gpa_trace["z"])
+    assert z[0, 1] == pytest.approx(expected, abs=1e-9)
+    # the summary table and the bar chart
+    table = at.dataframe[0].value
+    assert set(table.index) == {"pairwise Procrustes", "GPA", "GCCA", "GCPA"}
+    assert table.loc["GPA", "Hits@1 mean"] == pytest.approx(np.nanmean(np.where(np.eye(3, dtype=bool), np.nan, z)))
+    # cycle table: GPA is cycle-consistent
+    cyc = at.dataframe[1].value
+    assert cyc.loc["GPA", "mean relative error"] < 1e-10 and cyc.loc["pairwise Procrustes", "cycles"] == 6
+    # map: 300 cap > 48 test items; 3 spaces x 48 items and the linking lines
+    mp = next(s for s, t in zip(specs, titles) if "universe:" in t)
+    markers = [t for t in mp["data"] if t.get("mode") == "markers"]
+    assert len(markers) == 3 and all(len(_decode(t["x"])) == 48 for t in markers)
+    # clustering with the label column, and the add-a-space flow (extra_text is left out by default)
+    assert any("k-means" in t for t in titles)
+    add = next(s for s, t in zip(specs, titles) if t.startswith("Adding 'extra_text'"))
+    assert add["data"][0]["x"] == ["GPA-ADD", "refit GPA"]
+
+
+def test_universe_page_highlight_and_plot_options_do_not_refit(server):
+    at = _open({"methods": json.dumps(["gpa", "gcca"])})
+    assert not at.exception, at.exception
+    before = dict(at.session_state["platoscope_results"]) if "platoscope_results" in at.session_state else None
+    at.selectbox(key="universe_item").set_value(3).run()
+    assert not at.exception
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    mp = next(s for s in specs if "universe:" in s["layout"].get("title", {}).get("text", ""))
+    lit = [t for t in mp["data"] if str(t.get("name", "")).startswith("item:")]
+    assert len(lit) == 1 and len(_decode(lit[0]["x"])) == 3     # the item's 3 copies light up
+    at.selectbox(key="url__metric").set_value("mrr").run()
+    assert not at.exception
+    titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in at.get("plotly_chart")]
+    assert any(t.startswith("Any-to-any MRR") for t in titles)
+    after = dict(at.session_state["platoscope_results"]) if "platoscope_results" in at.session_state else None
+    assert before is None or set(before) == set(after)
+
+
+def test_universe_page_needs_two_spaces(server):
+    at = _open({"spaces": json.dumps(["text"])})
+    assert not at.exception
+    assert any("at least two spaces" in i.value for i in at.info)
