@@ -279,7 +279,7 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
                       groups=None, add: str | None = None, test_size: float = 0.2, seed: int = 0,
                       cluster_seeds: Sequence[int] = (0, 1, 2), standardize: bool = True, width: str = "pca",
                       dim: int | None = None, gcca_reg: float | None = None, gcca_components: int | None = None,
-                      gcpa_epochs: int = 200, gcpa_patience: int = 20, map_items: int = 0,
+                      gcpa_epochs: int = 100, gcpa_patience: int = 15, map_items: int = 0,
                       max_triples: int = 120, device=None, progress: Callable | None = None,
                       keep_models: bool = False) -> dict:
     """Fit every method on the training items and judge it on the held-out items.
