@@ -200,7 +200,7 @@ with tab_item:
                         xyz = PCAProjection(3).fit_transform(real) if len(real) > 3 else np.pad(
                             real[:, :3], ((0, 0), (0, max(0, 3 - real.shape[1]))))
                         axes = ("PC 1 of the point features", "PC 2", "PC 3")
-                    fig = point_weight_scatter3d(xyz, w, title=f"{name}: points coloured by learned weight",
+                    fig = point_weight_scatter3d(xyz, w, title=f"{name}: points by weight",
                                                  axis_titles=axes)
                     st.plotly_chart(fig, key=f"point_sets_item_{side}", width="stretch")
                     if axes[0] != "x":
