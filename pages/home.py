@@ -78,7 +78,8 @@ with guard():
 if result is not None:
     rows = result["rows"]
     colour_values = None if color == "(none)" else ds.items[color].iloc[rows].reset_index(drop=True)
-    hover = [ds.hover_text()[i] for i in rows] if ds.n <= 200_000 else [str(i) for i in rows]
+    texts = ds.hover_text()
+    hover = [texts[i] for i in rows]
     kind = "pooled token sets" if ds[space].kind == "tokens" else "vectors"
     subtitle = f"{result['method']} of '{space}' ({kind})"
     if result["explained"]:

@@ -94,7 +94,8 @@ with tab_matrix:
         for col, name in ((a_col, left), (b_col, right)):
             with guard():
                 m = cached.pca_map(ds.fingerprint, name, 5000, ds)
-                fig_m = scatter_map(m["coords"], m["rows"], [ds.hover_text()[i] for i in m["rows"]],
+                texts = ds.hover_text()
+                fig_m = scatter_map(m["coords"], m["rows"], [texts[i] for i in m["rows"]],
                                     color=None if colour is None else ds.items[colour].iloc[m["rows"]].reset_index(drop=True),
                                     color_name=colour, title=f"PCA of '{name}'", axis_titles=("PCA 1", "PCA 2"))
                 fig_m.update_layout(height=420, showlegend=False)

@@ -43,6 +43,10 @@ def _upload(at: AppTest, name: str, content: bytes, meta: tuple[str, bytes] | No
     return at.button(key="sb_load").click().run()
 
 
+def _picker(at: AppTest):
+    return next(s for s in at.selectbox if s.label == "Dataset")
+
+
 def _errors(at: AppTest) -> str:
     return "\n".join(e.value for e in at.error)
 
@@ -130,16 +134,17 @@ def test_metadata_join_and_bad_metadata(env):
 
 def test_uploads_are_private_to_their_session(env):
     a = _upload(_app(), "secret.npz", _good_npz())
-    assert a.selectbox(key="sb_dataset").value == "upload:secret"
+    assert _picker(a).value == "upload:secret"
     b = _app()
-    assert all(not o.startswith("upload:") for o in (b.selectbox(key="sb_dataset").options
+    assert all(not o.startswith("upload:") for o in (_picker(b).options
                                                       if b.selectbox else []))
     # a shared link to an upload does not open it in another session
     c = AppTest.from_file(APP, default_timeout=120)
     c.query_params["dataset"] = "upload:secret"
     c.run()
     assert any("private" in w.value for w in c.warning)
-    assert not c.metric  # nothing of the other session's data is shown
+    assert all(m.value != "upload (private)" for m in c.metric)  # nothing of the other session's data
+    assert all(not o.startswith("upload:") for o in _picker(c).options)
 
 
 def test_forget_my_data_removes_files_and_state(env):
@@ -147,7 +152,7 @@ def test_forget_my_data_removes_files_and_state(env):
     assert list((env / "cache").glob("session-*/uploads/*"))
     at.button(key="sb_forget").click().run()
     assert not list((env / "cache").glob("session-*"))
-    assert not any(o.startswith("upload:") for o in (at.selectbox(key="sb_dataset").options
+    assert not any(o.startswith("upload:") for o in (_picker(at).options
                                                      if at.selectbox else []))
     assert any("removed" in s.value for s in at.success)
 
@@ -163,7 +168,7 @@ def test_server_dataset_opens_by_url_with_settings(env):
     at.query_params["space"] = "beta"
     at.run()
     assert not at.exception
-    assert at.selectbox(key="sb_dataset").value == "server:zoo"
+    assert _picker(at).value == "server:zoo"
     assert at.selectbox(key="url__space").value == "beta"
     assert at.query_params["dataset"] == ["server:zoo"] or at.query_params["dataset"] == "server:zoo"
 
@@ -174,7 +179,7 @@ def test_home_opens_on_the_demo_without_upload(env):
     demo = load_demo()
     at = _app()
     assert not at.exception, at.exception
-    assert at.selectbox(key="sb_dataset").value == "demo"
+    assert _picker(at).value == "demo"
     assert at.metric[0].value == f"{demo.n:,}"
     assert any(c.value == DEMO_LINE for c in at.caption)
     assert set(at.dataframe[0].value["name"]) == set(demo.space_names)

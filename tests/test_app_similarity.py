@@ -73,6 +73,7 @@ def test_similarity_measure_from_url_and_layer_tab(server):
 def test_similarity_needs_two_spaces(tmp_path, monkeypatch):
     monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PLATOSCOPE_DATA_DIR", str(tmp_path / "server"))
+    monkeypatch.setenv("PLATOSCOPE_DEMO", "0")
     (tmp_path / "server").mkdir()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     at.switch_page("pages/similarity.py").run()

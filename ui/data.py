@@ -16,7 +16,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import cache as core_cache
-from core.dataset import Dataset
+from core.dataset import Dataset, Space
 from core.errors import BudgetError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def ingest_uploads(files, metadata=None) -> Dataset:
         if f.size > limit:
             raise DataError(f"the file is {f.size / 2**20:.0f} MB, over the {limit / 2**20:.0f} MB limit",
                             file=f.name, hint="raise PLATOSCOPE_MAX_FILE_MB on the server, or split the file")
-    dest = core_cache.namespace_dir(session_namespace()) / "uploads"
+    dest = session_upload_dir()
     paths, names = [], {}
     for f in files:
         path, _, _ = spool_upload(f, dest)
@@ -167,16 +167,68 @@ def ingest_uploads(files, metadata=None) -> Dataset:
     name = stem if len(stem) <= 40 else f"{Path(files[0].name).stem}+{len(files) - 1} more"
     ds = load_dataset(paths, metadata=meta_path, name=name, display_names=names, origin="upload",
                       max_file_bytes=limit)
-    used = sum(d.resident_nbytes for k, d in uploads().items() if k != name)
+    return _register(ds)
+
+
+def session_upload_dir() -> Path:
+    return core_cache.namespace_dir(session_namespace()) / "uploads"
+
+
+def _register(ds: Dataset) -> Dataset:
+    used = sum(d.resident_nbytes for k, d in uploads().items() if k != ds.name)
     budget = session_budget_bytes()
     if used + ds.resident_nbytes > budget:
         raise BudgetError(
-            f"this upload needs {ds.resident_nbytes / 2**20:.0f} MB of memory and the session already holds "
+            f"this dataset needs {ds.resident_nbytes / 2**20:.0f} MB of memory and the session already holds "
             f"{used / 2**20:.0f} MB; the per-session budget is {budget / 2**20:.0f} MB",
             hint="forget an earlier upload, or use .npy / .safetensors / uncompressed .npz files, which are "
                  "memory-mapped from disk and do not count against the budget")
-    uploads()[name] = ds
+    uploads()[ds.name] = ds
     return ds
+
+
+def _arrays_to_file(ids, arrays: dict) -> Path:
+    import io as _io
+
+    import numpy as np
+
+    buf = _io.BytesIO()
+    np.savez(buf, id=np.array([str(i) for i in ids], dtype=str), **arrays)
+    buf.seek(0)
+    buf.name = "encoded.npz"
+    path, _, _ = spool_upload(buf, session_upload_dir())
+    return path
+
+
+def dataset_from_arrays(ids, arrays: dict, name: str) -> Dataset:
+    """A private dataset from freshly encoded arrays (written to the session folder, loaded and validated)."""
+    from core.io import load_dataset
+
+    path = _arrays_to_file(ids, arrays)
+    ds = load_dataset([path], name=name, display_names={str(path): f"{name}.npz"}, origin="upload")
+    return _register(ds)
+
+
+def dataset_with_spaces(base: Dataset, ids, arrays: dict) -> Dataset:
+    """A private copy of ``base`` (arrays shared, not copied) with the encoded spaces added, paired by id."""
+    import numpy as np
+
+    from core.io import load_dataset
+
+    path = _arrays_to_file(ids, arrays)
+    new = load_dataset([path], name="encoded", display_names={str(path): "encoded.npz"}, origin="upload")
+    position = {i: k for k, i in enumerate(new.ids)}
+    order = np.array([position[i] for i in base.ids])
+    spaces = list(base.spaces.values())
+    for sp in new.spaces.values():
+        name = sp.name if sp.name not in base.spaces else f"{sp.name}_encoded"
+        spaces.append(Space(name, np.asarray(sp.data)[order],
+                            None if sp.mask is None else np.asarray(sp.mask)[order],
+                            None if sp.weights is None else np.asarray(sp.weights)[order],
+                            sp.modality, sp.source, dict(sp.info)))
+    name = f"{base.name} + encoded"
+    ds = Dataset(base.items, spaces, name=name, origin="upload", sources=base.sources + new.sources)
+    return _register(ds)
 
 
 def forget_my_data() -> bool:
@@ -232,6 +284,7 @@ def selected_key() -> str | None:
 
 
 def select(key: str | None) -> None:
+    """Make ``key`` the current dataset (the sidebar's picker follows on the next run)."""
     if key is None:
         st.session_state.pop(_STATE_KEY, None)
     else:

@@ -40,8 +40,10 @@ def render() -> None:
         keys = list(options)
         current = data.selected_key()
         if keys:
-            index = keys.index(current) if current in keys else 0
-            choice = st.selectbox("Dataset", keys, index=index, format_func=options.get, key="sb_dataset")
+            # No widget key: the picker is redrawn from the current choice on every page, so a choice made
+            # elsewhere (an upload, the Encode page, a link) always shows, and page switches keep it.
+            choice = st.selectbox("Dataset", keys, index=keys.index(current) if current in keys else 0,
+                                  format_func=options.get)
             if choice != current:
                 data.select(choice)
             if choice.startswith("upload:"):

@@ -1,0 +1,169 @@
+"""Encode a captions table and/or a set of images into named spaces (shared by the CLI and the app).
+
+:func:`read_captions` reads a captions CSV strictly (UTF-8, a non-empty caption column) and
+:func:`encode_dataset` embeds it (and/or images) with any encoder of :mod:`core.encoders`, pairing rows with their
+images by an image column; images that do not decode are skipped and listed, rows without a usable image dropped
+and listed. The result is a plain dict of arrays in the layout :func:`core.io.load_dataset` reads from an ``.npz``.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+IMAGE_COLUMNS = ("image", "image_path", "path", "file", "filename")
+ProgressFn = Callable[[int, int], None]
+
+
+def read_captions(path: str | Path, column: str = "caption", display_name: str | None = None) -> pd.DataFrame:
+    """The CSV as a DataFrame of str (strict UTF-8), checked to have a non-empty ``column``.
+
+    Raises DataError naming the line and byte offset of non-UTF-8 bytes, a missing column (with the columns
+    found), or the first empty caption.
+    """
+    path = Path(path)
+    display = display_name or path.name
+    if not path.exists():
+        raise DataError("the captions file does not exist", file=str(path))
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(f"is not UTF-8 text: byte 0x{raw[err.start]:02x} at byte offset {err.start} (line {line})",
+                        file=display, row=max(line - 2, 0) if line > 1 else None,
+                        hint="save the file as UTF-8 (e.g. 'Save as... CSV UTF-8')") from None
+    if not text.strip():
+        raise DataError("is empty", file=display, hint="give a CSV with a header row and a caption column")
+    try:
+        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"is not a readable CSV table ({err})", file=display) from None
+    if column not in table.columns:
+        raise DataError(f"has no column '{column}'", file=display, column=column,
+                        hint=f"columns found: {', '.join(map(str, table.columns)) or '(none)'}; "
+                             "choose the caption column")
+    if len(table) == 0:
+        raise DataError("has a header but no rows", file=display, column=column)
+    empty = table[column].str.strip() == ""
+    if empty.all():
+        raise DataError("the caption column is empty", file=display, column=column,
+                        hint="fill it, or pick another column with --column")
+    if empty.any():
+        row = int(np.flatnonzero(empty.to_numpy())[0])
+        raise DataError(f"{int(empty.sum())} captions are empty", file=display, column=column, row=row,
+                        hint="every row needs a caption; drop the empty rows")
+    return table
+
+
+def _match_images(table: pd.DataFrame, column: str, kept: list[str]) -> list[int | None]:
+    """For each row, the index into ``kept`` of its image (by relative path, else by file name), or None."""
+    exact = {name: k for k, name in enumerate(kept)}
+    by_base: dict[str, int] = {}
+    for k, name in enumerate(kept):
+        by_base.setdefault(PurePosixPath(name).name, k)
+    out = []
+    for value in table[column].tolist():
+        v = str(value).strip().replace("\\", "/")
+        out.append(exact.get(v, exact.get(v.lstrip("./"), by_base.get(PurePosixPath(v).name))))
+    return out
+
+
+def encode_dataset(encoder, table: pd.DataFrame | None = None, column: str = "caption", images=None, *,
+                   image_column: str | None = None, layers: bool = False, tokens: bool = False,
+                   progress_text: ProgressFn | None = None, progress_images: ProgressFn | None = None,
+                   table_name: str = "captions") -> dict:
+    """Embed captions (``table[column]``) and/or ``images`` (:class:`core.encoders.ImageFiles`) with ``encoder``.
+
+    Returns ``{"ids": [...], "arrays": {name: array}, "skipped_images": [{name, reason}],
+    "dropped_rows": [{row, id, reason}]}``; ``arrays`` holds one float32 array per space (``<name>_mask`` beside
+    token sets) and ``caption`` (str) when there is text. Ids come from an ``id`` column, else row numbers (or the
+    image names when there is no table).
+    """
+    from .encoders import MiniLMEncoder
+
+    if table is None and images is None:
+        raise DataError("nothing to encode", hint="give a captions table and/or images")
+    is_minilm = isinstance(encoder, MiniLMEncoder)
+    if images is not None and is_minilm:
+        raise DataError("MiniLM is a text encoder: it cannot encode images",
+                        hint="use an open_clip model, e.g. open_clip:ViT-B-32:openai")
+    if layers and not is_minilm:
+        raise DataError("per-layer outputs are only available for MiniLM")
+    arrays: dict[str, np.ndarray] = {}
+    skipped: list[dict] = []
+    dropped: list[dict] = []
+    keep_rows = None
+    image_result = None
+    if images is not None:
+        image_result = encoder.encode_images(images, tokens=tokens, progress=progress_images)
+        skipped = [{"name": n, "reason": r} for n, r in image_result["skipped"]]
+
+    if table is not None:
+        ids = table["id"].astype(str).tolist() if "id" in table.columns else [str(i) for i in range(len(table))]
+        if image_result is not None:
+            col = image_column or next((c for c in IMAGE_COLUMNS if c in table.columns), None)
+            if col is None or col not in table.columns:
+                raise DataError("to pair images with captions the table needs a column naming each row's image",
+                                file=table_name, column=image_column,
+                                hint=f"add one of: {', '.join(IMAGE_COLUMNS)} (or choose the image column)")
+            match = _match_images(table, col, image_result["names"])
+            skipped_names = {s["name"] for s in skipped}
+            keep_rows = [i for i, m in enumerate(match) if m is not None]
+            for i, m in enumerate(match):
+                if m is None:
+                    value = str(table[col].iloc[i])
+                    hit = any(PurePosixPath(s).name == PurePosixPath(value).name for s in skipped_names)
+                    dropped.append({"row": i, "id": ids[i],
+                                    "reason": f"image '{value}' " + ("did not decode" if hit else "not found")})
+            if not keep_rows:
+                raise DataError("no row of the table matches a decodable image", file=table_name,
+                                column=col, hint="the column must hold the images' file names")
+            img_idx = [match[i] for i in keep_rows]
+        texts = table[column].tolist()
+        if keep_rows is not None:
+            texts = [texts[i] for i in keep_rows]
+            ids = [ids[i] for i in keep_rows]
+        if is_minilm:
+            spaces = encoder.spaces(texts, layers=layers, tokens=tokens, progress=progress_text)
+            for name, space in spaces.items():
+                arrays[name] = space.data.astype(np.float32)
+                if space.mask is not None:
+                    arrays[f"{name}_mask"] = space.mask
+        else:
+            res = encoder.encode_text(texts, tokens=tokens, progress=progress_text)
+            arrays[f"{encoder.name}_text"] = res["embedding"]
+            if tokens:
+                arrays[f"{encoder.name}_text_tokens"] = res["tokens"]
+                arrays[f"{encoder.name}_text_tokens_mask"] = res["mask"]
+        if image_result is not None:
+            arrays[f"{encoder.name}_image"] = image_result["embedding"][img_idx]
+            if tokens and "tokens" in image_result:
+                arrays[f"{encoder.name}_image_tokens"] = image_result["tokens"][img_idx]
+                arrays[f"{encoder.name}_image_tokens_mask"] = image_result["mask"][img_idx]
+        arrays["caption"] = np.array(texts, dtype=str)
+    else:
+        ids = list(image_result["names"])
+        arrays[f"{encoder.name}_image"] = image_result["embedding"]
+        if tokens and "tokens" in image_result:
+            arrays[f"{encoder.name}_image_tokens"] = image_result["tokens"]
+            arrays[f"{encoder.name}_image_tokens_mask"] = image_result["mask"]
+    return {"ids": ids, "arrays": arrays, "skipped_images": skipped, "dropped_rows": dropped}
+
+
+def spaces_info(arrays: dict) -> list[dict]:
+    """name, n, d and tokens (T or None) of every space in an :func:`encode_dataset` result."""
+    out = []
+    for name, arr in arrays.items():
+        if name.endswith("_mask") or name == "caption":
+            continue
+        out.append({"name": name, "n": int(arr.shape[0]), "d": int(arr.shape[-1]),
+                    "tokens": int(arr.shape[1]) if arr.ndim == 3 else None})
+    return out

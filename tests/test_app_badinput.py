@@ -1,0 +1,53 @@
+"""Every bad input of the shared corpus (tests/badfiles.py), uploaded through the app: a clear message, no traceback."""
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.badfiles import markers_executed, write_bad_corpus
+from tests.conftest import ROOT
+
+NOT_UPLOADABLE = {"missing_file"}  # a path that does not exist cannot be uploaded
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_bad_corpus(tmp_path_factory.mktemp("bad"))
+
+
+def _case_names():
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        return sorted(k for k in write_bad_corpus(Path(d)) if k not in NOT_UPLOADABLE)
+
+
+@pytest.mark.parametrize("name", _case_names())
+def test_bad_upload_gets_a_clear_message(name, corpus, tmp_path, monkeypatch):
+    case = corpus[name]
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PLATOSCOPE_DATA_DIR", str(tmp_path / "server"))
+    if case.max_file_bytes is not None:
+        monkeypatch.setenv("PLATOSCOPE_MAX_FILE_MB", repr(case.max_file_bytes / (1 << 20)))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    files = [(Path(p).name, Path(p).read_bytes(), "application/octet-stream") for p in case.paths]
+    try:
+        at.file_uploader[0].set_value(files).run()
+    except Exception as exc:  # the uploader itself refuses types it does not accept
+        assert name == "unknown_extension", exc
+        return
+    if case.metadata is not None:
+        at.file_uploader[1].upload(Path(case.metadata).name, Path(case.metadata).read_bytes()).run()
+    at.button(key="sb_load").click().run()
+    assert not at.exception, at.exception
+    errors = "\n".join(e.value for e in at.error)
+    assert errors, f"no error shown for {name}"
+    assert "Traceback" not in errors
+    named = [Path(p).name for p in case.paths] + ([Path(case.metadata).name] if case.metadata else [])
+    assert any(n in errors for n in named), errors
+    if name == "over_size_limit":
+        assert "limit" in errors and "PLATOSCOPE_MAX_FILE_MB" in errors
+    else:
+        assert re.search(case.message, errors, flags=re.S), (case.message, errors)
+    assert at.file_uploader[0].key == "upl_files_0"  # the user's files stay in the uploader
+    assert not markers_executed({name: case})
