@@ -257,14 +257,18 @@ class Dataset:
         return out
 
     # -- item metadata -------------------------------------------------------------------------
-    def groups(self) -> np.ndarray:
-        """Integer group code per item: items sharing a ``group`` value are true partners of each other.
+    def groups(self, column: str | None = "group") -> np.ndarray:
+        """Integer group code per item: items sharing a value of ``column`` are true partners of each other.
 
-        Without a ``group`` column every item is its own group (codes 0..n-1).
+        Without that column (or with ``column=None``) every item is its own group (codes 0..n-1). Any metadata
+        column can serve, e.g. ``"caption"`` when identical texts should count as the same item.
         """
-        if "group" in self.items.columns:
-            codes, _ = pd.factorize(self.items["group"].astype(str))
+        if column is not None and column in self.items.columns:
+            codes, _ = pd.factorize(self.items[column].astype(str))
             return codes.astype(np.int64)
+        if column is not None and column != "group":
+            raise DataError(f"no item column named '{column}'", column=column,
+                            hint=f"available: {', '.join(self.metadata_columns()) or '(none)'}")
         return np.arange(self.n, dtype=np.int64)
 
     def metadata_columns(self) -> list[str]:

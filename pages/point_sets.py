@@ -81,7 +81,7 @@ n_seeds = c6.number_input("Seeds", 1, 10, key=url_key("seeds", 3))
 k = c7.number_input("CCA width k (widths differ)", 2, 1024, key=url_key("k", 50))
 epochs = c8.number_input("Training epochs (max)", 1, 200, key=url_key("epochs", 20))
 c9, c10 = st.columns(2)
-train = c9.toggle("Learn token weights (symmetric InfoNCE)", key=url_key("train", True))
+train = c9.toggle("Learn token weights (symmetric InfoNCE; takes minutes on a CPU)", key=url_key("train", False))
 force_cca = c10.toggle("Project through CCA even when widths match", key=url_key("cca", False))
 sync_url(a=name_a, b=name_b, kernel=kernel, D=int(n_features), queries=int(queries), seeds=int(n_seeds), k=int(k),
          epochs=int(epochs), train=bool(train), cca=bool(force_cca))

@@ -36,7 +36,7 @@ with tab_matrix:
                            key=url_key("measure", "linear_cka", measures))
     n_perm = c2.selectbox("Permutations (p-values)", [0, 20, 100], key=url_key("perm", 0, [0, 20, 100]))
     k = c3.number_input("k (k-NN measures)", 1, 100, key=url_key("k", 10))
-    chosen = st.multiselect("Spaces", names, key=url_key("spaces", names[:12], names))
+    chosen = st.multiselect("Spaces", names, key=url_key("spaces", names[:16], names))
     sync_url(measure=measure, perm=int(n_perm), k=int(k), spaces=chosen)
     if len(chosen) < 2:
         st.info("Choose at least two spaces.")

@@ -22,9 +22,10 @@ names = ds.space_names
 
 
 def _default(modalities, avoid=None):
-    for n in names:
-        if ds[n].modality in modalities and n != avoid:
-            return n
+    """The widest space of the wanted modalities (e.g. a learned 3D encoder over a hand-made descriptor)."""
+    fits = [n for n in names if ds[n].modality in modalities and n != avoid]
+    if fits:
+        return max(fits, key=lambda n: ds[n].dim)
     return next(n for n in names if n != avoid)
 
 
@@ -43,10 +44,16 @@ n_seeds = c6.number_input("Seeds", 1, 20, key=url_key("seeds", 3))
 reg = c7.select_slider("CCA ridge r", [0.0, 1e-4, 1e-3, 1e-2, 1e-1], key=url_key("reg", 1e-3))
 methods = st.multiselect("Methods", list(METHODS), format_func=METHOD_LABELS.get,
                          key=url_key("methods", list(PAPER_A_METHODS), METHODS))
-metric = st.selectbox("Metric to plot", list(METRIC_LABELS), format_func=METRIC_LABELS.get,
+p1, p2 = st.columns(2)
+partner_options = ["(each item alone)"] + ds.metadata_columns()
+partners = p1.selectbox("True partners: items sharing", partner_options,
+                        key=url_key("partners", "group" if "group" in partner_options else "(each item alone)",
+                                    partner_options),
+                        help="A hit is any item of the true item's group; matching works on groups (METHODS.md 3).")
+metric = p2.selectbox("Metric to plot", list(METRIC_LABELS), format_func=METRIC_LABELS.get,
                       key=url_key("metric", "matching_accuracy", list(METRIC_LABELS)))
 sync_url(x=source, y=target, k=int(k), anchors=int(anchors), queries=int(queries), seeds=int(n_seeds),
-         reg=float(reg), methods=methods, metric=metric)
+         reg=float(reg), methods=methods, partners=partners, metric=metric)
 
 if not methods:
     st.info("Choose at least one method.")
@@ -54,14 +61,20 @@ if not methods:
 
 X = ds[source].vectors() if ds[source].kind == "tokens" else ds[source].data
 Y = ds[target].vectors() if ds[target].kind == "tokens" else ds[target].data
-groups = ds.groups() if "group" in ds.items.columns else None
+groups = None if partners == "(each item alone)" else ds.groups(partners)
+if groups is None and "caption" in ds.items.columns and ds[source].modality == "text":
+    shared = int(ds.items["caption"].duplicated(keep=False).sum())
+    if shared:
+        st.info(f"{shared:,} items share their caption with another item, so their '{source}' vectors are "
+                "identical and no method can tell them apart: choose 'caption' under True partners to count "
+                "any of them as a hit.")
 seeds = list(range(int(n_seeds)))
 namespace = data.cache_namespace(ds)
 common = dict(n_queries=int(queries), seeds=seeds, groups=groups, reg=float(reg))
 base_params = {"source": source, "target": target, "k": int(k), "anchors": int(anchors), "queries": int(queries),
-               "seeds": seeds, "reg": float(reg), "methods": methods}
+               "seeds": seeds, "reg": float(reg), "methods": methods, "partners": partners}
 st.caption(f"Scores: cosine after affine/CCA maps, local CKA score for the local-CKA methods. "
-           f"{'Items in the same group count as true partners. ' if groups is not None else ''}"
+           f"{f'Items sharing a {partners!r} value count as true partners. ' if groups is not None else ''}"
            f"Dataset: {ds.n:,} items; {source} is {ds[source].dim}-d, {target} is {ds[target].dim}-d.")
 
 tab_k, tab_curve_k, tab_curve_a, tab_cca = st.tabs(["At one k", "Curve over k", "Curve over anchors",

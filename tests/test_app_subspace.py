@@ -48,3 +48,25 @@ def test_subspace_runs_protocol_and_curves(server):
     assert len(charts) >= 2
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts]
     assert any("MRR" in t for t in titles)
+
+
+def test_subspace_groups_items_by_a_chosen_column(server):
+    folder = server / "server" / "planted"
+    n = 600
+    (folder / "meta.csv").write_text("id,caption\n" + "\n".join(f"{i},caption {i // 2}" for i in range(n)))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params["dataset"] = "server:planted"
+    at.query_params["k"] = "6"
+    at.query_params["queries"] = "100"
+    at.query_params["methods"] = '["cca_affine"]'
+    at.run()
+    at.switch_page("pages/subspace.py").run()
+    assert any("share their caption" in i.value for i in at.info)
+    alone = at.dataframe[0].value.loc["CCA + affine", "top-1 (source -> target)"]
+    at.selectbox(key="url__partners").set_value("caption").run()
+    assert not at.exception and not at.error
+    grouped = at.dataframe[0].value.loc["CCA + affine", "top-1 (source -> target)"]
+    chance_alone = float(alone.split("chance ")[1].rstrip(")"))
+    chance_grouped = float(grouped.split("chance ")[1].rstrip(")"))
+    assert chance_grouped > chance_alone  # two true partners per query double the chance of a hit
+    assert not any("share their caption" in i.value for i in at.info)

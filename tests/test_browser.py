@@ -28,9 +28,8 @@ def test_upload_npz_and_see_the_map(tmp_path, small_npz):
         page.goto(url)
         wait_idle(page, "home", plot=False)
         screenshot(page, "01_home_start")
-        expander = page.get_by_text("Upload embeddings", exact=False).first
-        if page.locator('[data-testid="stFileUploaderDropzoneInput"]').count() == 0:
-            expander.click()
+        if not page.get_by_role("button", name="Load files").is_visible():
+            page.get_by_text("Upload embeddings", exact=False).first.click()
         page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(small_npz))
         page.get_by_text("toy_embeddings.npz").first.wait_for()
         page.get_by_role("button", name="Load files").click()
@@ -42,3 +41,47 @@ def test_upload_npz_and_see_the_map(tmp_path, small_npz):
         assert "PCA of 'text'" in body or "PCA of 'image'" in body
         assert page.locator(".main-svg").count() >= 1
         assert_no_traceback(page)
+
+
+def test_encode_page_with_minilm(tmp_path):
+    require_browser()
+    csv = tmp_path / "captions.csv"
+    csv.write_text("id,caption\n" + "\n".join(f"c{i},a {w} object number {i}" for i, w in
+                                             enumerate(["red", "blue", "tall", "round", "small", "wooden"])))
+    env = {"PLATOSCOPE_CACHE_DIR": str(tmp_path / "cache"), "PLATOSCOPE_DATA_DIR": str(tmp_path / "server")}
+    with streamlit_server(env) as (url, _), browser_page() as page:
+        page.goto(f"{url}/encode")
+        wait_idle(page, "encode", plot=False)
+        page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(csv))
+        page.get_by_text("6 captions read from captions.csv").wait_for()
+        page.get_by_role("button", name="Encode", exact=True).click()
+        page.get_by_text("6 items encoded with minilm").wait_for(timeout=180_000)
+        wait_idle(page, "encode", plot=False)
+        assert_no_traceback(page)
+        screenshot(page, "03_encode_minilm")
+        page.get_by_role("button", name="Open as a new dataset").click()
+        wait_idle(page, "encode", plot=False)
+        page.goto(f"{url}/")  # a new browser session: the encoded dataset (private) is not offered there
+        wait_idle(page, "home", plot=True)
+        assert "encoded captions" not in page.inner_text("body")
+
+
+@pytest.mark.slow
+def test_tour_of_the_demo(tmp_path):
+    """Every view on the built-in demo renders without an error box; screenshots for a human look."""
+    require_browser()
+    env = {"PLATOSCOPE_CACHE_DIR": str(tmp_path / "cache"), "PLATOSCOPE_DATA_DIR": str(tmp_path / "server")}
+    views = [("", "home", "home"), ("similarity", "similarity", "similarity"), ("subspace", "subspace", "subspace"),
+             ("universe", "universe", "universe"), ("hierarchy", "hierarchy", "hierarchy"),
+             ("point_sets", "point-sets", "point_sets")]
+    from tests.conftest import ROOT
+    with streamlit_server(env) as (url, _), browser_page() as page:
+        for i, (path, marker, file) in enumerate(views):
+            if not (ROOT / "pages" / f"{file}.py").exists():
+                continue
+            page.goto(f"{url}/{path}?dataset=demo")
+            wait_idle(page, marker, plot=True, timeout=300_000)
+            assert_no_traceback(page)
+            errors = page.locator('[data-testid="stAlertContentError"]')
+            assert errors.count() == 0, errors.first.inner_text()
+            screenshot(page, f"10_tour_{i}_{marker}")

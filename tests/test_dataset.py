@@ -40,6 +40,11 @@ def test_groups_default_and_column(rng):
     assert ds.groups().tolist() == [0, 1, 2, 3]
     ds2 = Dataset(pd.DataFrame({"id": list("abcd"), "group": ["img1", "img1", "img2", "img1"]}), [a])
     assert ds2.groups().tolist() == [0, 0, 1, 0]
+    ds3 = Dataset(pd.DataFrame({"id": list("abcd"), "caption": ["x", "y", "x", "z"]}), [a])
+    assert ds3.groups("caption").tolist() == [0, 1, 0, 2]
+    assert ds3.groups(None).tolist() == [0, 1, 2, 3]
+    with pytest.raises(DataError, match="no item column named 'nope'"):
+        ds3.groups("nope")
 
 
 def test_fingerprint_changes_with_content(rng):
