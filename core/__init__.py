@@ -17,7 +17,7 @@ _LAZY = {
     # similarity of two spaces
     "linear_cka": "similarity", "debiased_cka": "similarity", "rbf_cka": "similarity",
     "mutual_knn_alignment": "similarity", "cknna": "similarity", "svcca": "similarity", "pwcca": "similarity",
-    "procrustes_distance": "similarity", "rsa": "similarity", "similarity": "similarity",
+    "procrustes_distance": "similarity", "rsa": "similarity",
     "permutation_test": "similarity", "bootstrap_interval": "similarity", "similarity_matrix": "similarity",
     "layerwise_similarity": "similarity",
     # pairwise alignment and its evaluation
