@@ -35,7 +35,7 @@ __all__ = [
     "chamfer_distance", "chamfer_matrix", "subsample_clouds", "geometry_sample", "check_distance_matrix",
     "load_distance_matrix", "check_point_clouds", "sample_geometric_distances", "embedding_distances",
     "distance_correlation", "neighbour_summary", "geometry_vs_semantics", "DEFAULT_SAMPLE", "DEFAULT_POINTS",
-    "DISTANCE_METRICS",
+    "DISTANCE_METRICS", "item_point_clouds", "load_geometry", "dataset_geometry_vs_semantics",
 ]
 
 #: Items in the default geometric sample, and points kept per cloud.
@@ -483,3 +483,104 @@ def geometry_vs_semantics(X, D_geo, rows, *, partner=None, labels=None, metric: 
         entry["distances"] = D
         out["versions"][name] = entry
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# where a dataset's geometry comes from
+# ------------------------------------------------------------------------------------------------
+def item_point_clouds(ds) -> np.ndarray | None:
+    """The point cloud of every item of ``ds`` (``n x P x 3``, row ``i`` = item ``i``), or None when it has none.
+
+    The built-in demo's clouds follow its items' ``cloud_index``; any other dataset may carry clouds as a token-set
+    space of width 3 (``n x P x 3``).
+    """
+    if ds.origin == "demo" and "cloud_index" in ds.items.columns:
+        from .demo import demo_point_clouds
+        return demo_point_clouds()[ds.items["cloud_index"].to_numpy(dtype=np.int64)]
+    for name in ds.token_space_names():
+        if ds[name].dim == 3:
+            return ds[name].data
+    return None
+
+
+def load_geometry(path, n: int) -> tuple[str, np.ndarray]:
+    """Read per-item geometry from a file: ``("matrix", n x n distances)`` or ``("clouds", n x P x 3 points)``,
+    told apart by the shape (``.npy`` / ``.npz`` with one array / ``.csv`` / ``.safetensors``; never unpickled)."""
+    path = Path(path)
+    if path.suffix.lower() in (".npy", ".npz") and path.exists():
+        try:
+            if path.suffix.lower() == ".npy":
+                arr = np.load(path, allow_pickle=False, mmap_mode="r")
+            else:
+                with np.load(path, allow_pickle=False) as z:
+                    arr = z[z.files[0]] if len(z.files) == 1 else None
+        except ValueError as exc:
+            raise DataError(f"could not read the geometry ({exc})", file=path.name) from None
+        if arr is not None and arr.ndim == 3:
+            if arr.shape[0] != n:
+                raise DataError(f"the file holds {arr.shape[0]} point clouds but the dataset has {n} items",
+                                file=path.name, hint="one cloud per item, in the dataset's order")
+            try:
+                return "clouds", check_point_clouds(arr)
+            except DataError as err:
+                err.file = path.name
+                raise
+    return "matrix", load_distance_matrix(path, n)
+
+
+def dataset_geometry_vs_semantics(ds, space: str, partner: str | None = None, *, geometry=None,
+                                  n_sample: int | None = DEFAULT_SAMPLE, n_points: int = DEFAULT_POINTS,
+                                  seed: int = 0, metric: str = "cosine", k: int = 50, reg: float = 1e-3,
+                                  n_neighbours: int = 5, namespace: str | None = "shared", device=None,
+                                  progress=None) -> dict:
+    """:func:`geometry_vs_semantics` on a :class:`core.dataset.Dataset`, geometry included.
+
+    Parameters
+    ----------
+    ds : the dataset; space : the space judged (e.g. 'pointnet'); partner : the paired space the alignment is
+        fitted with (e.g. 'minilm'; None = no alignment).
+    geometry : None (the items' own point clouds, :func:`item_point_clouds`), ``("clouds", n x P x 3)`` or
+        ``("matrix", n x n distances)``, e.g. from :func:`load_geometry`.
+    n_sample, n_points, seed : the seeded sample of items and of points per cloud.
+    namespace : :mod:`core.cache` namespace of the Chamfer matrix (None: not cached).
+
+    Returns
+    -------
+    :func:`geometry_vs_semantics`'s result plus ``"rows"`` (the sampled items), ``"space"``, ``"partner"`` and
+    ``"geometry": {"kind" ('chamfer' or 'matrix'), "n_sample", "n_points", "seed", "n_pairs", "seconds",
+    "device", "cached"}``.
+    """
+    if geometry is None:
+        clouds = item_point_clouds(ds)
+        if clouds is None:
+            raise DataError("the items carry no geometry (no point clouds)",
+                            hint="add the clouds as an n x P x 3 array, or give an n x n distance matrix")
+        geometry = ("clouds", clouds)
+        content_key = f"{ds.fingerprint}-clouds"
+    else:
+        content_key = None
+    kind, arr = geometry
+    rows = geometry_sample(ds.n, n_sample, seed)
+    if kind == "clouds":
+        if arr.shape[0] != ds.n:
+            raise DataError(f"there are {arr.shape[0]} point clouds but the dataset has {ds.n} items")
+        geo = sample_geometric_distances(arr, rows, n_points=n_points, seed=seed, content_key=content_key,
+                                         namespace=namespace, device=device, progress=progress)
+        D = geo.pop("distances")
+        geo = {"kind": "chamfer", **{k_: v for k_, v in geo.items() if k_ != "rows"}}
+    elif kind == "matrix":
+        D_full = check_distance_matrix(arr, ds.n)
+        D = D_full[np.ix_(rows, rows)]
+        s = len(rows)
+        geo = {"kind": "matrix", "n_points": None, "seed": int(seed), "n_pairs": s * (s - 1) // 2,
+               "seconds": 0.0, "device": None, "cached": False}
+    else:
+        raise DataError(f"unknown geometry kind '{kind}'", hint="'clouds' or 'matrix'")
+    geo["n_sample"] = int(len(rows))
+    X = ds[space].vectors()
+    P = None if partner is None else ds[partner].vectors()
+    labels = ds.items["label"].to_numpy() if "label" in ds.items.columns else None
+    res = geometry_vs_semantics(X, D, rows, partner=P, labels=labels, metric=metric, k=k, reg=reg,
+                                n_neighbours=n_neighbours, device=device)
+    res.update({"rows": rows, "space": space, "partner": partner, "geometry": geo, "geometric_distances": D})
+    return res

@@ -325,3 +325,35 @@ def cached_alignment(X_source, Y_target, content_key: str, *, method: str = DEFA
         save_map(retr.aligner_, tmp)
         tmp.replace(path)
     return retr.aligner_, False
+
+
+# ------------------------------------------------------------------------------------------------
+# choosing spaces by modality
+# ------------------------------------------------------------------------------------------------
+_PREFERRED = {"3d": ("pointnet",), "text": ("minilm",)}
+
+
+def resolve_space(ds, want: str, exclude: str | None = None) -> str:
+    """A space name of ``ds`` from a name or a modality ('text', '3d', 'image', ...).
+
+    For a modality: the learned / sentence-level space when the dataset has one (e.g. ``pointnet`` before the
+    hand-crafted ``descriptor_3d``; for 'text' a space with a known text encoder first), else the first space of that
+    modality. Raises :class:`DataError` listing the spaces when nothing fits.
+    """
+    if want in ds.spaces:
+        return want
+    from .dataset import MODALITIES
+    if want not in MODALITIES:
+        raise DataError(f"no space or modality named '{want}'",
+                        hint=f"spaces: {', '.join(ds.space_names)}; modalities: {', '.join(MODALITIES)}")
+    names = [n for n in ds.vector_space_names() if ds[n].modality == want and n != exclude]
+    if not names:
+        raise DataError(f"the dataset has no {want} space", hint=f"spaces: {', '.join(ds.space_names)}")
+    for pref in _PREFERRED.get(want, ()):
+        if pref in names:
+            return pref
+    if want == "text":
+        with_encoder = [n for n in names if text_encoder_spec(ds[n])]
+        if with_encoder:
+            return with_encoder[0]
+    return names[0]

@@ -211,3 +211,77 @@ def test_geometry_vs_semantics_planted():
         geometry_vs_semantics(X, asym, rows)
     with pytest.raises(DataError, match="dataset has 60 items|is 59 x 59"):
         geometry_vs_semantics(X, D_geo[:59, :59], rows)
+
+
+# -- the `platoscope geosem` command ----------------------------------------------------------------
+def _planted_files(tmp_path, n=120):
+    rng = np.random.default_rng(11)
+    geo = rng.normal(size=(n, 2))
+    sem = rng.normal(size=(n, 3))
+    shape = np.hstack([3 * geo, sem]) @ rng.normal(size=(5, 8))
+    text = sem @ rng.normal(size=(3, 6)) + 0.05 * rng.normal(size=(n, 6))
+    labels = np.where(sem[:, 0] > 0, "cup", "lamp")
+    np.savez(tmp_path / "emb.npz", shape_3d=shape.astype(np.float32), text=text.astype(np.float32), label=labels,
+             caption=np.array([f"a {l} #{i}" for i, l in enumerate(labels)]))
+    D = cdist(geo, geo)
+    np.save(tmp_path / "geo.npy", D)
+    return geo, shape, D
+
+
+def test_geosem_command_with_a_distance_matrix(tmp_path, capsys):
+    import json
+
+    from core.cli import main
+    geo, shape, D = _planted_files(tmp_path)
+    rc = main(["geosem", str(tmp_path / "emb.npz"), "--geometry", str(tmp_path / "geo.npy"), "--sample", "50",
+               "--dim", "3", "--metric", "euclidean", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["space"] == "shape_3d" and out["partner"] == "text" and out["geometry"]["kind"] == "matrix"
+    rows = geometry_sample(120, 50, seed=0)
+    iu = np.triu_indices(50, 1)
+    ref = stats.spearmanr(cdist(shape[rows], shape[rows])[iu], D[np.ix_(rows, rows)][iu])[0]
+    assert out["correlations"]["original"]["spearman"] == pytest.approx(ref, rel=1e-9)
+    assert out["correlations"]["cca_subspace"]["pearson"] < out["correlations"]["original"]["pearson"]
+    assert len(out["neighbours"]["original"]) == 5
+    rc = main(["geosem", str(tmp_path / "emb.npz"), "--geometry", str(tmp_path / "geo.npy"), "--sample", "50"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "CCA subspace" in text and "Pearson r" in text
+
+
+def test_geosem_command_bad_geometry(tmp_path, capsys):
+    from core.cli import main
+    _, _, D = _planted_files(tmp_path)
+    np.save(tmp_path / "small.npy", D[:10, :10])
+    asym = D.copy()
+    asym[3, 5] += 1.0
+    np.save(tmp_path / "asym.npy", asym)
+    assert main(["geosem", str(tmp_path / "emb.npz"), "--geometry", str(tmp_path / "small.npy")]) == 2
+    assert "dataset has 120 items" in capsys.readouterr().err
+    assert main(["geosem", str(tmp_path / "emb.npz"), "--geometry", str(tmp_path / "asym.npy")]) == 2
+    assert "not symmetric" in capsys.readouterr().err
+    assert main(["geosem", str(tmp_path / "emb.npz")]) == 2          # no clouds and no matrix
+    assert "no geometry" in capsys.readouterr().err
+
+
+def test_geosem_command_with_clouds(tmp_path, capsys):
+    import json
+
+    from core.cli import main
+    _planted_files(tmp_path, n=40)
+    clouds = np.random.default_rng(3).normal(size=(40, 20, 3)).astype(np.float32)
+    np.save(tmp_path / "clouds.npy", clouds)
+    assert main(["geosem", str(tmp_path / "emb.npz"), "--geometry", str(tmp_path / "clouds.npy"),
+                 "--sample", "0"]) == 2   # every item sampled: no anchors left for the alignment
+    assert "outside the geometric sample" in capsys.readouterr().err
+    rc = main(["geosem", str(tmp_path / "emb.npz"), "--geometry", str(tmp_path / "clouds.npy"), "--sample", "0",
+               "--points", "20", "--partner", "none", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["geometry"]["kind"] == "chamfer" and out["geometry"]["n_sample"] == 40
+    assert set(out["correlations"]) == {"original"}
+    D = np.array([[kdtree_chamfer(a, b) for b in clouds] for a in clouds])
+    X = np.load(tmp_path / "emb.npz")["shape_3d"]
+    iu = np.triu_indices(40, 1)
+    ref = stats.pearsonr(cdist(X, X, "cosine")[iu], D[iu])[0]
+    assert out["correlations"]["original"]["pearson"] == pytest.approx(ref, rel=1e-4)

@@ -154,3 +154,36 @@ def test_a_real_text_query_on_the_demo():
     labels = ds.items["label"].to_numpy()[idx[0]]
     is_lamp = np.char.find(labels.astype(str), "lamp") >= 0
     assert is_lamp.mean() > 0.5   # 2 lamp categories of 14: chance is 1/7 per item
+
+
+# -- the `platoscope query` command -----------------------------------------------------------------
+def test_query_command_item_to_item_and_bad_input(tmp_path, planted, capsys):
+    import json
+
+    from core.align import save_map
+    from core.cli import main
+    X, Y = planted
+    labels = np.array(["a", "b", "c"])[np.arange(300) % 3]
+    np.savez(tmp_path / "emb.npz", text=X.astype(np.float32), shape_3d=Y.astype(np.float32), label=labels)
+    rc = main(["query", "--dataset", str(tmp_path / "emb.npz"), "--item", "7", "--k", "3", "--dim", "5", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["from"] == "text" and out["to"] == "shape_3d" and out["item"]["row"] == 7
+    ref = PairwiseAligner("cca_affine", k=5).fit(X.astype(np.float32), Y.astype(np.float32)).score_matrix(
+        X[7:8].astype(np.float32), Y.astype(np.float32))[0]
+    ref[7] = -np.inf
+    assert [r["row"] for r in out["results"]] == list(np.argsort(-ref, kind="stable")[:3])
+    np.testing.assert_allclose([r["score"] for r in out["results"]], np.sort(ref)[::-1][:3], rtol=1e-6)
+    # a saved map is used as it is
+    path = save_map(PairwiseAligner("affine").fit(X, Y), tmp_path / "m.safetensors")
+    rc = main(["query", "--dataset", str(tmp_path / "emb.npz"), "--item", "7", "--map", str(path), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["alignment"]["source"] == "map file" and out["alignment"]["method"] == "affine"
+    wrong = save_map(PairwiseAligner("affine").fit(X[:, :5], Y), tmp_path / "w.safetensors")
+    assert main(["query", "--dataset", str(tmp_path / "emb.npz"), "--item", "7", "--map", str(wrong)]) == 2
+    assert "5-d" in capsys.readouterr().err
+    # bad input: empty query, no text encoder for the source space
+    assert main(["query", "   ", "--dataset", str(tmp_path / "emb.npz")]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert main(["query", "a lamp", "--dataset", str(tmp_path / "emb.npz")]) == 2
+    assert "no text encoder" in capsys.readouterr().err
