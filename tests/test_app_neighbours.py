@@ -1,0 +1,92 @@
+"""AppTest tests of the Neighbours page: a planted server dataset with point clouds, and one without geometry."""
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.spatial import cKDTree
+from scipy.spatial.distance import cdist
+from streamlit.testing.v1 import AppTest
+
+from core.geometry import geometry_sample, subsample_clouds
+from tests.conftest import ROOT
+
+N = 90
+
+
+def _kd_chamfer(a, b):
+    return np.mean(cKDTree(b).query(a)[0] ** 2) + np.mean(cKDTree(a).query(b)[0] ** 2)
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PLATOSCOPE_DATA_DIR", str(tmp_path / "server"))
+    monkeypatch.setenv("PLATOSCOPE_DEMO", "0")
+    rng = np.random.default_rng(0)
+    scale = rng.uniform(0.3, 1.0, size=(N, 1, 3))
+    clouds = (rng.normal(size=(N, 24, 3)) * scale).astype(np.float32)
+    sem = rng.normal(size=(N, 3))
+    shape = np.hstack([scale[:, 0] * 3, sem]) @ rng.normal(size=(6, 10))
+    text = sem @ rng.normal(size=(3, 8)) + 0.05 * rng.normal(size=(N, 8))
+    labels = np.where(sem[:, 0] > 0, "cup", "lamp")
+    folder = tmp_path / "server" / "shapes"
+    folder.mkdir(parents=True)
+    np.savez(folder / "emb.npz", shape_3d=shape.astype(np.float32), text=text.astype(np.float32),
+             points=clouds, label=labels, caption=np.array([f"a {l} number {i}" for i, l in enumerate(labels)]))
+    flat = tmp_path / "server" / "flat"
+    flat.mkdir()
+    np.savez(flat / "emb.npz", shape_3d=shape.astype(np.float32), text=text.astype(np.float32), label=labels)
+    return {"clouds": clouds, "shape": shape, "labels": labels, "tmp": tmp_path}
+
+
+def _open(dataset, **params):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params["dataset"] = dataset
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    at.switch_page("pages/neighbours.py").run()
+    return at
+
+
+def test_neighbours_page_lists_and_correlations(server):
+    at = _open("server:shapes", sample="40", points="24", dim="3", k="4", item="5")
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="url__space").value == "shape_3d"
+    assert at.selectbox(key="url__partner").value == "text"
+    # neighbour lists: the original one equals a naive cosine ranking
+    frames = [d.value for d in at.dataframe]
+    original = frames[0]
+    D = cdist(server["shape"], server["shape"], "cosine")
+    ref = [str(j) for j in np.argsort(D[5], kind="stable") if j != 5][:4]
+    assert original["id"].tolist() == ref
+    assert set(original["same category"]) <= {"yes", "no"}
+    # correlations of the original space against Chamfer distances computed independently (KD-tree)
+    rows = geometry_sample(N, 40, seed=0)
+    sub = subsample_clouds(server["clouds"][rows], 24, seed=0)
+    G = np.array([[_kd_chamfer(a, b) for b in sub] for a in sub])
+    iu = np.triu_indices(40, 1)
+    E = cdist(server["shape"][rows], server["shape"][rows], "cosine")
+    corr = frames[-1]
+    assert corr["version"].tolist()[0].startswith("original")
+    assert corr["Pearson r"].iloc[0] == pytest.approx(stats.pearsonr(E[iu], G[iu])[0], abs=2e-3)
+    assert len(corr) == 4
+    # thumbnails (3 scatter3d figures: two neighbour grids) and the scatter with both spaces
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    n3d = [sum(t["type"] == "scatter3d" for t in s["data"]) for s in specs]
+    assert n3d.count(5) == 2          # query + 4 neighbours, twice
+    assert any("Pearson r" in str(s["layout"].get("annotations")) for s in specs)
+    assert any("Chamfer distances of 40" in c.value for c in at.caption)
+
+
+def test_neighbours_page_without_geometry_says_what_is_missing(server):
+    at = _open("server:flat", dim="3")
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    infos = " ".join(i.value for i in at.info)
+    assert "no geometry" in infos and "distance matrix" in infos
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert not any(t["type"] == "scatter3d" for s in specs for t in s["data"])
+
