@@ -67,9 +67,8 @@ tab_text, tab_item, tab_image = st.tabs(["Text", "Item", "Image"])
 query_vec, query_desc, exclude = None, None, None
 
 with tab_text:
-    with st.form("query_form", border=False):
-        text = st.text_input("Describe an object", key=url_key("q", ""), placeholder="e.g. a tall lamp")
-        submitted = st.form_submit_button("Search", type="primary")
+    text = st.text_input("Describe an object (Enter searches)", key=url_key("q", ""), placeholder="e.g. a tall lamp")
+    submitted = st.button("Search", type="primary", key="query_search")
     if text.strip() or submitted:
         with guard():
             if not text.strip():
