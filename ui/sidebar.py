@@ -32,6 +32,12 @@ def render() -> None:
     data.housekeeping()
     with st.sidebar:
         st.markdown("### :material/travel_explore: Platoscope")
+        from ui.navigation import PAGES_DIR, VIEWS
+
+        for file, title, icon in VIEWS:
+            if (PAGES_DIR / file).exists():
+                st.page_link(f"pages/{file}", label=title, icon=icon)
+        st.divider()
         options = data.dataset_options()
         _apply_url_dataset(options)
         notice = st.session_state.pop("platoscope_url_notice", None)

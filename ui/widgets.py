@@ -18,11 +18,24 @@ def page_header(title: str, marker: str, caption: str | None = None) -> None:
     """Start a view: the shared sidebar, the title, a caption, and an invisible marker the browser test waits for."""
     from ui import sidebar
 
+    from ui.navigation import was_routed
+
+    if not was_routed():
+        # Streamlit can run a file of pages/ directly (its older pages/ discovery, e.g. the first request to a
+        # fresh server) before app.py has declared the navigation: apply the app's page setup here. The menu is
+        # the sidebar's own list of links, the same in both cases.
+        _route_through_app()
     sidebar.render()
     st.title(title)
     if caption:
         st.caption(caption)
     st.html(f'<span id="ps-page-{marker}" class="ps-page-marker"></span>')
+
+
+def _route_through_app() -> None:
+    from ui.navigation import set_page_config
+
+    set_page_config()
 
 
 def show_error(exc: BaseException) -> None:
