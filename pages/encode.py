@@ -12,7 +12,8 @@ from core.encoders import list_images, parse_model_spec
 from core.errors import DataError
 from ui import data
 from ui.encoders import encoder_for
-from ui.widgets import guard, page_header, show_error
+from core.export import build_manifest
+from ui.widgets import export_controls, guard, page_header, show_error, sync_url, url_key
 
 page_header("Encode", "encode",
             "Turn a captions CSV and/or images into embedding spaces. MiniLM runs offline; an open_clip model "
@@ -20,16 +21,19 @@ page_header("Encode", "encode",
 
 st.markdown("**1. Encoder**")
 c1, c2, c3 = st.columns([1, 1, 1])
-kind = c1.radio("Model", ["MiniLM (all-MiniLM-L6-v2, offline)", "open_clip"], key="enc_kind")
+KINDS = ["MiniLM (all-MiniLM-L6-v2, offline)", "open_clip"]
+kind = c1.radio("Model", KINDS, key=url_key("model", KINDS[0], KINDS))
 if kind.startswith("MiniLM"):
     spec = "minilm"
-    layers = c2.checkbox("Per-layer outputs (layers 1..6)", key="enc_layers")
+    layers = c2.checkbox("Per-layer outputs (layers 1..6)", key=url_key("layers", False))
+    model = tag = None
 else:
-    model = c2.text_input("open_clip model", "ViT-B-32", key="enc_model")
-    tag = c3.text_input("pretrained tag ('none' = random weights, plumbing only)", "openai", key="enc_tag")
+    model = c2.text_input("open_clip model", key=url_key("clip_model", "ViT-B-32"))
+    tag = c3.text_input("pretrained tag ('none' = random weights, plumbing only)", key=url_key("clip_tag", "openai"))
     spec = f"open_clip:{model}:{tag}"
     layers = False
-tokens = st.checkbox("Also token outputs (n x T x d token sets, for the Point sets view)", key="enc_tokens")
+tokens = st.checkbox("Also token outputs (n x T x d token sets, for the Point sets view)", key=url_key("tokens", False))
+sync_url(model=kind, layers=bool(layers), tokens=bool(tokens), **({"clip_model": model, "clip_tag": tag} if model else {}))
 
 st.markdown("**2. Inputs**")
 u1, u2 = st.columns(2)
@@ -84,8 +88,16 @@ if st.button("Encode", type="primary", key="enc_go", disabled=table is None and 
                                  tokens=tokens, progress_text=_bar("captions"), progress_images=_bar("images"),
                                  table_name=csv_file.name if csv_file is not None else "captions")
             status.update(label=f"Encoded {len(res['ids']):,} items", state="complete", expanded=False)
+        inputs = []
+        if csv_file is not None:
+            from core.cache import sha256_bytes
+            inputs.append({"name": csv_file.name, "sha256": sha256_bytes(csv_file.getvalue()), "bytes": csv_file.size})
+        if images is not None:
+            inputs.append({"name": "images", "sha256": images.content_key(), "files": len(images.names)})
         st.session_state["enc_result"] = {"res": res, "spec": spec, "source": csv_file.name if csv_file else "images",
-                                          "random": getattr(encoder, "pretrained", "x") is None}
+                                          "random": getattr(encoder, "pretrained", "x") is None,
+                                          "inputs": inputs, "params": {"model": spec, "layers": bool(layers),
+                                                                       "tokens": bool(tokens), "column": column}}
     except DataError as exc:
         show_error(exc)
     except Exception as exc:  # noqa: BLE001
@@ -110,6 +122,9 @@ if result is not None:
         np.savez(buf, id=np.array(res["ids"], dtype=str), **res["arrays"])
         return buf.getvalue()
 
+    export_controls("platoscope-encode", table=pd.DataFrame(spaces_info(res["arrays"])),
+                    manifest=build_manifest(view="encode", params=result.get("params", {}),
+                                            inputs=result.get("inputs", [])))
     d1, d2, d3 = st.columns(3)
     d1.download_button("Download .npz", data=_npz, file_name=f"{Path(result['source']).stem}-embeddings.npz",
                        mime="application/octet-stream", key="enc_download", on_click="ignore")
