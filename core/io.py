@@ -18,7 +18,6 @@ name the user knows (``display_names``), the array, and the row.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -33,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .dataset import Dataset, SourceFile, Space, guess_modality
+from .cache import sha256_file
 from .errors import BudgetError, DataError
 from .validate import check_token_extras, validate_array
 
@@ -103,16 +103,7 @@ def default_max_file_bytes() -> int:
     return DEFAULT_MAX_FILE_MB << 20
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = sha256_file  # sha256 of a file's bytes, read in chunks (core.cache)
 
 
 def _display(path, display_name: str | None, display_names: Mapping | None = None) -> str:
