@@ -51,17 +51,8 @@ ids = list(ds.ids)
 # -- the query item: search by caption, or click it on the map --------------------------------------------------
 if "nb_item" not in st.session_state:
     st.session_state["nb_item"] = ids[0] if str(st.query_params.get("item", "")) not in ids else st.query_params["item"]
-with st.expander("Pick the query item on a map (click a point)", expanded=False):
-    with guard():
-        m = cached.pca_map(ds.fingerprint, space, 5000, ds)
-        fig_map = scatter_map(m["coords"], m["rows"], ds.hover_text(), color=ds.items["label"].iloc[m["rows"]]
-                              .reset_index(drop=True) if labels is not None else None, color_name="label",
-                              title=f"PCA of '{space}'")
-        event = st.plotly_chart(fig_map, key="nb_map", on_select="rerun", selection_mode="points", width="stretch")
-        picked = selected_rows(event)
-        if picked and st.session_state.get("nb_last_pick") != picked[0]:
-            st.session_state["nb_last_pick"] = picked[0]
-            st.session_state["nb_item"] = ids[picked[0]]
+if "nb_pending" in st.session_state:   # picked on the map (drawn further down) in the previous run
+    st.session_state["nb_item"] = st.session_state.pop("nb_pending")
 item = st.selectbox("Query item (type to search the captions)", ids, key="nb_item",
                     format_func=lambda i: f"{i} - {short(captions[ids.index(i)], 90)}")
 row = ids.index(item)
@@ -100,7 +91,7 @@ if res is not None:
                 st.metric("Same category as the query", f"{sum(agree)} of {len(agree)}")
             if clouds is not None:
                 fig = cloud_thumbnails([clouds[row]] + [clouds[r] for r in nb_rows],
-                                       ["query: " + short(captions[row])] + [short(captions[r]) for r in nb_rows],
+                                       ["query: " + short(captions[row], 20)] + [short(captions[r], 26) for r in nb_rows],
                                        colors=[QUERY] + ([AGREE if a else DISAGREE for a in agree] if agree
                                                          else [QUERY] * len(nb_rows)), cols=3)
                 st.plotly_chart(fig, key=f"nb_thumbs_{side}", width="stretch")
@@ -118,6 +109,19 @@ if res is not None:
                     manifest=build_manifest(view="neighbours/lists", dataset=ds, seeds=[],
                                             params={"space": space, "partner": partner, "k": k, "dim": dim,
                                                     "metric": metric, "item": item}))
+
+with st.expander("Or pick the query item on a map (click a point)", expanded=False):
+    with guard():
+        m = cached.pca_map(ds.fingerprint, space, 5000, ds)
+        fig_map = scatter_map(m["coords"], m["rows"], ds.hover_text(), color=ds.items["label"].iloc[m["rows"]]
+                              .reset_index(drop=True) if labels is not None else None, color_name="label",
+                              title=f"PCA of '{space}'")
+        event = st.plotly_chart(fig_map, key="nb_map", on_select="rerun", selection_mode="points", width="stretch")
+        picked = selected_rows(event)
+        if picked and st.session_state.get("nb_last_pick") != picked[0]:
+            st.session_state["nb_last_pick"] = picked[0]
+            st.session_state["nb_pending"] = ids[picked[0]]
+            st.rerun()
 
 # -- geometry versus semantics ------------------------------------------------------------------------------------
 st.header("Geometry versus semantics")
@@ -157,7 +161,7 @@ with guard():
 if geo is not None:
     g = geo["geometry"]
     st.caption((f"Chamfer distances of {g['n_sample']} seeded items, {g['n_points']} points each ({g['n_pairs']:,} "
-                f"pairs): {g['seconds']:.1f} s on {g['device']}" + (", read from the cache" if g["cached"] else "")
+                f"pairs): {g['seconds']:.1f} s on {g['device']}" + (", read from the cache" if g["cached"] else "") + "."
                 if g["kind"] == "chamfer" else f"Given distance matrix, {g['n_sample']} seeded items "
                                                f"({g['n_pairs']:,} pairs).")
                + f" CCA fitted on the {geo['n_anchors']} items outside the sample. Embedding distance: {metric}.")
