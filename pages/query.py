@@ -11,7 +11,7 @@ from core.export import build_manifest
 from core.geometry import item_point_clouds
 from core.retrieval import CrossModalRetriever, check_text_encoder, embed_query_text, resolve_space, text_encoder_spec
 from ui import cached, data
-from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_thumbnails, short
+from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_silhouettes, cloud_thumbnails, short
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
 
 page_header("Query", "query",
@@ -141,9 +141,11 @@ if clouds is not None:
     # an item query has a category: green = same as the query item's, red = another; text queries stay neutral
     colors = ([AGREE if labels[r] == labels[exclude[0]] else DISAGREE for r in idx]
               if labels is not None and exclude else [QUERY] * len(idx))
-    fig = cloud_thumbnails([clouds[r] for r in idx], [f"{i + 1}. {short(captions[r], 30)} ({s:.2f})"
-                                                      for i, (r, s) in enumerate(zip(idx, scores))],
-                           colors=colors, cols=5)
+    titles = [f"{i + 1}. {short(captions[r], 30)} ({s:.2f})" for i, (r, s) in enumerate(zip(idx, scores))]
+    if st.toggle("Rotatable 3D thumbnails (slower to draw)", key="query_3d"):
+        fig = cloud_thumbnails([clouds[r] for r in idx], titles, colors=colors, cols=5)
+    else:
+        fig = cloud_silhouettes([clouds[r] for r in idx], titles, colors=colors, cols=5)
     st.plotly_chart(fig, key="query_thumbs", width="stretch")
 elif "image_url" in ds.items.columns:
     st.image([str(ds.items["image_url"].iloc[r]) for r in idx], width=140,

@@ -40,3 +40,14 @@ def test_typed_query_returns_the_queried_category(tmp_path):
         assert m, body[:2000]
         print(f"browser query: lamp share {lamps:.2f} (chance {chance:.3f}); embed {m.group(1)} ms, "
               f"search {m.group(2)} ms; counts {counts}")
+        # a second query, warm: wall time from Enter to the drawn results (printed, not asserted)
+        import time
+        box.fill("a round bowl")
+        t0 = time.perf_counter()
+        box.press("Enter")
+        page.wait_for_function(
+            "(old) => { const l = document.body.innerText.split('\\n').find(x => x.includes('Categories of the "
+            "results')); return l && l !== old; }", arg=line, timeout=120_000)
+        wait_idle(page, "query", plot=True)
+        print(f"browser query, warm, Enter to drawn results: {time.perf_counter() - t0:.2f} s")
+        screenshot(page, "query_a_round_bowl")

@@ -40,6 +40,39 @@ def cloud_thumbnails(clouds: list[np.ndarray], titles: list[str], *, colors: lis
     return fig
 
 
+def cloud_silhouettes(clouds: list[np.ndarray], titles: list[str], *, colors: list[str] | None = None,
+                      cols: int = 5, size: int = 190, max_points: int = 400) -> go.Figure:
+    """A grid of 2-D front views (x across, z up) of point clouds: one light figure, no 3-D scenes.
+
+    Ten interactive 3-D scenes cost seconds to draw in a browser without a GPU; a front view shows the shape
+    at a glance and draws at once.
+    """
+    n = max(1, len(clouds))
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles) + [""] * (rows * cols - len(titles)),
+                        horizontal_spacing=0.01, vertical_spacing=0.08)
+    for i, pts in enumerate(clouds):
+        pts = np.asarray(pts, dtype=float)
+        if len(pts) > max_points:
+            pts = pts[np.linspace(0, len(pts) - 1, max_points).astype(int)]
+        depth = pts[:, 1]
+        fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 2], mode="markers", showlegend=False, hoverinfo="skip",
+                                 marker=dict(size=2.5, color=(colors[i] if colors else QUERY),
+                                             opacity=(0.35 + 0.6 * (depth - depth.min()) / (np.ptp(depth) + 1e-9)))),
+                      row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(visible=False, range=[-1.05, 1.05])
+    fig.update_yaxes(visible=False, range=[-1.05, 1.05], scaleanchor="x", scaleratio=1)
+    for r in range(1, rows + 1):
+        for c in range(1, cols + 1):
+            k = (r - 1) * cols + c
+            fig.update_yaxes(scaleanchor=f"x{'' if k == 1 else k}", row=r, col=c)
+    for ann in fig.layout.annotations:
+        ann.font.size = 11
+    fig.update_layout(height=rows * size + 20, margin=dict(l=0, r=0, t=24, b=0), template="plotly_white")
+    return fig
+
+
 def short(text: str, width: int = 34) -> str:
     """A caption cut to ``width`` characters (for thumbnail titles)."""
     text = str(text)
