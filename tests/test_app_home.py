@@ -183,3 +183,17 @@ def test_home_opens_on_the_demo_without_upload(env):
     assert at.metric[0].value == f"{demo.n:,}"
     assert any(c.value == DEMO_LINE for c in at.caption)
     assert set(at.dataframe[0].value["name"]) == set(demo.space_names)
+
+
+def test_session_memory_budget_gives_a_clear_message(env, monkeypatch):
+    monkeypatch.setenv("PLATOSCOPE_SESSION_BUDGET_MB", "0.01")  # 10 KB of what cannot be memory-mapped
+    buf = io.BytesIO()
+    rng = np.random.default_rng(5)
+    np.savez_compressed(buf, big=rng.normal(size=(400, 16)))  # compressed members are read into RAM (51 KB)
+    at = _upload(_app(), "packed.npz", buf.getvalue())
+    assert not at.exception
+    msg = _errors(at)
+    assert "budget" in msg and "memory-mapped" in msg
+    # a memory-mapped .npy of the same size does not count against the budget
+    at2 = _upload(_app(), "plain.npy", _npy(rng.normal(size=(400, 16))))
+    assert not at2.error, _errors(at2)
