@@ -753,7 +753,8 @@ def _summary(stats: dict, retrieval: dict | None, details: bool) -> dict:
 def hierarchy_report(chains: Chains, *, finetune: bool = False, test_fraction: float = 0.2,
                      val_fraction: float = 0.1, seed: int = 0, n_thresholds: int = N_THRESHOLDS,
                      image_ridge: float = 1e-2, n_boot: int = 1000, tuner_params: dict | None = None,
-                     details: bool = False, progress: Callable | None = None) -> dict:
+                     details: bool = False, progress: Callable | None = None, encoder=None,
+                     tower_blocks: int = 0) -> dict:
     """tau_d, retrieval and (optionally) RE fine-tuning of ``chains``, as a JSON-ready dict.
 
     * ``all``: the zero-shot radial statistics of every chain (no fitting involved), with retrieval when the
@@ -772,6 +773,9 @@ def hierarchy_report(chains: Chains, *, finetune: bool = False, test_fraction: f
     image_ridge : relative ridge of the image-side affine map.  n_boot : bootstrap resamples for tau_d's interval.
     tuner_params : keyword arguments of :class:`core.radial.RadialFineTuner` (its seed defaults to ``seed``).
     details : keep per-chain lists (radii, taus) for plotting.
+    encoder, tower_blocks : with ``finetune`` and ``tower_blocks > 0``, fine-tune the last ``tower_blocks`` blocks
+        of ``encoder``'s open_clip text tower instead (:class:`core.radial.OpenCLIPTextTowerFineTuner`;
+        ``tuner_params`` go to it); the chains' texts are re-embedded by the tuned tower.
     progress : tqdm-like ``progress(iterable, total=None, desc="")`` for the training epochs.
     """
     out: dict = {"n_chains": chains.n_chains, "n_texts": int(len(chains.texts)),
@@ -799,10 +803,17 @@ def hierarchy_report(chains: Chains, *, finetune: bool = False, test_fraction: f
 
     out["heldout"] = {"before": judge(test)}
     if finetune:
-        from .radial import RadialFineTuner
+        from .radial import OpenCLIPTextTowerFineTuner, RadialFineTuner
         params = {"seed": seed, **(tuner_params or {})}
-        tuner = RadialFineTuner(**params).fit(chains.subset(split["train"]), chains.subset(split["val"]),
-                                              progress=progress)
+        if tower_blocks:
+            if encoder is None or not hasattr(encoder, "load") or not hasattr(encoder, "encode_images"):
+                raise DataError("fine-tuning text-tower blocks needs an open_clip encoder",
+                                hint="use --encoder open_clip:MODEL:TAG, or drop --tower-blocks")
+            tuner = OpenCLIPTextTowerFineTuner(n_blocks=tower_blocks, **params).fit(
+                encoder, chains.subset(split["train"]), chains.subset(split["val"]), progress=progress)
+        else:
+            tuner = RadialFineTuner(**params).fit(chains.subset(split["train"]), chains.subset(split["val"]),
+                                                  progress=progress)
         out["heldout"]["after"] = judge(tuner.transform_chains(test))
         out["training"] = {"params": tuner.get_params(), "seconds": tuner.seconds_, "device": tuner.device_,
                            "best_epoch": tuner.best_epoch_, "epochs_run": len(tuner.history_) - 1,

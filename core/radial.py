@@ -12,9 +12,10 @@
   validation chains, best epoch kept), then ``transform`` / ``transform_chains``; ``save`` / ``load`` use
   safetensors + JSON.
 
-Follow-up (not implemented): fine-tuning the last blocks of an open_clip text tower with the same loss. The loss
-is model-agnostic (:func:`radial_loss` takes embeddings), so a tower run only has to re-encode the batch's texts
-with the tower's last blocks unfrozen; the adapter path covers MiniLM and any precomputed embeddings.
+* :class:`OpenCLIPTextTowerFineTuner` - the same loss, loop and early stopping (shared :func:`_run_epochs`) on the
+  last N transformer blocks (+ ``ln_final``, ``text_projection``) of a copy of an open_clip text tower: texts,
+  negatives and the root ``""`` are re-embedded every step; L_p's targets are the original weights' embeddings;
+  ``transform_texts``; ``save`` / ``load`` write only the trained parameters (safetensors + JSON).
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from .device import pick_device
 from .errors import DataError
 from .hierarchy import DEGENERATE_EPS, Chains, make_negatives, normalize_rows
 
-__all__ = ["exterior_angle_torch", "radial_loss", "RadialAdapter", "RadialFineTuner", "PRIOR_WEIGHT"]
+__all__ = ["exterior_angle_torch", "radial_loss", "RadialAdapter", "RadialFineTuner", "OpenCLIPTextTowerFineTuner",
+           "tower_trainable_names", "PRIOR_WEIGHT"]
 
 #: Weight of the pull-back term L_p (the paper's code uses 10).
 PRIOR_WEIGHT = 10.0
@@ -108,6 +110,66 @@ def radial_loss(pos: torch.Tensor, neg: torch.Tensor, root: torch.Tensor, pos_fr
     total = prior_weight * L_p + L_e + L_m
     return {"total": total, "L_e": L_e, "L_m": L_m, "L_p": L_p, "P": _masked_mean(P, pv),
             "N": _masked_mean(N, nv)}
+
+
+_VAL_KEYS = ("L_e", "L_m", "L_p", "P", "N")
+
+
+def _snapshot(named: dict) -> dict:
+    return {k: p.detach().clone() for k, p in named.items()}
+
+
+def _load_named(named: dict, state: dict) -> None:
+    with torch.no_grad():
+        for k, p in named.items():
+            p.copy_(state[k])
+
+
+def _run_epochs(tuner, named: dict, n: int, dev, step_loss: Callable, evaluate: Callable, set_mode: Callable,
+                progress: Callable | None = None) -> tuple[list, tuple, int]:
+    """The shared training loop of the RE fine-tuners: AdamW on the parameters ``named`` (name -> Parameter),
+    seeded batch order (``tuner.seed``), one epoch over ``n`` training chains in batches of ``tuner.batch_size``,
+    early stopping on the validation loss (``tuner.patience``), best epoch kept.
+
+    ``step_loss(rows)`` returns :func:`radial_loss`'s dict for training chains ``rows`` (with gradients);
+    ``evaluate('train' | 'val')`` returns it as floats (no gradients); ``set_mode(training)`` switches modes.
+    Returns (history, (best_val_loss, best_epoch, best_state), skipped_steps); the caller restores best_state.
+    """
+    gen = torch.Generator().manual_seed(tuner.seed)
+    opt = torch.optim.AdamW(list(named.values()), lr=tuner.lr, weight_decay=tuner.weight_decay)
+    set_mode(False)
+    first = evaluate("val")
+    history = [{"epoch": 0, "train_loss": evaluate("train")["total"], "val_loss": first["total"],
+                **{f"val_{k}": first[k] for k in _VAL_KEYS}}]
+    best = (first["total"], 0, _snapshot(named))
+    epochs = range(1, tuner.max_epochs + 1)
+    if progress is not None:
+        epochs = progress(epochs, total=tuner.max_epochs, desc="RE fine-tuning (epochs)")
+    bad_steps = 0
+    for epoch in epochs:
+        set_mode(True)
+        perm = torch.randperm(n, generator=gen).to(dev)
+        total, count = 0.0, 0
+        for s in range(0, n, tuner.batch_size):
+            rows = perm[s:s + tuner.batch_size]
+            loss = step_loss(rows)["total"]
+            if not torch.isfinite(loss):
+                bad_steps += 1
+                continue
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(rows)
+            count += len(rows)
+        set_mode(False)
+        ev = evaluate("val")
+        history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": ev["total"],
+                        **{f"val_{k}": ev[k] for k in _VAL_KEYS}})
+        if ev["total"] < best[0] - 1e-6:
+            best = (ev["total"], epoch, _snapshot(named))
+        elif epoch - best[1] >= tuner.patience:
+            break
+    return history, best, bad_steps
 
 
 class RadialAdapter(nn.Module):
@@ -222,43 +284,18 @@ class RadialFineTuner:
         train, how = self._ensure_negatives(train, self.seed)
         val, _ = self._ensure_negatives(val, self.seed + 1)
         torch.manual_seed(self.seed)
-        gen = torch.Generator().manual_seed(self.seed)
         adapter = RadialAdapter(train.embeddings.shape[1], self.kind, self.hidden).to(dev)
-        opt = torch.optim.AdamW(adapter.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         tt, tv = self._tensors(train, dev), self._tensors(val, dev)
-        n = train.n_chains
-        first = self._evaluate(adapter, tv)
-        history = [{"epoch": 0, "train_loss": self._evaluate(adapter, tt)["total"], "val_loss": first["total"],
-                    **{f"val_{k}": first[k] for k in ("L_e", "L_m", "L_p", "P", "N")}}]
-        best = (first["total"], 0, copy.deepcopy(adapter.state_dict()))
-        epochs = range(1, self.max_epochs + 1)
-        if progress is not None:
-            epochs = progress(epochs, total=self.max_epochs, desc="RE fine-tuning (epochs)")
-        bad_steps = 0
-        for epoch in epochs:
-            adapter.train()
-            perm = torch.randperm(n, generator=gen).to(dev)
-            total, count = 0.0, 0
-            for s in range(0, n, self.batch_size):
-                rows = perm[s:s + self.batch_size]
-                loss = self._loss(adapter, tt, rows)["total"]
-                if not torch.isfinite(loss):
-                    bad_steps += 1
-                    continue
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(rows)
-                count += len(rows)
-            adapter.eval()
-            ev = self._evaluate(adapter, tv)
-            history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": ev["total"],
-                            **{f"val_{k}": ev[k] for k in ("L_e", "L_m", "L_p", "P", "N")}})
-            if ev["total"] < best[0] - 1e-6:
-                best = (ev["total"], epoch, copy.deepcopy(adapter.state_dict()))
-            elif epoch - best[1] >= self.patience:
-                break
-        adapter.load_state_dict(best[2])
+
+        def set_mode(training: bool):
+            adapter.train(training)
+
+        history, best, bad_steps = _run_epochs(
+            self, dict(adapter.named_parameters()), train.n_chains, dev,
+            step_loss=lambda rows: self._loss(adapter, tt, rows),
+            evaluate=lambda which: self._evaluate(adapter, tt if which == "train" else tv),
+            set_mode=set_mode, progress=progress)
+        _load_named(dict(adapter.named_parameters()), best[2])
         self.adapter_ = adapter.cpu().eval()
         self.history_ = history
         self.best_val_loss_, self.best_epoch_ = float(best[0]), int(best[1])
@@ -312,6 +349,207 @@ class RadialFineTuner:
         adapter = RadialAdapter(meta["dim"], meta["params"]["kind"], meta["hidden"])
         adapter.load_state_dict(load_file(str(path.with_suffix(".safetensors"))))
         obj.adapter_ = adapter.eval()
+        obj.history_ = meta["history"]
+        obj.best_epoch_, obj.best_val_loss_ = meta["best_epoch"], meta["best_val_loss"]
+        obj.seconds_, obj.device_, obj.negatives_ = meta["seconds"], meta["device"], meta["negatives"]
+        return obj
+
+
+def _tower_prefix(model) -> str:
+    """Parameter-name prefix of an open_clip model's text transformer ('' for CLIP, 'text.' for CustomTextCLIP)."""
+    if hasattr(model, "transformer") and hasattr(model.transformer, "resblocks"):
+        return ""
+    text = getattr(model, "text", None)
+    if text is not None and hasattr(getattr(text, "transformer", None), "resblocks"):
+        return "text."
+    raise DataError("this open_clip model's text tower is not an open_clip text transformer (e.g. a Hugging Face "
+                    "text tower): its last blocks cannot be fine-tuned here",
+                    hint="fine-tune an adapter on its embeddings instead (RadialFineTuner)")
+
+
+def tower_trainable_names(model, n_blocks: int) -> list[str]:
+    """Names of the parameters trained by :class:`OpenCLIPTextTowerFineTuner`: the last ``n_blocks`` residual
+    blocks of the text transformer, its final LayerNorm and the text projection."""
+    prefix = _tower_prefix(model)
+    tower = model if prefix == "" else model.text
+    n_layers = len(tower.transformer.resblocks)
+    if not 1 <= n_blocks <= n_layers:
+        raise DataError(f"n_blocks must be between 1 and {n_layers} (the text tower's blocks), got {n_blocks}")
+    keep = tuple(f"{prefix}transformer.resblocks.{i}." for i in range(n_layers - n_blocks, n_layers))
+    keep += (f"{prefix}ln_final.", f"{prefix}text_projection")
+    return [k for k, _ in model.named_parameters() if k.startswith(keep)]
+
+
+class OpenCLIPTextTowerFineTuner(RadialFineTuner):
+    """RE fine-tuning of the last ``n_blocks`` transformer blocks of an open_clip text tower (plus ``ln_final``
+    and ``text_projection``); everything else stays frozen. Same loss, loop and early stopping as
+    :class:`RadialFineTuner`; the chains' texts, negatives and the root ``""`` are re-embedded by the trainable
+    tower at every step (L2-normalised), the pull-back targets of L_p are their embeddings by the original
+    weights (computed once before training). The encoder's own model is never modified (a copy is trained).
+
+    Attributes (after :meth:`fit`): ``model_`` (the tuned copy, eval mode), ``trainable_names_``, and those of
+    :class:`RadialFineTuner` except ``adapter_``.
+    """
+
+    def __init__(self, n_blocks: int = 2, lr: float = 1e-5, weight_decay: float = 1e-4, batch_size: int = 32,
+                 max_epochs: int = 10, patience: int = 3, prior_weight: float = PRIOR_WEIGHT, seed: int = 0,
+                 device=None):
+        super().__init__(lr=lr, weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs,
+                         patience=patience, prior_weight=prior_weight, seed=seed, device=device)
+        del self.kind, self.hidden
+        self.n_blocks = int(n_blocks)
+
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in ("n_blocks", "lr", "weight_decay", "batch_size", "max_epochs",
+                                               "patience", "prior_weight", "seed")}
+
+    # -- the tower -----------------------------------------------------------------------------
+    def _prepare(self, encoder, dev):
+        model, _, tokenizer = encoder.load()
+        model = copy.deepcopy(model).to(dev).float().eval()
+        names = tower_trainable_names(model, self.n_blocks)
+        for k, p in model.named_parameters():
+            p.requires_grad_(k in names)
+        self.model_, self.tokenizer_, self.trainable_names_ = model, tokenizer, names
+        self.model_key_ = getattr(encoder, "model_key", None)
+        self.encode_batch_size_ = int(getattr(encoder, "batch_size", 64))
+
+    def _embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.model_.encode_text(ids).float(), dim=-1)
+
+    def _embed_all(self, ids: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([self._embed_ids(ids[s:s + self.encode_batch_size_])
+                              for s in range(0, len(ids), self.encode_batch_size_)])
+
+    def _tokens(self, texts, dev) -> torch.Tensor:
+        return self.tokenizer_(list(texts)).to(dev)
+
+    def _tower_tensors(self, chains: Chains, dev) -> dict:
+        """Token ids of every distinct text (tiers, negatives, root '') and the (C, L) index into them."""
+        vocab = list(dict.fromkeys([""] + [str(t) for t in chains.texts] + [str(t) for t in chains.neg_texts]))
+        where = {t: i for i, t in enumerate(vocab)}
+        idx = chains.padded_index()
+        safe = np.clip(idx, 0, None)
+        present = np.array([bool(t) for t in chains.neg_texts])
+        pos_v = np.array([where[str(t)] for t in chains.texts])[safe]
+        neg_v = np.array([where[str(t)] for t in chains.neg_texts])[safe]
+        ids = self._tokens(vocab, dev)
+        return {"ids": ids, "frozen": self._embed_all(ids), "pos_v": torch.as_tensor(pos_v, device=dev),
+                "neg_v": torch.as_tensor(neg_v, device=dev), "pos_mask": torch.as_tensor(idx >= 0, device=dev),
+                "neg_mask": torch.as_tensor((idx >= 0) & present[safe], device=dev)}
+
+    def _tower_loss(self, t: dict, rows, grad: bool = True) -> dict:
+        pv, nv = t["pos_v"][rows], t["neg_v"][rows]
+        need, inv = torch.unique(torch.cat([pv.flatten(), nv.flatten(), pv.new_zeros(1)]), return_inverse=True)
+        if grad:
+            E = self._embed_ids(t["ids"][need])
+        else:
+            E = self._embed_all(t["ids"][need])
+        k = pv.numel()
+        pos, neg, root = E[inv[:k]].view(*pv.shape, -1), E[inv[k:2 * k]].view(*nv.shape, -1), E[inv[-1]]
+        return radial_loss(pos, neg, root, t["frozen"][pv], t["frozen"][nv], t["pos_mask"][rows],
+                           t["neg_mask"][rows], prior_weight=self.prior_weight)
+
+    # -- fitting -------------------------------------------------------------------------------
+    def fit(self, encoder, train: Chains, val: Chains,
+            progress: Callable | None = None) -> "OpenCLIPTextTowerFineTuner":
+        """Fine-tune a copy of ``encoder``'s (:class:`core.encoders.OpenCLIPEncoder`) text tower on the texts of
+        ``train`` chains, early-stop on ``val`` chains; returns self. Missing negatives are sampled as in
+        :meth:`RadialFineTuner.fit`; the chains' stored embeddings are not used."""
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+            raise DataError("batch_size, max_epochs and patience must be >= 1")
+        start_time = time.perf_counter()
+        dev = pick_device(self.device)
+        train, how = self._ensure_negatives(train, self.seed)
+        val, _ = self._ensure_negatives(val, self.seed + 1)
+        torch.manual_seed(self.seed)
+        self._prepare(encoder, dev)
+        tt, tv = self._tower_tensors(train, dev), self._tower_tensors(val, dev)
+        named = {k: p for k, p in self.model_.named_parameters() if p.requires_grad}
+
+        def evaluate(which: str) -> dict:
+            t = tt if which == "train" else tv
+            out = self._tower_loss(t, slice(None), grad=False)
+            return {k: float(v) for k, v in out.items()}
+
+        history, best, bad_steps = _run_epochs(
+            self, named, train.n_chains, dev, step_loss=lambda rows: self._tower_loss(tt, rows),
+            evaluate=evaluate, set_mode=lambda training: None, progress=progress)
+        _load_named(named, best[2])
+        self.model_ = self.model_.cpu().eval()
+        self.history_ = history
+        self.best_val_loss_, self.best_epoch_ = float(best[0]), int(best[1])
+        self.seconds_ = time.perf_counter() - start_time
+        self.device_ = str(dev)
+        self.negatives_ = how
+        self.skipped_steps_ = bad_steps
+        self.n_train_chains_, self.n_val_chains_ = train.n_chains, val.n_chains
+        return self
+
+    def _require_fitted(self):
+        if not hasattr(self, "model_"):
+            raise DataError("the fine-tuner is not fitted yet", hint="call fit(encoder, train, val) first")
+
+    # -- using it ------------------------------------------------------------------------------
+    def transform_texts(self, texts) -> np.ndarray:
+        """(n, d) float32 L2-normalised embeddings of ``texts`` by the tuned tower (on CPU)."""
+        self._require_fitted()
+        texts = [str(t) for t in texts]
+        if not texts:
+            raise DataError("no texts to embed")
+        return self._embed_all(self._tokens(texts, "cpu")).numpy().astype(np.float32)
+
+    def transform(self, embeddings) -> np.ndarray:
+        raise DataError("a text-tower fine-tuner embeds texts, not embeddings", hint="use transform_texts(texts)")
+
+    def transform_chains(self, chains: Chains) -> Chains:
+        """``chains`` re-embedded by the tuned tower (tiers, negatives where present, root ''); images unchanged."""
+        emb = self.transform_texts(chains.texts)
+        root = self.transform_texts([""])[0]
+        neg = None
+        if chains.has_negatives:
+            present = np.array([bool(t) for t in chains.neg_texts])
+            neg = np.zeros_like(emb)
+            if present.any():
+                neg[present] = self.transform_texts(chains.neg_texts[present])
+        return chains.with_embeddings(emb, root, neg_embeddings=neg)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write ``<path>.safetensors`` (only the trained parameters) and ``<path>.json`` (settings, model key,
+        history). Returns the JSON path."""
+        from safetensors.torch import save_file
+        self._require_fitted()
+        path = Path(path)
+        state = dict(self.model_.named_parameters())
+        save_file({k: state[k].detach().contiguous().cpu() for k in self.trainable_names_},
+                  str(path.with_suffix(".safetensors")))
+        meta = {"params": self.get_params(), "model_key": self.model_key_, "trainable": self.trainable_names_,
+                "history": self.history_, "best_epoch": self.best_epoch_, "best_val_loss": self.best_val_loss_,
+                "seconds": self.seconds_, "device": self.device_, "negatives": self.negatives_}
+        out = path.with_suffix(".json")
+        out.write_text(json.dumps(meta, indent=1))
+        return out
+
+    @classmethod
+    def load(cls, path, encoder) -> "OpenCLIPTextTowerFineTuner":
+        """Read what :meth:`save` wrote onto a copy of ``encoder``'s model (which must be the same model)."""
+        from safetensors.torch import load_file
+        path = Path(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        key = getattr(encoder, "model_key", None)
+        if meta.get("model_key") != key:
+            raise DataError(f"these tower weights were trained on {meta.get('model_key')!r}, not {key!r}",
+                            hint="load them with the encoder they were trained with")
+        obj = cls(**meta["params"])
+        obj._prepare(encoder, "cpu")
+        weights = load_file(str(path.with_suffix(".safetensors")))
+        if sorted(weights) != sorted(obj.trainable_names_):
+            raise DataError("the saved tower weights do not match this model's last blocks",
+                            hint="load them with the encoder they were trained with")
+        _load_named({k: p for k, p in obj.model_.named_parameters() if k in weights}, weights)
+        obj.model_.eval()
         obj.history_ = meta["history"]
         obj.best_epoch_, obj.best_val_loss_ = meta["best_epoch"], meta["best_val_loss"]
         obj.seconds_, obj.device_, obj.negatives_ = meta["seconds"], meta["device"], meta["negatives"]

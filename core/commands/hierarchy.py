@@ -1,5 +1,5 @@
-"""``platoscope hierarchy CHAINS.csv --encoder minilm|open_clip:MODEL:TAG [--finetune] [--json]``: radial
-genericness of caption chains (paper C; METHODS.md section 4).
+"""``platoscope hierarchy CHAINS.csv --encoder minilm|open_clip:MODEL:TAG [--finetune [--tower-blocks N]] [--json]``:
+radial genericness of caption chains (paper C; METHODS.md section 4).
 
 CHAINS.csv is a HierarCaps file (id, captions, image_url; 4 tiers joined by " => ") or a chains table (chain, tier,
 caption[, negative]; chains of any length >= 2). ``demo`` instead of a file uses the built-in demo (its MiniLM tier
@@ -9,7 +9,8 @@ The captions and the root (the empty string) are embedded by ``--encoder``. tau_
 an image side: with an open_clip encoder and an ``image_url`` column the images are downloaded once into
 ``cache/shared/hierarcaps_images`` (``--no-images`` skips this; offline, retrieval is skipped with a note).
 ``--finetune`` trains a residual-linear adapter with the RE loss on training chains (early stopping on validation
-chains) and reports before / after on held-out chains only.
+chains) and reports before / after on held-out chains only; with an open_clip encoder, ``--tower-blocks N``
+fine-tunes the text tower's last N blocks (plus final LayerNorm and projection) instead of an adapter.
 
 JSON output::
 
@@ -45,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="text encoder: minilm (offline) or open_clip:MODEL:TAG (default minilm)")
     parser.add_argument("--finetune", action="store_true",
                         help="train an RE adapter on training chains; report before/after on held-out chains")
+    parser.add_argument("--tower-blocks", type=int, default=0, metavar="N",
+                        help="with --finetune and an open_clip encoder: fine-tune the text tower's last N blocks "
+                             "(plus final LayerNorm and projection) instead of an adapter (default 0 = adapter)")
     parser.add_argument("--epochs", type=int, default=100, help="max fine-tuning epochs (default 100)")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="held-out chains (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, negatives and training")
@@ -127,8 +131,12 @@ def run(args: argparse.Namespace, progress) -> dict:
             else:
                 notes.append("retrieval needs image embeddings of the same model: use --encoder "
                              "open_clip:MODEL:TAG (MiniLM has no image tower)")
+    tower_blocks = int(getattr(args, "tower_blocks", 0) or 0)
+    if tower_blocks and not args.finetune:
+        raise DataError("--tower-blocks needs --finetune")
     result = hierarchy_report(chains, finetune=args.finetune, test_fraction=args.test_fraction, seed=args.seed,
-                              tuner_params={"max_epochs": args.epochs}, progress=progress)
+                              tuner_params={"max_epochs": args.epochs}, progress=progress, encoder=encoder,
+                              tower_blocks=tower_blocks)
     result["encoder"] = args.encoder
     result["notes"] = result.get("notes", []) + notes
     return to_jsonable(result)
