@@ -166,3 +166,15 @@ def test_hierarchy_report_tower_blocks(encoder):
     assert out["training"]["epochs_run"] >= 1
     with pytest.raises(DataError, match="open_clip"):
         hierarchy_report(chains, finetune=True, seed=0, n_boot=20, tower_blocks=1)
+
+
+def test_cli_tower_blocks_needs_finetune_and_open_clip(tmp_path, capsys):
+    from core.cli import main
+
+    csv = tmp_path / "chains.csv"
+    csv.write_text("chain,tier,caption\n" + "\n".join(
+        f"c{i},{t},{w}" for i in range(4) for t, w in enumerate(["animal", f"dog {i}", f"small dog {i}"])))
+    assert main(["hierarchy", str(csv), "--encoder", "minilm", "--tower-blocks", "1"]) == 2
+    assert "--finetune" in capsys.readouterr().err
+    assert main(["hierarchy", str(csv), "--encoder", "minilm", "--finetune", "--tower-blocks", "1"]) == 2
+    assert "open_clip" in capsys.readouterr().err
