@@ -191,6 +191,27 @@ class CrossModalRetriever:
         return _top_k(self.scores(X_query), top_k, exclude=exclude)
 
 
+def expand_query(X_query, X_source, n_neighbours: int = 10) -> np.ndarray:
+    """Source-side neighbour expansion: each query row becomes the mean of its ``n_neighbours`` nearest rows of
+    ``X_source`` (cosine), before it goes through the alignment.
+
+    A linear alignment fitted on one caption style maps out-of-style text poorly: on the demo, "a round bowl"
+    finds 10/10 bowls among the captions in MiniLM space, but mapped through CCA + affine on its own it lands on
+    shelves and tables. Its nearest captions carry the words the alignment was fitted on. ``n_neighbours = 0``
+    returns the queries unchanged. Returns ``Q x p`` float64.
+    """
+    Xq = np.array(X_query, dtype=np.float64, ndmin=2)
+    n = int(n_neighbours)
+    if n <= 0:
+        return Xq
+    Xs = np.asarray(X_source, dtype=np.float64)
+    if Xs.ndim != 2 or Xs.shape[1] != Xq.shape[1]:
+        raise DataError(f"the query is {Xq.shape[1]}-d but the source space is {Xs.shape[-1]}-d",
+                        hint="expand with the space the query was embedded in")
+    idx, _ = top_k(cosine_similarity_matrix(Xq, Xs), min(n, Xs.shape[0]))
+    return Xs[idx].mean(axis=1)
+
+
 # ------------------------------------------------------------------------------------------------
 # text queries
 # ------------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import streamlit as st
 from core.errors import DataError
 from core.export import build_manifest
 from core.geometry import item_point_clouds
-from core.retrieval import CrossModalRetriever, check_text_encoder, embed_query_text, resolve_space, text_encoder_spec
+from core.retrieval import (CrossModalRetriever, check_text_encoder, embed_query_text, expand_query,
+                            resolve_space, text_encoder_spec)
 from ui import cached, data
 from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_silhouettes, cloud_thumbnails, short
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
@@ -68,7 +69,12 @@ query_vec, query_desc, exclude = None, None, None
 
 with tab_text:
     text = st.text_input("Describe an object (Enter searches)", key=url_key("q", ""), placeholder="e.g. a tall lamp")
-    submitted = st.button("Search", type="primary", key="query_search")
+    tc1, tc2 = st.columns([1, 3])
+    submitted = tc1.button("Search", type="primary", key="query_search")
+    expand = tc2.number_input(
+        "Expand with the query's N nearest source items (0 = off)", 0, 100, key=url_key("expand", 10),
+        help="The query becomes the mean of its N nearest items of the query space before it is mapped: a linear "
+             "alignment fitted on one caption style maps short, out-of-style text poorly.")
     if text.strip() or submitted:
         with guard():
             if not text.strip():
@@ -83,10 +89,11 @@ with tab_text:
                             lambda progress: check_text_encoder(encoder, ds[source].vectors(), list(captions),
                                                                 space_name=f"the space '{source}'"))
             t0 = time.perf_counter()
-            query_vec = embed_query_text(text, encoder)
-            query_desc = f'"{text.strip()}"'
+            query_vec = expand_query(embed_query_text(text, encoder), ds[source].vectors(), int(expand))
+            query_desc = f'"{text.strip()}"' + (f" (expanded with its {int(expand)} nearest '{source}' items)"
+                                                 if int(expand) else "")
             st.session_state["query_embed_s"] = time.perf_counter() - t0
-            sync_url(q=text)
+            sync_url(q=text, expand=int(expand))
 
 with tab_item:
     pick = st.selectbox("Query with an item of the query space", [None] + ids, key="query_item",

@@ -187,3 +187,20 @@ def test_query_command_item_to_item_and_bad_input(tmp_path, planted, capsys):
     assert "empty" in capsys.readouterr().err
     assert main(["query", "a lamp", "--dataset", str(tmp_path / "emb.npz")]) == 2
     assert "no text encoder" in capsys.readouterr().err
+
+
+def test_expand_query_is_the_mean_of_the_nearest_source_rows():
+    from core.retrieval import expand_query
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 6))
+    q = rng.normal(size=(2, 6))
+    out = expand_query(q, X, 4)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    for i in range(2):
+        cos = Xn @ (q[i] / np.linalg.norm(q[i]))
+        nearest = np.argsort(-cos)[:4]
+        np.testing.assert_allclose(out[i], X[nearest].mean(axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(expand_query(q, X, 0), q)
+    with pytest.raises(DataError):
+        expand_query(q, X[:, :5], 3)

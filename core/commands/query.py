@@ -12,6 +12,7 @@ default alignment (``--method cca_affine --dim 50``) is fitted on every paired i
 JSON output::
 
     {"query": str | null, "item": {"row", "id", ...} | null, "from", "to", "encoder": str | null,
+     "expanded_with": int (text queries: N nearest source items averaged before mapping; 0 = off),
      "alignment": {"method", "k", "n_anchors", "source": "map file" | "fitted" | "cache"},
      "score": "cosine" | "local CKA", "n_items",
      "results": [{"rank", "row", "id", "score", "label"?, "caption"?}, ...],
@@ -44,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reg", type=float, default=1e-3, help="CCA relative ridge (default 1e-3)")
     parser.add_argument("--encoder", default=None, help="text encoder (default: the one that made the source space)")
     parser.add_argument("--k", type=int, default=10, help="results to return (default 10)")
+    parser.add_argument("--expand", type=int, default=10, metavar="N",
+                        help="text queries: replace the query by the mean of its N nearest source items before "
+                             "mapping it (default 10, as in the app; 0 = off)")
 
 
 def _load(args):
@@ -107,7 +111,8 @@ def run(args: argparse.Namespace, progress) -> dict:
         encoder = make_encoder(encoder_spec, cache_namespace=None)
         if "caption" in ds.items.columns:
             check_text_encoder(encoder, X, ds.items["caption"].tolist(), space_name=f"the space '{source}'")
-        q = embed_query_text(args.text, encoder)
+        from ..retrieval import expand_query
+        q = expand_query(embed_query_text(args.text, encoder), X, args.expand)
         item = None
         exclude = None
     else:
@@ -122,6 +127,7 @@ def run(args: argparse.Namespace, progress) -> dict:
     results = [{"rank": i + 1, **_describe(ds, r), "score": float(s)} for i, (r, s) in enumerate(zip(idx[0],
                                                                                                        scores[0]))]
     out = {"query": args.text, "item": item, "from": source, "to": target, "encoder": encoder_spec,
+           "expanded_with": args.expand if args.text is not None else 0,
            "alignment": {"method": aligner.method_, "k": aligner.k if aligner.uses_k else None,
                          "n_anchors": aligner.n_anchors_, "source": origin},
            "score": retr.score_kind, "n_items": retr.n_items_, "results": results,
