@@ -125,6 +125,18 @@ def _load_named(named: dict, state: dict) -> None:
             p.copy_(state[k])
 
 
+def _record_fit(est, history, best, bad_steps, start_time, dev, how, train, val):
+    """Store what a fine-tuner's fit learned about itself (history, best epoch, time, ...); returns ``est``."""
+    est.history_ = history
+    est.best_val_loss_, est.best_epoch_ = float(best[0]), int(best[1])
+    est.seconds_ = time.perf_counter() - start_time
+    est.device_ = str(dev)
+    est.negatives_ = how
+    est.skipped_steps_ = bad_steps
+    est.n_train_chains_, est.n_val_chains_ = train.n_chains, val.n_chains
+    return est
+
+
 def _run_epochs(tuner, named: dict, n: int, dev, step_loss: Callable, evaluate: Callable, set_mode: Callable,
                 progress: Callable | None = None) -> tuple[list, tuple, int]:
     """The shared training loop of the RE fine-tuners: AdamW on the parameters ``named`` (name -> Parameter),
@@ -297,14 +309,7 @@ class RadialFineTuner:
             set_mode=set_mode, progress=progress)
         _load_named(dict(adapter.named_parameters()), best[2])
         self.adapter_ = adapter.cpu().eval()
-        self.history_ = history
-        self.best_val_loss_, self.best_epoch_ = float(best[0]), int(best[1])
-        self.seconds_ = time.perf_counter() - start_time
-        self.device_ = str(dev)
-        self.negatives_ = how
-        self.skipped_steps_ = bad_steps
-        self.n_train_chains_, self.n_val_chains_ = train.n_chains, val.n_chains
-        return self
+        return _record_fit(self, history, best, bad_steps, start_time, dev, how, train, val)
 
     def _require_fitted(self):
         if not hasattr(self, "adapter_"):
@@ -478,14 +483,7 @@ class OpenCLIPTextTowerFineTuner(RadialFineTuner):
             evaluate=evaluate, set_mode=lambda training: None, progress=progress)
         _load_named(named, best[2])
         self.model_ = self.model_.cpu().eval()
-        self.history_ = history
-        self.best_val_loss_, self.best_epoch_ = float(best[0]), int(best[1])
-        self.seconds_ = time.perf_counter() - start_time
-        self.device_ = str(dev)
-        self.negatives_ = how
-        self.skipped_steps_ = bad_steps
-        self.n_train_chains_, self.n_val_chains_ = train.n_chains, val.n_chains
-        return self
+        return _record_fit(self, history, best, bad_steps, start_time, dev, how, train, val)
 
     def _require_fitted(self):
         if not hasattr(self, "model_"):

@@ -354,6 +354,14 @@ def cached_alignment(X_source, Y_target, content_key: str, *, method: str = DEFA
 _PREFERRED = {"3d": ("pointnet",), "text": ("minilm",)}
 
 
+def default_space(ds, modality: str, exclude: str | None = None) -> str:
+    """:func:`resolve_space` for a modality, falling back to the first other vector space (for widget defaults)."""
+    try:
+        return resolve_space(ds, modality, exclude=exclude)
+    except DataError:
+        return next(n for n in ds.vector_space_names() if n != exclude)
+
+
 def resolve_space(ds, want: str, exclude: str | None = None) -> str:
     """A space name of ``ds`` from a name or a modality ('text', '3d', 'image', ...).
 

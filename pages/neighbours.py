@@ -9,7 +9,7 @@ import streamlit as st
 from core.errors import DataError
 from core.export import build_manifest
 from core.geometry import check_distance_matrix, dataset_geometry_vs_semantics, item_point_clouds
-from core.retrieval import neighbours_before_after, resolve_space
+from core.retrieval import default_space, neighbours_before_after
 from ui import cached, data
 from ui.plots import scatter_map, selected_rows
 from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_thumbnails, distance_scatter, short
@@ -28,17 +28,10 @@ if ds is None or len(vec) < 2:
     st.stop()
 
 
-def _default(modality, exclude=None):
-    try:
-        return resolve_space(ds, modality, exclude=exclude)
-    except DataError:
-        return next(n for n in vec if n != exclude)
-
-
 c1, c2, c3, c4, c5 = st.columns([2, 2, 1, 1, 1])
-space = c1.selectbox("Space", vec, key=url_key("space", _default("3d"), vec))
+space = c1.selectbox("Space", vec, key=url_key("space", default_space(ds, "3d"), vec))
 partners = [n for n in vec if n != space]
-partner = c2.selectbox("Aligned with (partner)", partners, key=url_key("partner", _default("text", space), partners))
+partner = c2.selectbox("Aligned with (partner)", partners, key=url_key("partner", default_space(ds, "text", space), partners))
 k = int(c3.number_input("Neighbours", 1, 20, key=url_key("k", 5)))
 dim = int(c4.number_input("Subspace dim", 1, 1024, key=url_key("dim", 50)))
 metric = c5.selectbox("Distance", ["cosine", "euclidean"], key=url_key("metric", "cosine", ["cosine", "euclidean"]))

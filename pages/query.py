@@ -10,7 +10,7 @@ from core.errors import DataError
 from core.export import build_manifest
 from core.geometry import item_point_clouds
 from core.retrieval import (CrossModalRetriever, check_text_encoder, embed_query_text, expand_query,
-                            resolve_space, text_encoder_spec)
+                            default_space, text_encoder_spec)
 from ui import cached, data
 from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_silhouettes, cloud_thumbnails, short
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
@@ -27,18 +27,11 @@ if ds is None or len(vec) < 2:
     st.stop()
 
 
-def _default(modality, exclude=None):
-    try:
-        return resolve_space(ds, modality, exclude=exclude)
-    except DataError:
-        return next(n for n in vec if n != exclude)
-
-
 METHODS = {"cca_affine": "CCA + affine", "cca_local_cka": "CCA + local CKA", "affine": "affine"}
 c1, c2, c3, c4, c5 = st.columns([2, 2, 2, 1, 1])
-source = c1.selectbox("Query space (from)", vec, key=url_key("from", _default("text"), vec))
+source = c1.selectbox("Query space (from)", vec, key=url_key("from", default_space(ds, "text"), vec))
 targets = [n for n in vec if n != source]
-target = c2.selectbox("Retrieve from (to)", targets, key=url_key("to", _default("3d", source), targets))
+target = c2.selectbox("Retrieve from (to)", targets, key=url_key("to", default_space(ds, "3d", source), targets))
 method = c3.selectbox("Alignment", list(METHODS), format_func=METHODS.get,
                       key=url_key("method", "cca_affine", list(METHODS)))
 dim = int(c4.number_input("Subspace dim", 1, 1024, key=url_key("dim", 50)))

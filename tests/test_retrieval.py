@@ -204,3 +204,14 @@ def test_expand_query_is_the_mean_of_the_nearest_source_rows():
     np.testing.assert_array_equal(expand_query(q, X, 0), q)
     with pytest.raises(DataError):
         expand_query(q, X[:, :5], 3)
+
+
+def test_default_space_prefers_the_modality_then_falls_back():
+    from core import Dataset, Space
+    from core.retrieval import default_space
+
+    rng = np.random.default_rng(0)
+    ds = Dataset(None, [Space("alpha", rng.normal(size=(5, 3))), Space("pointnet", rng.normal(size=(5, 3)), modality="3d")])
+    assert default_space(ds, "3d") == "pointnet"
+    assert default_space(ds, "text") == "alpha"          # no text space: the first vector space
+    assert default_space(ds, "text", exclude="alpha") == "pointnet"
