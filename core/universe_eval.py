@@ -364,10 +364,12 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
                "clustering": None}
         if test_labels is not None:
             res["clustering"] = clustering_scores(est, test_sp, test_labels, cluster_seeds, base_names)
-        if method in ("gpa",):
+        if method in ("gpa", "gcpa"):
             res["history"] = est.history_
+        if method == "gpa":
+            res["n_iter"], res["objective"] = int(est.n_iter_), float(est.objective_)
         if method == "gcpa":
-            res["history"] = est.history_
+            res["n_iter"] = int(est.stopped_epoch_)
         if map_rows is not None:
             res["map"] = universe_map(est, test_sp, map_rows, base_names)
         out["methods"][method] = res

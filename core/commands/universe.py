@@ -30,7 +30,9 @@ JSON output::
          "cycle": {"mean", "max", "n_triples", "sampled", "triples": [{"cycle": [a, b, c], "error"}]},
          "clustering": {"spaces": {name: {"ari", "ari_std", "nmi", "nmi_std", "n_clusters", "per_seed"}},
                         "mean_ari", "mean_nmi", "seeds", "n_items"} | null,
-         "history": [...]}},                                       # GPA iterations / GCPA epochs
+         "history": [...],                                         # GPA iterations / GCPA epochs
+         "n_iter": int,                                            # GPA iterations / GCPA epochs run
+         "objective": float}},                                     # GPA only: final sum of squared distances
      "add": {"space", "add_seconds", "refit_seconds", "speedup", "add": retrieval, "refit": retrieval,
              "new_pairs": {"add", "refit"}, "base_pairs": {"add", "refit"}} | null,
      "test_rows": [int, ...]}
