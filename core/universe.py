@@ -7,7 +7,8 @@ fitted state in attributes ending in ``_``.
 Preprocessing (:class:`UniversePreprocessor`, recorded on every fitted estimator as ``preprocessor_``) is explicit:
 each space is z-scored with its training mean / std (``standardize=False``: centred only), then brought to one
 width ``d``: ``width="pca"`` reduces every wider space by PCA to the smallest width (or to ``dim``),
-``width="pad"`` zero-pads every narrower space to the largest width. :meth:`UniversePreprocessor.describe`
+``width="pad"`` zero-pads every narrower space to the largest width; ``order="pca-zscore"`` is the authors' order
+(PCA of the raw features, then z-score; paper D preset). :meth:`UniversePreprocessor.describe`
 says what was done to each space.
 
 Estimators
@@ -18,7 +19,9 @@ Estimators
                                        (``R_m = I``, so the order of the spaces does not matter), consensus
                                        ``U = mean_m X_m R_m``; a map a -> b is ``R_a R_b^T``. :meth:`GPA.add_space`
                                        is GPA-ADD (fit only the new ``R`` against the fixed consensus).
-:class:`GCCA` (``"gcca"``)              regularised MAXVAR generalised CCA (shared orthonormal ``G``, per-space ``W_m``).
+:class:`GCCA` (``"gcca"``)              generalised CCA: regularised MAXVAR (default; shared orthonormal ``G``,
+                                       per-space ``W_m``) or the authors' RACING-GCCA (``variant="racing"``: no
+                                       ridge, coordinates ``U_m S_m Phi_m`` keep each space's spectrum).
 :class:`GCPA` (``"gcpa"``)              GPA, then one shared residual corrector network trained toward per-item
                                        consensus directions (torch, GPU when present, early stopping).
 
@@ -45,12 +48,20 @@ from .device import float64_device, pick_device
 from .errors import DataError
 
 __all__ = ["UniversePreprocessor", "PairwiseProcrustes", "GPA", "GCCA", "GCPA", "METHODS", "METHOD_NAMES",
-           "make_estimator", "check_spaces"]
+           "make_estimator", "check_spaces", "method_label", "PREPROCESS_ORDERS", "GCCA_VARIANTS", "GCPA_SCHEDULES"]
 
 #: The four methods, in the order they are reported.
 METHODS = ("pw", "gpa", "gcca", "gcpa")
 METHOD_NAMES = {"pw": "pairwise Procrustes", "gpa": "GPA", "gcca": "GCCA", "gcpa": "GCPA"}
 WIDTH_MODES = ("pca", "pad")
+#: Preprocessing orders: the project's default (z-score, then PCA) and the authors' code's (PCA on the raw
+#: features, then z-score; METHODS.md 7.4).
+PREPROCESS_ORDERS = ("zscore-pca", "pca-zscore")
+#: GCCA variants: the project's regularised MAXVAR and the authors' RACING-GCCA block eigenproblem (7.4).
+GCCA_VARIANTS = ("maxvar-ridge", "racing")
+#: GCPA training schedules: full epochs with early stopping per epoch (the project's) or the authors' sampled
+#: batches with validation every few steps (7.4).
+GCPA_SCHEDULES = ("epochs", "sampled")
 
 _CHUNK = 16384
 
@@ -150,24 +161,33 @@ class UniversePreprocessor:
         ``dim`` or the smallest width; ``"pad"`` - zero-pad every narrower space to ``d`` = the largest width
         (a space wider than ``dim`` is still reduced by PCA; that is recorded).
     dim : the common width (default: smallest width for ``"pca"``, largest for ``"pad"``).
+    order : ``"zscore-pca"`` (default: z-score each space, then PCA of the z-scored features) or
+        ``"pca-zscore"`` (the authors' code, METHODS.md 7.4: PCA of the raw, centred features - not whitened - to
+        the common width, then z-score the result with the training mean and std; every output column then has
+        unit variance on the training rows).
 
     Attributes
     ----------
     dim_ : the common width ``d``.
     names_ : the spaces, in fitting order.
-    steps_ : per space ``{"mean", "scale", "components" (d_m x k or None), "pad" (int)}`` (numpy).
+    steps_ : per space ``{"mean", "scale", "components" (d_m x k or None), "pad" (int), "post_scale" (k or
+        None: with ``order="pca-zscore"``, the std of the PCA coordinates, applied after the projection)}``.
     """
 
-    def __init__(self, standardize: bool = True, width: str = "pca", dim: int | None = None, device=None):
+    def __init__(self, standardize: bool = True, width: str = "pca", dim: int | None = None, device=None,
+                 order: str = "zscore-pca"):
         self.standardize = standardize
         self.width = width
         self.dim = dim
         self.device = device
+        self.order = order
 
     def fit(self, spaces: Mapping[str, np.ndarray]) -> "UniversePreprocessor":
         spaces = check_spaces(spaces, min_spaces=1)
         if self.width not in WIDTH_MODES:
             raise DataError(f"unknown width matching '{self.width}'; use one of {', '.join(WIDTH_MODES)}")
+        if self.order not in PREPROCESS_ORDERS:
+            raise DataError(f"unknown preprocessing order '{self.order}'; use one of {', '.join(PREPROCESS_ORDERS)}")
         widths = [int(X.shape[1]) for X in spaces.values()]
         d = self.dim if self.dim is not None else (min(widths) if self.width == "pca" else max(widths))
         if self.width == "pca":
@@ -192,16 +212,32 @@ class UniversePreprocessor:
         n, p = x.shape
         mean = x.mean(0)
         xc = x - mean
-        scale = xc.std(0, unbiased=True) if (self.standardize and n > 1) else torch.ones(p, dtype=x.dtype, device=dev)
-        scale = torch.where(scale > 1e-12, scale, torch.ones_like(scale))
-        z = xc / scale
-        components = None
-        if p > self.dim_:
-            _, vecs = _sym_eig_desc(z.T @ z)
-            components = vecs[:, :self.dim_]
+
+        def std_of(t):
+            k = t.shape[1]
+            sc = t.std(0, unbiased=True) if (self.standardize and n > 1) else torch.ones(k, dtype=x.dtype, device=dev)
+            return torch.where(sc > 1e-12, sc, torch.ones_like(sc))
+
+        components = post = None
+        if getattr(self, "order", "zscore-pca") == "pca-zscore":
+            # the authors' order: PCA of the raw centred features (not whitened), then z-score the PCA coordinates
+            scale = torch.ones(p, dtype=x.dtype, device=dev)
+            if p > self.dim_:
+                _, vecs = _sym_eig_desc(xc.T @ xc)
+                components = vecs[:, :self.dim_]
+                post = std_of(xc @ components)
+            else:
+                scale = std_of(xc)
+        else:
+            scale = std_of(xc)
+            z = xc / scale
+            if p > self.dim_:
+                _, vecs = _sym_eig_desc(z.T @ z)
+                components = vecs[:, :self.dim_]
         pad = max(0, self.dim_ - p)
         self.steps_[name] = {"mean": _np(mean), "scale": _np(scale),
-                             "components": None if components is None else _np(components), "pad": int(pad)}
+                             "components": None if components is None else _np(components), "pad": int(pad),
+                             "post_scale": None if post is None else _np(post)}
         if name not in self.names_:
             self.names_.append(name)
         return self
@@ -225,6 +261,8 @@ class UniversePreprocessor:
         z = (x - torch.as_tensor(s["mean"], device=dev)) / torch.as_tensor(s["scale"], device=dev)
         if s["components"] is not None:
             z = z @ torch.as_tensor(s["components"], device=dev)
+        if s.get("post_scale") is not None:
+            z = z / torch.as_tensor(s["post_scale"], device=dev)
         if s["pad"]:
             z = torch.nn.functional.pad(z, (0, s["pad"]))
         return z
@@ -240,6 +278,8 @@ class UniversePreprocessor:
         dev = Z.device
         if s["pad"]:
             Z = Z[:, :Z.shape[1] - s["pad"]]
+        if s.get("post_scale") is not None:
+            Z = Z * torch.as_tensor(s["post_scale"], device=dev)
         if s["components"] is not None:
             Z = Z @ torch.as_tensor(s["components"], device=dev).T
         return Z * torch.as_tensor(s["scale"], device=dev) + torch.as_tensor(s["mean"], device=dev)
@@ -248,8 +288,11 @@ class UniversePreprocessor:
         """JSON-ready record of what was done to each space."""
         if not hasattr(self, "steps_"):
             raise _not_fitted(self)
+        order = getattr(self, "order", "zscore-pca")
         out = {"standardize": "z-score (training mean and std)" if self.standardize else "centre only",
-               "width_matching": self.width, "dim": self.dim_, "spaces": {}}
+               "width_matching": self.width, "dim": self.dim_, "order": order,
+               "order_text": ("PCA of the raw features, then z-score (the authors' order)" if order == "pca-zscore"
+                              else "z-score, then PCA"), "spaces": {}}
         for name in self.names_:
             s = self.steps_[name]
             width = int(s["mean"].shape[0])
@@ -297,7 +340,8 @@ class _Universe:
 
     def _prepare(self, spaces) -> dict[str, torch.Tensor]:
         spaces = check_spaces(spaces)
-        self.preprocessor_ = UniversePreprocessor(self.standardize, self.width, self.dim, self.device).fit(spaces)
+        self.preprocessor_ = UniversePreprocessor(self.standardize, self.width, self.dim, self.device,
+                                                  order=getattr(self, "preprocess_order", "zscore-pca")).fit(spaces)
         dev = self._dev()
         self.n_train_ = int(next(iter(spaces.values())).shape[0])
         return {name: self.preprocessor_.transform_t(name, X, dev) for name, X in spaces.items()}
@@ -368,15 +412,16 @@ class PairwiseProcrustes(_Invertible):
     """
 
     method = "pw"
-    _params = ("standardize", "width", "dim", "reference", "device")
+    _params = ("standardize", "width", "dim", "reference", "device", "preprocess_order")
 
     def __init__(self, standardize: bool = True, width: str = "pca", dim: int | None = None,
-                 reference: str | None = None, device=None):
+                 reference: str | None = None, device=None, preprocess_order: str = "zscore-pca"):
         self.standardize = standardize
         self.width = width
         self.dim = dim
         self.reference = reference
         self.device = device
+        self.preprocess_order = preprocess_order
 
     def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None) -> "PairwiseProcrustes":
         progress = progress or _identity
@@ -485,7 +530,7 @@ class GPA(_Invertible):
 
     Parameters
     ----------
-    standardize, width, dim : preprocessing (see :class:`UniversePreprocessor`).
+    standardize, width, dim, preprocess_order : preprocessing (see :class:`UniversePreprocessor`; ``order``).
     max_iter, tol, objective_tol : stopping rule (``objective_tol=None``: same as ``tol``; 0: consensus only).
 
     Attributes
@@ -500,10 +545,11 @@ class GPA(_Invertible):
     """
 
     method = "gpa"
-    _params = ("standardize", "width", "dim", "max_iter", "tol", "objective_tol", "device")
+    _params = ("standardize", "width", "dim", "max_iter", "tol", "objective_tol", "device", "preprocess_order")
 
     def __init__(self, standardize: bool = True, width: str = "pca", dim: int | None = None,
-                 max_iter: int = 50, tol: float = 1e-6, objective_tol: float | None = None, device=None):
+                 max_iter: int = 50, tol: float = 1e-6, objective_tol: float | None = None, device=None,
+                 preprocess_order: str = "zscore-pca"):
         self.standardize = standardize
         self.width = width
         self.dim = dim
@@ -511,6 +557,7 @@ class GPA(_Invertible):
         self.tol = tol
         self.objective_tol = objective_tol
         self.device = device
+        self.preprocess_order = preprocess_order
 
     def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None) -> "GPA":
         progress = progress or _identity
@@ -534,7 +581,10 @@ class GPA(_Invertible):
         """GPA-ADD: fit only ``R`` of a new space against the fixed consensus (no other map changes).
 
         ``X`` holds the new space's rows for the same training items, in the same order, as :meth:`fit` saw.
-        The new space is preprocessed on its own (z-score, then PCA / zero padding to the universe's width).
+        The new space is preprocessed on its own, in the universe's preprocessing order (z-score, then PCA / zero
+        padding to the universe's width; or, with ``preprocess_order="pca-zscore"``, PCA then z-score), and its
+        rotation is the Procrustes fit of those preprocessed rows against the stored consensus of the preprocessed
+        spaces - as in the authors' code.
         """
         self._require_fitted()
         if name in self.R_:
@@ -580,43 +630,109 @@ class GPA(_Invertible):
 # GCCA
 # ------------------------------------------------------------------------------------------------
 class GCCA(_Universe):
-    """Regularised MAXVAR generalised CCA.
+    """Generalised CCA in two named variants: the project's regularised MAXVAR (default) and the authors'
+    RACING-GCCA (METHODS.md 7.4). Plots and tables label which (:attr:`label`).
 
-    With the thin SVD ``X_m = U_m S_m V_m^T`` of each preprocessed space, the regularised bases are
-    ``B_m = U_m S_m (S_m^2 + r)^{-1/2}``; the shared ``G`` (n x k, ``G^T G = I``) holds the top-k left singular
-    vectors of ``[B_1 ... B_M]``; per-space maps ``W_m = (X_m^T X_m + r I)^{-1} X_m^T G``. Universe coordinates
-    ``u = x W_m``. Between spaces: a -> universe -> b by the least-squares inverse of ``W_b``.
+    ``variant="maxvar-ridge"`` (default). With the thin SVD ``X_m = U_m S_m V_m^T`` of each preprocessed space,
+    the regularised bases are ``B_m = U_m S_m (S_m^2 + r)^{-1/2}``; the shared ``G`` (n x k, ``G^T G = I``) holds
+    the top-k left singular vectors of ``[B_1 ... B_M]``; per-space maps ``W_m = (X_m^T X_m + r I)^{-1} X_m^T G``.
+    Universe coordinates ``u = x W_m``. Between spaces: a -> universe -> b by the least-squares inverse of ``W_b``.
+
+    ``variant="racing"`` (the authors' code, translator/gcca.py). No ridge. Rank ``R = min(smallest width, n)``;
+    per space the thin SVD truncated to ``r_m = min(width_m, n)`` columns; the block matrix ``S`` with
+    ``(M - 1) I`` on the diagonal blocks and ``-U_i^T U_j`` off the diagonal; ``Phi`` = the eigenvectors of ``S``
+    for its ``R`` smallest eigenvalues, sliced per space (``Phi_m``, ``r_m x R``); the map of space m is
+    ``Q_m = V_m Phi_m``, so universe coordinates are ``X_m Q_m = U_m S_m Phi_m``: each space keeps its own
+    spectrum (unlike MAXVAR's whitened ``G``). A map a -> b is ``Q_a Q_b^T``. Computed from the equivalent
+    ``S = M I - [U_1 .. U_M]^T [U_1 .. U_M]`` (the ``U_m`` have orthonormal columns).
 
     Parameters
     ----------
-    n_components : k (default: the common width d).
-    reg : r, added to the squared singular values of the preprocessed spaces. ``None`` (default) uses
-        ``0.1 * n_train`` - with z-scored features the mean squared singular value is about ``n_train``, so this
-        is a ridge of about a tenth of the average variance; the value used is in ``reg_``.
-    standardize, width, dim : preprocessing.
+    n_components : k (default: the common width d for MAXVAR; R for RACING, which it may only lower).
+    reg : r (MAXVAR only), added to the squared singular values of the preprocessed spaces. ``None`` (default)
+        uses ``0.1 * n_train`` - with z-scored features the mean squared singular value is about ``n_train``, so
+        this is a ridge of about a tenth of the average variance; the value used is in ``reg_``. RACING has no
+        ridge: a ``reg`` other than None or 0 is refused.
+    variant : ``"maxvar-ridge"`` or ``"racing"``.
+    standardize, width, dim, preprocess_order : preprocessing.
 
     Attributes
     ----------
-    G_ (n_train x k), W_ (dict space -> d x k), eigenvalues_ (k, singular values squared of [B_1 .. B_M]),
-    reg_, n_components_, fit_seconds_.
+    W_ (dict space -> d x k: ``W_m``, or ``Q_m`` for RACING), eigenvalues_ (MAXVAR: the k squared singular values
+    of ``[B_1 .. B_M]``; RACING: the R smallest eigenvalues of ``S``), G_ (MAXVAR: n_train x k),
+    singular_values_ (RACING: dict space -> ``S_m``), reg_ (None for RACING), n_components_, fit_seconds_.
     """
 
     method = "gcca"
-    _params = ("n_components", "reg", "standardize", "width", "dim", "device")
+    _params = ("n_components", "reg", "standardize", "width", "dim", "device", "variant", "preprocess_order")
 
     def __init__(self, n_components: int | None = None, reg: float | None = None, standardize: bool = True,
-                 width: str = "pca", dim: int | None = None, device=None):
+                 width: str = "pca", dim: int | None = None, device=None, variant: str = "maxvar-ridge",
+                 preprocess_order: str = "zscore-pca"):
         self.n_components = n_components
         self.reg = reg
         self.standardize = standardize
         self.width = width
         self.dim = dim
         self.device = device
+        self.variant = variant
+        self.preprocess_order = preprocess_order
+
+    @property
+    def label(self) -> str:
+        """What plots call this estimator: ``GCCA (MAXVAR, ridge r)`` or ``GCCA (RACING, no ridge)``."""
+        if self.variant == "racing":
+            return "GCCA (RACING, no ridge)"
+        r = getattr(self, "reg_", self.reg)
+        return "GCCA (MAXVAR, ridge " + ("0.1 n" if r is None else f"{r:.4g}") + ")"
 
     def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None) -> "GCCA":
         progress = progress or _identity
+        if self.variant not in GCCA_VARIANTS:
+            raise DataError(f"unknown GCCA variant '{self.variant}'", hint=f"use one of {', '.join(GCCA_VARIANTS)}")
+        if self.variant == "racing" and self.reg not in (None, 0, 0.0):
+            raise DataError("RACING-GCCA (the authors' variant) has no ridge",
+                            hint="drop the ridge, or use variant='maxvar-ridge'")
         t0 = time.perf_counter()
         Z = self._prepare(spaces)
+        if self.variant == "racing":
+            self._fit_racing(Z, progress)
+        else:
+            self._fit_maxvar(Z, progress)
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _fit_racing(self, Z: dict, progress) -> None:
+        n = self.n_train_
+        Us, Vs, sizes = [], [], []
+        self.singular_values_ = {}
+        for m in progress(list(Z), total=len(Z), desc="GCCA (RACING) SVDs"):
+            U, S, Vh = torch.linalg.svd(Z[m], full_matrices=False)      # r_m = min(width_m, n) columns
+            keep = S > S[0].clamp_min(1e-300) * 1e-10     # numerically zero directions (e.g. zero padding) have
+            U, S, Vh = U[:, keep], S[keep], Vh[keep]       # arbitrary U columns: leave them out
+            Us.append(U)
+            Vs.append(Vh.T)
+            sizes.append(U.shape[1])
+            self.singular_values_[m] = _np(S)
+        R = min(min(int(X.shape[1]) for X in Z.values()), n)
+        if self.n_components is not None:
+            R = min(R, int(self.n_components))
+        if R < 1:
+            raise DataError("GCCA needs at least one component")
+        M = len(Z)
+        Ucat = torch.cat(Us, dim=1)
+        lam, vecs = _sym_eig_desc(Ucat.T @ Ucat)      # S = M I - Ucat^T Ucat: its smallest = these largest
+        Phi = vecs[:, :R]
+        self.eigenvalues_ = _np(M - lam[:R])
+        self.W_ = {}
+        start = 0
+        for m, V, r_m in zip(Z, Vs, sizes):
+            self.W_[m] = _np(V @ Phi[start:start + r_m])
+            start += r_m
+        self.reg_ = None
+        self.n_components_ = R
+
+    def _fit_maxvar(self, Z: dict, progress) -> None:
         n = self.n_train_
         r = float(0.1 * n if self.reg is None else self.reg)
         if r < 0:
@@ -646,8 +762,6 @@ class GCCA(_Universe):
             self.W_[m] = _np(vecs @ (inv[:, None] * (vecs.T @ (Z[m].T @ G))))
         self.reg_ = r
         self.n_components_ = k
-        self.fit_seconds_ = time.perf_counter() - t0
-        return self
 
     def _Wt(self, name, dev):
         self.preprocessor_._step(name)
@@ -658,11 +772,14 @@ class GCCA(_Universe):
 
     def _map_t(self, z, source, target):
         u = z @ self._Wt(source, z.device)
+        if self.variant == "racing":
+            return u @ self._Wt(target, z.device).T        # Q_a Q_b^T, as the authors' code
         return u @ torch.linalg.pinv(self._Wt(target, z.device))
 
     def describe(self) -> dict:
         out = super().describe()
-        out.update({"n_components": self.n_components_, "reg_used": self.reg_})
+        out.update({"n_components": self.n_components_, "reg_used": self.reg_, "variant": self.variant,
+                    "label": self.label})
         return out
 
 
@@ -705,7 +822,16 @@ class GCPA(_Universe):
     AdamW (lr 2e-3, weight decay 1e-4), gradient clipping at 1.0, batches of ``batch_size`` rows of one random
     space; ``holdout`` of the training items are held out for early stopping (``patience`` epochs without a lower
     held-out loss; the best weights are kept - epoch 0, the identity, included). One epoch = every space's
-    training rows once. Trains in float32 on :func:`core.device.pick_device` (GPU when present), seeded.
+    training rows once (``schedule="epochs"``, the default). Trains in float32 on :func:`core.device.pick_device`
+    (GPU when present), seeded.
+
+    ``schedule="sampled"`` is the authors' ``_fit_gc`` (METHODS.md 7.4): each step draws a batch with replacement
+    (``min(batch_size, training rows)`` rows) from one random space; ``steps_per_epoch`` (default
+    ``max(200, ceil(training rows / batch))``) steps per epoch for ``max_epochs`` epochs; every ``val_interval``
+    steps (default 20, or 40 when the held-out set holds at least one full batch) the held-out loss is the mean
+    over ``val_batches`` sampled held-out batches; training stops after ``val_patience`` checks without
+    improvement and the best validated weights are kept (the untrained identity is not a candidate). History
+    entries are then one per check: ``{"step", "epoch", "train_loss", "heldout_loss"}``.
 
     Attributes
     ----------
@@ -717,13 +843,22 @@ class GCPA(_Universe):
 
     method = "gcpa"
     _params = ("standardize", "width", "dim", "max_epochs", "patience", "batch_size", "lr", "weight_decay",
-               "hidden_mult", "preserve_weight", "margin", "holdout", "seed", "gpa_max_iter", "gpa_tol", "device")
+               "hidden_mult", "preserve_weight", "margin", "holdout", "seed", "gpa_max_iter", "gpa_tol", "device",
+               "preprocess_order", "schedule", "steps_per_epoch", "val_interval", "val_batches", "val_patience")
 
     def __init__(self, standardize: bool = True, width: str = "pca", dim: int | None = None,
                  max_epochs: int = 100, patience: int = 15, batch_size: int = 4096, lr: float = 2e-3,
                  weight_decay: float = 1e-4, hidden_mult: int = 2, preserve_weight: float = 0.7,
                  margin: float = 0.08, holdout: float = 0.1, seed: int = 0, gpa_max_iter: int = 50,
-                 gpa_tol: float = 1e-6, device=None):
+                 gpa_tol: float = 1e-6, device=None, preprocess_order: str = "zscore-pca",
+                 schedule: str = "epochs", steps_per_epoch: int | None = None, val_interval: int | None = None,
+                 val_batches: int = 50, val_patience: int = 50):
+        self.preprocess_order = preprocess_order
+        self.schedule = schedule
+        self.steps_per_epoch = steps_per_epoch
+        self.val_interval = val_interval
+        self.val_batches = val_batches
+        self.val_patience = val_patience
         self.standardize = standardize
         self.width = width
         self.dim = dim
@@ -753,7 +888,8 @@ class GCPA(_Universe):
         spaces = check_spaces(spaces)
         if gpa is None:
             gpa = GPA(standardize=self.standardize, width=self.width, dim=self.dim, max_iter=self.gpa_max_iter,
-                      tol=self.gpa_tol, device=self.device).fit(spaces, progress=progress)
+                      tol=self.gpa_tol, device=self.device, preprocess_order=self.preprocess_order
+                      ).fit(spaces, progress=progress)
         elif not gpa.is_fitted or set(gpa.R_) < set(spaces):
             raise DataError("the GPA given to GCPA.fit must be fitted on the same spaces")
         self.gpa_ = gpa
@@ -785,6 +921,10 @@ class GCPA(_Universe):
                 c = C_d[val_rows.to(dev)].repeat(M, 1)
                 return float(_gcpa_loss(net(u), c, u, pw, mg))
 
+        if self.schedule not in GCPA_SCHEDULES:
+            raise DataError(f"unknown GCPA schedule '{self.schedule}'", hint=f"use one of {', '.join(GCPA_SCHEDULES)}")
+        if self.schedule == "sampled":
+            return self._fit_sampled(net, opt, U_hat_d, C_d, tr_rows.to(dev), val_rows.to(dev), gen, progress, t0)
         best = heldout_loss()
         best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         self.history_ = [{"epoch": 0, "train_loss": None, "heldout_loss": best}]
@@ -826,6 +966,65 @@ class GCPA(_Universe):
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
+    def _fit_sampled(self, net, opt, U_hat, C, tr_rows, val_rows, gen, progress, t0) -> "GCPA":
+        """The authors' schedule (``schedule="sampled"``): see the class docstring."""
+        M, _, d = U_hat.shape
+        dev = U_hat.device
+        pw, mg = float(self.preserve_weight), float(self.margin)
+        n_tr, n_val = len(tr_rows), len(val_rows)
+        bs = max(1, min(int(self.batch_size), n_tr))
+        steps = int(self.steps_per_epoch or max(200, math.ceil(n_tr / bs)))
+        interval = int(self.val_interval or (40 if n_val >= bs else 20))
+        vbs = max(1, min(bs, n_val))
+
+        def draw(rows, size):
+            m = int(torch.randint(M, (1,), generator=gen))
+            pick = rows[torch.randint(len(rows), (size,), generator=gen).to(dev)]
+            return U_hat[m, pick], C[pick]
+
+        def heldout_loss() -> float:
+            with torch.no_grad():
+                return float(np.mean([float(_gcpa_loss(net(u), c, u, pw, mg))
+                                      for u, c in (draw(val_rows, vbs) for _ in range(int(self.val_batches)))]))
+
+        best, best_state, stale, step = math.inf, None, 0, 0
+        self.history_, self.best_epoch_, self.best_step_ = [], 0, 0
+        running, epoch, stop = [], 0, False
+        for epoch in progress(range(1, int(self.max_epochs) + 1), total=int(self.max_epochs), desc="GCPA epochs"):
+            for _ in range(steps):
+                net.train()
+                u, c = draw(tr_rows, bs)
+                loss = _gcpa_loss(net(u), c, u, pw, mg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                running.append(float(loss.detach()))
+                step += 1
+                if n_val and step % interval == 0:
+                    net.eval()
+                    val = heldout_loss()
+                    self.history_.append({"step": step, "epoch": epoch, "train_loss": float(np.mean(running)),
+                                          "heldout_loss": val})
+                    running = []
+                    if val < best - 1e-7:
+                        best, stale, self.best_epoch_, self.best_step_ = val, 0, epoch, step
+                        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                    else:
+                        stale += 1
+                        if stale >= int(self.val_patience):
+                            stop = True
+                            break
+            if stop:
+                break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        self.net_ = net.cpu().eval()
+        self.stopped_epoch_ = epoch
+        self.n_steps_ = step
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
     def _apply(self, u: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             out = []
@@ -845,7 +1044,9 @@ class GCPA(_Universe):
     def describe(self) -> dict:
         out = super().describe()
         out.update({"gpa_iterations": self.gpa_.n_iter_, "best_epoch": self.best_epoch_,
-                    "stopped_epoch": self.stopped_epoch_, "trained_on": self.device_})
+                    "stopped_epoch": self.stopped_epoch_, "trained_on": self.device_, "schedule": self.schedule})
+        if self.schedule == "sampled":
+            out.update({"steps": self.n_steps_, "best_step": self.best_step_})
         return out
 
 
@@ -853,6 +1054,11 @@ class GCPA(_Universe):
 # factory
 # ------------------------------------------------------------------------------------------------
 _CLASSES = {"pw": PairwiseProcrustes, "gpa": GPA, "gcca": GCCA, "gcpa": GCPA}
+
+
+def method_label(estimator) -> str:
+    """The name plots give a fitted or unfitted estimator (GCCA says which variant)."""
+    return getattr(estimator, "label", None) or METHOD_NAMES.get(estimator.method, estimator.method)
 
 
 def make_estimator(method: str, **params):

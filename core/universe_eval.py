@@ -29,7 +29,7 @@ import pandas as pd
 from .align import cosine_similarity_matrix
 from .errors import DataError
 from .evaluate import chance_levels, mean_reciprocal_rank, retrieval_topk, split_anchors_queries
-from .universe import GPA, METHODS, PairwiseProcrustes, check_spaces, make_estimator
+from .universe import GPA, METHODS, PairwiseProcrustes, check_spaces, make_estimator, method_label
 
 __all__ = ["split_train_test", "any_to_any_retrieval", "cycle_consistency", "clustering_scores",
            "add_space_vs_refit", "universe_map", "evaluate_universe", "RETRIEVAL_METRICS"]
@@ -281,7 +281,8 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
                       dim: int | None = None, gcca_reg: float | None = None, gcca_components: int | None = None,
                       gcpa_epochs: int = 100, gcpa_patience: int = 15, map_items: int = 0,
                       max_triples: int = 120, device=None, progress: Callable | None = None,
-                      keep_models: bool = False) -> dict:
+                      keep_models: bool = False, preprocess_order: str = "zscore-pca",
+                      gcca_variant: str = "maxvar-ridge", gcpa_schedule: str = "epochs") -> dict:
     """Fit every method on the training items and judge it on the held-out items.
 
     Parameters
@@ -297,6 +298,10 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
     standardize, width, dim : preprocessing (see :class:`core.universe.UniversePreprocessor`).
     gcca_reg, gcca_components : GCCA's ridge r (None: 0.1 n_train) and k.
     gcpa_epochs, gcpa_patience : GCPA's training budget and early-stopping patience.
+    preprocess_order : ``"zscore-pca"`` (default) or ``"pca-zscore"`` (the authors' order).
+    gcca_variant : ``"maxvar-ridge"`` (default) or ``"racing"`` (the authors' GCCA; ``gcca_reg`` must be None).
+    gcpa_schedule : ``"epochs"`` (default) or ``"sampled"`` (the authors' training schedule).
+    (:mod:`core.presets` bundles the paper D choices: ``PRESETS["paper_d"].universe_kwargs()``.)
     map_items : when > 0, a 2-D map of this many test items (seeded sample) per method.
     keep_models : also return the fitted estimators under ``"models"`` (not JSON-ready; for the app).
 
@@ -305,7 +310,7 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
     JSON-ready dict::
 
         {"spaces": [...], "n_items", "n_train", "n_test", "seed", "test_size", "labels": bool,
-         "methods": {method: {"name", "fit_seconds", "description": {...preprocessing and fit facts...},
+         "methods": {method: {"name", "label" (e.g. "GCCA (RACING, no ridge)"), "fit_seconds", "description": {...preprocessing and fit facts...},
                               "retrieval": any_to_any_retrieval(...), "cycle": cycle_consistency(...),
                               "clustering": clustering_scores(...) or None, "history": [...] (GPA / GCPA),
                               "map": universe_map(...) (with map_items)}},
@@ -333,7 +338,8 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
     base_names = [m for m in spaces if m != add]
     fit_train = {m: train_sp[m] for m in base_names}
     params = dict(standardize=standardize, width=width, dim=dim, device=device, seed=seed,
-                  reg=gcca_reg, n_components=gcca_components, max_epochs=gcpa_epochs, patience=gcpa_patience)
+                  reg=gcca_reg, n_components=gcca_components, max_epochs=gcpa_epochs, patience=gcpa_patience,
+                  preprocess_order=preprocess_order, variant=gcca_variant, schedule=gcpa_schedule)
     out = {"spaces": base_names, "n_items": n, "n_train": int(len(train)), "n_test": int(len(test)),
            "seed": int(seed), "test_size": test_size, "labels": labels is not None, "methods": {}, "add": None}
     models = {}
@@ -358,7 +364,8 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
         if method == "gpa":
             gpa_model = est
         models[method] = est
-        res = {"name": method, "fit_seconds": fit_seconds, "description": est.describe(),
+        res = {"name": method, "label": method_label(est), "fit_seconds": fit_seconds,
+               "description": est.describe(),
                "retrieval": any_to_any_retrieval(est, test_sp, test_groups, base_names),
                "cycle": cycle_consistency(est, test_sp, base_names, max_triples=max_triples, seed=seed),
                "clustering": None}
