@@ -42,7 +42,8 @@ __all__ = [
     "Chains", "N_THRESHOLDS", "normalize_rows", "root_embedding", "mean_root", "genericness", "exterior_angles",
     "exterior_angle_matrix", "kendall_tau_tiers", "radial_order", "hierarchical_retrieval", "chains_from_dataset",
     "chain_layout", "make_negatives", "split_chains", "fit_image_side", "chain_table", "hierarchy_report",
-    "contradicting_chain", "chain_pca", "wide_tier_spaces",
+    "contradicting_chain", "chain_pca", "wide_tier_spaces", "kendall_tau_argsort", "hierarchical_retrieval_by_image",
+    "TAU_METHODS", "RETRIEVAL_POOLS",
 ]
 
 #: The paper's number of radius thresholds for hierarchical retrieval.
@@ -334,13 +335,41 @@ def kendall_tau_tiers(radii) -> tuple[np.ndarray, np.ndarray]:
     return tau, valid
 
 
+#: tau_d tie handling: Kendall tau-b of the radii (default) or the authors' Kendall tau of argsort(radii).
+TAU_METHODS = ("tau-b", "argsort")
+
+
+def kendall_tau_argsort(radii) -> tuple[np.ndarray, np.ndarray]:
+    """tau_d per chain as the authors' code (METHODS.md 7.3): Kendall tau between ``argsort(radii)`` and the tier
+    order, ``scipy.stats.kendalltau(np.argsort(r), [1, 2, 3, 4])``.
+
+    ``argsort`` is stable, so tied radii keep their tier order (a tie counts as concordant; tau-b counts it as
+    neither). Without ties this equals :func:`kendall_tau_tiers`. Rows as in :func:`kendall_tau_tiers` (NaN
+    padding at the end); valid where the chain has at least 2 tiers.
+    """
+    R = np.asarray(radii, dtype=np.float64)
+    if R.ndim == 1:
+        R = R[None]
+    present = ~np.isnan(R)
+    L = present.sum(axis=1)
+    perm = np.argsort(np.where(present, R, np.inf), axis=1, kind="stable")   # padding sorts last
+    i, j = np.triu_indices(R.shape[1], k=1)
+    both = (j[None, :] < L[:, None])
+    S = np.where(both, np.sign(perm[:, j] - perm[:, i]), 0).sum(axis=1)
+    n0 = L * (L - 1) / 2
+    valid = L >= 2
+    tau = np.where(valid, S / np.where(valid, n0, 1.0), 0.0)
+    return tau, valid
+
+
 def _padded_radii(chains: Chains, radii: np.ndarray | None = None) -> np.ndarray:
     radii = chains.radii() if radii is None else radii
     idx = chains.padded_index()
     return np.where(idx >= 0, radii[np.clip(idx, 0, None)], np.nan)
 
 
-def radial_order(chains: Chains, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+def radial_order(chains: Chains, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+                 tau: str = "tau-b") -> dict:
     """tau_d and the radial picture of a set of chains (METHODS.md section 4).
 
     Parameters
@@ -348,17 +377,30 @@ def radial_order(chains: Chains, n_boot: int = 1000, confidence: float = 0.95, s
     chains : the chains (embeddings and root).
     n_boot : bootstrap resamples of the chains for the interval of tau_d (0: none).
     confidence : level of the percentile interval.  seed : seed of the resampling.
+    tau : ``"tau-b"`` (default: Kendall tau-b of the radii) or ``"argsort"`` (the authors' code: tau of
+        ``argsort(radii)``, ties broken by tier order; the paper C preset).
 
     Returns
     -------
-    dict with ``tau_d`` (mean Kendall tau over chains where it is defined), ``tau_d_ci`` ([low, high]),
+    dict with ``tau_d`` (mean Kendall tau over chains where it is defined), ``tau_method``, ``tau_d_by_method``
+    (``{"tau-b": .., "argsort": ..}``: they differ only when radii tie), ``n_chains_with_ties``, ``tau_d_ci``,
     ``per_chain_tau`` (list, None where undefined), ``n_chains``, ``n_undefined`` (chains whose radii are all
     equal: skipped and counted), ``share_monotone`` (fraction of chains whose radii increase strictly from tier
     to tier), ``median_radius_per_tier`` (list over tiers 0..L_max-1), ``radii`` (C x L_max list, None-padded),
     ``n_thresholds`` absent (see :func:`hierarchical_retrieval`).
     """
+    if tau not in TAU_METHODS:
+        raise DataError(f"unknown tau_d tie handling {tau!r}", hint=f"use one of {', '.join(TAU_METHODS)}")
     R = _padded_radii(chains)
-    tau, valid = kendall_tau_tiers(R)
+    tau_b, valid_b = kendall_tau_tiers(R)
+    tau_a, valid_a = kendall_tau_argsort(R)
+    by_method = {"tau-b": float(tau_b[valid_b].mean()) if valid_b.any() else None,
+                 "argsort": float(tau_a[valid_a].mean()) if valid_a.any() else None}
+    i, j = np.triu_indices(R.shape[1], k=1)
+    with np.errstate(invalid="ignore"):
+        tied = ((R[:, j] == R[:, i]) & ~np.isnan(R[:, i]) & ~np.isnan(R[:, j])).any(axis=1)
+    method = tau
+    tau, valid = (tau_a, valid_a) if method == "argsort" else (tau_b, valid_b)
     d = np.diff(R, axis=1)
     monotone = np.all(np.isnan(d) | (d > 0), axis=1)
     ci = [None, None]
@@ -374,6 +416,9 @@ def radial_order(chains: Chains, n_boot: int = 1000, confidence: float = 0.95, s
     med = [float(np.nanmedian(R[:, k])) for k in range(R.shape[1])]
     return {
         "tau_d": float(tv.mean()) if len(tv) else None,
+        "tau_method": method,
+        "tau_d_by_method": by_method,
+        "n_chains_with_ties": int(tied.sum()),
         "tau_d_ci": ci,
         "confidence": confidence,
         "per_chain_tau": [float(t) if v else None for t, v in zip(tau, valid)],
@@ -397,6 +442,112 @@ def _pool(chains: Chains) -> tuple[list[str], np.ndarray, np.ndarray]:
     seen[codes[::-1]] = rows[::-1]  # first occurrence of each string
     first[:] = seen
     return list(uniques), chains.embeddings[first], codes.astype(np.int64)
+
+
+def _threshold_predictor(chains: Chains, n_thresholds: int, dev):
+    """The pool of ``chains``' texts and a function ``predict(images) -> (pred, new)``: for each image the pool
+    code of the best-cosine text among texts with radius <= each of ``n_thresholds`` thresholds (linspace of the
+    pool's radii), and the mask of predictions that differ from the previous threshold's (torch, (B, T))."""
+    pool_texts, pool_emb, codes = _pool(chains)
+    radii = genericness(pool_emb, chains.root, device=dev)
+    order = np.argsort(radii, kind="stable")
+    thresholds = np.linspace(radii.min(), radii.max(), n_thresholds)
+    # number of pool texts with radius <= t, for each threshold (>= 1: the first threshold is the minimum)
+    counts = np.searchsorted(radii[order], thresholds, side="right")
+    counts[-1] = len(order)  # the largest threshold admits every text (guards against rounding in linspace)
+    P = _t64(pool_emb[order], dev)
+    idx_t = torch.as_tensor(counts - 1, device=dev)
+    order_t = torch.as_tensor(order, device=dev)
+
+    def predict(images_chunk):
+        S = _t64(images_chunk, dev) @ P.T                             # (B, P) cosine (unit vectors)
+        _, arg = torch.cummax(S, dim=1)                                # best among the first k by radius
+        pred = order_t[arg[:, idx_t]]                                  # (B, T) pool codes
+        new = torch.ones_like(pred, dtype=torch.bool)
+        new[:, 1:] = pred[:, 1:] != pred[:, :-1]
+        return pred, new
+
+    return pool_texts, codes, thresholds, predict
+
+
+def _check_images(chains: Chains, images) -> np.ndarray:
+    if images is None:
+        if chains.images is None:
+            raise DataError("hierarchical retrieval needs an image side (one image embedding per chain)",
+                            hint="add image embeddings of the same model, or map another modality into the "
+                                 "text space with a fitted alignment")
+        if not chains.image_in_text_space:
+            raise DataError("the image side is not in the text space yet", hint="fit a map with fit_image_side")
+        images = chains.images
+    images = normalize_rows(images)
+    if images.shape != (chains.n_chains, chains.embeddings.shape[1]):
+        raise DataError(f"need one {chains.embeddings.shape[1]}-d image embedding per chain "
+                        f"({chains.n_chains}), got shape {images.shape}")
+    return images
+
+
+#: Hierarchical retrieval protocols: the held-out chains' own pool, one query per chain (default), or the
+#: authors' pool of every chain's texts with one query per unique image (METHODS.md 7.3).
+RETRIEVAL_POOLS = ("heldout", "all-chains")
+
+
+def hierarchical_retrieval_by_image(chains: Chains, images=None, query_chains=None,
+                                    n_thresholds: int = N_THRESHOLDS, device=None, chunk: int = 2048) -> dict:
+    """Hierarchical retrieval as the authors' evaluation code (METHODS.md 7.3): per unique image.
+
+    The pool is every tier text of every chain of ``chains`` (the evaluation file; not de-duplicated: identical
+    strings have identical embeddings and a hit is string equality, so a repeated text changes no prediction);
+    50 thresholds ``linspace(min, max)`` of the pool's radii; at each threshold the best-cosine text among pool
+    texts with radius <= threshold; consecutive duplicates dropped. The queries are the unique image vectors of
+    the chains ``query_chains`` (default: all; e.g. only held-out chains when the image side was mapped by a fit
+    on the others); an image's true texts are the union of its chains (among ``query_chains``). Precision =
+    |predictions in the truth| / |predictions|; recall = mean over tiers of "some chain of the image has that
+    tier's text among the predictions".
+
+    Returns
+    -------
+    dict with ``precision``, ``recall``, ``per_image_precision``, ``per_image_recall``, ``n_images`` (unique
+    images), ``n_query_chains``, ``n_pool`` (texts in the pool, repeats included), ``n_pool_distinct``,
+    ``pool`` ("all-chains"), ``n_thresholds``, ``thresholds``, ``mean_predictions``.
+    """
+    images = _check_images(chains, images)
+    if n_thresholds < 1:
+        raise DataError(f"n_thresholds must be >= 1, got {n_thresholds}")
+    q = np.arange(chains.n_chains) if query_chains is None else np.asarray(query_chains, dtype=np.int64)
+    if len(q) == 0:
+        raise DataError("no chains to query")
+    dev = _dev(device)
+    pool_texts, codes, thresholds, predict = _threshold_predictor(chains, n_thresholds, dev)
+    uniq, img_of = np.unique(images[q], axis=0, return_inverse=True)
+    img_of = np.asarray(img_of).reshape(-1)
+    chain_idx = chains.padded_index()
+    L = chain_idx.shape[1]
+    truth = [set() for _ in range(len(uniq))]
+    tier_truth = [[set() for _ in range(L)] for _ in range(len(uniq))]
+    for c, u in zip(q, img_of):
+        for t in range(L):
+            row = chain_idx[c, t]
+            if row >= 0:
+                truth[u].add(int(codes[row]))
+                tier_truth[u][t].add(int(codes[row]))
+    prec = np.empty(len(uniq))
+    rec = np.empty(len(uniq))
+    n_pred = np.empty(len(uniq))
+    for start in range(0, len(uniq), chunk):
+        pred, new = predict(uniq[start:start + chunk])
+        pred, new = pred.cpu().numpy(), new.cpu().numpy()
+        for b in range(pred.shape[0]):
+            u = start + b
+            preds = set(int(x) for x in pred[b][new[b]])
+            prec[u] = len(preds & truth[u]) / len(preds)
+            tiers = [ts for ts in tier_truth[u] if ts]
+            rec[u] = float(np.mean([bool(ts & preds) for ts in tiers]))
+            n_pred[u] = len(preds)
+    return {"precision": float(prec.mean()), "recall": float(rec.mean()), "per_image_precision": prec.tolist(),
+            "per_image_recall": rec.tolist(), "n_images": int(len(uniq)), "n_query_chains": int(len(q)),
+            "n_pool": int(len(chains.texts)), "n_pool_distinct": int(len(pool_texts)), "pool": "all-chains",
+            "n_thresholds": int(n_thresholds), "thresholds": thresholds.tolist(),
+            "mean_predictions": float(n_pred.mean())}
 
 
 def hierarchical_retrieval(chains: Chains, images=None, n_thresholds: int = N_THRESHOLDS, device=None,
@@ -423,45 +574,21 @@ def hierarchical_retrieval(chains: Chains, images=None, n_thresholds: int = N_TH
     ``n_pool`` (distinct texts), ``n_thresholds``, ``thresholds`` (list), ``mean_predictions`` (average number of
     distinct predictions) and, if asked, ``predictions`` (list of lists of strings).
     """
-    if images is None:
-        if chains.images is None:
-            raise DataError("hierarchical retrieval needs an image side (one image embedding per chain)",
-                            hint="add image embeddings of the same model, or map another modality into the "
-                                 "text space with a fitted alignment")
-        if not chains.image_in_text_space:
-            raise DataError("the image side is not in the text space yet", hint="fit a map with fit_image_side")
-        images = chains.images
-    images = normalize_rows(images)
-    if images.shape != (chains.n_chains, chains.embeddings.shape[1]):
-        raise DataError(f"need one {chains.embeddings.shape[1]}-d image embedding per chain "
-                        f"({chains.n_chains}), got shape {images.shape}")
+    images = _check_images(chains, images)
     if n_thresholds < 1:
         raise DataError(f"n_thresholds must be >= 1, got {n_thresholds}")
-    pool_texts, pool_emb, codes = _pool(chains)
     dev = _dev(device)
-    radii = genericness(pool_emb, chains.root, device=dev)
-    order = np.argsort(radii, kind="stable")
-    thresholds = np.linspace(radii.min(), radii.max(), n_thresholds)
-    # number of pool texts with radius <= t, for each threshold (>= 1: the first threshold is the minimum)
-    counts = np.searchsorted(radii[order], thresholds, side="right")
-    counts[-1] = len(order)  # the largest threshold admits every text (guards against rounding in linspace)
-    P = _t64(pool_emb[order], dev)
-    idx_t = torch.as_tensor(counts - 1, device=dev)
+    pool_texts, codes, thresholds, predict = _threshold_predictor(chains, n_thresholds, dev)
     chain_idx = chains.padded_index()
     true = np.where(chain_idx >= 0, codes[np.clip(chain_idx, 0, None)], -1)   # (C, L) pool codes of each chain
     true_t = torch.as_tensor(true, device=dev)
-    order_t = torch.as_tensor(order, device=dev)
     prec = np.empty(chains.n_chains)
     rec = np.empty(chains.n_chains)
     n_pred = np.empty(chains.n_chains)
     preds_out = []
     for start in range(0, chains.n_chains, chunk):
         stop = min(chains.n_chains, start + chunk)
-        S = _t64(images[start:stop], dev) @ P.T                       # (B, P) cosine (unit vectors)
-        _, arg = torch.cummax(S, dim=1)                                # best among the first k by radius
-        pred = order_t[arg[:, idx_t]]                                  # (B, T) pool codes
-        new = torch.ones_like(pred, dtype=torch.bool)
-        new[:, 1:] = pred[:, 1:] != pred[:, :-1]
+        pred, new = predict(images[start:stop])
         tr = true_t[start:stop]                                        # (B, L)
         member = (pred[:, :, None] == tr[:, None, :]).any(-1)          # prediction in the true chain
         prec[start:stop] = ((new & member).sum(1) / new.sum(1)).cpu().numpy()
@@ -474,7 +601,8 @@ def hierarchical_retrieval(chains: Chains, images=None, n_thresholds: int = N_TH
                 preds_out.append([pool_texts[k] for k in row[keep]])
     out = {"precision": float(prec.mean()), "recall": float(rec.mean()),
            "per_image_precision": prec.tolist(), "per_image_recall": rec.tolist(),
-           "n_images": chains.n_chains, "n_pool": len(pool_texts), "n_thresholds": int(n_thresholds),
+           "n_images": chains.n_chains, "n_query_chains": chains.n_chains, "n_pool": len(pool_texts),
+           "n_pool_distinct": len(pool_texts), "pool": "per-chain", "n_thresholds": int(n_thresholds),
            "thresholds": thresholds.tolist(), "mean_predictions": float(n_pred.mean())}
     if return_predictions:
         out["predictions"] = preds_out
@@ -737,7 +865,8 @@ def fit_image_side(chains: Chains, fit_chains, ridge: float = 1e-2) -> tuple[np.
 # the whole report (CLI and page)
 # ---------------------------------------------------------------------------------------------
 def _summary(stats: dict, retrieval: dict | None, details: bool) -> dict:
-    keys = ("tau_d", "tau_d_ci", "confidence", "n_chains", "n_undefined", "share_monotone", "median_radius_per_tier")
+    keys = ("tau_d", "tau_method", "tau_d_by_method", "n_chains_with_ties", "tau_d_ci", "confidence", "n_chains",
+            "n_undefined", "share_monotone", "median_radius_per_tier")
     out = {k: stats[k] for k in keys}
     if details:
         out["per_chain_tau"] = stats["per_chain_tau"]
@@ -747,6 +876,9 @@ def _summary(stats: dict, retrieval: dict | None, details: bool) -> dict:
         out["recall"] = retrieval["recall"]
         out["n_pool"] = retrieval["n_pool"]
         out["mean_predictions"] = retrieval["mean_predictions"]
+        out["retrieval_pool"] = retrieval["pool"]
+        out["n_pool_distinct"] = retrieval["n_pool_distinct"]
+        out["n_retrieval_queries"] = retrieval["n_images"]
     return out
 
 
@@ -754,7 +886,7 @@ def hierarchy_report(chains: Chains, *, finetune: bool = False, test_fraction: f
                      val_fraction: float = 0.1, seed: int = 0, n_thresholds: int = N_THRESHOLDS,
                      image_ridge: float = 1e-2, n_boot: int = 1000, tuner_params: dict | None = None,
                      details: bool = False, progress: Callable | None = None, encoder=None,
-                     tower_blocks: int = 0) -> dict:
+                     tower_blocks: int | str = 0, tau: str = "tau-b", retrieval_pool: str = "heldout") -> dict:
     """tau_d, retrieval and (optionally) RE fine-tuning of ``chains``, as a JSON-ready dict.
 
     * ``all``: the zero-shot radial statistics of every chain (no fitting involved), with retrieval when the
@@ -776,15 +908,29 @@ def hierarchy_report(chains: Chains, *, finetune: bool = False, test_fraction: f
     encoder, tower_blocks : with ``finetune`` and ``tower_blocks > 0``, fine-tune the last ``tower_blocks`` blocks
         of ``encoder``'s open_clip text tower instead (:class:`core.radial.OpenCLIPTextTowerFineTuner`;
         ``tuner_params`` go to it); the chains' texts are re-embedded by the tuned tower.
+        ``tower_blocks="all"`` trains the whole text tower (the authors' fine-tuning; paper C preset).
+    tau : tau_d tie handling, ``"tau-b"`` (default) or ``"argsort"`` (the authors'; see :func:`radial_order`).
+    retrieval_pool : ``"heldout"`` (default: the judged chains' own de-duplicated texts, one query per chain) or
+        ``"all-chains"`` (the authors' protocol, :func:`hierarchical_retrieval_by_image`: the pool is every chain's
+        texts, the queries the unique images of the judged chains). Each summary says which pool and its size.
     progress : tqdm-like ``progress(iterable, total=None, desc="")`` for the training epochs.
+
+    The RE loss variant goes in ``tuner_params`` (``le_negatives``, see :func:`core.radial.radial_loss`).
     """
+    if retrieval_pool not in RETRIEVAL_POOLS:
+        raise DataError(f"unknown retrieval pool {retrieval_pool!r}", hint=f"use one of {', '.join(RETRIEVAL_POOLS)}")
+    paper_pool = retrieval_pool == "all-chains"
     out: dict = {"n_chains": chains.n_chains, "n_texts": int(len(chains.texts)),
                  "n_distinct_texts": int(pd.Series(chains.texts).nunique()),
                  "tiers": int(chains.max_length), "root": chains.root_source,
                  "image_side": chains.image_source, "n_thresholds": int(n_thresholds)}
-    all_ret = hierarchical_retrieval(chains, n_thresholds=n_thresholds) \
-        if chains.images is not None and chains.image_in_text_space else None
-    out["all"] = _summary(radial_order(chains, n_boot=n_boot, seed=seed), all_ret, details)
+    out["tau_method"] = tau
+    out["retrieval_pool"] = retrieval_pool
+    all_ret = None
+    if chains.images is not None and chains.image_in_text_space:
+        all_ret = (hierarchical_retrieval_by_image(chains, n_thresholds=n_thresholds) if paper_pool
+                   else hierarchical_retrieval(chains, n_thresholds=n_thresholds))
+    out["all"] = _summary(radial_order(chains, n_boot=n_boot, seed=seed, tau=tau), all_ret, details)
     if chains.n_chains < 3:
         out["notes"] = ["fewer than 3 chains: no held-out split"]
         return out
@@ -797,9 +943,14 @@ def hierarchy_report(chains: Chains, *, finetune: bool = False, test_fraction: f
     test = chains.subset(split["test"])
     test_images = None if images is None else images[split["test"]]
 
-    def judge(ch: Chains) -> dict:
-        ret = None if test_images is None else hierarchical_retrieval(ch, test_images, n_thresholds=n_thresholds)
-        return _summary(radial_order(ch, n_boot=n_boot, seed=seed), ret, details)
+    def judge(ch: Chains, full: Chains | None = None) -> dict:
+        ret = None
+        if test_images is not None and paper_pool:
+            ret = hierarchical_retrieval_by_image(full if full is not None else chains, images,
+                                                  query_chains=split["test"], n_thresholds=n_thresholds)
+        elif test_images is not None:
+            ret = hierarchical_retrieval(ch, test_images, n_thresholds=n_thresholds)
+        return _summary(radial_order(ch, n_boot=n_boot, seed=seed, tau=tau), ret, details)
 
     out["heldout"] = {"before": judge(test)}
     if finetune:
@@ -814,7 +965,9 @@ def hierarchy_report(chains: Chains, *, finetune: bool = False, test_fraction: f
         else:
             tuner = RadialFineTuner(**params).fit(chains.subset(split["train"]), chains.subset(split["val"]),
                                                   progress=progress)
-        out["heldout"]["after"] = judge(tuner.transform_chains(test))
+        tuned_all = tuner.transform_chains(chains) if (paper_pool and images is not None) else None
+        out["heldout"]["after"] = judge(tuned_all.subset(split["test"]) if tuned_all is not None
+                                        else tuner.transform_chains(test), tuned_all)
         out["training"] = {"params": tuner.get_params(), "seconds": tuner.seconds_, "device": tuner.device_,
                            "best_epoch": tuner.best_epoch_, "epochs_run": len(tuner.history_) - 1,
                            "negatives": tuner.negatives_, "history": tuner.history_}

@@ -1,12 +1,14 @@
 """RE (radial embedding) fine-tuning of the text side (paper C; METHODS.md section 4).
 
-* :func:`exterior_angle_torch` and :func:`radial_loss` - the loss of the paper's code, exactly:
+* :func:`exterior_angle_torch` and :func:`radial_loss` - the RE loss:
   positive angles ``P_i = Xi(p_i, p_{i+1})`` (tiers i = 0..L-2), negative angles ``N_i = -Xi(p_i, n_i)`` with
-  ``n_i`` a same-tier text contradicting ``p_i``; ``L_e = mean(P) + mean(N)``; the hardest-pair term
+  ``n_i`` a same-tier text contradicting ``p_i``; ``L_e = mean(P) + mean(N)`` (``le_negatives="all"``, the
+  default: N over every tier; ``"shared"``: N over tiers 0..L-2 only, exactly the authors' ``batch2losses``,
+  METHODS.md 7.3, the paper C preset); the hardest-pair term
   ``L_m = PN[argmax P] + PN[argmax N]`` with ``PN = P + N`` over (sample, tier) (N restricted to the tiers of P, as
   the paper's ``N[:-1]``); ``L_p = (1 - mean cos(e, e_frozen)) / 2``; total ``= 10 L_p + L_e + L_m``.
   Pairs that are undefined (identical texts, padding of shorter chains, missing negatives) are masked out.
-* :class:`RadialAdapter` - a light text-side adapter on frozen embeddings: residual linear
+* :class:`RadialAdapter` - the project's own light text-side adapter on frozen embeddings: residual linear
   ``normalize(e + W e + b)`` or small MLP ``normalize(e + W2 GELU(W1 e))``, identity at start (W, W2 zero).
 * :class:`RadialFineTuner` - trains it (AdamW, seeded, GPU when present, progress, early stopping on held-out
   validation chains, best epoch kept), then ``transform`` / ``transform_chains``; ``save`` / ``load`` use
@@ -34,10 +36,14 @@ from .errors import DataError
 from .hierarchy import DEGENERATE_EPS, Chains, make_negatives, normalize_rows
 
 __all__ = ["exterior_angle_torch", "radial_loss", "RadialAdapter", "RadialFineTuner", "OpenCLIPTextTowerFineTuner",
-           "tower_trainable_names", "PRIOR_WEIGHT"]
+           "tower_trainable_names", "PRIOR_WEIGHT", "LE_NEGATIVES", "AUTHORS_TOWER_PARAMS"]
 
 #: Weight of the pull-back term L_p (the paper's code uses 10).
 PRIOR_WEIGHT = 10.0
+#: The authors' fine-tuning (METHODS.md 7.3; paper C preset): the whole text tower, AdamW lr 1e-7, torch's default
+#: weight decay 0.01, batch 8, one epoch, the last weights kept. The residual adapter is the project's own.
+AUTHORS_TOWER_PARAMS = {"n_blocks": "all", "lr": 1e-7, "weight_decay": 0.01, "batch_size": 8, "max_epochs": 1,
+                        "patience": 1, "keep_best": False}
 
 
 def exterior_angle_torch(e: torch.Tensor, e2: torch.Tensor, root: torch.Tensor,
@@ -60,10 +66,20 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum() / m.sum().clamp_min(1.0)
 
 
+#: Which negative angles enter L_e: every tier's (the project's default) or, as the authors' batch2losses,
+#: only those of tiers 0..L-2 - the tiers that also have a positive angle (paper C preset).
+LE_NEGATIVES = ("all", "shared")
+
+
 def radial_loss(pos: torch.Tensor, neg: torch.Tensor, root: torch.Tensor, pos_frozen: torch.Tensor,
                 neg_frozen: torch.Tensor | None = None, pos_mask: torch.Tensor | None = None,
-                neg_mask: torch.Tensor | None = None, prior_weight: float = PRIOR_WEIGHT) -> dict:
+                neg_mask: torch.Tensor | None = None, prior_weight: float = PRIOR_WEIGHT,
+                le_negatives: str = "all") -> dict:
     """The RE loss of a batch of chains.
+
+    With ``le_negatives="shared"`` (the authors' ``batch2losses``, METHODS.md 7.3) the mean of negative angles in
+    L_e runs over tiers 0..L-2 of each chain only, like L_m: the last tier's negative is embedded and counts in
+    the pull-back L_p, but enters no angle. ``"all"`` (default) averages every tier's negative angle in L_e.
 
     Parameters
     ----------
@@ -73,6 +89,7 @@ def radial_loss(pos: torch.Tensor, neg: torch.Tensor, root: torch.Tensor, pos_fr
     pos_frozen, neg_frozen : the same texts embedded by the frozen (original) model, for L_p.
     pos_mask, neg_mask : (B, L) bool, True for real tiers / present negatives (default all True).
     prior_weight : weight of L_p (10 in the paper).
+    le_negatives : ``"all"`` or ``"shared"`` (see above).
 
     Returns
     -------
@@ -89,9 +106,14 @@ def radial_loss(pos: torch.Tensor, neg: torch.Tensor, root: torch.Tensor, pos_fr
     Nang, nv = exterior_angle_torch(pos, neg, root)                      # (B, L)
     N = -Nang
     nv = nv & neg_mask
-    L_e = _masked_mean(P, pv) + _masked_mean(N, nv)
+    if le_negatives not in LE_NEGATIVES:
+        raise DataError(f"unknown le_negatives {le_negatives!r}", hint=f"use one of {', '.join(LE_NEGATIVES)}")
     # hardest pairs: PN = P + N over (sample, tier) for the tiers of P
     Nh, nvh = N[:, :-1], nv[:, :-1]
+    if le_negatives == "shared":   # tiers with a next tier only (each chain's last tier excluded)
+        L_e = _masked_mean(P, pv) + _masked_mean(Nh, nvh & pos_mask[:, 1:])
+    else:
+        L_e = _masked_mean(P, pv) + _masked_mean(N, nv)
     PN = P + torch.where(nvh, Nh, torch.zeros_like(Nh))
     L_m = torch.zeros((), dtype=pos.dtype, device=pos.device)
     if pv.any():
@@ -146,6 +168,7 @@ def _run_epochs(tuner, named: dict, n: int, dev, step_loss: Callable, evaluate: 
     ``step_loss(rows)`` returns :func:`radial_loss`'s dict for training chains ``rows`` (with gradients);
     ``evaluate('train' | 'val')`` returns it as floats (no gradients); ``set_mode(training)`` switches modes.
     Returns (history, (best_val_loss, best_epoch, best_state), skipped_steps); the caller restores best_state.
+    With ``tuner.keep_best`` False the last epoch's weights are returned instead (the authors' code).
     """
     gen = torch.Generator().manual_seed(tuner.seed)
     opt = torch.optim.AdamW(list(named.values()), lr=tuner.lr, weight_decay=tuner.weight_decay)
@@ -181,6 +204,8 @@ def _run_epochs(tuner, named: dict, n: int, dev, step_loss: Callable, evaluate: 
             best = (ev["total"], epoch, _snapshot(named))
         elif epoch - best[1] >= tuner.patience:
             break
+    if not getattr(tuner, "keep_best", True):   # the authors keep the last weights (no early stopping)
+        best = (history[-1]["val_loss"], history[-1]["epoch"], _snapshot(named))
     return history, best, bad_steps
 
 
@@ -235,7 +260,10 @@ class RadialFineTuner:
 
     def __init__(self, kind: str = "linear", hidden: int | None = None, lr: float = 1e-3,
                  weight_decay: float = 1e-4, batch_size: int = 256, max_epochs: int = 100, patience: int = 8,
-                 prior_weight: float = PRIOR_WEIGHT, seed: int = 0, device=None):
+                 prior_weight: float = PRIOR_WEIGHT, seed: int = 0, device=None, le_negatives: str = "all",
+                 keep_best: bool = True):
+        self.le_negatives = le_negatives
+        self.keep_best = keep_best
         self.kind = kind
         self.hidden = hidden
         self.lr = lr
@@ -249,7 +277,7 @@ class RadialFineTuner:
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in ("kind", "hidden", "lr", "weight_decay", "batch_size", "max_epochs",
-                                               "patience", "prior_weight", "seed")}
+                                               "patience", "prior_weight", "seed", "le_negatives", "keep_best")}
 
     # -- data ----------------------------------------------------------------------------------
     @staticmethod
@@ -268,7 +296,8 @@ class RadialFineTuner:
     def _loss(self, adapter, t: dict, rows) -> dict:
         pos_f, neg_f = t["pos"][rows], t["neg"][rows]
         return radial_loss(adapter(pos_f), adapter(neg_f), adapter(t["root"]), pos_f, neg_f,
-                           t["pos_mask"][rows], t["neg_mask"][rows], prior_weight=self.prior_weight)
+                           t["pos_mask"][rows], t["neg_mask"][rows], prior_weight=self.prior_weight,
+                           le_negatives=self.le_negatives)
 
     def _evaluate(self, adapter, t: dict) -> dict:
         with torch.no_grad():
@@ -372,11 +401,22 @@ def _tower_prefix(model) -> str:
                     hint="fine-tune an adapter on its embeddings instead (RadialFineTuner)")
 
 
-def tower_trainable_names(model, n_blocks: int) -> list[str]:
+#: Top-level parameters of an open_clip CLIP model that belong to its text tower (besides the transformer).
+_TEXT_PARAMS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
+
+
+def tower_trainable_names(model, n_blocks: int | str) -> list[str]:
     """Names of the parameters trained by :class:`OpenCLIPTextTowerFineTuner`: the last ``n_blocks`` residual
-    blocks of the text transformer, its final LayerNorm and the text projection."""
+    blocks of the text transformer, its final LayerNorm and the text projection; ``n_blocks="all"``: every
+    parameter of the text tower (token and positional embeddings included; the authors' fine-tuning - the image
+    tower gets no gradient from the RE loss, so it is left out)."""
     prefix = _tower_prefix(model)
     tower = model if prefix == "" else model.text
+    if n_blocks == "all":
+        if prefix:
+            return [k for k, _ in model.named_parameters() if k.startswith(prefix)]
+        return [k for k, _ in model.named_parameters() if k.startswith(_TEXT_PARAMS)]
+    n_blocks = int(n_blocks)
     n_layers = len(tower.transformer.resblocks)
     if not 1 <= n_blocks <= n_layers:
         raise DataError(f"n_blocks must be between 1 and {n_layers} (the text tower's blocks), got {n_blocks}")
@@ -396,17 +436,18 @@ class OpenCLIPTextTowerFineTuner(RadialFineTuner):
     :class:`RadialFineTuner` except ``adapter_``.
     """
 
-    def __init__(self, n_blocks: int = 2, lr: float = 1e-5, weight_decay: float = 1e-4, batch_size: int = 32,
+    def __init__(self, n_blocks: int | str = 2, lr: float = 1e-5, weight_decay: float = 1e-4, batch_size: int = 32,
                  max_epochs: int = 10, patience: int = 3, prior_weight: float = PRIOR_WEIGHT, seed: int = 0,
-                 device=None):
+                 device=None, le_negatives: str = "all", keep_best: bool = True):
         super().__init__(lr=lr, weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs,
-                         patience=patience, prior_weight=prior_weight, seed=seed, device=device)
+                         patience=patience, prior_weight=prior_weight, seed=seed, device=device,
+                         le_negatives=le_negatives, keep_best=keep_best)
         del self.kind, self.hidden
-        self.n_blocks = int(n_blocks)
+        self.n_blocks = n_blocks if n_blocks == "all" else int(n_blocks)
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in ("n_blocks", "lr", "weight_decay", "batch_size", "max_epochs",
-                                               "patience", "prior_weight", "seed")}
+                                               "patience", "prior_weight", "seed", "le_negatives", "keep_best")}
 
     # -- the tower -----------------------------------------------------------------------------
     def _prepare(self, encoder, dev):
@@ -454,7 +495,7 @@ class OpenCLIPTextTowerFineTuner(RadialFineTuner):
         k = pv.numel()
         pos, neg, root = E[inv[:k]].view(*pv.shape, -1), E[inv[k:2 * k]].view(*nv.shape, -1), E[inv[-1]]
         return radial_loss(pos, neg, root, t["frozen"][pv], t["frozen"][nv], t["pos_mask"][rows],
-                           t["neg_mask"][rows], prior_weight=self.prior_weight)
+                           t["neg_mask"][rows], prior_weight=self.prior_weight, le_negatives=self.le_negatives)
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, encoder, train: Chains, val: Chains,

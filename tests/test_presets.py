@@ -219,3 +219,152 @@ def test_universe_command_records_the_preset(tmp_path, capsys):
     assert main(["universe", *paths, "--method", "gcca", "--preset", "paper-d"]) == 0
     assert "GCCA (RACING, no ridge)" in capsys.readouterr().out
     assert main(["universe", *paths, "--preset", "paper-c"]) == 2     # argparse refuses another paper's preset
+
+
+# ------------------------------------------------------------------------------------------------
+# paper C
+# ------------------------------------------------------------------------------------------------
+def _xi(e, e2, r):
+    a, b = e - r, e2 - e
+    return float(np.arccos(np.clip(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), -1, 1)))
+
+
+def _unit(v):
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+def test_re_loss_on_a_hand_worked_two_chain_batch():
+    """Two 4-tier chains in 3-D: every term of batch2losses written out one angle at a time."""
+    import torch
+    from core.radial import radial_loss
+
+    rng = np.random.default_rng(3)
+    r = _unit([0, 0, 1.0])
+    pos = np.array([[_unit(r + 0.3 * (t + 1) * rng.normal(size=3)) for t in range(4)] for _ in range(2)])
+    neg = np.array([[_unit(r + 0.3 * (t + 1) * rng.normal(size=3)) for t in range(4)] for _ in range(2)])
+    pos_f = np.array([[_unit(v + 0.05 * rng.normal(size=3)) for v in c] for c in pos])
+    neg_f = np.array([[_unit(v + 0.05 * rng.normal(size=3)) for v in c] for c in neg])
+    P = np.array([[_xi(pos[c, i], pos[c, i + 1], r) for i in range(3)] for c in range(2)])      # (2, 3)
+    N = np.array([[-_xi(pos[c, i], neg[c, i], r) for i in range(4)] for c in range(2)])       # (2, 4)
+    PN = (P + N[:, :3]).ravel()
+    L_e = P.mean() + N[:, :3].mean()                      # tiers 0..2 only
+    L_m = PN[P.ravel().argmax()] + PN[N[:, :3].ravel().argmax()]
+    cos = np.concatenate([(pos * pos_f).sum(-1).ravel(), (neg * neg_f).sum(-1).ravel()])    # 16 texts
+    L_p = (1 - cos.mean()) / 2
+    t = lambda x: torch.as_tensor(x)   # noqa: E731
+    out = radial_loss(t(pos), t(neg), t(r), t(pos_f), t(neg_f), le_negatives="shared")
+    assert float(out["L_e"]) == pytest.approx(L_e, abs=1e-12)
+    assert float(out["L_m"]) == pytest.approx(L_m, abs=1e-12)
+    assert float(out["L_p"]) == pytest.approx(L_p, abs=1e-12)
+    assert float(out["total"]) == pytest.approx(10 * L_p + L_e + L_m, abs=1e-12)
+    # the project's default averages all four tiers' negatives in L_e
+    out_all = radial_loss(t(pos), t(neg), t(r), t(pos_f), t(neg_f))
+    assert float(out_all["L_e"]) == pytest.approx(P.mean() + N.mean(), abs=1e-12)
+    # the tier-3 negative enters no angle under the authors' loss: moving it changes L_p only
+    neg2 = neg.copy()
+    neg2[:, 3] = _unit([1.0, 1.0, -0.2])
+    out2 = radial_loss(t(pos), t(neg2), t(r), t(pos_f), t(neg_f), le_negatives="shared")
+    assert float(out2["L_e"]) == pytest.approx(L_e, abs=1e-12)
+    assert float(out2["L_m"]) == pytest.approx(L_m, abs=1e-12)
+    assert float(out2["L_p"]) != pytest.approx(L_p, abs=1e-6)
+    assert float(radial_loss(t(pos), t(neg2), t(r), t(pos_f), t(neg_f))["L_e"]) != pytest.approx(
+        float(out_all["L_e"]), abs=1e-6)
+
+
+def _chains(radii_like, texts=None, images=None):
+    """Chains whose tier embeddings lie at chosen angles from the root (so radii are what we set)."""
+    from core.hierarchy import Chains
+
+    C, L = len(radii_like), len(radii_like[0])
+    root = np.array([1.0, 0, 0, 0])
+    emb = []
+    for c, row in enumerate(radii_like):
+        for t, ang in enumerate(row):
+            v = [np.cos(ang), 0.0, 0.0, 0.0]
+            v[1 + (c + t) % 3] = np.sin(ang)    # equal angles give bit-identical radii (ties stay ties)
+            emb.append(v)
+    texts = np.array(texts if texts is not None else [f"c{c}t{t}" for c in range(C) for t in range(L)], dtype=object)
+    return Chains(ids=np.array([f"c{c}" for c in range(C)]), offsets=np.arange(0, C * L + 1, L), texts=texts,
+                  embeddings=np.array(emb, dtype=np.float32), root=root, images=images)
+
+
+def test_tau_d_argsort_matches_scipy_on_tied_radii_and_tau_b_is_the_default():
+    from scipy.stats import kendalltau
+    from core.hierarchy import kendall_tau_argsort, kendall_tau_tiers, radial_order
+
+    R = np.array([[0.1, 0.2, 0.2, 0.4], [0.3, 0.1, 0.2, 0.4], [0.2, 0.2, 0.2, 0.5], [0.4, 0.3, 0.2, 0.1]])
+    ref_a = [kendalltau(np.argsort(r, kind="stable"), [1, 2, 3, 4])[0] for r in R]
+    ref_b = [kendalltau(r, [1, 2, 3, 4])[0] for r in R]
+    np.testing.assert_allclose(kendall_tau_argsort(R)[0], ref_a, atol=1e-12)
+    np.testing.assert_allclose(kendall_tau_tiers(R)[0], ref_b, atol=1e-12)
+    assert not np.allclose(ref_a, ref_b)                   # ties make them differ
+    ch = _chains(np.arccos(1 - R ** 2 / 2))                # ||e - r|| = R for unit e, r
+    default = radial_order(ch, n_boot=0)
+    authors = radial_order(ch, n_boot=0, tau="argsort")
+    assert default["tau_method"] == "tau-b" and authors["tau_method"] == "argsort"
+    assert authors["tau_d"] == pytest.approx(np.mean(ref_a), abs=1e-6)
+    assert default["tau_d"] == pytest.approx(np.mean(ref_b), abs=1e-6)
+    assert default["n_chains_with_ties"] == 2
+    assert default["tau_d_by_method"] == authors["tau_d_by_method"]
+
+
+def naive_by_image(texts, emb, root, chain_tiers, image_of, images, T=50):
+    """The authors' protocol written out: pool = every chain's texts (repeats kept), argmax per threshold."""
+    radii = np.linalg.norm(emb - root, axis=1)
+    th = np.linspace(radii.min(), radii.max(), T)
+    prec, rec = [], []
+    for u, img in enumerate(images):
+        preds = []
+        for t in th:
+            ok = np.flatnonzero(radii <= t + 1e-12)
+            best = texts[ok[np.argmax(emb[ok] @ img)]]
+            if not preds or preds[-1] != best:
+                preds.append(best)
+        chains = [c for c, i in enumerate(image_of) if i == u]
+        truth = {x for c in chains for x in chain_tiers[c]}
+        prec.append(len(set(preds) & truth) / len(set(preds)))
+        rec.append(np.mean([any(chain_tiers[c][k] in preds for c in chains) for k in range(len(chain_tiers[0]))]))
+    return np.mean(prec), np.mean(rec)
+
+
+def test_retrieval_per_unique_image_over_every_chain_matches_the_naive_protocol():
+    from core.hierarchy import hierarchical_retrieval, hierarchical_retrieval_by_image, normalize_rows
+
+    rng = np.random.default_rng(5)
+    C, L = 12, 4
+    ang = np.sort(rng.uniform(0.2, 1.4, size=(C, L)), axis=1)
+    texts = [f"c{c}t{t}" for c in range(C) for t in range(L)]
+    for c in range(0, C, 3):                               # shared generic tiers: repeated strings in the pool
+        texts[c * L] = "animal"
+    ch = _chains(ang, texts)
+    ch.embeddings[[c * L for c in range(0, C, 3)]] = ch.embeddings[0]
+    image_of = np.array([0, 0, 1, 2, 3, 3, 4, 5, 6, 7, 7, 8])     # images 0, 3, 7 have two chains each
+    base = normalize_rows(rng.normal(size=(9, 4)))
+    images = base[image_of]
+    res = hierarchical_retrieval_by_image(ch, images)
+    chain_tiers = [texts[c * L:(c + 1) * L] for c in range(C)]
+    p, r = naive_by_image(np.array(texts, dtype=object), ch.embeddings.astype(np.float64), ch.root, chain_tiers,
+                          image_of, base)
+    assert res["n_images"] == 9 and res["n_pool"] == 48 and res["n_pool_distinct"] == 45
+    assert res["precision"] == pytest.approx(p, abs=1e-9) and res["recall"] == pytest.approx(r, abs=1e-9)
+    per_chain = hierarchical_retrieval(ch, images)
+    assert per_chain["n_images"] == 12 and per_chain["pool"] == "per-chain"
+    # held-out queries: only those chains' images are asked, the pool stays every chain's texts
+    q = np.array([0, 1, 5, 9])
+    sub = hierarchical_retrieval_by_image(ch, images, query_chains=q)
+    assert sub["n_images"] == 3 and sub["n_pool"] == 48
+
+
+def test_hierarchy_command_under_the_paper_c_preset_says_which_pool(capsys):
+    from core.cli import main
+
+    assert main(["hierarchy", "demo", "--preset", "paper-c", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["preset"]["name"] == "paper_c" and out["tau_method"] == "argsort"
+    before = out["heldout"]["before"]
+    assert before["retrieval_pool"] == "all-chains" and before["n_pool"] == 4 * out["n_chains"]
+    assert before["n_retrieval_queries"] == out["split"]["test"]
+    assert main(["hierarchy", "demo", "--preset", "paper-c"]) == 0
+    text = capsys.readouterr().out
+    assert "pool of every chain's texts" in text and "settings: paper C preset" in text

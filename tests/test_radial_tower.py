@@ -178,3 +178,21 @@ def test_cli_tower_blocks_needs_finetune_and_open_clip(tmp_path, capsys):
     assert "--finetune" in capsys.readouterr().err
     assert main(["hierarchy", str(csv), "--encoder", "minilm", "--finetune", "--tower-blocks", "1"]) == 2
     assert "open_clip" in capsys.readouterr().err
+
+
+def test_authors_fine_tuning_trains_the_whole_text_tower_and_keeps_the_last_weights(encoder, data):
+    from core.radial import AUTHORS_TOWER_PARAMS
+
+    model, _, _ = encoder.load()
+    names = tower_trainable_names(model, "all")
+    assert any(k.startswith("token_embedding") for k in names) and "positional_embedding" in names
+    assert any(k.startswith("transformer.resblocks.0.") for k in names)
+    assert not any(k.startswith("visual.") for k in names) and "logit_scale" not in names
+    params = {**AUTHORS_TOWER_PARAMS, "lr": 1e-3}   # a visible step on a tiny model; the schedule is the authors'
+    tuner = OpenCLIPTextTowerFineTuner(**params, le_negatives="shared").fit(encoder, *data)
+    assert tuner.get_params()["n_blocks"] == "all" and tuner.get_params()["batch_size"] == 8
+    assert len(tuner.history_) == 2 and tuner.best_epoch_ == 1           # one epoch, last weights kept
+    before = dict(model.named_parameters())
+    after = dict(tuner.model_.named_parameters())
+    assert not torch.equal(before["token_embedding.weight"], after["token_embedding.weight"])
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("visual."))

@@ -20,7 +20,18 @@ JSON output::
      "split": {"train", "val", "test", "seed"},
      "heldout": {"before": {...same keys...}, "after"?: {...}},
      "training"?: {"params", "seconds", "device", "best_epoch", "epochs_run", "negatives", "history"},
+     "tau_method": "tau-b" | "argsort", "retrieval_pool": "heldout" | "all-chains",
+     "preset": {"name": "custom" | "paper_c", "paper": "C", "settings": {...}, "differences": [str, ...]},
      "notes": [str, ...]}
+
+Every summary also holds ``tau_method``, ``tau_d_by_method`` ({"tau-b", "argsort"}: they differ only when radii
+tie), ``n_chains_with_ties`` and, with retrieval, ``retrieval_pool`` ("per-chain" or "all-chains"), ``n_pool``,
+``n_pool_distinct`` and ``n_retrieval_queries``.
+
+``--preset paper-c`` reproduces the authors' code (METHODS.md 7.3): tau_d as Kendall tau of ``argsort(radii)``;
+retrieval over the pool of every chain's texts, per unique image (held-out chains' images as the queries when
+the image side needs a fitted map); the RE loss of ``batch2losses``; with ``--finetune`` and an open_clip encoder
+the whole text tower is trained (AdamW lr 1e-7, weight decay 0.01, batch 8, one epoch, last weights kept).
 """
 from __future__ import annotations
 
@@ -32,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..presets import cli_choices, record, settings_for
 from ._common import format_number, format_table, to_jsonable
 
 NAME = "hierarchy"
@@ -49,7 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tower-blocks", type=int, default=0, metavar="N",
                         help="with --finetune and an open_clip encoder: fine-tune the text tower's last N blocks "
                              "(plus final LayerNorm and projection) instead of an adapter (default 0 = adapter)")
-    parser.add_argument("--epochs", type=int, default=100, help="max fine-tuning epochs (default 100)")
+    parser.add_argument("--preset", default="custom", choices=cli_choices("C"),
+                        help="paper-c: the authors' code (tau_d of argsort(radii), retrieval pool of every chain's "
+                             "texts per unique image, RE loss of batch2losses, whole-tower fine-tuning with AdamW "
+                             "lr 1e-7 / wd 0.01 / batch 8 / 1 epoch); custom (default): the project's defaults")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="max fine-tuning epochs (default 100; 1 for the paper-c tower fine-tuning)")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="held-out chains (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, negatives and training")
     parser.add_argument("--no-images", action="store_true", help="do not download images (tau_d only)")
@@ -134,10 +151,23 @@ def run(args: argparse.Namespace, progress) -> dict:
     tower_blocks = int(getattr(args, "tower_blocks", 0) or 0)
     if tower_blocks and not args.finetune:
         raise DataError("--tower-blocks needs --finetune")
+    settings = settings_for("C", getattr(args, "preset", "custom"))
+    tuner_params = {"max_epochs": 100, **settings.loss_kwargs()}
+    if args.finetune and settings.finetune == "tower" and not tower_blocks:
+        if hasattr(encoder, "load") and hasattr(encoder, "encode_images"):
+            from ..radial import AUTHORS_TOWER_PARAMS
+            tower_blocks = AUTHORS_TOWER_PARAMS["n_blocks"]
+            tuner_params.update({k: v for k, v in AUTHORS_TOWER_PARAMS.items() if k != "n_blocks"})
+        else:
+            notes.append("the authors fine-tune the whole text tower of an open_clip model; this encoder has none, "
+                         "so the project's residual adapter was trained (with the authors' RE loss)")
+    if args.epochs is not None:
+        tuner_params["max_epochs"] = args.epochs
     result = hierarchy_report(chains, finetune=args.finetune, test_fraction=args.test_fraction, seed=args.seed,
-                              tuner_params={"max_epochs": args.epochs}, progress=progress, encoder=encoder,
-                              tower_blocks=tower_blocks)
+                              tuner_params=tuner_params, progress=progress, encoder=encoder,
+                              tower_blocks=tower_blocks, tau=settings.tau, retrieval_pool=settings.retrieval_pool)
     result["encoder"] = args.encoder
+    result["preset"] = record("C", getattr(args, "preset", "custom"), settings)
     result["notes"] = result.get("notes", []) + notes
     return to_jsonable(result)
 
@@ -147,6 +177,22 @@ def _row(name: str, s: dict) -> dict:
     return {"chains": name, "n": s["n_chains"], "tau_d": s["tau_d"],
             "95% CI": f"[{format_number(ci[0], 3)}, {format_number(ci[1], 3)}]",
             "monotone": s["share_monotone"], "precision": s.get("precision"), "recall": s.get("recall")}
+
+
+def _tie_note(s: dict) -> str:
+    ties = s.get("n_chains_with_ties") or 0
+    if not ties:
+        return " (no tied radii: tau-b and the authors' argsort agree)"
+    by = s.get("tau_d_by_method") or {}
+    return (f" ({ties} chains have tied radii: tau-b {format_number(by.get('tau-b'), 4)}, "
+            f"argsort {format_number(by.get('argsort'), 4)})")
+
+
+def _pool_text(s: dict) -> str:
+    if s["retrieval_pool"] == "all-chains":
+        return (f"pool of every chain's texts ({s['n_pool']} texts, {s['n_pool_distinct']} distinct), "
+                f"{s['n_retrieval_queries']} unique images")
+    return f"pool of the judged chains' distinct texts ({s['n_pool']}), one query per chain ({s['n_retrieval_queries']})"
 
 
 def render(result: dict) -> str:
@@ -160,9 +206,15 @@ def render(result: dict) -> str:
         rows.append(_row("held-out, before", held["before"]))
     if "after" in held:
         rows.append(_row("held-out, after RE", held["after"]))
+    for line in (result.get("preset") or {}).get("differences", []):
+        lines.append(f"settings: {line}")
     lines.append("")
     lines.append(format_table(rows, ["chains", "n", "tau_d", "95% CI", "monotone", "precision", "recall"],
                               digits=3))
+    lines.append(f"tau_d: {result.get('tau_method', 'tau-b')}" + _tie_note(result["all"]))
+    for name, s in (("all", result["all"]), ("held-out", held.get("before"))):
+        if s and s.get("retrieval_pool"):
+            lines.append(f"retrieval ({name}): " + _pool_text(s))
     lines.append("")
     med = result["all"]["median_radius_per_tier"]
     lines.append("median radius d_r per tier (all chains): " +
