@@ -114,7 +114,9 @@ class Space:
         """Bytes held in RAM (0 for arrays memory-mapped from disk)."""
         total = 0
         for arr in (self.data, self.mask, self.weights):
-            if arr is not None and not isinstance(arr, np.memmap) and not _is_mmap_view(arr):
+            if arr is None or getattr(arr, "is_sharded", False):   # shards stay on disk
+                continue
+            if not isinstance(arr, np.memmap) and not _is_mmap_view(arr):
                 total += arr.nbytes
         return total
 
@@ -133,6 +135,8 @@ class Space:
         Weighted pooling uses ``sum_t w_t m_t v_t / sum_t |w_t| m_t`` (weights may be negative).
         """
         if self.kind == "vectors":
+            if getattr(self.data, "is_sharded", False):   # core.shards: stays on disk, converted as read
+                return self.data.astype(dtype)
             return np.asarray(self.data, dtype=dtype)
         out = np.empty((self.n, self.dim), dtype=dtype)
         mask = self.token_mask()

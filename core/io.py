@@ -817,7 +817,8 @@ def load_file(path: str | os.PathLike, display_name: str | None = None, *,
 
     Parameters
     ----------
-    path : the file on disk (.npy, .npz, .safetensors, .pt, .pth, .parquet, or a HierarCaps / chains .csv).
+    path : the file on disk (.npy, .npz, .safetensors, .pt, .pth, .parquet, or a HierarCaps / chains .csv), or a
+        folder of .npy / .parquet shards (:mod:`core.shards`).
     display_name : the name the user knows the file by (used in every message); defaults to the file name.
         Its extension, when it has one, decides the format (uploads may be spooled under other names).
     max_file_bytes : size limit (default: :func:`default_max_file_bytes`); a bigger file is refused unread.
@@ -828,6 +829,9 @@ def load_file(path: str | os.PathLike, display_name: str | None = None, *,
     """
     path = Path(path)
     display = _display(path, display_name)
+    if path.is_dir():  # a folder of .npy / .parquet shards: one space, read shard by shard (core.shards)
+        from .shards import load_shard_folder
+        return load_shard_folder(path, display, max_file_bytes=max_file_bytes)
     size = _check_file(path, display, max_file_bytes)
     ext = _extension(path, display)
     try:

@@ -64,7 +64,8 @@ _top_k = top_k
 
 
 def nearest_neighbours(X, rows, k: int = 10, metric: str = "cosine", exclude_self: bool = True, device=None,
-                       chunk_rows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+                       chunk_rows: int = 4096, index_key: str | None = None,
+                       index_namespace: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest items of each query row among all rows of ``X`` (n x d).
 
     Parameters
@@ -72,20 +73,33 @@ def nearest_neighbours(X, rows, k: int = 10, metric: str = "cosine", exclude_sel
     X : the space; rows : query item indices; k : neighbours per query.
     metric : 'cosine' (distance ``1 - cos``) or 'euclidean'.
     exclude_self : leave the query item out of its own list.
+    index_key, index_namespace : for ``n >= core.ann.ANN_MIN_N`` the search goes through a faiss index
+        (:func:`core.ann.neighbour_index`) identified by ``index_key`` (e.g. the space's fingerprint; default: the
+        sha256 of the rows) and cached on disk in ``index_namespace`` (None: in memory only). Smaller spaces use the
+        exact torch search.
 
     Returns
     -------
-    ``(indices (len(rows) x k), distances (len(rows) x k))``, nearest first (ties: lower index first).
+    ``(indices (len(rows) x k), distances (len(rows) x k))``, nearest first (ties: lower index first on the exact
+    path).
     """
+    from .ann import neighbour_index, use_index
+
     if metric not in ("cosine", "euclidean"):
         raise DataError(f"unknown distance '{metric}'", hint="use 'cosine' or 'euclidean'")
-    arr = np.asarray(X)
-    if arr.ndim != 2:
-        raise DataError(f"the space must be n x d, got shape {arr.shape}")
+    shape = tuple(getattr(X, "shape", np.shape(X)))
+    if len(shape) != 2:
+        raise DataError(f"the space must be n x d, got shape {shape}")
     rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
-    n = arr.shape[0]
+    n = shape[0]
     if len(rows) and (rows.min() < 0 or rows.max() >= n):
         raise DataError(f"item index out of range for {n} items")
+    if use_index(n):
+        index = neighbour_index(X, metric, content_key=index_key, namespace=index_namespace)
+        idx, scores = index.search(np.asarray(X[np.sort(rows)])[np.argsort(np.argsort(rows))], k,
+                                   exclude=rows if exclude_self else None)
+        return idx, (1.0 - scores if metric == "cosine" else scores)
+    arr = np.asarray(X)
     dev = float64_device(pick_device(device))
     T = torch.as_tensor(np.asarray(arr, dtype=np.float64), device=dev)
     if metric == "cosine":
@@ -123,16 +137,20 @@ class CrossModalRetriever:
     aligner_ : the fitted :class:`core.align.PairwiseAligner` (source -> target).
     index_ : the target items in the coordinates the scores use (``n x k'`` float64; rows L2-normalised for the
         cosine methods).
+    ann_ : for ``n >= core.ann.ANN_MIN_N`` items and a cosine method, the faiss index of ``index_`` that
+        :meth:`query` searches (flat up to ``core.ann.FLAT_MAX_N``, IVF beyond; cached on disk in
+        ``index_namespace``); None otherwise (exact scores).
     n_items_ : number of indexed target items.  n_anchors_ : anchors the alignment was fitted on.
     """
 
     def __init__(self, method: str = DEFAULT_METHOD, k: int | None = DEFAULT_K, reg: float = 1e-3,
-                 ridge: float = 0.0, device=None):
+                 ridge: float = 0.0, device=None, index_namespace: str | None = None):
         self.method = method
         self.k = k
         self.reg = reg
         self.ridge = ridge
         self.device = device
+        self.index_namespace = index_namespace
 
     def fit(self, X_source, Y_target, anchors=None) -> "CrossModalRetriever":
         """Fit the alignment on paired rows (``anchors``: indices; default all) and index every ``Y_target`` row."""
@@ -160,13 +178,19 @@ class CrossModalRetriever:
             raise DataError(f"the map expects {aligner.q_}-d target items, got shape {Y.shape}",
                             hint="the saved map was fitted on other spaces")
         self.aligner_ = aligner
-        coords = aligner.transform_target(Y)
-        if aligner.method_ not in ("local_cka", "cca_local_cka"):
+        step = 65536       # in row chunks: a million target rows never sit in float64 all at once
+        coords = np.concatenate([aligner.transform_target(Y[a:a + step]) for a in range(0, max(len(Y), 1), step)])
+        cosine = aligner.method_ not in ("local_cka", "cca_local_cka")
+        if cosine:
             norms = np.linalg.norm(coords, axis=1, keepdims=True)
             coords = coords / np.where(norms > 0, norms, 1.0)
         self.index_ = coords
         self.n_items_ = int(Y.shape[0])
         self.n_anchors_ = int(aligner.n_anchors_)
+        self.ann_ = None
+        from .ann import neighbour_index, use_index
+        if cosine and use_index(self.n_items_):
+            self.ann_ = neighbour_index(coords, "cosine", namespace=self.index_namespace)
         return self
 
     @property
@@ -187,23 +211,39 @@ class CrossModalRetriever:
         return cosine_similarity_matrix(x, self.index_, device=self.device)
 
     def query(self, X_query, top_k: int = 10, exclude=None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``top_k`` items for each query row: ``(indices (Q x k), scores (Q x k))``, best first."""
+        """Top-``top_k`` items for each query row: ``(indices (Q x k), scores (Q x k))``, best first.
+
+        Through :attr:`ann_` when the target has many items (see :mod:`core.ann`), else exact."""
+        if getattr(self, "ann_", None) is not None:
+            Xq = np.array(X_query, dtype=np.float64, ndmin=2)
+            if Xq.shape[1] != self.aligner_.p_:
+                raise DataError(f"the query is {Xq.shape[1]}-d but the alignment expects {self.aligner_.p_}-d "
+                                "source vectors", hint="embed the query with the encoder of the source space")
+            return self.ann_.search(self.aligner_.transform(Xq), top_k, exclude=exclude)
         return _top_k(self.scores(X_query), top_k, exclude=exclude)
 
 
-def expand_query(X_query, X_source, n_neighbours: int = 10) -> np.ndarray:
+def expand_query(X_query, X_source, n_neighbours: int = 10, *, index_key: str | None = None,
+                 index_namespace: str | None = None) -> np.ndarray:
     """Source-side neighbour expansion: each query row becomes the mean of its ``n_neighbours`` nearest rows of
     ``X_source`` (cosine), before it goes through the alignment.
 
     A linear alignment fitted on one caption style maps out-of-style text poorly: on the demo, "a round bowl"
     finds 10/10 bowls among the captions in MiniLM space, but mapped through CCA + affine on its own it lands on
     shelves and tables. Its nearest captions carry the words the alignment was fitted on. ``n_neighbours = 0``
-    returns the queries unchanged. Returns ``Q x p`` float64.
+    returns the queries unchanged. Returns ``Q x p`` float64. A source of ``core.ann.ANN_MIN_N`` items or more is
+    searched through its faiss index (``index_key`` / ``index_namespace`` as in :func:`nearest_neighbours`).
     """
+    from .ann import neighbour_index, use_index
+
     Xq = np.array(X_query, dtype=np.float64, ndmin=2)
     n = int(n_neighbours)
     if n <= 0:
         return Xq
+    if use_index(X_source.shape[0]) and X_source.shape[1] == Xq.shape[1]:
+        idx, _ = neighbour_index(X_source, "cosine", content_key=index_key, namespace=index_namespace).search(
+            Xq, min(n, X_source.shape[0]))
+        return np.stack([np.asarray(X_source[np.sort(r[r >= 0])], dtype=np.float64).mean(axis=0) for r in idx])
     Xs = np.asarray(X_source, dtype=np.float64)
     if Xs.ndim != 2 or Xs.shape[1] != Xq.shape[1]:
         raise DataError(f"the query is {Xq.shape[1]}-d but the source space is {Xs.shape[-1]}-d",
@@ -283,7 +323,8 @@ def check_text_encoder(encoder, space_vectors, texts, n_check: int = 3, min_cosi
 # neighbours before / after alignment
 # ------------------------------------------------------------------------------------------------
 def neighbours_before_after(X, partner, row: int, k: int = 8, *, dim: int = DEFAULT_K, reg: float = 1e-3,
-                            metric: str = "cosine", anchors=None, cca=None, device=None) -> dict:
+                            metric: str = "cosine", anchors=None, cca=None, device=None, index_key: str | None = None,
+                            index_namespace: str | None = None) -> dict:
     """An item's ``k`` nearest neighbours in the original space ``X`` beside those in the CCA subspace of ``X``
     fitted with ``partner`` (paper A, section 3).
 
@@ -293,6 +334,8 @@ def neighbours_before_after(X, partner, row: int, k: int = 8, *, dim: int = DEFA
         :class:`core.align.CCA` with ``dim`` components fitted on ``anchors`` (default all items), or ``cca`` when
         given (a fitted CCA with X as its first side).
     row : the query item.  k : neighbours.  metric : 'cosine' or 'euclidean'.
+    index_key, index_namespace : name and cache the faiss indexes of large spaces (see :func:`nearest_neighbours`;
+        ``index_key`` should identify both spaces, e.g. their two fingerprints).
 
     Returns
     -------
@@ -301,14 +344,22 @@ def neighbours_before_after(X, partner, row: int, k: int = 8, *, dim: int = DEFA
     from .align import CCA
 
     Xa = np.asarray(X)
+    sub_key = None
     if cca is None:
         P = np.asarray(partner)
-        a = np.arange(Xa.shape[0]) if anchors is None else np.asarray(anchors)
-        dim = int(min(dim, Xa.shape[1], P.shape[1], max(1, len(a) - 1)))
-        cca = CCA(dim, reg, device=device).fit(Xa[a], P[a])
-    Z = cca.transform(Xa)
-    oi, od = nearest_neighbours(Xa, [row], k, metric, device=device)
-    si, sd = nearest_neighbours(Z, [row], k, metric, device=device)
+        a = None if anchors is None else np.asarray(anchors)
+        n_a = Xa.shape[0] if a is None else len(a)
+        dim = int(min(dim, Xa.shape[1], P.shape[1], max(1, n_a - 1)))
+        cca = CCA(dim, reg, device=device).fit(Xa if a is None else Xa[a], P if a is None else P[a])
+        if index_key is not None:
+            anchors_key = "all" if a is None else hashlib.sha256(np.ascontiguousarray(a, np.int64)).hexdigest()
+            sub_key = f"{index_key}:cca:{dim}:{reg!r}:{anchors_key}"
+    step = 65536
+    Z = np.concatenate([cca.transform(Xa[s:s + step]) for s in range(0, max(Xa.shape[0], 1), step)])
+    keys = dict(index_namespace=index_namespace)
+    oi, od = nearest_neighbours(Xa, [row], k, metric, device=device, index_key=index_key and f"{index_key}:original",
+                                **keys)
+    si, sd = nearest_neighbours(Z, [row], k, metric, device=device, index_key=sub_key, **keys)
     return {"row": int(row), "k": int(cca.W_x_.shape[1]),
             "original": {"rows": oi[0].tolist(), "distances": od[0].tolist()},
             "subspace": {"rows": si[0].tolist(), "distances": sd[0].tolist()}}

@@ -59,6 +59,10 @@ _F64 = torch.float64
 # input handling
 # ----------------------------------------------------------------------------------------------
 def _as_array(X, name: str) -> np.ndarray:
+    if getattr(X, "is_sharded", False):   # core.shards.ShardedArray: read in row chunks, never whole
+        if X.ndim != 2:
+            raise DataError(f"{name} must be a 2-D n x d array, got shape {X.shape}", array=name)
+        return X
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
     if not isinstance(X, np.ndarray):
@@ -108,7 +112,7 @@ def _release_pages(arr: np.ndarray, start: int, stop: int) -> None:
     in the file (and the page cache), and a later read faults it back in.
     """
     global _LIBC
-    if not sys.platform.startswith("linux") or not arr.flags.c_contiguous:
+    if not isinstance(arr, np.ndarray) or not sys.platform.startswith("linux") or not arr.flags.c_contiguous:
         return
     base = arr                       # a memmap, or a plain view of one (e.g. np.asarray(memmap))
     while isinstance(base, np.ndarray) and not isinstance(base, np.memmap):

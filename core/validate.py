@@ -92,8 +92,11 @@ def check_shape(arr: np.ndarray, *, file: str | None = None, array: str | None =
 
 
 def scan_values(arr: np.ndarray, *, file: str | None = None, array: str | None = None,
-                chunk_bytes: int = CHUNK_BYTES) -> None:
-    """Scan ``arr`` in row chunks: raise on NaN/Inf (count + first row) or when every row is identical."""
+                chunk_bytes: int = CHUNK_BYTES, check_variance: bool = True) -> None:
+    """Scan ``arr`` in row chunks: raise on NaN/Inf (count + first row) or when every row is identical.
+
+    ``check_variance=False`` skips the second check (one shard of a space may well hold identical rows;
+    :mod:`core.shards` checks the whole folder)."""
     n = arr.shape[0]
     is_float = arr.dtype.kind == "f"
     step = _chunk_rows(arr, chunk_bytes)
@@ -125,7 +128,7 @@ def scan_values(arr: np.ndarray, *, file: str | None = None, array: str | None =
         raise DataError(f"contains {' and '.join(parts)} value{'s' if n_bad > 1 else ''} "
                         f"(first in row {first_bad})", file=file, array=array, row=first_bad,
                         hint="remove or re-compute those rows (NaN usually means a failed or empty input)")
-    if all_same and n >= 2:
+    if check_variance and all_same and n >= 2:
         raise DataError(f"has zero variance: all {n} rows are identical", file=file, array=array, row=0,
                         hint="the encoder probably received the same (or empty) input for every item")
 

@@ -61,7 +61,10 @@ with guard():
     key = cached.result_key("neighbours", ds.fingerprint, space, partner, dim, metric, k, row)
     res = cached.computed(namespace, key, "Fitting the CCA subspace and finding neighbours",
                           lambda progress: neighbours_before_after(ds[space].vectors(), ds[partner].vectors(), row,
-                                                                   k, dim=dim, metric=metric))
+                                                                   k, dim=dim, metric=metric,
+                                                                   index_key=f"{ds.space_fingerprint(space)}:"
+                                                                             f"{ds.space_fingerprint(partner)}",
+                                                                   index_namespace=namespace))
 
 if res is not None:
     q_label = labels[row] if labels is not None else None

@@ -49,7 +49,8 @@ with guard():
     rkey = cached.result_key("query_alignment", ds.fingerprint, source, target, method, dim)
     retriever = cached.computed(
         namespace, rkey, f"Fitting {METHODS[method]} ({source} -> {target}) once for this dataset",
-        lambda progress: CrossModalRetriever(method, k=dim).fit(ds[source].vectors(), ds[target].vectors()))
+        lambda progress: CrossModalRetriever(method, k=dim, index_namespace=namespace).fit(
+            ds[source].vectors(), ds[target].vectors()))
 if retriever is None:
     st.stop()
 st.caption(f"{METHODS[method]}" + (f" (k = {retriever.aligner_.k})" if retriever.aligner_.uses_k else "")
@@ -82,7 +83,8 @@ with tab_text:
                             lambda progress: check_text_encoder(encoder, ds[source].vectors(), list(captions),
                                                                 space_name=f"the space '{source}'"))
             t0 = time.perf_counter()
-            query_vec = expand_query(embed_query_text(text, encoder), ds[source].vectors(), int(expand))
+            query_vec = expand_query(embed_query_text(text, encoder), ds[source].vectors(), int(expand),
+                                     index_key=ds.space_fingerprint(source), index_namespace=namespace)
             query_desc = f'"{text.strip()}"' + (f" (expanded with its {int(expand)} nearest '{source}' items)"
                                                  if int(expand) else "")
             st.session_state["query_embed_s"] = time.perf_counter() - t0

@@ -97,6 +97,14 @@ def demo_available() -> bool:
     return demo_enabled() and _demo_dataset() is not None
 
 
+def _shard_folders(target: Path) -> list[Path]:
+    """Sub-folders of a server dataset that hold the shards of one space each (core.shards)."""
+    from core.shards import is_shard_folder
+
+    return sorted(p for p in target.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+                  and is_shard_folder(p))
+
+
 @st.cache_resource(show_spinner="Loading the server-side dataset ...", max_entries=16)
 def _server_dataset(name: str, stamp: float) -> Dataset:
     from core.io import load_dataset
@@ -107,6 +115,7 @@ def _server_dataset(name: str, stamp: float) -> Dataset:
         files = sorted(p for p in target.iterdir() if p.is_file() and not p.name.startswith("."))
         meta = [p for p in files if p.stem.lower() in ("meta", "metadata", "items")]
         data = [p for p in files if p not in meta and p.suffix.lower().lstrip(".") in UPLOAD_TYPES]
+        data += _shard_folders(target)
         return load_dataset(data, metadata=meta[0] if meta else None, name=name, origin="server")
     matches = [p for p in folder.iterdir() if p.is_file() and p.stem == name]
     if not matches:

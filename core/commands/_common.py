@@ -23,8 +23,8 @@ def add_input_arguments(parser: argparse.ArgumentParser, *, nargs: str = "+") ->
     nargs : how many FILE arguments ('+' by default; '*' when the command can run without files).
     """
     parser.add_argument("files", nargs=nargs, metavar="FILE",
-                        help="embedding files (.npy, .npz, .safetensors, .pt, .pth, .parquet) or a HierarCaps "
-                             "/ chains .csv")
+                        help="embedding files (.npy, .npz, .safetensors, .pt, .pth, .parquet), folders of .npy / "
+                             ".parquet shards (one space each), or a HierarCaps / chains .csv")
     parser.add_argument("--meta", metavar="META", default=None,
                         help="metadata table (.csv or .parquet) with an 'id' column, joined on id")
     parser.add_argument("--max-file-mb", metavar="MB", type=float, default=None,

@@ -118,7 +118,9 @@ def run(args: argparse.Namespace, progress) -> dict:
     row = _item_row(ds, args.query) if args.query is not None else int(res["rows"][0])
     if partner is not None:
         nb = neighbours_before_after(ds[space].vectors(), ds[partner].vectors(), row, args.neighbours,
-                                     dim=args.dim, reg=args.reg, metric=args.metric)
+                                     dim=args.dim, reg=args.reg, metric=args.metric,
+                                     index_key=f"{ds.space_fingerprint(space)}:{ds.space_fingerprint(partner)}",
+                                     index_namespace="shared")
         out["neighbours"] = {
             "query": _describe(ds, row), "k_subspace": nb["k"],
             **{side: [_describe(ds, r, d, i + 1) for i, (r, d) in enumerate(zip(nb[side]["rows"],

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace, progress) -> dict:
         aligner, loaded = cached_alignment(X, Y, ds.space_fingerprint(source) + ds.space_fingerprint(target),
                                            method=args.method, k=args.dim, reg=args.reg, namespace="shared")
         origin = "cache" if loaded else "fitted"
-    retr = CrossModalRetriever().set_aligner(aligner, Y)
+    retr = CrossModalRetriever(index_namespace="shared").set_aligner(aligner, Y)
     encoder_spec = None
     t0 = time.perf_counter()
     if args.text is not None:
@@ -112,7 +112,8 @@ def run(args: argparse.Namespace, progress) -> dict:
         if "caption" in ds.items.columns:
             check_text_encoder(encoder, X, ds.items["caption"].tolist(), space_name=f"the space '{source}'")
         from ..retrieval import expand_query
-        q = expand_query(embed_query_text(args.text, encoder), X, args.expand)
+        q = expand_query(embed_query_text(args.text, encoder), X, args.expand,
+                         index_key=ds.space_fingerprint(source), index_namespace="shared")
         item = None
         exclude = None
     else:
