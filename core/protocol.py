@@ -227,7 +227,7 @@ def run_protocol(X, Y, methods=PAPER_A_METHODS, k: int = 50, n_anchors: int | No
         if "cca" in shared:
             cca_corr.append(shared["cca"].canonical_correlations_)
             cca_heldout.append(shared["cca"].heldout_correlations(Xq, Yq))
-        for method in methods:
+        for method in progress(methods, total=len(methods), desc="methods"):
             aligner = PairwiseAligner(method, k=k, reg=reg, ridge=ridge, device=device)
             aligner.fit_moments(moments, projector=_projector_for(method, shared, k))
             ev = evaluate_scores(aligner.score_matrix(Xq, Yq), gq, ks=ks, seed=seed)
@@ -276,9 +276,14 @@ def _records(ev: dict, method, by: str, key, seed) -> list[dict]:
             for metric, v in ev.items() if isinstance(v, dict)]
 
 
+def _ordered_summary(records: list[dict], by: str, methods: list[str]) -> list[dict]:
+    rank = {m: i for i, m in enumerate(methods)}
+    return sorted(summarize_records(records, by), key=lambda r: rank.get(r["method"], len(rank)))
+
+
 def sweep_k(X, Y, k_values=DEFAULT_SWEEP_KS, methods=SWEEP_K_METHODS, n_anchors: int | None = 30000,
             n_queries: int = 500, seeds=(0, 1, 2), groups=None, reg: float = 1e-3, ridge: float = 0.0,
-            ks=DEFAULT_KS, progress=None, device=None) -> dict:
+            ks=DEFAULT_KS, progress=None, device=None, partial=None) -> dict:
     """Every method over the subspace dimensions ``k_values`` (paper A's curve over k).
 
     CCA and PCA are fitted once per seed at the largest k; smaller k take the leading columns (the top-k
@@ -286,6 +291,10 @@ def sweep_k(X, Y, k_values=DEFAULT_SWEEP_KS, methods=SWEEP_K_METHODS, n_anchors:
     ``"affine"`` is run as ``"pca_affine"`` (affine between PCA-k coordinates of each side, paper A's affine
     curve); methods that do not depend on k (local_cka, procrustes, none) are evaluated once per seed and
     recorded with ``k = None``. k values above ``min(p, q)`` are dropped (listed in ``"adjustments"``).
+
+    The anchors of every seed are read first; then the curve is computed point by point (one k, every seed),
+    smallest k first, and ``partial({"summary": [...], "records": [...]})`` is called after each point, so a
+    caller can draw the curve as it fills in.
 
     Returns
     -------
@@ -314,34 +323,46 @@ def sweep_k(X, Y, k_values=DEFAULT_SWEEP_KS, methods=SWEEP_K_METHODS, n_anchors:
     n_anchors_req, n_queries = _resolve_sizes(n, n_anchors, n_queries, groups, adjustments)
     seeds = list(seeds)
 
-    records, anchors_used = [], []
-    for seed in progress(seeds, total=len(seeds), desc="seeds"):
-        a_idx, q_idx = _split(n, n_anchors_req, n_queries, seed, groups, adjustments)
-        anchors_used.append(len(a_idx))
-        moments = AnchorMoments.from_arrays(_rows(X, a_idx), _rows(Y, a_idx), device=device)
-        Xq, Yq = _rows(X, q_idx), _rows(Y, q_idx)
-        gq = None if groups is None else groups[np.sort(q_idx)]
-        shared = _shared_projectors(methods, k_list[-1], moments, reg, device)
-        for method in methods:
-            for k in (k_list if method in K_METHODS else [None]):
+    flat = [m for m in methods if m not in K_METHODS]
+    steps = [("seed", s) for s in seeds] + ([("k", None)] if flat else []) + \
+        [("k", k) for k in k_list if any(m in K_METHODS for m in methods)]
+    records, anchors_used, prepared = [], [], []
+    for kind, value in progress(steps, total=len(steps), desc="sweep over k"):
+        if kind == "seed":
+            a_idx, q_idx = _split(n, n_anchors_req, n_queries, value, groups, adjustments)
+            anchors_used.append(len(a_idx))
+            moments = AnchorMoments.from_arrays(_rows(X, a_idx), _rows(Y, a_idx), device=device)
+            gq = None if groups is None else groups[np.sort(q_idx)]
+            prepared.append((value, moments, _rows(X, q_idx), _rows(Y, q_idx), gq,
+                             _shared_projectors(methods, k_list[-1], moments, reg, device)))
+            continue
+        k = value
+        for seed, moments, Xq, Yq, gq, shared in progress(prepared, total=len(prepared), desc="seeds"):
+            for method in (flat if k is None else [m for m in methods if m in K_METHODS]):
                 aligner = PairwiseAligner(method, k=k, reg=reg, ridge=ridge, device=device)
                 aligner.fit_moments(moments, projector=_projector_for(method, shared, k) if k else None)
                 ev = evaluate_scores(aligner.score_matrix(Xq, Yq), gq, ks=ks, seed=seed)
                 records.extend(_records(ev, method, "k", k, seed))
+        if partial is not None:
+            partial({"summary": _ordered_summary(records, "k", methods), "records": list(records),
+                     "adjustments": list(adjustments)})
     used = int(anchors_used[0]) if len(set(anchors_used)) == 1 else [int(a) for a in anchors_used]
     return {"settings": _settings(n, p, q, methods, k_list, used, n_queries, seeds, reg, ridge, groups),
-            "adjustments": adjustments, "records": records, "summary": summarize_records(records, "k"),
+            "adjustments": adjustments, "records": records, "summary": _ordered_summary(records, "k", methods),
             "seconds": time.perf_counter() - t0}
 
 
 def sweep_anchors(X, Y, anchor_counts=DEFAULT_ANCHOR_COUNTS, methods=PAPER_A_METHODS, k: int = 50,
                   n_queries: int = 500, seeds=(0, 1, 2), groups=None, reg: float = 1e-3, ridge: float = 0.0,
-                  ks=DEFAULT_KS, progress=None, device=None) -> dict:
+                  ks=DEFAULT_KS, progress=None, device=None, partial=None) -> dict:
     """Every method over growing anchor counts (paper A's curve over the number of anchors).
 
     Per seed the queries are drawn first, then one seeded order of the remaining rows; the anchors for count
     ``N`` are its first ``N`` rows (nested sets), and the moments are updated incrementally. Counts above what
     the dataset offers are replaced by the largest available count (listed in ``"adjustments"``).
+
+    The curve is computed point by point (one count, every seed), smallest count first, and
+    ``partial({"summary": [...], "records": [...]})`` is called after each point.
 
     Returns
     -------
@@ -360,8 +381,8 @@ def sweep_anchors(X, Y, anchor_counts=DEFAULT_ANCHOR_COUNTS, methods=PAPER_A_MET
     _, n_queries = _resolve_sizes(n, counts[-1], n_queries, groups, adjustments)
     seeds = list(seeds)
 
-    records = []
-    for seed in progress(seeds, total=len(seeds), desc="seeds"):
+    per_seed = []
+    for seed in seeds:
         pool, q_idx = _split(n, None, n_queries, seed, groups)
         order = np.random.default_rng([int(seed), 1]).permutation(pool)
         seed_counts = sorted({min(c, len(order)) for c in counts})
@@ -369,21 +390,30 @@ def sweep_anchors(X, Y, anchor_counts=DEFAULT_ANCHOR_COUNTS, methods=PAPER_A_MET
             msg = f"only {len(order)} anchors available outside the queries; larger counts use {len(order)}"
             if msg not in adjustments:
                 adjustments.append(msg)
-        Xq, Yq = _rows(X, q_idx), _rows(Y, q_idx)
         gq = None if groups is None else groups[np.sort(q_idx)]
-        acc = MomentAccumulator(device=device)
-        done = 0
-        for count in seed_counts:
-            new = order[done:count]
-            acc.update(_rows(X, new), _rows(Y, new))
-            done = count
-            moments = acc.moments()
+        per_seed.append({"seed": seed, "order": order, "counts": set(seed_counts), "q_idx": q_idx, "gq": gq,
+                         "acc": MomentAccumulator(device=device), "done": 0, "Xq": None, "Yq": None})
+    points = sorted(set().union(*(s["counts"] for s in per_seed))) if per_seed else []
+    records = []
+    for count in progress(points, total=len(points), desc="sweep over anchors"):
+        for s in progress(per_seed, total=len(per_seed), desc="seeds"):
+            if count not in s["counts"]:
+                continue
+            if s["Xq"] is None:
+                s["Xq"], s["Yq"] = _rows(X, s["q_idx"]), _rows(Y, s["q_idx"])
+            new = s["order"][s["done"]:count]
+            s["acc"].update(_rows(X, new), _rows(Y, new))
+            s["done"] = count
+            moments = s["acc"].moments()
             shared = _shared_projectors(methods, k, moments, reg, device)
             for method in methods:
                 aligner = PairwiseAligner(method, k=k, reg=reg, ridge=ridge, device=device)
                 aligner.fit_moments(moments, projector=_projector_for(method, shared, k))
-                ev = evaluate_scores(aligner.score_matrix(Xq, Yq), gq, ks=ks, seed=seed)
-                records.extend(_records(ev, method, "n_anchors", count, seed))
+                ev = evaluate_scores(aligner.score_matrix(s["Xq"], s["Yq"]), s["gq"], ks=ks, seed=s["seed"])
+                records.extend(_records(ev, method, "n_anchors", count, s["seed"]))
+        if partial is not None:
+            partial({"summary": _ordered_summary(records, "n_anchors", methods), "records": list(records),
+                     "adjustments": list(adjustments)})
     return {"settings": _settings(n, p, q, methods, k, counts, n_queries, seeds, reg, ridge, groups),
-            "adjustments": adjustments, "records": records, "summary": summarize_records(records, "n_anchors"),
-            "seconds": time.perf_counter() - t0}
+            "adjustments": adjustments, "records": records,
+            "summary": _ordered_summary(records, "n_anchors", methods), "seconds": time.perf_counter() - t0}

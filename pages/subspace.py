@@ -5,7 +5,7 @@ import streamlit as st
 from core.align import METHODS, PAPER_A_METHODS
 from core.export import build_manifest
 from core.protocol import DEFAULT_ANCHOR_COUNTS, DEFAULT_SWEEP_KS, run_protocol, sweep_anchors, sweep_k
-from ui import cached, data
+from ui import cached, data, jobs
 from ui.plots import METHOD_LABELS, METRIC_LABELS, bars_with_errors, curve, spectrum
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
 
@@ -77,16 +77,30 @@ st.caption(f"Scores: cosine after affine/CCA maps, local CKA score for the local
            f"{f'Items sharing a {partners!r} value count as true partners. ' if groups is not None else ''}"
            f"Dataset: {ds.n:,} items; {source} is {ds[source].dim}-d, {target} is {ds[target].dim}-d.")
 
-tab_k, tab_curve_k, tab_curve_a, tab_cca = st.tabs(["At one k", "Curve over k", "Curve over anchors",
-                                                    "Canonical correlations"])
+VIEWS = ["At one k", "Curve over k", "Curve over anchors", "Canonical correlations"]
+# one view at a time (in the URL): only the view that is open computes anything
+view = st.segmented_control("View", VIEWS, key=url_key("view", VIEWS[0], VIEWS), required=True,
+                            label_visibility="collapsed")
+sync_url(view=view)
 
-with tab_k:
+
+def protocol_result():
+    key = cached.result_key("protocol", ds.fingerprint, base_params)
+    return jobs.result(namespace, key, "Fitting and judging every method",
+                       lambda job: run_protocol(X, Y, methods=methods, k=int(k), n_anchors=int(anchors),
+                                                progress=job.progress, **common))
+
+
+def draw_curve(result, x_key, title, x_title, chart_key):
+    fig = curve(result["summary"], x_key, metric, title=title, x_title=x_title, log_x=True)
+    st.plotly_chart(fig, key=chart_key, width="stretch")
+    return fig
+
+
+if view == "At one k":
     res = None
     with guard():
-        key = cached.result_key("protocol", ds.fingerprint, base_params)
-        res = cached.computed(namespace, key, "Fitting and judging every method",
-                              lambda progress: run_protocol(X, Y, methods=methods, k=int(k),
-                                                            n_anchors=int(anchors), progress=progress, **common))
+        res = protocol_result()
     if res is not None:
         for note in res.get("adjustments", []):
             st.info(f"Adjusted to fit the dataset: {note}")
@@ -114,55 +128,65 @@ with tab_k:
                         manifest=build_manifest(view="subspace/protocol", dataset=ds, seeds=seeds,
                                                 params={**base_params, "settings": s}))
 
-with tab_curve_k:
+elif view == "Curve over k":
     k_values = st.multiselect("k values", list(DEFAULT_SWEEP_KS) + [2, 4, 512, 768], key="sweep_k_values",
                               default=list(DEFAULT_SWEEP_KS))
     sweep_methods = [m for m in methods if m in ("affine", "pca_affine", "cca_affine", "cca_local_cka",
                                                   "local_cka")]
+    if not sweep_methods:
+        st.info("Add a method that depends on k (affine, PCA + affine, CCA + affine, CCA + local CKA).")
     if k_values and sweep_methods:
         curve_res = None
+        title = f"{METRIC_LABELS[metric]} against k"
         with guard():
             key = cached.result_key("sweep_k", ds.fingerprint, base_params, sorted(k_values), sweep_methods)
-            curve_res = cached.computed(
+            curve_res = jobs.result(
                 namespace, key, f"Sweeping k over {len(k_values)} values",
-                lambda progress: sweep_k(X, Y, k_values=k_values, methods=sweep_methods,
-                                         n_anchors=int(anchors), progress=progress, **common))
+                lambda job: sweep_k(X, Y, k_values=k_values, methods=sweep_methods, n_anchors=int(anchors),
+                                    progress=job.progress, partial=job.publish, **common),
+                partial=lambda p: draw_curve(p, "k", f"{title} (filling in)", "subspace dimension k",
+                                             "subspace_curve_k_partial"))
         if curve_res is not None:
             for note in curve_res.get("adjustments", []):
                 st.info(f"Adjusted: {note}")
-            fig = curve(curve_res["summary"], "k", metric, title=f"{METRIC_LABELS[metric]} against k",
-                        x_title="subspace dimension k", log_x=True)
-            st.plotly_chart(fig, key="subspace_curve_k", width="stretch")
+            fig = draw_curve(curve_res, "k", title, "subspace dimension k", "subspace_curve_k")
             st.caption("Paper A: after CCA a low k (about 50) works best; affine alone prefers higher dimensions. "
                        "Methods that do not depend on k are drawn as dotted lines.")
             export_controls("platoscope-sweep-k", fig=fig, table=pd.DataFrame(curve_res["summary"]),
                             manifest=build_manifest(view="subspace/sweep_k", dataset=ds, seeds=seeds,
                                                     params={**base_params, "k_values": sorted(k_values)}))
 
-with tab_curve_a:
+elif view == "Curve over anchors":
     counts = st.multiselect("Anchor counts", sorted(set(DEFAULT_ANCHOR_COUNTS) | {100, 250, 500}),
                             default=[c for c in (100, 250, 500, 1000, 2000, 5000, 10000, 20000, 30000)
                                      if c <= max(ds.n - min(int(queries), ds.n // 5), 100)],
                             key="sweep_anchor_counts")
     if counts:
         ares = None
+        title = f"{METRIC_LABELS[metric]} against anchors"
         with guard():
             key = cached.result_key("sweep_anchors", ds.fingerprint, base_params, sorted(counts))
-            ares = cached.computed(
+            ares = jobs.result(
                 namespace, key, f"Sweeping {len(counts)} anchor counts",
-                lambda progress: sweep_anchors(X, Y, anchor_counts=counts, methods=methods, k=int(k),
-                                               progress=progress, **common))
+                lambda job: sweep_anchors(X, Y, anchor_counts=counts, methods=methods, k=int(k),
+                                          progress=job.progress, partial=job.publish, **common),
+                partial=lambda p: draw_curve(p, "n_anchors", f"{title} (filling in)", "number of anchors",
+                                             "subspace_curve_anchors_partial"))
         if ares is not None:
             for note in ares.get("adjustments", []):
                 st.info(f"Adjusted: {note}")
-            fig = curve(ares["summary"], "n_anchors", metric, title=f"{METRIC_LABELS[metric]} against anchors",
-                        x_title="number of anchors", log_x=True)
-            st.plotly_chart(fig, key="subspace_curve_anchors", width="stretch")
+            fig = draw_curve(ares, "n_anchors", title, "number of anchors", "subspace_curve_anchors")
             export_controls("platoscope-sweep-anchors", fig=fig, table=pd.DataFrame(ares["summary"]),
                             manifest=build_manifest(view="subspace/sweep_anchors", dataset=ds, seeds=seeds,
                                                     params={**base_params, "anchor_counts": sorted(counts)}))
 
-with tab_cca:
+else:  # canonical correlations: part of the protocol's result (the same job as "At one k")
+    if not any(m.startswith("cca") for m in methods):
+        st.info("Add a CCA method (CCA + affine or CCA + local CKA) to see the canonical correlations.")
+        st.stop()
+    res = None
+    with guard():
+        res = protocol_result()
     if res is not None and res.get("cca"):
         cca = res["cca"]
         fig = spectrum(cca["canonical_correlations"], name="regularised (anchors)",
@@ -177,5 +201,3 @@ with tab_cca:
              "regularised": cca["canonical_correlations"],
              **({"heldout": cca["heldout_correlations"]} if cca.get("heldout_correlations") else {})}),
             manifest=build_manifest(view="subspace/cca", dataset=ds, seeds=seeds, params=base_params))
-    else:
-        st.info("Add a CCA method (CCA + affine or CCA + local CKA) to see the canonical correlations.")

@@ -5,7 +5,7 @@ import streamlit as st
 from core.export import build_manifest
 from core.universe import METHODS
 from core.universe_eval import evaluate_universe
-from ui import cached, data
+from ui import cached, data, jobs
 from ui.plots_universe import (METHOD_LABELS, METRIC_LABELS, add_vs_refit_figure, clustering_bars, mean_worst_bars,
                                retrieval_heatmaps, universe_map_figure)
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
@@ -68,30 +68,50 @@ st.caption(f"{ds.n:,} items; {widths}. Scores are cosine similarities in univers
            f"(pairwise Procrustes: a mapped into b's frame). "
            f"{'Items of one group count as true partners and stay on one side of the split. ' if groups is not None else ''}")
 
-res = None
-with guard():
-    key = cached.result_key("universe", ds.fingerprint, params)
-    res = cached.computed(
-        namespace, key, f"Fitting {len(methods)} method(s) on {len(chosen)} spaces",
-        lambda progress: evaluate_universe({n: ds[n].vectors() for n in chosen}, methods, labels=labels,
-                                           groups=groups, test_size=float(test_size), seed=int(seed), width=width,
-                                           standardize=bool(standardize), gcpa_epochs=int(epochs),
-                                           map_items=MAP_ITEMS, progress=progress))
-if res is None:
+vectors = {n: ds[n].vectors() for n in chosen}
+fit_args = dict(labels=labels, groups=groups, test_size=float(test_size), seed=int(seed), width=width,
+                standardize=bool(standardize), map_items=MAP_ITEMS)
+shared_params = {k: v for k, v in params.items() if k not in ("methods", "gcpa_epochs")}
+
+
+def method_result(m):
+    """One job per method: PW, GPA and GCCA first; GCPA (training) after them, at a lower priority."""
+    extra = {"gcpa_epochs": int(epochs)} if m == "gcpa" else {}
+    key = cached.result_key("universe_method", ds.fingerprint, shared_params, m, extra)
+    return jobs.result(namespace, key, f"{METHOD_LABELS[m]} on {len(chosen)} spaces",
+                       lambda job: evaluate_universe(vectors, [m], gcpa_epochs=int(epochs), progress=job.progress,
+                                                     **fit_args),
+                       priority=1 if m == "gcpa" else 0)
+
+
+outputs = {}
+with st.container():
+    for m in [m for m in METHODS if m in methods]:
+        with guard():
+            out = method_result(m)
+            if out is not None:
+                outputs[m] = out
+if not outputs:
     st.stop()
 
-results = res["methods"]
+res = next(iter(outputs.values()))
+results = {m: out["methods"][m] for m, out in outputs.items()}
 retrieval = {m: r["retrieval"] for m, r in results.items()}
 pre = next(iter(results.values()))["description"]["preprocessing"]
 st.caption(f"Fitted on {res['n_train']} items, judged on {res['n_test']} held-out items (seed {res['seed']}). "
            f"Preprocessing: {pre['standardize']}; " +
-           "; ".join(f"{n}: {v['width_step']}" for n, v in pre["spaces"].items()) + ".")
+           "; ".join(f"{n}: {v['width_step']}" for n, v in pre["spaces"].items()) + ". " +
+           (f"GPA: {results['gpa']['n_iter']} iterations, objective {results['gpa']['objective']:.4g}"
+            f" (stopped on {results['gpa']['description'].get('stop_reason', '?')})."
+            if "gpa" in results and "n_iter" in results["gpa"] else ""))
 
-# a keyed, state-tracking tab bar keeps the open tab across reruns (e.g. when an item is picked on the map)
-tab_ret, tab_map, tab_add, tab_cluster = st.tabs(["Retrieval and cycles", "Map of the universe", "Add a space",
-                                                   "Clustering"], key="universe_tab", on_change="rerun")
+VIEWS = ["Retrieval and cycles", "Map of the universe", "Add a space", "Clustering"]
+# one view at a time, kept in the URL: a view's work (e.g. GPA-ADD) starts only when it is opened
+view = st.segmented_control("View", VIEWS, key=url_key("view", VIEWS[0], VIEWS), required=True,
+                            label_visibility="collapsed")
+sync_url(view=view)
 
-with tab_ret:
+if view == "Retrieval and cycles":
     fig = retrieval_heatmaps(retrieval, metric)
     st.plotly_chart(fig, key="universe_heatmaps", width="stretch")
     rows = []
@@ -123,7 +143,7 @@ with tab_ret:
                    "cycle-consistent by construction (maps R_a R_b^T); GCCA goes through the universe and back by "
                    "least squares; pairwise maps and GCPA's corrector are not.")
 
-with tab_map:
+elif view == "Map of the universe":
     shown = [m for m in results if results[m].get("map")]
     map_method = st.radio("Universe of", shown, format_func=METHOD_LABELS.get, horizontal=True,
                           key=url_key("map", "gcpa" if "gcpa" in shown else shown[0], shown))
@@ -159,7 +179,7 @@ with tab_map:
         manifest=build_manifest(view="universe/map", dataset=ds, seeds=[int(seed)],
                                 params={**params, "map_method": map_method}))
 
-with tab_add:
+elif view == "Add a space":
     candidates = [n for n in names if n not in chosen]
     if len(chosen) < 2 or not candidates:
         st.info("Adding a space needs a space that is not in the universe yet: leave one out of the selection above.")
@@ -170,13 +190,20 @@ with tab_add:
         sync_url(add=new)
         add_res = None
         with guard():
-            akey = cached.result_key("universe_add", ds.fingerprint, params, new)
-            add_res = cached.computed(
-                namespace, akey, f"GPA-ADD of {new} against a refit",
-                lambda progress: evaluate_universe({n: ds[n].vectors() for n in [*chosen, new]}, ["gpa"],
-                                                   groups=groups, add=new, test_size=float(test_size),
-                                                   seed=int(seed), width=width, standardize=bool(standardize),
-                                                   progress=progress)["add"])
+            akey = cached.result_key("universe_add", ds.fingerprint, shared_params, new)
+            label = f"GPA-ADD of {new} against a refit"
+
+            def compute_add(job):
+                return evaluate_universe({n: ds[n].vectors() for n in [*chosen, new]}, ["gpa"], groups=groups,
+                                         add=new, test_size=float(test_size), seed=int(seed), width=width,
+                                         standardize=bool(standardize), progress=job.progress)["add"]
+
+            # computed only on request: a button starts the job; afterwards the result (or the job) is found
+            start = jobs.job_for(namespace, akey) is not None or st.button(
+                f"Add '{new}' with GPA-ADD and compare with a refit", key="universe_add_go", type="primary")
+            add_res = jobs.result(namespace, akey, label, compute_add, start=start)
+            if add_res is None and not start:
+                st.caption("GPA-ADD fits only the new space's rotation; the comparison refits GPA on every space.")
         if add_res is not None:
             fig = add_vs_refit_figure(add_res)
             st.plotly_chart(fig, key="universe_add", width="stretch")
@@ -192,7 +219,7 @@ with tab_add:
                 manifest=build_manifest(view="universe/add", dataset=ds, seeds=[int(seed)],
                                         params={**params, "added": new}))
 
-with tab_cluster:
+else:  # clustering
     if labels is None:
         st.info("Choose a label column above to see k-means clustering scores in the universe.")
     else:

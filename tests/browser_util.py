@@ -108,6 +108,22 @@ def wait_idle(page, marker: str | None = None, plot: bool = True, timeout: float
     page.wait_for_timeout(800)
 
 
+def wait_painted(page, marker: str, timeout: float = 120_000):
+    """A view has painted: its marker, and either a plot, a running job's progress box, or a message."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
+    page.wait_for_selector(f"#ps-page-{marker}", state="attached", timeout=timeout)
+    page.wait_for_function(
+        "() => document.querySelector('.main-svg') || document.querySelector('.ps-job-running') || "
+        "document.querySelector('[data-testid=\"stAlert\"]')", timeout=timeout)
+    page.wait_for_timeout(500)
+
+
+def job_id(page, timeout: float = 120_000) -> str:
+    """The id of the job whose progress box is shown (waits for the box)."""
+    page.wait_for_selector(".ps-job-running", state="attached", timeout=timeout)
+    return page.locator(".ps-job-running").first.get_attribute("data-job")
+
+
 def screenshot(page, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.app_jobs import finish_jobs, pending_jobs
 from tests.conftest import ROOT
 
 
@@ -29,8 +30,12 @@ def test_subspace_runs_protocol_and_curves(server):
     at.run()
     at.switch_page("pages/subspace.py").run()
     assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
+    # the page paints at once: controls and a progress box with a Cancel button while the job runs
     assert at.selectbox(key="url__x").value == "text"
+    assert any(b.label == "Cancel" for b in at.button) or not pending_jobs()
+    finish_jobs(at)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
     assert at.selectbox(key="url__y").value == "shape_3d"
     # the summary table shows CCA + affine far above chance on the planted data
     table = at.dataframe[0].value
@@ -40,14 +45,23 @@ def test_subspace_runs_protocol_and_curves(server):
     assert mean > 0.5 and chance == pytest.approx(0.01)
     # adjustments are explained (600 items cannot hold 30,000 anchors)
     assert any("Adjusted" in i.value for i in at.info)
-    # changing only the plotted metric does not refit: the stored results stay the same objects
-    before = dict(at.session_state["platoscope_results"]) if "platoscope_results" in at.session_state else None
+    # changing only the plotted metric does not refit: no job is started, the numbers are there at once
     at.selectbox(key="url__metric").set_value("mrr").run()
-    assert not at.exception
+    assert not at.exception and not pending_jobs()
     charts = at.get("plotly_chart")
-    assert len(charts) >= 2
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts]
     assert any("MRR" in t for t in titles)
+    # nothing is computed for a view nobody opened; opening the k curve starts its job, which fills it in
+    at.segmented_control(key="url__view").set_value("Curve over k").run()
+    assert not at.exception
+    finish_jobs(at)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any(t.startswith("MRR") and t.endswith("against k") for t in titles)
+    at.segmented_control(key="url__view").set_value("Curve over anchors").run()
+    finish_jobs(at)
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any(t.startswith("MRR") and t.endswith("against anchors") for t in titles)
 
 
 def test_subspace_groups_items_by_a_chosen_column(server):
@@ -61,9 +75,11 @@ def test_subspace_groups_items_by_a_chosen_column(server):
     at.query_params["methods"] = '["cca_affine"]'
     at.run()
     at.switch_page("pages/subspace.py").run()
+    finish_jobs(at)
     assert any("share their caption" in i.value for i in at.info)
     alone = at.dataframe[0].value.loc["CCA + affine", "top-1 (source -> target)"]
     at.selectbox(key="url__partners").set_value("caption").run()
+    finish_jobs(at)
     assert not at.exception and not at.error
     grouped = at.dataframe[0].value.loc["CCA + affine", "top-1 (source -> target)"]
     chance_alone = float(alone.split("chance ")[1].rstrip(")"))

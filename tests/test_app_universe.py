@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.app_jobs import finish_jobs, pending_jobs
 from tests.conftest import ROOT
 
 
@@ -47,7 +48,17 @@ def _open(query: dict | None = None) -> AppTest:
         at.query_params[k] = v
     at.run()
     at.switch_page("pages/universe.py").run()
-    return at
+    return finish_jobs(at)
+
+
+def _specs(at):
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return specs, [s["layout"].get("title", {}).get("text", "") for s in specs]
+
+
+def _view(at, name):
+    at.segmented_control(key="url__view").set_value(name).run()
+    return finish_jobs(at)
 
 
 def test_universe_page_shows_methods_and_numbers(server):
@@ -81,20 +92,27 @@ def test_universe_page_shows_methods_and_numbers(server):
     # cycle table: GPA is cycle-consistent
     cyc = at.dataframe[1].value
     assert cyc.loc["GPA", "mean relative error"] < 1e-10 and cyc.loc["pairwise Procrustes", "cycles"] == 6
+    assert "GPA:" in " ".join(c.value for c in at.caption) and "iterations, objective" in \
+        " ".join(c.value for c in at.caption)
     # map: 300 cap > 48 test items; 3 spaces x 48 items and the linking lines
+    specs, titles = _specs(_view(at, "Map of the universe"))
     mp = next(s for s, t in zip(specs, titles) if "universe:" in t)
     markers = [t for t in mp["data"] if t.get("mode") == "markers"]
     assert len(markers) == 3 and all(len(_decode(t["x"])) == 48 for t in markers)
     # clustering with the label column, and the add-a-space flow (extra_text is left out by default)
+    specs, titles = _specs(_view(at, "Clustering"))
     assert any("k-means" in t for t in titles)
+    at = _view(at, "Add a space")
+    assert not pending_jobs() and not any(t.startswith("Adding") for t in _specs(at)[1])   # only on request
+    at.button(key="universe_add_go").click().run()
+    specs, titles = _specs(finish_jobs(at))
     add = next(s for s, t in zip(specs, titles) if t.startswith("Adding 'extra_text'"))
     assert add["data"][0]["x"] == ["GPA-ADD", "refit GPA"]
 
 
 def test_universe_page_highlight_and_plot_options_do_not_refit(server):
-    at = _open({"methods": json.dumps(["gpa", "gcca"])})
+    at = _open({"methods": json.dumps(["gpa", "gcca"]), "view": "Map of the universe"})
     assert not at.exception, at.exception
-    before = dict(at.session_state["platoscope_results"]) if "platoscope_results" in at.session_state else None
     at.selectbox(key="universe_item").set_value(3).run()
     assert not at.exception
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
@@ -102,11 +120,10 @@ def test_universe_page_highlight_and_plot_options_do_not_refit(server):
     lit = [t for t in mp["data"] if str(t.get("name", "")).startswith("item:")]
     assert len(lit) == 1 and len(_decode(lit[0]["x"])) == 3     # the item's 3 copies light up
     at.selectbox(key="url__metric").set_value("mrr").run()
-    assert not at.exception
+    at.segmented_control(key="url__view").set_value("Retrieval and cycles").run()
+    assert not at.exception and not pending_jobs()          # plot options and views never refit
     titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in at.get("plotly_chart")]
     assert any(t.startswith("Any-to-any MRR") for t in titles)
-    after = dict(at.session_state["platoscope_results"]) if "platoscope_results" in at.session_state else None
-    assert before is None or set(before) == set(after)
 
 
 def test_universe_page_needs_two_spaces(server):

@@ -75,14 +75,68 @@ def test_tour_of_the_demo(tmp_path):
              ("neighbours", "neighbours", "neighbours"), ("query", "query", "query"),
              ("universe", "universe", "universe"), ("hierarchy", "hierarchy", "hierarchy"),
              ("point_sets", "point-sets", "point_sets")]
+    from tests.browser_util import wait_painted
     from tests.conftest import ROOT
     with streamlit_server(env) as (url, _), browser_page() as page:
         for i, (path, marker, file) in enumerate(views):
             if not (ROOT / "pages" / f"{file}.py").exists():
                 continue
             page.goto(f"{url}/{path}?dataset=demo")
-            wait_idle(page, marker, plot=file != "query", timeout=300_000)  # the Query page waits for a query
+            # every view paints at once (a plot, or a job's progress box); fits are not waited for here
+            wait_painted(page, marker)
             assert_no_traceback(page)
             errors = page.locator('[data-testid="stAlertContentError"]')
             assert errors.count() == 0, errors.first.inner_text()
             screenshot(page, f"10_tour_{i}_{marker}")
+
+
+def _study(folder, n=20000, seed=0):
+    """A server dataset big enough that a 20-seed anchor sweep runs for a while on any machine we test on."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 16)).astype(np.float32)
+    for name, w in (("text", 512), ("shape", 384)):
+        x = z @ rng.normal(size=(16, w)).astype(np.float32) + rng.normal(size=(n, w)).astype(np.float32)
+        np.save(folder / f"{name}.npy", x.astype(np.float32))
+
+
+def test_job_progress_reattach_and_cancel(tmp_path):
+    """A long job shows its progress; leaving the view, coming back and reloading reattach; Cancel stops it."""
+    require_browser()
+    from urllib.parse import quote
+
+    from tests.browser_util import job_id, wait_painted
+
+    _study(tmp_path / "server" / "study")
+    cache = tmp_path / "cache"
+    env = {"PLATOSCOPE_CACHE_DIR": str(cache), "PLATOSCOPE_DATA_DIR": str(tmp_path / "server"),
+           "PLATOSCOPE_MAX_JOBS": "1"}
+    with streamlit_server(env) as (url, _), browser_page() as page:
+        page.goto(f"{url}/subspace?dataset=server:study&seeds=20&view={quote('Curve over anchors')}")
+        wait_painted(page, "subspace")
+        first = job_id(page)
+        page.wait_for_function("() => /sweep over anchors|starting|queued/.test("
+                               "document.querySelector('[data-testid=\"stProgress\"]')?.innerText || '')")
+        assert page.get_by_role("button", name="Cancel").is_visible()
+        assert page.get_by_text("elapsed").first.is_visible()
+        # the rest of the page is usable while the job runs: the controls answer
+        assert page.get_by_text("Subspace dim k").first.is_visible()
+        screenshot(page, "20_job_progress")
+        # leave the view (sidebar menu) and come back: the same job, still running
+        page.locator('[data-testid="stSidebar"]').get_by_text("Home", exact=True).first.click()
+        wait_painted(page, "home")
+        page.locator('[data-testid="stSidebar"]').get_by_text("Subspace", exact=True).first.click()
+        wait_painted(page, "subspace")
+        assert job_id(page) == first
+        screenshot(page, "21_job_reattached")
+        # a browser reload is a new session: a shared dataset's job is found by its key
+        page.reload()
+        wait_painted(page, "subspace")
+        assert job_id(page) == first
+        page.get_by_role("button", name="Cancel").click()
+        page.get_by_text("cancelled after").first.wait_for(timeout=120_000)
+        assert page.get_by_role("button", name="Run again").is_visible()
+        assert_no_traceback(page)
+        screenshot(page, "22_job_cancelled")
+    results = cache / "shared" / "results"
+    assert not results.exists() or not any(results.iterdir())       # nothing half-written

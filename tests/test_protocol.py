@@ -115,7 +115,7 @@ def test_protocol_with_groups_adjusts_chance_and_reports_progress(planted):
 
     out = run_protocol(X, Y, methods=("cca_affine",), k=6, n_anchors=1000, n_queries=100, seeds=(0, 1),
                        groups=groups, progress=progress)
-    assert seen == [(2, "seeds")]
+    assert seen == [(2, "seeds"), (1, "methods"), (1, "methods")]   # methods nested in each seed
     chance = out["results"]["cca_affine"]["top1_x_to_y"]["chance"]
     assert chance == pytest.approx(2 / 100)           # 100 queries = 50 whole groups of 2
     assert out["settings"]["groups"] is True
@@ -151,3 +151,22 @@ def test_align_command_end_to_end(tmp_path, planted, capsys):
     np.testing.assert_allclose(load_map(out_map).score_matrix(X[600:700], Y[600:700]), ref, rtol=1e-10)
     assert main(["align", str(tmp_path / "emb.npz"), f"{tmp_path / 'emb.npz'}:shape"]) == 2
     assert "must name one" in capsys.readouterr().err
+
+
+def test_sweeps_publish_the_curve_point_by_point(planted):
+    """partial() is called once per point, smallest first, each time with every seed of the points so far."""
+    X, Y = planted
+    seen = []
+    out = sweep_k(X, Y, k_values=(2, 6, 20), methods=("cca_affine", "local_cka"), n_anchors=600, n_queries=100,
+                  seeds=(0, 1), partial=lambda p: seen.append(p))
+    points = [sorted({r["k"] for r in p["summary"]}, key=lambda k: -1 if k is None else k) for p in seen]
+    assert points == [[None], [None, 2], [None, 2, 6], [None, 2, 6, 20]]
+    assert all(r["n_seeds"] == 2 for p in seen for r in p["summary"])
+    assert seen[-1]["summary"] == out["summary"]
+    # the anchor sweep: per-seed accumulators, point by point
+    seen = []
+    out = sweep_anchors(X, Y, anchor_counts=(50, 400), methods=("affine",), n_queries=100, seeds=(0, 1),
+                        partial=lambda p: seen.append(p))
+    assert [sorted({r["n_anchors"] for r in p["summary"]}) for p in seen] == [[50], [50, 400]]
+    assert seen[-1]["summary"] == out["summary"]
+    assert all(r["n_seeds"] == 2 for p in seen for r in p["summary"])

@@ -87,6 +87,15 @@ def has_result(namespace: str, key: str) -> bool:
     return key in _results_store(namespace)
 
 
+def remember(namespace: str, key: str, value) -> None:
+    """Keep a finished result in memory (server-wide for shared data, in the session for uploads)."""
+    store = _results_store(namespace)
+    store[key] = value
+    store.move_to_end(key)
+    while len(store) > _MAX_RESULTS:
+        store.popitem(last=False)
+
+
 def computed(namespace: str, key: str, label: str, compute):
     """Run ``compute(progress)`` once per ``key`` (a sha256 of data fingerprint + parameters), with progress.
 

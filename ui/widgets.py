@@ -25,6 +25,7 @@ def page_header(title: str, marker: str, caption: str | None = None) -> None:
         # fresh server) before app.py has declared the navigation: apply the app's page setup here. The menu is
         # the sidebar's own list of links, the same in both cases.
         _route_through_app()
+    st.session_state["platoscope_page"] = marker
     sidebar.render()
     st.title(title)
     if caption:
@@ -63,6 +64,8 @@ def url_value(name: str, default: Any, options: Iterable | None = None) -> Any:
     """The value of setting ``name`` from the URL (JSON-decoded) when valid, else ``default``."""
     raw = st.query_params.get(name)
     if raw is None:
+        raw = _kept_settings().get(name)   # the view's own last settings in this session (left and came back)
+    if raw is None:
         return default
     try:
         value = json.loads(raw) if not isinstance(default, str) else raw
@@ -96,10 +99,18 @@ def url_key(name: str, default: Any, options: Iterable | None = None) -> str:
     return key
 
 
+def _kept_settings() -> dict:
+    """This session's last settings of the current view (widget state is dropped when the view is left)."""
+    page = st.session_state.get("platoscope_page", "")
+    return st.session_state.setdefault("platoscope_settings", {}).setdefault(page, {})
+
+
 def sync_url(**settings: Any) -> None:
-    """Write the page's current settings into the URL (JSON-safe values only)."""
+    """Write the page's current settings into the URL (JSON-safe values only) and keep them for the session."""
+    kept = _kept_settings()
     for name, value in settings.items():
         text = value if isinstance(value, str) else json.dumps(core_export.json_safe(value))
+        kept[name] = text
         if st.query_params.get(name) != text:
             st.query_params[name] = text
 

@@ -1,0 +1,173 @@
+"""core/jobs.py: queueing, sharing, cancel, failure, progress and the on-disk store (events, never wall-clock)."""
+import os
+import threading
+
+import pytest
+import torch
+
+from core.errors import DataError
+from core.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Cancelled, JobRunner, ResultStore
+
+WAIT = 120  # generous: only bounds a hang, never a speed
+
+
+@pytest.fixture
+def runner():
+    threads = torch.get_num_threads()
+    r = JobRunner(max_jobs=1)
+    yield r
+    r.shutdown()
+    torch.set_num_threads(threads)
+
+
+def blocker(gate: threading.Event, started: threading.Event | None = None, value=1):
+    def compute(job):
+        if started is not None:
+            started.set()
+        for _ in job.progress(iter(lambda: gate.wait(0.05), True), desc="waiting"):
+            pass
+        return value
+    return compute
+
+
+def test_same_key_shares_one_job_and_one_result(runner):
+    calls = []
+    gate = threading.Event()
+
+    def compute(job):
+        calls.append(1)
+        gate.wait(WAIT)
+        return 42
+
+    a = runner.submit("k", "answer", compute)
+    b = runner.submit("k", "answer", compute)
+    assert a is b
+    gate.set()
+    assert a.wait(WAIT) and a.state == DONE and a.result == 42
+    assert runner.submit("k", "answer", compute) is a and calls == [1]
+
+
+def test_queue_positions_and_priorities(runner):
+    gate, started = threading.Event(), threading.Event()
+    order = []
+    first = runner.submit("first", "first", blocker(gate, started))
+    assert started.wait(WAIT) and first.state == RUNNING and runner.position(first) == 0
+    low = runner.submit("low", "low", lambda job: order.append("low"), priority=5)
+    mid = runner.submit("mid", "mid", lambda job: order.append("mid"), priority=1)
+    late = runner.submit("late", "late", lambda job: order.append("late"), priority=1)
+    assert (low.state, mid.state) == (QUEUED, QUEUED)
+    assert [runner.position(j) for j in (mid, late, low)] == [1, 2, 3]
+    gate.set()
+    assert runner.wait_all(WAIT)
+    assert order == ["mid", "late", "low"]
+
+
+def test_cancel_running_job_writes_nothing(runner, tmp_path):
+    store = ResultStore(tmp_path / "results")
+    gate, started = threading.Event(), threading.Event()
+    key = "ab" * 32
+    job = runner.submit(key, "long", blocker(gate, started), on_success=lambda v: store.save(key, v))
+    assert started.wait(WAIT)
+    assert runner.cancel(key)
+    assert job.wait(WAIT) and job.state == CANCELLED
+    assert not store.has(key) and not (tmp_path / "results").exists()
+    # a new request after a cancel starts a new job
+    again = runner.submit(key, "long", lambda j: 7, on_success=lambda v: store.save(key, v))
+    assert again is not job and again.wait(WAIT) and again.result == 7 and store.load(key) == 7
+
+
+def test_cancel_queued_job_never_runs(runner):
+    gate, started = threading.Event(), threading.Event()
+    ran = []
+    runner.submit("a", "a", blocker(gate, started))
+    assert started.wait(WAIT)
+    queued = runner.submit("b", "b", lambda job: ran.append(1))
+    runner.cancel("b")
+    assert queued.state == CANCELLED
+    gate.set()
+    assert runner.wait_all(WAIT) and ran == []
+
+
+def test_failure_is_kept_and_nothing_saved(runner, tmp_path):
+    store = ResultStore(tmp_path)
+    key = "cd" * 32
+
+    def bad(job):
+        raise DataError("space 'x' has 3 rows, expected 4")
+
+    job = runner.submit(key, "bad", bad, on_success=lambda v: store.save(key, v))
+    assert job.wait(WAIT) and job.state == FAILED and "3 rows" in str(job.error)
+    assert not store.has(key)
+    assert runner.submit(key, "bad", lambda j: 1) is not job
+
+
+def test_failing_save_fails_the_job(runner, tmp_path):
+    def save(value):
+        raise OSError("disk full")
+
+    job = runner.submit("k", "x", lambda j: 1, on_success=save)
+    assert job.wait(WAIT) and job.state == FAILED and "disk full" in str(job.error)
+
+
+def test_nested_progress_fraction_and_stage(runner):
+    seen = {}
+
+    def compute(job):
+        for i in job.progress(range(2), desc="seeds"):
+            for j in job.progress(range(4), desc="methods"):
+                if (i, j) == (1, 2):
+                    seen["fraction"], seen["stage"] = job.fraction, job.stage
+        seen["after"] = job.stage
+        return None
+
+    job = runner.submit("p", "progress", compute)
+    assert job.wait(WAIT) and job.state == DONE, job.error
+    assert seen["fraction"] == pytest.approx((1 + 2 / 4) / 2)      # one seed done, two of four methods
+    assert seen["stage"] == "seeds 1/2 > methods 2/4"
+    assert job.fraction == 1.0
+
+
+def test_encoder_style_report_and_cancel(runner):
+    seen = []
+
+    def compute(job):
+        for done in range(0, 101, 10):
+            job.report(done, 100, desc="encoding")
+            seen.append(job.fraction)
+            if done == 50:
+                job.cancel()
+        return 1
+
+    job = runner.submit("e", "encode", compute)
+    assert job.wait(WAIT) and job.state == CANCELLED
+    assert seen == pytest.approx([d / 100 for d in range(0, 51, 10)])
+
+
+def test_cancelled_exception_inside_compute_counts_as_cancel(runner):
+    def compute(job):
+        raise Cancelled("by hand")
+
+    job = runner.submit("c", "c", compute)
+    assert job.wait(WAIT) and job.state == CANCELLED
+
+
+def test_torch_threads_are_divided_among_jobs():
+    threads = torch.get_num_threads()
+    try:
+        r = JobRunner(max_jobs=2)
+        assert r.torch_threads == max(1, (os.cpu_count() or 1) // 2)
+        assert torch.get_num_threads() == r.torch_threads
+        r.shutdown()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_result_store_survives_a_new_instance_and_refuses_odd_keys(tmp_path):
+    key = "0f" * 32
+    ResultStore(tmp_path).save(key, {"x": [1, 2, 3]})
+    assert ResultStore(tmp_path).load(key) == {"x": [1, 2, 3]}
+    assert [p.name for p in tmp_path.iterdir()] == [f"{key}.joblib"]        # no temporary file left behind
+    with pytest.raises(ValueError):
+        ResultStore(tmp_path).save("../../etc/passwd", 1)
+    (tmp_path / f"{'ee' * 32}.joblib").write_bytes(b"not a joblib file")
+    assert ResultStore(tmp_path).load("ee" * 32) is None                    # damaged entry: recompute

@@ -1,0 +1,170 @@
+"""Background jobs in the app: the process's one :class:`core.jobs.JobRunner`, and the Streamlit glue.
+
+``result(namespace, key, label, compute)`` is what a page calls instead of computing:
+
+* a finished result comes back at once: from memory (this server process), else from the on-disk store
+  (``cache/<namespace>/results/<key>.joblib``, written when the job succeeded, so a restarted server has it);
+* otherwise the job for ``(namespace, key)`` is looked up (a reload or a page switch reattaches to it) or
+  submitted, the page gets ``None`` and a progress box is drawn in its place: a fragment that polls the job
+  every second (fraction, stage, elapsed, ETA, queue position, a Cancel button) and reruns the page once the
+  job has finished. The rest of the page stays usable meanwhile.
+
+``namespace`` is ``data.cache_namespace(ds)``: "shared" for the demo and server datasets (so two sessions asking
+for the same result share one job and one file), the session's own for uploads (private jobs and files, removed
+with "forget my data"). ``key`` is ``cached.result_key(...)``: a sha256 of the data's fingerprint and every
+parameter that changes the numbers (never a plot option).
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+import streamlit as st
+
+from core import cache as core_cache
+from core.jobs import CANCELLED, DONE, FAILED, QUEUED, Job, JobRunner, ResultStore
+from ui import cached
+
+POLL_SECONDS = 1.0
+
+_RUNNER: JobRunner | None = None
+_RUNNER_LOCK = threading.Lock()
+
+
+def runner() -> JobRunner:
+    """The server process's job runner (created on first use)."""
+    global _RUNNER
+    with _RUNNER_LOCK:
+        if _RUNNER is None:
+            _RUNNER = JobRunner()
+            _register_shutdown(_RUNNER)
+        return _RUNNER
+
+
+def _register_shutdown(r: JobRunner) -> None:
+    # threading's exit hooks run before the interpreter joins the executor's workers: cancel first, so a
+    # server that is stopped does not wait for a long fit to finish.
+    hook = getattr(threading, "_register_atexit", None)
+    try:
+        if hook is not None:
+            hook(r.shutdown)
+            return
+    except RuntimeError:
+        pass
+    import atexit
+
+    atexit.register(r.shutdown)
+
+
+def store(namespace: str) -> ResultStore:
+    return ResultStore(core_cache.namespace_dir(namespace) / "results")
+
+
+def lookup(namespace: str, key: str) -> Any:
+    """The finished result for ``key`` (memory, then disk, then a job that just finished), or None."""
+    mem = cached._results_store(namespace)
+    if key in mem:
+        mem.move_to_end(key)
+        return mem[key]
+    job = runner().get((namespace, key))
+    value = None
+    if job is not None and job.state == DONE:
+        value = job.result
+    else:
+        value = store(namespace).load(key)
+    if value is not None:
+        cached.remember(namespace, key, value)
+        if job is not None and job.state == DONE:
+            runner().forget((namespace, key))
+    return value
+
+
+def job_for(namespace: str, key: str) -> Job | None:
+    return runner().get((namespace, key))
+
+
+def submit(namespace: str, key: str, label: str, compute: Callable[[Job], Any], priority: int = 0) -> Job:
+    disk = store(namespace)
+    return runner().submit((namespace, key), label, compute, priority=priority,
+                           on_success=lambda value: disk.save(key, value))
+
+
+def cancel_namespace(namespace: str) -> None:
+    """Cancel every job of one namespace (a session's "forget my data")."""
+    r = runner()
+    for job in r.jobs():
+        if isinstance(job.key, tuple) and job.key[0] == namespace:
+            r.cancel(job.key)
+
+
+def result(namespace: str, key: str, label: str, compute: Callable[[Job], Any], *, priority: int = 0,
+           start: bool = True, partial: Callable[[Any], None] | None = None) -> Any:
+    """The result, or None while its job runs (a progress box is drawn here) or when it failed / was cancelled.
+
+    ``compute(job)`` runs on the job runner (never touch ``st`` in it); pass ``job.progress`` as the core
+    function's ``progress`` and, for results that fill in, call ``job.publish(partial_value)``;
+    ``partial(value)`` then draws it under the progress bar. ``start=False`` only looks (a result computed on
+    request). Lower ``priority`` runs first.
+    """
+    value = lookup(namespace, key)
+    if value is not None:
+        return value
+    job = job_for(namespace, key)
+    if job is None or (job.state in (FAILED, CANCELLED) and _restart_requested(key)):
+        if not start:
+            return None
+        job = submit(namespace, key, label, compute, priority)
+    if job.state == DONE:
+        return lookup(namespace, key)
+    if job.state == FAILED:
+        from ui.widgets import show_error
+
+        show_error(job.error or RuntimeError("the job failed"))
+        st.button("Try again", key=f"job_retry_{key[:16]}", on_click=_request_restart, args=(key,))
+        return None
+    if job.state == CANCELLED:
+        st.info(f"{label}: cancelled after {job.elapsed:.1f} s. Nothing was saved.", icon=":material/cancel:")
+        st.button("Run again", key=f"job_retry_{key[:16]}", on_click=_request_restart, args=(key,))
+        return None
+    _progress_box(namespace, key, partial)
+    return None
+
+
+def _restart_requested(key: str) -> bool:
+    return bool(st.session_state.pop(f"job_restart_{key[:16]}", False))
+
+
+def _request_restart(key: str) -> None:
+    st.session_state[f"job_restart_{key[:16]}"] = True
+
+
+def describe(job: Job, position: int) -> str:
+    """One line: stage, elapsed, ETA (or the queue position)."""
+    if job.state == QUEUED:
+        return f"queued: position {position} (at most {runner().max_jobs} job(s) run at once)"
+    if job.cancel_requested:
+        return f"cancelling (at the next step) | {job.elapsed:.0f} s elapsed"
+    eta = job.eta
+    text = f"{job.stage} | {job.elapsed:.0f} s elapsed"
+    if eta is not None:
+        text += f", about {eta:.0f} s left"
+    return text
+
+
+def _progress_box(namespace: str, key: str, partial) -> None:
+    @st.fragment(run_every=POLL_SECONDS)
+    def _poll():
+        job = job_for(namespace, key)
+        if job is None or job.is_finished:
+            st.rerun(scope="app")
+        position = runner().position(job)
+        with st.status(job.label, expanded=True, state="running"):
+            st.progress(min(max(job.fraction, 0.0), 1.0), text=describe(job, position))
+            st.button("Cancel", key=f"job_cancel_{key[:16]}", icon=":material/cancel:",
+                      on_click=runner().cancel, args=((namespace, key),),
+                      help="stops at the next step; nothing is saved")
+            if partial is not None and job.partial is not None:
+                partial(job.partial)
+        st.html(f'<span class="ps-job-running" data-job="{job.id}"></span>')
+
+    _poll()
