@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.export import build_manifest
 from core.similarity import MEASURES, layerwise_similarity, similarity_matrix
-from ui import cached, data
+from ui import cached, data, jobs
 from ui.plots import clicked_cell, heatmap, scatter_map
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
 
@@ -28,9 +28,13 @@ measures = [m for m in MEASURE_LABELS if m in MEASURES]
 names = ds.space_names
 namespace = data.cache_namespace(ds)
 
-tab_matrix, tab_layers = st.tabs(["All spaces", "Layer by layer"])
+VIEWS = ["All spaces", "Layer by layer"]
+# one view at a time (in the URL): the layer-by-layer heatmap is computed only when it is opened
+view = st.segmented_control("View", VIEWS, key=url_key("view", VIEWS[0], VIEWS), required=True,
+                            label_visibility="collapsed")
+sync_url(view=view)
 
-with tab_matrix:
+if view == "All spaces":
     c1, c2, c3 = st.columns([2, 1, 1])
     measure = c1.selectbox("Measure", measures, format_func=MEASURE_LABELS.get,
                            key=url_key("measure", "linear_cka", measures))
@@ -45,7 +49,7 @@ with tab_matrix:
     key = cached.result_key("simmat", ds.fingerprint, measure, chosen, int(n_perm), kw)
     result = None
     with guard():
-        result = cached.computed(
+        result = jobs.computed(
             namespace, key, f"{MEASURE_LABELS[measure]} over {len(chosen)} spaces",
             lambda progress: similarity_matrix({c: ds[c].vectors() if ds[c].kind == "tokens" else ds[c].data
                                                 for c in chosen}, measure, progress,
@@ -101,7 +105,7 @@ with tab_matrix:
                 fig_m.update_layout(height=420, showlegend=False)
                 col.plotly_chart(fig_m, key=f"sim_map_{name}_{col is a_col}", width="stretch")
 
-with tab_layers:
+else:  # layer by layer
     st.caption("Compare every layer of one encoder with every layer of another (rows paired by item).")
     groups: dict[str, list[str]] = {}
     for n in names:
@@ -118,7 +122,7 @@ with tab_layers:
         key = cached.result_key("layers", ds.fingerprint, lmeasure, side_a, side_b)
         res = None
         with guard():
-            res = cached.computed(
+            res = jobs.computed(
                 namespace, key, f"{MEASURE_LABELS[lmeasure]}: {len(side_a)} x {len(side_b)} spaces",
                 lambda progress: layerwise_similarity(
                     [ds[a].vectors() if ds[a].kind == "tokens" else ds[a].data for a in side_a],

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.app_jobs import finish_jobs, pending_jobs
 from tests.conftest import ROOT
 
 
@@ -27,7 +28,7 @@ def _open(page_params: dict) -> AppTest:
         at.query_params[k] = v
     at.run()
     at.switch_page("pages/similarity.py")
-    return at.run()
+    return finish_jobs(at.run())
 
 
 def _independent_cka(X, Y):
@@ -67,7 +68,14 @@ def test_similarity_measure_from_url_and_layer_tab(server):
     assert not at.exception, at.exception
     assert at.selectbox(key="url__measure").value == "mutual_knn"
     assert at.number_input(key="url__k").value == 5
+    # the layer-by-layer view computes nothing until it is opened
+    assert not [w for w in at.multiselect if w.key == "layers_a"]
+    at.segmented_control(key="url__view").set_value("Layer by layer").run()
+    finish_jobs(at)
+    assert not at.exception and not at.error and not pending_jobs()
     assert at.multiselect(key="layers_a").value == ["enc_layer1", "enc_layer2", "enc_layer3"]
+    titles = [__import__("json").loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any("layer by layer" in t for t in titles)
 
 
 def test_similarity_needs_two_spaces(tmp_path, monkeypatch):

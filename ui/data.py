@@ -242,6 +242,9 @@ def dataset_with_spaces(base: Dataset, ids, arrays: dict) -> Dataset:
 
 def forget_my_data() -> bool:
     """Remove this session's uploads, spooled files and cached results."""
+    from ui import jobs
+
+    jobs.cancel_namespace(session_namespace())     # this session's private jobs stop; they write nothing
     had = bool(uploads())
     st.session_state[_STATE_UPLOADS] = {}
     if str(st.session_state.get(_STATE_KEY, "")).startswith("upload:"):

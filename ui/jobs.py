@@ -26,6 +26,7 @@ from core.jobs import CANCELLED, DONE, FAILED, QUEUED, Job, JobRunner, ResultSto
 from ui import cached
 
 POLL_SECONDS = 1.0
+INLINE_WAIT = 0.5
 
 _RUNNER: JobRunner | None = None
 _RUNNER_LOCK = threading.Lock()
@@ -98,13 +99,14 @@ def cancel_namespace(namespace: str) -> None:
 
 
 def result(namespace: str, key: str, label: str, compute: Callable[[Job], Any], *, priority: int = 0,
-           start: bool = True, partial: Callable[[Any], None] | None = None) -> Any:
+           start: bool = True, partial: Callable[[Any], None] | None = None, wait: float = INLINE_WAIT) -> Any:
     """The result, or None while its job runs (a progress box is drawn here) or when it failed / was cancelled.
 
     ``compute(job)`` runs on the job runner (never touch ``st`` in it); pass ``job.progress`` as the core
     function's ``progress`` and, for results that fill in, call ``job.publish(partial_value)``;
     ``partial(value)`` then draws it under the progress bar. ``start=False`` only looks (a result computed on
-    request). Lower ``priority`` runs first.
+    request). Lower ``priority`` runs first. A job that finishes within ``wait`` seconds of being started is
+    shown in the same run (no progress box flashing by for quick results).
     """
     value = lookup(namespace, key)
     if value is not None:
@@ -114,6 +116,8 @@ def result(namespace: str, key: str, label: str, compute: Callable[[Job], Any], 
         if not start:
             return None
         job = submit(namespace, key, label, compute, priority)
+        if wait > 0:
+            job.wait(wait)
     if job.state == DONE:
         return lookup(namespace, key)
     if job.state == FAILED:
@@ -128,6 +132,11 @@ def result(namespace: str, key: str, label: str, compute: Callable[[Job], Any], 
         return None
     _progress_box(namespace, key, partial)
     return None
+
+
+def computed(namespace: str, key: str, label: str, compute: Callable[[Callable], Any], **kw) -> Any:
+    """:func:`result` for a ``compute(progress)`` written for the tqdm-like progress wrapper."""
+    return result(namespace, key, label, lambda job: compute(job.progress), **kw)
 
 
 def _restart_requested(key: str) -> bool:
