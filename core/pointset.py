@@ -403,7 +403,7 @@ class _Side(torch.nn.Module):
     """One side: affine projection (fixed or trained) and a linear weight head on standardised raw tokens."""
 
     def __init__(self, dim_in: int, proj: np.ndarray | None, proj_bias: np.ndarray | None, token_mean, token_std,
-                 learn: bool, train_projection: bool):
+                 learn: bool, train_projection: bool, head_bias: bool = True):
         super().__init__()
         self.register_buffer("token_mean", torch.as_tensor(token_mean, dtype=torch.float32))
         self.register_buffer("token_std", torch.as_tensor(token_std, dtype=torch.float32))
@@ -420,10 +420,12 @@ class _Side(torch.nn.Module):
                 self.rotation = torch.nn.Parameter(torch.eye(k))
                 self.shift = torch.nn.Parameter(torch.zeros(k))
         self.learn = learn
-        self.head = torch.nn.Linear(dim_in, 1)
-        with torch.no_grad():   # start from uniform weights: 100 tanh(x/100) = 1 exactly at x = 100 atanh(1/100)
-            self.head.weight.zero_()
-            self.head.bias.fill_(WEIGHT_BOUND * math.atanh(1.0 / WEIGHT_BOUND))
+        self.head = torch.nn.Linear(dim_in, 1, bias=head_bias)
+        if head_bias:
+            with torch.no_grad():   # start from uniform weights: 100 tanh(x/100) = 1 exactly at x = 100 atanh(1/100)
+                self.head.weight.zero_()
+                self.head.bias.fill_(WEIGHT_BOUND * math.atanh(1.0 / WEIGHT_BOUND))
+        # without a bias (the authors' head) the weight keeps torch's random initialisation (seeded by the caller)
         self.head.requires_grad_(learn)
 
     def project(self, v: torch.Tensor) -> torch.Tensor:
@@ -476,8 +478,16 @@ class PointSetSimilarity:
         near-linear regime, and training lowers the loss by inflating the norms of some items' features, which
         makes hubs and lowers retrieval (measured on the demo: top-1 0.08 -> 0.03; with it 0.08 -> 0.19).
     max_epochs, batch_size, lr, weight_decay, patience, val_fraction : training settings.
-    logit_scale_init : initial logit scale (14.29).
+    logit_scale_init : initial logit scale (14.29; the authors' 1 / 0.07 = 14.2857 under ``logit_scale_param=
+        "direct"`` when left at the default).
     scale_lr_factor : learning rate of the logit scale relative to ``lr`` (default 1).
+    rff_redraw : draw fresh random features (W, b) at every training step, as the authors' code (METHODS.md 7.5;
+        paper B preset); the validation loss, :meth:`transform` and :meth:`score_matrix` always use the one seeded
+        draw ``rff_``. Default False: the seeded draw throughout.
+    head_bias : the weight head has a bias and starts at uniform weights (default True); False: the authors'
+        head without bias, randomly initialised (seeded).
+    logit_scale_param : ``"log"`` (default: the parameter is log s) or ``"direct"`` (the authors': s itself is
+        the parameter); both clamped to [1, 100].
     seed : seeds the RFF draw, the validation split, the initialisation order and the batches.
     device : torch device (default :func:`core.device.pick_device`).
 
@@ -496,7 +506,10 @@ class PointSetSimilarity:
                  normalize_linear: bool = True, max_epochs: int = 30, batch_size: int = 128, lr: float = 1e-3,
                  weight_decay: float = 1e-4, patience: int = 5, val_fraction: float = 0.1,
                  logit_scale_init: float = LOGIT_SCALE_INIT, scale_lr_factor: float = 1.0, seed: int = 0,
-                 device=None):
+                 device=None, rff_redraw: bool = False, head_bias: bool = True, logit_scale_param: str = "log"):
+        self.rff_redraw = rff_redraw
+        self.head_bias = head_bias
+        self.logit_scale_param = logit_scale_param
         self.kernel = kernel
         self.n_features = n_features
         self.sigma = sigma
@@ -524,7 +537,8 @@ class PointSetSimilarity:
         return {k: getattr(self, k) for k in (
             "kernel", "n_features", "sigma", "c", "a1", "a2", "weights", "projection", "n_components", "reg",
             "train_projection", "normalize_linear", "max_epochs", "batch_size", "lr", "weight_decay", "patience",
-            "val_fraction", "logit_scale_init", "scale_lr_factor", "seed", "device")}
+            "val_fraction", "logit_scale_init", "scale_lr_factor", "seed", "device", "rff_redraw", "head_bias",
+            "logit_scale_param")}
 
     def __repr__(self) -> str:
         return f"PointSetSimilarity(kernel={self.kernel!r}, weights={self.weights!r}, seed={self.seed})"
@@ -569,17 +583,38 @@ class PointSetSimilarity:
             self.rff_ = RandomFourierFeatures(self.n_features, kernel, self.sigma, self.c, self.seed,
                                               self.device).fit(dim=self.common_dim_)
         learn = self.weights == "learned"
-        self.side_a_ = self._make_side(A, mask_a, "a", learn).to(dev)
-        self.side_b_ = self._make_side(B, mask_b, "b", learn).to(dev)
-        self.log_scale_ = torch.nn.Parameter(torch.tensor(math.log(self.logit_scale_init), device=dev))
+        if self.logit_scale_param not in ("log", "direct"):
+            raise DataError(f"logit_scale_param must be 'log' or 'direct', got {self.logit_scale_param!r}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.seed))       # the random head start (head_bias=False) is seeded
+            self.side_a_ = self._make_side(A, mask_a, "a", learn).to(dev)
+            self.side_b_ = self._make_side(B, mask_b, "b", learn).to(dev)
+        init = float(self.logit_scale_init)
+        if self.logit_scale_param == "direct":
+            if init == LOGIT_SCALE_INIT:
+                init = 1.0 / 0.07
+            self.log_scale_ = torch.nn.Parameter(torch.tensor(init, device=dev))   # holds s itself
+        else:
+            self.log_scale_ = torch.nn.Parameter(torch.tensor(math.log(init), device=dev))
         self.history_, self.best_epoch_, self.n_epochs_ = [], 0, 0
         self.n_anchors_, self.n_train_, self.n_val_ = n, n, 0
         t0 = time.perf_counter()
         if learn:
             self._train(A, B, mask_a, mask_b, dev, progress)
         self.fit_seconds_ = time.perf_counter() - t0
-        self.logit_scale_ = float(clamp_logit_scale(self.log_scale_.detach().exp()).item())
+        self.logit_scale_ = float(clamp_logit_scale(self._scale().detach()).item())
         return self
+
+    def _scale(self) -> torch.Tensor:
+        """The logit scale (before the clamp of :func:`info_nce_loss`)."""
+        return self.log_scale_ if self.logit_scale_param == "direct" else self.log_scale_.exp()
+
+    def _train_rff(self, rng) -> "RandomFourierFeatures | None":
+        """The random features of one training step: a fresh draw with ``rff_redraw``, else the seeded ``rff_``."""
+        if self.rff_ is None or not self.rff_redraw:
+            return self.rff_
+        return RandomFourierFeatures(self.n_features, self.kernel, self.sigma, self.c, int(rng.integers(2 ** 31)),
+                                     self.device).fit(dim=self.common_dim_)
 
     def _make_side(self, X, mask, side: str, learn: bool) -> _Side:
         n, T, d = X.shape
@@ -589,11 +624,13 @@ class PointSetSimilarity:
             mean = self.cca_.mean_x_ if side == "a" else self.cca_.mean_y_
             proj, bias = W, -(mean @ W)
         mean, std = _token_moments(X, mask, min(n, 2048), self.seed)
-        return _Side(d, proj, bias, mean, std, learn, bool(self.train_projection) and learn)
+        return _Side(d, proj, bias, mean, std, learn, bool(self.train_projection) and learn,
+                     head_bias=bool(self.head_bias))
 
-    def _features_t(self, side: _Side, v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    def _features_t(self, side: _Side, v: torch.Tensor, m: torch.Tensor, rff=None) -> torch.Tensor:
         w = side.weights(v)
-        return _set_features_t(side.project(v), m, w, self.rff_, self.a1_, self.a2_, self.normalize_linear)
+        return _set_features_t(side.project(v), m, w, self.rff_ if rff is None else rff, self.a1_, self.a2_,
+                               self.normalize_linear)
 
     def _batch(self, X, mask, rows, dev):
         rows = np.sort(np.asarray(rows))
@@ -614,6 +651,7 @@ class PointSetSimilarity:
                                  {"params": [self.log_scale_], "lr": self.lr * self.scale_lr_factor,
                                   "weight_decay": 0.0}], lr=self.lr, weight_decay=self.weight_decay)
         bs = int(max(2, min(self.batch_size, len(train_rows))))
+        draw_rng = np.random.default_rng([int(self.seed), 7])   # seeds of the per-step random features
 
         def val_loss():
             if n_val < 2:
@@ -625,7 +663,7 @@ class PointSetSimilarity:
                     rows = val_rows[s:s + step]
                     fa.append(self._features_t(self.side_a_, *self._batch(A, mask_a, rows, dev)))
                     fb.append(self._features_t(self.side_b_, *self._batch(B, mask_b, rows, dev)))
-                return float(info_nce_loss(torch.cat(fa), torch.cat(fb), self.log_scale_.exp()).item())
+                return float(info_nce_loss(torch.cat(fa), torch.cat(fb), self._scale()).item())
 
         best = val_loss()
         best_state = self._state_copy()
@@ -640,14 +678,18 @@ class PointSetSimilarity:
                 if len(rows) < 2:
                     continue
                 rows = np.sort(rows)   # same order on both sides: pairs stay on the diagonal
-                fa = self._features_t(self.side_a_, *self._batch(A, mask_a, rows, dev))
-                fb = self._features_t(self.side_b_, *self._batch(B, mask_b, rows, dev))
-                loss = info_nce_loss(fa, fb, self.log_scale_.exp())
+                rff = self._train_rff(draw_rng)      # one draw shared by both sides of the step
+                fa = self._features_t(self.side_a_, *self._batch(A, mask_a, rows, dev), rff=rff)
+                fb = self._features_t(self.side_b_, *self._batch(B, mask_b, rows, dev), rff=rff)
+                loss = info_nce_loss(fa, fb, self._scale())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 with torch.no_grad():   # keep the parameter itself inside the clamp's range
-                    self.log_scale_.clamp_(math.log(LOGIT_SCALE_MIN), math.log(LOGIT_SCALE_MAX))
+                    if self.logit_scale_param == "direct":
+                        self.log_scale_.clamp_(LOGIT_SCALE_MIN, LOGIT_SCALE_MAX)
+                    else:
+                        self.log_scale_.clamp_(math.log(LOGIT_SCALE_MIN), math.log(LOGIT_SCALE_MAX))
                 losses.append(float(loss.item()))
             vl = val_loss()
             self.history_.append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
@@ -822,7 +864,8 @@ def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str
                                   max_epochs: int = 30, batch_size: int = 128, lr: float = 1e-3,
                                   patience: int = 5, normalize_linear: bool = True, exact_check: int = 100,
                                   ks=DEFAULT_KS, device=None,
-                                  progress=None, keep_models: bool = False) -> dict:
+                                  progress=None, keep_models: bool = False, rff_redraw: bool = False,
+                                  head_bias: bool = True, logit_scale_param: str = "log") -> dict:
     """Cosine of mean-pooled vectors vs uniform-weight vs learned-weight point-set similarity, on held-out pairs.
 
     For every seed: disjoint anchors and queries (:func:`core.evaluate.split_anchors_queries`, group-aware); on the
@@ -844,6 +887,8 @@ def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str
     exact_check : on the first seed, compare the RFF similarity of the first ``exact_check`` queries with the exact
         double sum (0 = skip).
     keep_models : keep the first seed's fitted estimators in ``"models"`` (not JSON-able; for the app).
+    rff_redraw, head_bias, logit_scale_param : the learned similarity's training choices (the paper B preset:
+        True, False, "direct"; see :class:`PointSetSimilarity`).
     Other parameters: see :class:`PointSetSimilarity`.
 
     Returns
@@ -903,7 +948,8 @@ def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str
         models = {"pointset_uniform": uniform}
         if train:
             learned = PointSetSimilarity(weights="learned", max_epochs=max_epochs, batch_size=batch_size, lr=lr,
-                                         patience=patience, seed=seed, **common)
+                                         patience=patience, seed=seed, rff_redraw=rff_redraw, head_bias=head_bias,
+                                         logit_scale_param=logit_scale_param, **common)
             learned.fit(Aa, Ba, ma_a, mb_a, progress=progress)
             scores["pointset_learned"] = learned.score_matrix(Aq, Bq, ma_q, mb_q)
             models["pointset_learned"] = learned
@@ -950,6 +996,8 @@ def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str
                         "projection": projection, "n_components": int(n_components), "reg": float(reg),
                         "train": bool(train), "max_epochs": int(max_epochs), "batch_size": int(batch_size),
                         "lr": float(lr), "patience": int(patience), "normalize_linear": bool(normalize_linear),
+                        "rff_redraw": bool(rff_redraw), "head_bias": bool(head_bias),
+                        "logit_scale_param": str(logit_scale_param),
                         "groups": groups is not None,
                         "dims": [int(data_a.shape[2]), int(data_b.shape[2])],
                         "tokens": [int(data_a.shape[1]), int(data_b.shape[1])]},

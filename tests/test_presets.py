@@ -4,6 +4,7 @@ Paper D: the authors' preprocessing order, RACING-GCCA against a naive block eig
 against the preprocessed consensus, GCPA's sampled-batch schedule.
 """
 import json
+import math
 
 import numpy as np
 import pytest
@@ -368,3 +369,96 @@ def test_hierarchy_command_under_the_paper_c_preset_says_which_pool(capsys):
     assert main(["hierarchy", "demo", "--preset", "paper-c"]) == 0
     text = capsys.readouterr().out
     assert "pool of every chain's texts" in text and "settings: paper C preset" in text
+
+
+# ------------------------------------------------------------------------------------------------
+# paper B
+# ------------------------------------------------------------------------------------------------
+def _token_sets(n=60, T=6, p=8, q=8, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 3))
+    A = 0.5 * rng.normal(size=(n, T, p)) + (z @ rng.normal(size=(3, p)))[:, None, :]
+    B = 0.5 * rng.normal(size=(n, T, q)) + (z @ rng.normal(size=(3, q)))[:, None, :]
+    return A.astype(np.float32), B.astype(np.float32)
+
+
+def test_rff_redrawn_at_every_training_step_and_drawn_once_for_evaluation(monkeypatch):
+    import hashlib
+
+    import torch
+    from core import pointset as ps
+
+    seen = []
+    original = ps.RandomFourierFeatures.features_t
+
+    def spy(self, v):
+        seen.append((torch.is_grad_enabled(), hashlib.sha256(self.W_.tobytes() + self.b_.tobytes()).hexdigest()))
+        return original(self, v)
+
+    monkeypatch.setattr(ps.RandomFourierFeatures, "features_t", spy)
+    A, B = _token_sets()
+    m = ps.PointSetSimilarity(weights="learned", projection="none", n_features=32, max_epochs=2, batch_size=16,
+                              val_fraction=0.0, rff_redraw=True, seed=1, device="cpu").fit(A, B)
+    train = [h for grad, h in seen if grad]
+    # both sides of a step share one draw; every step draws afresh: 2 calls per step, all steps different
+    steps = [train[i] for i in range(0, len(train), 2)]
+    assert all(train[i] == train[i + 1] for i in range(0, len(train), 2))
+    assert len(steps) == 2 * math.ceil(len(A) / 16) and len(set(steps)) == len(steps)
+    eval_hash = hashlib.sha256(m.rff_.W_.tobytes() + m.rff_.b_.tobytes()).hexdigest()
+    assert eval_hash not in steps
+    seen.clear()
+    F1, F2 = m.transform(A[:10], side="a"), m.transform(A[:10], side="a")
+    np.testing.assert_array_equal(F1, F2)
+    assert {h for _, h in seen} == {eval_hash}
+    # the project's default: one seeded draw for training too
+    seen.clear()
+    ps.PointSetSimilarity(weights="learned", projection="none", n_features=32, max_epochs=1, batch_size=16,
+                          val_fraction=0.0, seed=1, device="cpu").fit(A, B)
+    assert len({h for grad, h in seen if grad}) == 1
+
+
+def test_paper_b_head_and_logit_scale():
+    from core import pointset as ps
+
+    A, B = _token_sets()
+    authors = ps.PointSetSimilarity(weights="learned", projection="none", n_features=16, max_epochs=0,
+                                    head_bias=False, logit_scale_param="direct", seed=0, device="cpu").fit(A, B)
+    assert authors.side_a_.head.bias is None
+    w = authors.token_weights(A[:5], side="a")
+    assert np.std(w) > 1e-3                                 # a random start, not uniform weights
+    assert authors.logit_scale_ == pytest.approx(1 / 0.07)
+    again = ps.PointSetSimilarity(weights="learned", projection="none", n_features=16, max_epochs=0,
+                                  head_bias=False, seed=0, device="cpu").fit(A, B)
+    np.testing.assert_array_equal(w, again.token_weights(A[:5], side="a"))   # the random start is seeded
+    default = ps.PointSetSimilarity(weights="learned", projection="none", n_features=16, max_epochs=0,
+                                    seed=0, device="cpu").fit(A, B)
+    np.testing.assert_allclose(default.token_weights(A[:5], side="a"), 1.0, rtol=1e-6)
+    # one Adam step moves the directly trained scale by about lr, the log-parametrised one by a factor e^(+-lr)
+    kw = dict(weights="learned", projection="none", n_features=16, max_epochs=1, batch_size=len(A), lr=0.5,
+              val_fraction=0.0, seed=0, device="cpu")
+    direct = ps.PointSetSimilarity(logit_scale_param="direct", **kw).fit(A, B)
+    logp = ps.PointSetSimilarity(**kw).fit(A, B)
+    assert abs(direct.logit_scale_ - 1 / 0.07) == pytest.approx(0.5, rel=1e-3)
+    assert abs(np.log(logp.logit_scale_) - np.log(14.29)) == pytest.approx(0.5, rel=1e-3)
+    hard = ps.PointSetSimilarity(logit_scale_param="direct", **{**kw, "lr": 500.0, "max_epochs": 2}).fit(A, B)
+    assert 1.0 <= hard.logit_scale_ <= 100.0
+
+
+def test_pointset_command_records_the_paper_b_preset(tmp_path, capsys):
+    from core.cli import main
+
+    A, B = _token_sets(n=80)
+    np.savez(tmp_path / "t.npz", a_tokens=A, b_tokens=B)
+    path = tmp_path / "t.npz"
+    args = ["pointset", f"{path}:a_tokens", f"{path}:b_tokens", "--train", "--epochs", "1", "--features", "16",
+            "--queries", "20", "--seeds", "1", "--exact-check", "0"]
+    assert main([*args, "--preset", "paper-b", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["preset"]["name"] == "paper_b"
+    s = out["settings"]
+    assert s["rff_redraw"] is True and s["normalize_linear"] is False and s["head_bias"] is False
+    assert out["training"][0]["logit_scale"] != pytest.approx(14.29, abs=1e-3)
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["preset"]["name"] == "custom" and out["settings"]["rff_redraw"] is False
+    assert len(out["preset"]["differences"]) == 4

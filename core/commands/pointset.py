@@ -19,7 +19,12 @@ JSON output::
                  "common_dim": k, "rank_bound": k + 1, "numerical_rank": {...}},       # first seed
      "training": [{"seed", "seconds", "epochs", "best_epoch", "logit_scale", "n_train", "n_val", "history"}],
      "rff_error": {"n_items", "n_features", "max_abs_error", "mean_abs_error", "relative_frobenius_error"} | null,
-     "seconds": float}
+     "seconds": float,
+     "preset": {"name": "custom" | "paper_b", "paper": "B", "settings": {...}, "differences": [str, ...]}}
+
+``--preset paper-b`` reproduces the authors' code (METHODS.md 7.5): random features redrawn at every training
+step (evaluation draws once, seeded), linear part not normalised, weight head without bias from a random start,
+logit scale trained directly from 1/0.07, clamped to [1, 100].
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import argparse
 
 from ..errors import DataError
 from ..pointset import KERNELS, SIMILARITIES, compare_pointset_similarities
+from ..presets import cli_choices, record, settings_for
 from ._common import format_number, format_table, max_file_bytes, to_jsonable
 from .align import parse_space_spec
 
@@ -56,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=30, help="most training epochs (early stopping; default 30)")
     parser.add_argument("--batch-size", type=int, default=128, help="training pairs per batch (default 128)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    parser.add_argument("--preset", default="custom", choices=cli_choices("B"),
+                        help="paper-b: the authors' code (random features redrawn at every training step, linear "
+                             "part not normalised, weight head without bias from a random start, logit scale "
+                             "trained directly from 1/0.07); custom (default): the project's defaults")
     parser.add_argument("--exact-check", type=int, default=100, metavar="N",
                         help="compare RFF with the exact double sum on N queries of the first seed (0: skip)")
     parser.add_argument("--meta", metavar="META", default=None,
@@ -99,15 +109,17 @@ def run(args: argparse.Namespace, progress) -> dict:
     if a is b:
         raise DataError(f"A and B are the same space '{a.name}'", hint="name two different spaces")
     groups = ds.groups() if "group" in ds.items.columns else None
+    settings = settings_for("B", getattr(args, "preset", "custom"))
     res = compare_pointset_similarities(
         a, b, kernel=args.kernel, train=args.train, n_anchors=args.anchors, n_queries=args.queries,
         seeds=range(args.seeds), groups=groups, n_features=args.features, sigma=args.sigma, c=args.c,
         n_components=args.k, max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        exact_check=args.exact_check, progress=progress)
+        exact_check=args.exact_check, progress=progress, **settings.pointset_kwargs())
     res.pop("query_rows", None)
     out = {"a": {"file": fa, "space": a.name, "shape": list(a.data.shape)},
            "b": {"file": fb, "space": b.name, "shape": list(b.data.shape)},
-           "n_items": int(ds.n), "kernel": args.kernel, **res}
+           "n_items": int(ds.n), "kernel": args.kernel, **res,
+           "preset": record("B", getattr(args, "preset", "custom"), settings)}
     return to_jsonable(out)
 
 
@@ -119,7 +131,8 @@ def render(result: dict) -> str:
              f"({' x '.join(map(str, b['shape']))}, {b['file']})",
              f"{s['n_anchors']} anchors, {s['n_queries']} held-out queries, {len(s['seeds'])} seed"
              f"{'s' if len(s['seeds']) != 1 else ''}; mean +- std over seeds",
-             f"projection: {result['projection']}", ""]
+             f"projection: {result['projection']}"]
+    lines += [f"settings: {line}" for line in (result.get("preset") or {}).get("differences", [])] + [""]
     rows = []
     for name in SIMILARITIES:
         metrics = result["results"].get(name)
