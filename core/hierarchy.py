@@ -71,26 +71,22 @@ def normalize_rows(X) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # the root
 # ---------------------------------------------------------------------------------------------
-def root_embedding(encoder) -> np.ndarray:
+def root_embedding(encoder, layer: int | None = None) -> np.ndarray:
     """The root: the normalised embedding of the empty string ``""`` by ``encoder`` (a :mod:`core.encoders` encoder).
 
     Parameters
     ----------
-    encoder : :class:`core.encoders.MiniLMEncoder` or :class:`core.encoders.OpenCLIPEncoder` (their public
-        ``sentence_transformer()`` / ``load()`` give the model; ``encode`` itself refuses empty texts).
+    encoder : any text encoder of :func:`core.encoders.make_encoder` (MiniLM, ``hf:``, ``st:``, ``open_clip:``,
+        a ``python:`` text module): its ``embed_empty_string()`` runs the same pipeline (tokeniser, pooling) as its
+        embeddings, on ``""`` (``encode`` itself refuses empty texts).
+    layer : for a per-layer space (``<space>_layerK``), the empty string's pooled output at that layer.
 
     Returns
     -------
     (d,) float32 unit vector.
     """
-    if hasattr(encoder, "sentence_transformer"):
-        st = encoder.sentence_transformer()
-        vec = st.encode([""], normalize_embeddings=True, convert_to_numpy=True)[0]
-    elif hasattr(encoder, "load"):
-        model, _, tokenizer = encoder.load()
-        device = next(model.parameters()).device
-        with torch.inference_mode():
-            vec = model.encode_text(tokenizer([""]).to(device), normalize=True)[0].float().cpu().numpy()
+    if hasattr(encoder, "embed_empty_string"):
+        vec = encoder.embed_empty_string(layer) if layer is not None else encoder.embed_empty_string()
     else:
         raise DataError(f"cannot embed the empty string with {type(encoder).__name__}",
                         hint="give a root vector, or use the mean embedding as the root")

@@ -163,9 +163,39 @@ def _ids_from_array(arr: np.ndarray, display: str, name: str) -> np.ndarray:
     return np.array([str(v.decode() if isinstance(v, bytes) else v) for v in arr.tolist()], dtype=object)
 
 
+#: Optional member of an .npz / array dict: a 0-d string array holding JSON ``{space: {"modality", "info"}}``,
+#: written by :func:`core.encode.save_encoded` so that encoded spaces keep their provenance (encoder spec, layer,
+#: pooling) and modality.
+SPACES_MEMBER = "__spaces__"
+
+
+def _spaces_description(arr, display: str) -> dict:
+    """The ``__spaces__`` member parsed and checked (a JSON object of ``{modality, info}`` objects)."""
+    from .dataset import MODALITIES
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "US" or arr.size != 1 or arr.dtype.itemsize > 4 << 20:
+        raise DataError("must be one JSON string (the spaces' descriptions)", file=display, array=SPACES_MEMBER)
+    try:
+        desc = json.loads(str(arr.reshape(()).item()))
+    except json.JSONDecodeError as err:
+        raise DataError(f"is not valid JSON ({err})", file=display, array=SPACES_MEMBER) from None
+    if not isinstance(desc, dict) or not all(isinstance(v, dict) for v in desc.values()):
+        raise DataError("must map each space name to {modality, info}", file=display, array=SPACES_MEMBER)
+    for name, entry in desc.items():
+        if entry.get("modality") is not None and entry["modality"] not in MODALITIES:
+            raise DataError(f"gives space '{name}' the unknown modality {entry['modality']!r}", file=display,
+                            array=SPACES_MEMBER, hint=f"use one of {', '.join(MODALITIES)}")
+        if entry.get("info") is not None and not isinstance(entry["info"], dict):
+            raise DataError(f"gives space '{name}' an info that is not an object", file=display,
+                            array=SPACES_MEMBER)
+    return desc
+
+
 def _assemble(display: str, arrays: dict[str, np.ndarray], *, strings_as_metadata: bool,
               source: SourceFile) -> LoadedFile:
     """Sort one file's named arrays into ids, metadata, spaces and their masks / weights; validate."""
+    arrays = dict(arrays)
+    described = _spaces_description(arrays.pop(SPACES_MEMBER), display) if SPACES_MEMBER in arrays else {}
     ids = None
     meta = {}
     numeric: dict[str, np.ndarray] = {}
@@ -200,8 +230,10 @@ def _assemble(display: str, arrays: dict[str, np.ndarray], *, strings_as_metadat
         check_token_extras(arr, mask, weights, file=display, array=name)
         if mask is not None and mask.dtype.kind != "b":
             mask = np.asarray(mask) != 0
-        spaces.append(Space(name, arr, mask=mask, weights=weights, modality=guess_modality(name),
-                            source=display))
+        desc = described.get(name, {})
+        spaces.append(Space(name, arr, mask=mask, weights=weights,
+                            modality=desc.get("modality") or guess_modality(name), source=display,
+                            info=dict(desc.get("info") or {})))
     n_values = {s.n for s in spaces}
     if len(n_values) > 1:
         counts = ", ".join(f"'{s.name}': {s.n}" for s in spaces)

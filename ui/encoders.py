@@ -2,29 +2,50 @@
 
 The model weights are shared; each session gets a shallow copy whose on-disk result cache is its own namespace,
 so what one session encodes is never served to another.
+
+``python:`` encoders import and run code, so the app offers only the shipped example (the demo's PointNet) and the
+factories an administrator lists in ``$PLATOSCOPE_PYTHON_ENCODERS`` (comma-separated ``module:factory``); a spec
+typed into a page, or read from an uploaded file's space info, never imports anything else.
 """
 from __future__ import annotations
 
 import copy
+import os
 
 import streamlit as st
 
-from core.encoders import MiniLMEncoder, make_encoder
+from core.encoders import make_encoder, parse_model_spec
+from core.encoders_python import EXAMPLE_SPEC
+from core.errors import DataError
+
+
+def allowed_python_encoders() -> list[str]:
+    """The ``python:`` specs the app may run: the shipped PointNet plus ``$PLATOSCOPE_PYTHON_ENCODERS``."""
+    extra = [s.strip() for s in os.environ.get("PLATOSCOPE_PYTHON_ENCODERS", "").split(",") if s.strip()]
+    return [EXAMPLE_SPEC] + [s if s.startswith("python:") else f"python:{s}" for s in extra]
+
+
+def check_allowed(spec: str) -> None:
+    """DataError unless the app may build ``spec`` (every family but python:, whose specs must be listed)."""
+    family, _, _ = parse_model_spec(spec)
+    if family == "python" and spec.strip() not in allowed_python_encoders():
+        raise DataError(f"the app does not run the python encoder {spec!r}",
+                        hint="use `platoscope encode --model python:...` on your machine, or ask the administrator "
+                             "to list it in PLATOSCOPE_PYTHON_ENCODERS")
 
 
 @st.cache_resource(show_spinner="Loading the encoder (once per server) ...", max_entries=4)
-def _shared_encoder(spec: str):
-    enc = make_encoder(spec, cache_namespace=None)
-    if isinstance(enc, MiniLMEncoder):
-        enc.sentence_transformer()
-    else:
-        enc.load()
+def _shared_encoder(spec: str, pooling: str = "mean"):
+    enc = make_encoder(spec, cache_namespace=None, pooling=pooling)
+    enc.load()
     return enc
 
 
-def encoder_for(spec: str, namespace: str, batch_size: int = 64):
-    """The encoder for ``spec`` ('minilm' or 'open_clip:MODEL:TAG'), caching results under ``namespace``."""
-    enc = copy.copy(_shared_encoder(spec))
+def encoder_for(spec: str, namespace: str, batch_size: int = 64, pooling: str = "mean"):
+    """The encoder for ``spec`` (any family of :func:`core.encoders.make_encoder`), caching results under
+    ``namespace``."""
+    check_allowed(spec)
+    enc = copy.copy(_shared_encoder(spec, pooling))
     enc.cache_namespace = namespace
     enc.batch_size = int(batch_size)
     return enc

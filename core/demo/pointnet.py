@@ -132,3 +132,45 @@ def load_pointnet(path: Path) -> PointNet:
     model = PointNet(feature_dim=int(cfg["feature_dim"]))
     model.load_state_dict(load_file(str(path)))
     return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# the worked example of the ``python:`` encoder protocol (core/encoders_python.py)
+# ---------------------------------------------------------------------------------------------
+class PointNetPoints(nn.Module):
+    """A :class:`PointNet` seen as a point-token encoder: ``forward`` gives the per-point features (``b x m x 128``;
+    their max over points is the PointNet feature), ``forward_layers`` the outputs of the three per-point layers."""
+
+    n_layers = 3
+
+    def __init__(self, net: PointNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return self.net.point_features(points)
+
+    def forward_layers(self, points: torch.Tensor) -> list[torch.Tensor]:
+        x, out = points.transpose(1, 2), []
+        for k, layer in enumerate(self.net.mlp):
+            x = layer(x)
+            if isinstance(layer, nn.ReLU) or k == len(self.net.mlp) - 1:
+                out.append(x.transpose(1, 2))  # b x m x C after each of the three conv blocks
+        return out
+
+
+def platoscope_encoder(weights: str | Path | None = None) -> dict:
+    """``python:core.demo.pointnet:platoscope_encoder``: the demo's trained PointNet for ``platoscope encode``.
+
+    Loads ``weights`` (default ``$PLATOSCOPE_POINTNET_WEIGHTS``, else the demo's ``pointnet.safetensors``) with
+    safetensors. The final embedding is the max over points (exactly :class:`PointNet`'s output), ``--layers``
+    gives the three per-point layers max-pooled, ``--tokens`` the per-point features.
+    """
+    import hashlib
+    import os
+    from . import _artifact_dir
+    path = Path(weights or os.environ.get("PLATOSCOPE_POINTNET_WEIGHTS") or _artifact_dir() / "pointnet.safetensors")
+    net = load_pointnet(path)
+    return {"module": PointNetPoints(net), "input": "pointcloud", "output": "tokens", "pool": "max",
+            "layers": PointNetPoints.n_layers, "name": "pointnet",
+            "version": hashlib.sha256(path.read_bytes()).hexdigest()}
