@@ -207,61 +207,18 @@ def _hidden(name: str) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
-def list_images(path: str | os.PathLike | Sequence[tuple[str, bytes]]) -> ImageFiles:
+def list_images(path: str | os.PathLike | Sequence[tuple[str, bytes]], limits=None) -> ImageFiles:
     """Image files of a folder (recursively), a ``.zip``, or a list of ``(name, bytes)`` (uploads).
 
-    Files are taken in sorted name order; hidden files are ignored; files without an image extension are listed
-    in ``ignored``. Decoding happens later (an undecodable image is skipped and listed by the encoder).
+    Files are taken in sorted name order; hidden files are ignored; files without an image extension, unsafe
+    zip entries ('..'), oversized entries, images whose header declares too many pixels and images over the
+    count cap are listed in ``ignored`` with the reason. Nothing but image headers is inflated here
+    (:func:`core.archive.scan_images`, caps from :class:`core.archive.ImageLimits`); decoding happens later.
     """
-    if isinstance(path, (list, tuple)):
-        blobs = {str(n): bytes(b) for n, b in path}
-        names, ignored = [], []
-        for name in sorted(blobs):
-            zipped = name.lower().endswith(".zip")
-            if zipped:
-                inner = list_images(io.BytesIO(blobs[name]))  # type: ignore[arg-type]
-                for sub in inner.names:
-                    blobs[f"{name}/{sub}"] = inner.read(sub)
-                    names.append(f"{name}/{sub}")
-                ignored += [(f"{name}/{n}", r) for n, r in inner.ignored]
-            elif name.lower().endswith(IMAGE_EXTENSIONS):
-                names.append(name)
-            else:
-                ignored.append((name, "not an image file extension"))
-        return ImageFiles(names, blobs.__getitem__, "uploaded files", ignored)
-    if isinstance(path, io.BytesIO) or (not isinstance(path, io.IOBase) and str(path).lower().endswith(".zip")):
-        label = "zip" if isinstance(path, io.BytesIO) else Path(path).name
-        if not isinstance(path, io.BytesIO) and not Path(path).exists():
-            raise DataError("the image zip does not exist", file=str(path))
-        try:
-            zf = zipfile.ZipFile(path)
-        except zipfile.BadZipFile:
-            raise DataError("this is not a readable zip file", file=label,
-                            hint="give a .zip of images or a folder") from None
-        names, ignored = [], []
-        for info in sorted(zf.infolist(), key=lambda i: i.filename):
-            if info.is_dir() or _hidden(info.filename):
-                continue
-            if info.filename.lower().endswith(IMAGE_EXTENSIONS):
-                names.append(info.filename)
-            else:
-                ignored.append((info.filename, "not an image file extension"))
-        return ImageFiles(names, zf.read, label, ignored)
-    root = Path(path)
-    if not root.exists():
-        raise DataError("the image folder does not exist", file=str(path))
-    if not root.is_dir():
-        raise DataError("expected a folder or a .zip of images", file=str(path))
-    names, ignored = [], []
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if not p.is_file() or _hidden(rel):
-            continue
-        if p.suffix.lower() in IMAGE_EXTENSIONS:
-            names.append(rel)
-        else:
-            ignored.append((rel, "not an image file extension"))
-    return ImageFiles(names, lambda n: (root / n).read_bytes(), root.name, ignored)
+    from .archive import scan_images
+
+    found = scan_images(path, limits)
+    return ImageFiles(found.names, found.read, found.source, found.ignored)
 
 
 def decode_image(data: bytes):

@@ -99,6 +99,30 @@ def figure_bytes(fig, fmt: str, *, width: int = 1100, height: int = 750, scale: 
             "Install chromium, use the HTML export, or the camera icon on the chart's toolbar.") from None
 
 
+#: A spreadsheet runs a cell as a formula when its text starts with one of these (OWASP "CSV injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe_cell(value: Any) -> Any:
+    """``value`` with a leading ``'`` when it is text a spreadsheet would run as a formula (numbers unchanged)."""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
+
+
+def csv_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose text cells and column names cannot run as spreadsheet formulas (OWASP advice:
+    prefix ``= + - @`` / tab / carriage return with a single quote). Numeric columns (e.g. -0.5) are untouched."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col].dtype):
+            out[col] = out[col].map(csv_safe_cell)
+        elif isinstance(out[col].dtype, pd.CategoricalDtype):
+            out[col] = out[col].astype(object).map(csv_safe_cell)
+    out.columns = [csv_safe_cell(c) for c in out.columns]
+    return out
+
+
 def table_bytes(table: pd.DataFrame | dict | list, fmt: str, manifest: dict | None = None) -> bytes:
     """Numbers as CSV (a DataFrame or list of records) or JSON ({"manifest": ..., "data": ...})."""
     fmt = fmt.lower()
@@ -106,7 +130,7 @@ def table_bytes(table: pd.DataFrame | dict | list, fmt: str, manifest: dict | No
         raise ValueError(f"unknown table format {fmt!r}; use one of {TABLE_FORMATS}")
     if fmt == "csv":
         df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
-        return df.to_csv(index=False).encode("utf-8")
+        return csv_safe_frame(df).to_csv(index=False).encode("utf-8")
     data = table.to_dict(orient="records") if isinstance(table, pd.DataFrame) else table
     payload = {"manifest": manifest, "data": json_safe(data)} if manifest is not None else json_safe(data)
     return json.dumps(payload, indent=2, allow_nan=False).encode("utf-8")

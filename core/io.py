@@ -19,8 +19,10 @@ name the user knows (``display_names``), the array, and the row.
 from __future__ import annotations
 
 import json
+import io
 import os
 import pickle
+import pickletools
 import re
 import struct
 import zipfile
@@ -33,6 +35,7 @@ import pandas as pd
 
 from .dataset import Dataset, SourceFile, Space, guess_modality
 from .cache import sha256_file
+from .budget import MemoryBudget, fmt_bytes
 from .errors import BudgetError, DataError
 from .validate import check_token_extras, validate_array
 
@@ -119,11 +122,7 @@ def _display(path, display_name: str | None, display_names: Mapping | None = Non
     return Path(path).name
 
 
-def _fmt_bytes(n: int) -> str:
-    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
+_fmt_bytes = fmt_bytes
 
 
 def _check_file(path: Path, display: str, max_file_bytes: int | None) -> int:
@@ -277,7 +276,7 @@ def _pickle_error(display: str, array: str | None, fmt: str) -> DataError:
                      array=array, hint=hint)
 
 
-def _load_npy(path: Path, display: str, source: SourceFile) -> LoadedFile:
+def _load_npy(path: Path, display: str, source: SourceFile, memory: MemoryBudget) -> LoadedFile:
     with open(path, "rb") as fh:
         shape, fortran, dtype = _read_npy_header(fh, display)
     name = Path(display).stem if Path(display).suffix.lower() == ".npy" else path.stem
@@ -320,7 +319,7 @@ def _npz_member_memmap(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, d
                      order="F" if fortran else "C")
 
 
-def _load_npz(path: Path, display: str, source: SourceFile) -> LoadedFile:
+def _load_npz(path: Path, display: str, source: SourceFile, memory: MemoryBudget) -> LoadedFile:
     arrays: dict[str, np.ndarray] = {}
     try:
         with zipfile.ZipFile(path) as zf:
@@ -338,8 +337,18 @@ def _load_npz(path: Path, display: str, source: SourceFile) -> LoadedFile:
                 else:
                     with zf.open(info) as fh:
                         shape, fortran, dtype = _read_npy_header(fh, display, name)
+                        header_len = fh.tell()
                     if dtype.hasobject:
                         raise _pickle_error(display, name, "npz")
+                    # The size comes from the headers (zip directory + .npy header), before anything is inflated.
+                    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                    if header_len + nbytes != info.file_size:
+                        raise _corrupt(display, "an .npz archive",
+                                       f"member '{member}' declares {info.file_size} bytes but its .npy header "
+                                       f"(shape {tuple(shape)}, {dtype}) needs {header_len + nbytes}", name)
+                    memory.charge(nbytes, file=display, member=member,
+                                  detail=f" (compressed member of {fmt_bytes(info.compress_size)}, shape "
+                                         f"{tuple(shape)} of {dtype})")
                     with zf.open(info) as fh:
                         try:
                             arrays[name] = np.lib.format.read_array(fh, allow_pickle=False)
@@ -402,6 +411,11 @@ def read_safetensors_header(path: str | os.PathLike, display: str | None = None)
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise _corrupt(display, "a .safetensors file", f"bad JSON header: {err}") from None
+    except RecursionError:
+        raise DataError(f"its JSON header ({header_len} bytes) is nested too deeply to be a safetensors header "
+                        "(a flat object of tensor entries)", file=display,
+                        hint="this is not a file written by safetensors; re-export it with "
+                             "safetensors.torch.save_file({name: tensor}, path)") from None
     if not isinstance(header, dict):
         raise _corrupt(display, "a .safetensors file", "the header is not a JSON object")
     data_start = 8 + header_len
@@ -435,7 +449,7 @@ def read_safetensors_header(path: str | os.PathLike, display: str | None = None)
     return tensors, data_start
 
 
-def _load_safetensors(path: Path, display: str, source: SourceFile) -> LoadedFile:
+def _load_safetensors(path: Path, display: str, source: SourceFile, memory: MemoryBudget) -> LoadedFile:
     tensors, data_start = read_safetensors_header(path, display)
     arrays = {}
     for name, entry in tensors.items():
@@ -447,6 +461,8 @@ def _load_safetensors(path: Path, display: str, source: SourceFile) -> LoadedFil
         else:
             arr = np.memmap(path, dtype=np_dtype, mode="r", offset=data_start + begin, shape=shape)
         if entry["dtype"] == "BF16":
+            memory.charge(arr.size * 4, file=display, member=name, what="needs",
+                          detail=" (bfloat16 converted to float32)")
             arr = _bf16_to_float32(arr)
         arrays[name] = arr
     if not arrays:
@@ -457,6 +473,11 @@ def _load_safetensors(path: Path, display: str, source: SourceFile) -> LoadedFil
 # ----------------------------------------------------------------------------------------------
 # .pt / .pth
 # ----------------------------------------------------------------------------------------------
+def _plain_pickle_error(display: str) -> DataError:
+    return DataError("holds pickled content (a plain Python pickle, not a PyTorch tensor file), which Platoscope "
+                     "never executes", file=display, hint=_PT_RESAVE_HINT)
+
+
 def _flatten_torch(obj, display: str, prefix: str = "") -> dict:
     import torch
 
@@ -480,10 +501,51 @@ def _flatten_torch(obj, display: str, prefix: str = "") -> dict:
                     hint=_PT_RESAVE_HINT)
 
 
-def _load_pt(path: Path, display: str, source: SourceFile) -> LoadedFile:
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _is_plain_pickle(path: Path) -> bool:
+    """Whether a (non-zip) file is a pickle stream that is not a legacy torch.save file (opcodes parsed, not run)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if not head.startswith(b"\x80"):
+        return False
+    values = []
+    try:
+        for op, arg, _ in pickletools.genops(io.BytesIO(head)):
+            if op.name in ("PROTO", "FRAME"):
+                continue
+            values.append(arg if op.name in ("LONG1", "LONG4", "LONG", "INT", "BININT") else op.name)
+            break
+    except Exception:  # noqa: BLE001 - not a pickle after all
+        return False
+    return bool(values) and values[0] != _TORCH_LEGACY_MAGIC
+
+
+def _pt_inflated_bytes(path: Path, display: str) -> tuple[int, str | None]:
+    """RAM torch.load will need: the whole file (legacy format) or the compressed zip entries' sizes."""
+    if not zipfile.is_zipfile(path):
+        return path.stat().st_size, None
+    total, biggest = 0, None
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                total += info.file_size
+                if biggest is None or info.file_size > biggest[1]:
+                    biggest = (info.filename, info.file_size)
+    return total, biggest[0] if biggest else None
+
+
+def _load_pt(path: Path, display: str, source: SourceFile, memory: MemoryBudget) -> LoadedFile:
     import torch
 
     use_mmap = zipfile.is_zipfile(path)
+    try:
+        need, member = _pt_inflated_bytes(path, display)
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise _corrupt(display, "a PyTorch file", err) from None
+    memory.charge(need, file=display, member=member, what="needs" if member is None else "would inflate to",
+                  detail="" if member is None else " (compressed entries of a PyTorch zip)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
     except pickle.UnpicklingError as err:
@@ -494,10 +556,14 @@ def _load_pt(path: Path, display: str, source: SourceFile) -> LoadedFile:
             if found:
                 error.hint = f"it refers to the Python object {found.group(1)}; " + error.hint
             raise DataError(error.message, file=display, hint=error.hint) from None
+        if not use_mmap and _is_plain_pickle(path):
+            raise _plain_pickle_error(display) from None
         detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(\n|$)", text)
         raise _corrupt(display, "a PyTorch file",
                        detail.group(1)[:200] if detail else text.splitlines()[0][:200]) from None
     except Exception as err:  # corrupt zip / truncated stream / bad magic: RuntimeError, EOFError, KeyError
+        if not use_mmap and _is_plain_pickle(path):
+            raise _plain_pickle_error(display) from None
         msg = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise _corrupt(display, "a PyTorch file", msg) from None
     flat = _flatten_torch(obj, display, "" if not isinstance(obj, torch.Tensor) else Path(display).stem)
@@ -510,6 +576,8 @@ def _load_pt(path: Path, display: str, source: SourceFile) -> LoadedFile:
         if t.is_complex():
             arrays[name] = t.resolve_conj().numpy()  # rejected by validation with a clear message
         elif t.dtype == torch.bfloat16 or "float8" in str(t.dtype):
+            memory.charge(t.numel() * 4, file=display, member=name, what="needs",
+                          detail=f" ({t.dtype} converted to float32)")
             arrays[name] = t.float().numpy()
         else:
             try:
@@ -525,10 +593,34 @@ def _load_pt(path: Path, display: str, source: SourceFile) -> LoadedFile:
 # ----------------------------------------------------------------------------------------------
 # .parquet
 # ----------------------------------------------------------------------------------------------
-def _read_parquet(path: Path, display: str):
+def parquet_uncompressed_bytes(path: str | os.PathLike) -> tuple[int, dict[str, int]]:
+    """Total and per-column uncompressed sizes of a Parquet file, from its footer (nothing is decompressed)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    per_column: dict[str, int] = {}
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            col = group.column(c)
+            name = col.path_in_schema.split(".")[0]
+            per_column[name] = per_column.get(name, 0) + int(col.total_uncompressed_size)
+    return sum(per_column.values()), per_column
+
+
+def _read_parquet(path: Path, display: str, memory: MemoryBudget | None = None):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    try:
+        total, per_column = parquet_uncompressed_bytes(path)
+    except (pa.ArrowInvalid, pa.ArrowException, OSError, ValueError) as err:
+        raise _corrupt(display, "a Parquet table", str(err).splitlines()[0][:200]) from None
+    biggest = max(per_column, key=per_column.get) if per_column else None
+    (memory if memory is not None else MemoryBudget()).charge(
+        total, file=display, member=biggest,
+        detail=f" uncompressed ({len(per_column)} column(s); the largest, '{biggest}', "
+               f"{fmt_bytes(per_column.get(biggest, 0))})" if biggest else " uncompressed")
     try:
         return pq.read_table(path)
     except (pa.ArrowInvalid, pa.ArrowException, OSError, ValueError) as err:
@@ -592,8 +684,8 @@ def list_column_to_array(column, display: str, name: str) -> np.ndarray:
     return flat.reshape(n, width)
 
 
-def _load_parquet(path: Path, display: str, source: SourceFile) -> LoadedFile:
-    table = _read_parquet(path, display)
+def _load_parquet(path: Path, display: str, source: SourceFile, memory: MemoryBudget) -> LoadedFile:
+    table = _read_parquet(path, display, memory)
     arrays = {}
     meta_cols = []
     ids = None
@@ -844,7 +936,7 @@ def _extension(path: Path, display: str) -> str:
 
 
 def load_file(path: str | os.PathLike, display_name: str | None = None, *,
-              max_file_bytes: int | None = None) -> LoadedFile:
+              max_file_bytes: int | None = None, memory: MemoryBudget | None = None) -> LoadedFile:
     """Read one file: the spaces, item ids and item metadata it holds (all validated).
 
     Parameters
@@ -854,6 +946,10 @@ def load_file(path: str | os.PathLike, display_name: str | None = None, *,
     display_name : the name the user knows the file by (used in every message); defaults to the file name.
         Its extension, when it has one, decides the format (uploads may be spooled under other names).
     max_file_bytes : size limit (default: :func:`default_max_file_bytes`); a bigger file is refused unread.
+    memory : the :class:`~core.budget.MemoryBudget` this read may use (default: a fresh one with
+        :func:`~core.budget.default_load_limit`). Every array built in RAM (compressed npz members, Parquet
+        columns, converted bfloat16 tensors) is charged from its header size *before* it is inflated; memory-mapped
+        arrays cost nothing. Exceeding it raises BudgetError naming the file, the member and the sizes.
 
     Returns
     -------
@@ -866,6 +962,7 @@ def load_file(path: str | os.PathLike, display_name: str | None = None, *,
         return load_shard_folder(path, display, max_file_bytes=max_file_bytes)
     size = _check_file(path, display, max_file_bytes)
     ext = _extension(path, display)
+    memory = MemoryBudget() if memory is None else memory
     try:
         if ext == ".csv":
             return _load_chains_file(path, display, size)
@@ -873,7 +970,7 @@ def load_file(path: str | os.PathLike, display_name: str | None = None, *,
         if loader is None:
             raise DataError(f"unknown file type '{ext or '(no extension)'}'", file=display,
                             hint="supported: " + ", ".join(EMBEDDING_EXTENSIONS))
-        return loader(path, display, _table_source(path, display, size))
+        return loader(path, display, _table_source(path, display, size), memory)
     except DataError as err:
         raise _scrub(err, path, display) from None
     except MemoryError:
@@ -944,7 +1041,7 @@ def _join_metadata(items: pd.DataFrame, meta: pd.DataFrame, display: str, ids_gi
 
 def load_dataset(paths, metadata=None, *, name: str | None = None,
                  display_names: Mapping | None = None, max_file_bytes: int | None = None,
-                 origin: str = "files") -> Dataset:
+                 origin: str = "files", memory: MemoryBudget | None = None) -> Dataset:
     """Load embedding files (and an optional metadata table) into one :class:`~core.dataset.Dataset`.
 
     Parameters
@@ -958,6 +1055,7 @@ def load_dataset(paths, metadata=None, *, name: str | None = None,
         every message uses these names.
     max_file_bytes : per-file size limit (default $PLATOSCOPE_MAX_FILE_MB, else 2048 MB).
     origin : 'files', 'upload', 'server' or 'demo'.
+    memory : the :class:`~core.budget.MemoryBudget` shared by all the files (see :func:`load_file`).
 
     Returns
     -------
@@ -973,9 +1071,11 @@ def load_dataset(paths, metadata=None, *, name: str | None = None,
     paths = list(paths)
     if not paths:
         raise DataError("no input files given", hint="pass at least one embedding file")
+    memory = MemoryBudget() if memory is None else memory
     loaded: list[LoadedFile] = []
     for path in paths:
-        loaded.append(load_file(path, _display(path, None, display_names), max_file_bytes=max_file_bytes))
+        loaded.append(load_file(path, _display(path, None, display_names), max_file_bytes=max_file_bytes,
+                                memory=memory))
 
     # row counts must agree
     counted = [lf for lf in loaded if lf.n is not None]
@@ -1026,6 +1126,9 @@ def load_dataset(paths, metadata=None, *, name: str | None = None,
                                 hint="rename one of the arrays or files so that every space has its own name")
             seen[space.name] = display
             if order is not None:
+                memory.charge(sum(a.nbytes for a in (space.data, space.mask, space.weights) if a is not None),
+                              file=display, member=space.name, what="needs",
+                              detail=" (rows reordered to the first file's ids)")
                 space = Space(space.name, np.asarray(space.data)[order],
                               None if space.mask is None else np.asarray(space.mask)[order],
                               None if space.weights is None else np.asarray(space.weights)[order],

@@ -48,7 +48,7 @@ column = "caption"
 image_column = None
 if csv_file is not None:
     try:
-        spool = data.spool_upload(csv_file, data.session_upload_dir())[0]
+        spool = data.scratch_copy(csv_file)  # a private temporary copy: never (re)creates the session folder
         header = pd.read_csv(spool, nrows=0, dtype=str, encoding_errors="replace").columns.tolist()
         column = st.selectbox("Caption column", header,
                               index=header.index("caption") if "caption" in header else 0, key="enc_column")
@@ -66,6 +66,8 @@ if csv_file is not None:
         show_error(DataError(f"could not read the CSV ({exc})", file=csv_file.name,
                              hint="save it as a UTF-8 CSV with a header row"))
         table = None
+    finally:
+        data.drop_scratch(csv_file)
 
 st.markdown("**3. Run**")
 if st.button("Encode", type="primary", key="enc_go", disabled=table is None and not image_files):

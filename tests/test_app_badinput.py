@@ -51,5 +51,6 @@ def test_bad_upload_gets_a_clear_message(name, corpus, tmp_path, monkeypatch):
         assert "limit" in errors and "PLATOSCOPE_MAX_FILE_MB" in errors
     else:
         assert re.search(case.message, errors, flags=re.S), (case.message, errors)
-    assert at.file_uploader[0].key == "upl_files_0"  # the user's files stay in the uploader
+    assert at.file_uploader[0].key == "upl_files_1"  # refused bytes are dropped from Streamlit's memory ...
+    assert not list((tmp_path / "cache").glob("session-*/uploads/*.*"))  # ... and from the disk
     assert not markers_executed({name: case})

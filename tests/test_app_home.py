@@ -75,7 +75,7 @@ def test_upload_npz_shows_summary_and_map(env):
 
 
 @pytest.mark.parametrize("case", ["nan", "pickle", "rows", "zero_variance", "corrupt"])
-def test_bad_uploads_show_a_clear_error_and_keep_the_files(env, case):
+def test_bad_uploads_show_a_clear_error_and_are_dropped(env, case):
     rng = np.random.default_rng(1)
     if case == "nan":
         x = rng.normal(size=(10, 4)); x[3, 1] = np.nan; x[7, 0] = np.inf
@@ -95,8 +95,9 @@ def test_bad_uploads_show_a_clear_error_and_keep_the_files(env, case):
     for word in expect:
         assert word.lower() in msg.lower(), msg
     assert "Traceback" not in msg
-    # nothing lost: the uploader still holds the file so the user can fix and retry
-    assert at.file_uploader[0].key == "upl_files_0"
+    # the refused bytes left Streamlit's memory (a fresh uploader) and the server's disk (no spooled file kept)
+    assert at.file_uploader[0].key == "upl_files_1"
+    assert not list((env / "cache").glob("session-*/uploads/*.*"))
 
 
 def _npy(arr) -> bytes:

@@ -3,8 +3,17 @@
 Keys are content hashes (``Dataset.fingerprint`` = sha256 of the input bytes) plus parameters; the arrays
 themselves travel as underscore-prefixed, unhashed arguments (Streamlit would otherwise sample them).
 Expensive results also go to the on-disk cache (core.cache) in the dataset's namespace.
+
+Forgetting is per session: :func:`forgettable` records which entries of the in-memory caches a session's uploads
+created, :func:`result_key` which result keys name its uploads' fingerprints, and :func:`forget_session_results`
+removes exactly those (never a whole cache other sessions use). Shared results are computed once: a lock per
+result key makes concurrent first requests wait for one computation.
 """
 from __future__ import annotations
+
+import functools
+import inspect
+import threading
 
 import numpy as np
 import pandas as pd
@@ -13,10 +22,48 @@ import streamlit as st
 from core.dataset import Dataset
 from core import projection
 
+_CALLS_KEY = "platoscope_cache_calls"
+
+
+def _is_private(bound: inspect.BoundArguments) -> bool:
+    for name, value in bound.arguments.items():
+        if isinstance(value, Dataset) and value.origin not in ("demo", "server"):
+            return True
+        if name == "namespace" and isinstance(value, str) and value.startswith("session-"):
+            return True
+    return False
+
+
+def forgettable(cached_func):
+    """Wrap an ``st.cache_data`` function so that entries made for this session's uploads can be forgotten
+    one by one (``cached_func.clear(*args)`` with the same hashed arguments), not with a global clear."""
+    signature = inspect.signature(cached_func.__wrapped__ if hasattr(cached_func, "__wrapped__") else cached_func)
+
+    @functools.wraps(cached_func)
+    def wrapper(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            return cached_func(*args, **kwargs)
+        if _is_private(bound):
+            # the call exactly as Streamlit hashes it (positional names, keyword order), big arrays left out
+            names = list(signature.parameters)
+            masked_args = tuple(None if i < len(names) and names[i].startswith("_") else a
+                                for i, a in enumerate(args))
+            masked_kwargs = {k: (None if k.startswith("_") else v) for k, v in kwargs.items()}
+            calls = st.session_state.setdefault(_CALLS_KEY, [])
+            if not any(f is cached_func and a == masked_args and k == masked_kwargs for f, a, k in calls):
+                calls.append((cached_func, masked_args, masked_kwargs))
+        return cached_func(*args, **kwargs)
+
+    wrapper.clear = cached_func.clear
+    return wrapper
+
 MAX_MAP_POINTS = 50_000
 MAX_UMAP_POINTS = 20_000
 
 
+@forgettable
 @st.cache_data(show_spinner="Summarising spaces ...", max_entries=64)
 def summary_table(fingerprint: str, _ds: Dataset) -> pd.DataFrame:
     from core.summary import summarize_dataset
@@ -28,6 +75,7 @@ def _rows(ds: Dataset, cap: int) -> np.ndarray:
     return projection.sample_rows(ds.n, cap, seed=0)
 
 
+@forgettable
 @st.cache_data(show_spinner="Projecting with PCA ...", max_entries=64)
 def pca_map(fingerprint: str, space: str, max_points: int, _ds: Dataset) -> dict:
     """PCA fitted on every row (streaming); coordinates of a seeded sample of at most ``max_points`` rows."""
@@ -48,6 +96,7 @@ def _umap_key(ds: Dataset, space: str, max_points: int) -> str:
     return f"{ds.space_fingerprint(space)}-rows{min(ds.n, max_points)}"
 
 
+@forgettable
 @st.cache_data(show_spinner=False, max_entries=32)
 def umap_map(fingerprint: str, space: str, max_points: int, namespace: str, n_neighbors: int,
              min_dist: float, _ds: Dataset) -> dict:
@@ -79,8 +128,55 @@ def _results_store(namespace: str) -> "_OrderedDict[str, object]":
     return st.session_state.setdefault("platoscope_results", _OrderedDict())
 
 
+_KEYS_KEY = "platoscope_upload_keys"
+
+
 def result_key(*parts) -> str:
-    return _hashlib.sha256(_json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    """sha256 of the parts; a key naming one of this session's uploads' fingerprints is remembered for Forget."""
+    text = _json.dumps(parts, sort_keys=True, default=str)
+    key = _hashlib.sha256(text.encode()).hexdigest()
+    try:
+        from ui.data import session_fingerprints
+
+        if any(fp and fp in text for fp in session_fingerprints()):
+            keys = st.session_state.setdefault(_KEYS_KEY, set())
+            keys.add(key)
+    except Exception:  # noqa: BLE001 - outside a session
+        pass
+    return key
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def key_lock(key: str) -> threading.Lock:
+    """The lock of one result key (created on first use, shared by every session of the process)."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(key)
+        if lock is None:
+            lock = _LOCKS[key] = threading.Lock()
+        return lock
+
+
+def forget_session_results(fingerprints: set[str] | None = None) -> int:
+    """Remove this session's results: its result store, shared-store entries keyed by its uploads, and the
+    in-memory cache entries its uploads created. Returns how many entries were removed."""
+    removed = 0
+    own = st.session_state.pop("platoscope_results", None)
+    removed += len(own or ())
+    keys = st.session_state.pop(_KEYS_KEY, set())
+    shared = _shared_results()
+    for key in keys:
+        if shared.pop(key, None) is not None:
+            removed += 1
+    for cached_func, args, kwargs in st.session_state.pop(_CALLS_KEY, []):
+        try:
+            cached_func.clear(*args, **kwargs)
+            removed += 1
+        except Exception:  # noqa: BLE001 - an entry already evicted
+            pass
+    return removed
 
 
 def has_result(namespace: str, key: str) -> bool:
@@ -107,6 +203,22 @@ def computed(namespace: str, key: str, label: str, compute):
     if key in store:
         store.move_to_end(key)
         return store[key]
+    lock = key_lock(key) if namespace == "shared" else None
+    if lock is None:
+        return _compute_into(store, key, label, compute)
+    if not lock.acquire(blocking=False):
+        with st.spinner(f"{label}: another session is computing this result; waiting for it ..."):
+            lock.acquire()
+    try:
+        if key in store:  # computed meanwhile by the session we waited for
+            store.move_to_end(key)
+            return store[key]
+        return _compute_into(store, key, label, compute)
+    finally:
+        lock.release()
+
+
+def _compute_into(store, key: str, label: str, compute):
     with st.status(label, expanded=True) as status:
         bar = st.progress(0.0, text=label)
 

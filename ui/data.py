@@ -4,17 +4,24 @@
   server process and shared read-only; they can be opened by URL (``?dataset=demo``, ``?dataset=server:NAME``).
 * Uploads are spooled to disk under the session's own cache namespace (``cache/session-<id>/uploads``), parsed from
   there (memory-mapped where the format allows), kept in that session's state only, and removed by
-  :func:`forget_my_data`. They are never reachable by URL.
+  :func:`forget_my_data`. They are never reachable by URL. As soon as a file is spooled its bytes are dropped from
+  Streamlit's upload store; a refused file is deleted at once. What a load builds in RAM is charged against the
+  session's and the server's budgets (core.budget) from headers, before anything is inflated; spooled files count
+  against the disk cache limit ($PLATOSCOPE_CACHE_MB). Folders of ended sessions are removed
+  ``server.disconnectedSessionTTL`` + $PLATOSCOPE_SESSION_GRACE_S seconds after their last activity.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 import uuid
 from pathlib import Path
 
 import streamlit as st
 
+from core import budget as core_budget
 from core import cache as core_cache
 from core.dataset import Dataset, Space
 from core.errors import BudgetError, DataError
@@ -33,6 +40,17 @@ def session_id() -> str:
     return st.session_state["platoscope_sid"]
 
 
+def _runtime_session_id() -> str | None:
+    """Streamlit's own id of the session running this script (None outside a script run)."""
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        return ctx.session_id if ctx is not None else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def session_namespace() -> str:
     return f"session-{session_id()}"
 
@@ -43,19 +61,82 @@ def cache_namespace(ds: Dataset) -> str:
 
 
 def session_budget_bytes() -> int:
-    return int(float(os.environ.get("PLATOSCOPE_SESSION_BUDGET_MB", 4096)) * 2**20)
+    return core_budget.session_budget_bytes()
 
 
 def max_file_bytes() -> int:
     return int(float(os.environ.get("PLATOSCOPE_MAX_FILE_MB", 2048)) * 2**20)
 
 
-@st.cache_resource(ttl=3600, show_spinner=False)
-def housekeeping() -> bool:
-    """Once an hour per server process: apply the cache's size/age limits and drop stale session folders."""
+def max_upload_mb() -> int:
+    """The per-file limit in whole MB, as the uploader widgets enforce it in the browser (before any byte is sent)."""
+    return max(1, int(max_file_bytes() // 2**20))
+
+
+def _apply_upload_limit() -> None:
+    """Make Streamlit's server refuse bigger uploads while they stream in (not after they are in RAM)."""
+    try:
+        from streamlit import config
+
+        if config.get_option("server.maxUploadSize") != max_upload_mb():
+            config.set_option("server.maxUploadSize", max_upload_mb())
+    except Exception:  # noqa: BLE001 - an older Streamlit: the widget's own limit still applies
+        pass
+
+
+def session_ttl_seconds() -> float:
+    """How long an ended session's folder is kept: server.disconnectedSessionTTL + $PLATOSCOPE_SESSION_GRACE_S."""
+    try:
+        from streamlit import config
+
+        ttl = float(config.get_option("server.disconnectedSessionTTL") or 0)
+    except Exception:  # noqa: BLE001
+        ttl = 120.0
+    return ttl + float(os.environ.get("PLATOSCOPE_SESSION_GRACE_S", 300))
+
+
+def _live_runtime_sessions() -> set[str] | None:
+    """Ids of the sessions Streamlit's runtime still knows (connected or within their TTL); None without one."""
+    try:
+        from streamlit import runtime
+
+        if not runtime.exists():
+            return None
+        mgr = runtime.get_instance()._session_mgr  # noqa: SLF001 - no public listing of sessions
+        return {info.session.id for info in mgr.list_sessions()}
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def sweep_once() -> list[str]:
+    """Remove ended sessions' folders and apply the disk limit once (what the sweeper thread does)."""
+    removed = core_cache.prune_sessions(max_idle_seconds=session_ttl_seconds(), live=_live_runtime_sessions())
     core_cache.prune()
-    core_cache.prune_sessions()
+    return removed
+
+
+def _sweeper(interval: float) -> None:  # pragma: no cover - a daemon loop; sweep_once is tested
+    while True:
+        time.sleep(interval)
+        try:
+            sweep_once()
+        except Exception:  # noqa: BLE001 - housekeeping must never take the server down
+            pass
+
+
+@st.cache_resource(show_spinner=False)
+def _start_sweeper() -> bool:
+    interval = float(os.environ.get("PLATOSCOPE_SWEEP_S", 60))
+    threading.Thread(target=_sweeper, args=(interval,), name="platoscope-sweeper", daemon=True).start()
     return True
+
+
+def housekeeping() -> None:
+    """Per script run: the upload limit, this session's heartbeat, and (once per process) the sweeper thread."""
+    _apply_upload_limit()
+    _start_sweeper()
+    if "platoscope_sid" in st.session_state:
+        core_cache.touch_session(session_namespace(), _runtime_session_id())
 
 
 # -- shared datasets -------------------------------------------------------------------------------
@@ -129,6 +210,33 @@ def uploads() -> dict[str, Dataset]:
     return st.session_state.setdefault(_STATE_UPLOADS, {})
 
 
+def release_upload(uploaded) -> None:
+    """Drop an uploaded file's bytes from Streamlit's upload store (it keeps them until the session ends)."""
+    file_id = getattr(uploaded, "file_id", None)
+    if not file_id:
+        return
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        if ctx is not None and ctx.uploaded_file_mgr is not None:
+            ctx.uploaded_file_mgr.remove_file(ctx.session_id, file_id)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def release_all_uploads() -> None:
+    """Drop every file this session has in Streamlit's upload store (Forget my data)."""
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        if ctx is not None and ctx.uploaded_file_mgr is not None:
+            ctx.uploaded_file_mgr.remove_session_files(ctx.session_id)
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def spool_upload(uploaded, dest_dir: Path, chunk: int = 16 * 2**20) -> tuple[Path, str, int]:
     """Write an uploaded file to disk in chunks, hashing as it goes. Returns (path, sha256, size)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -151,40 +259,123 @@ def spool_upload(uploaded, dest_dir: Path, chunk: int = 16 * 2**20) -> tuple[Pat
     return final, digest, size
 
 
+def _scratch_path(uploaded) -> Path:
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / f"platoscope-scratch-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    tag = getattr(uploaded, "file_id", None) or uuid.uuid4().hex
+    return folder / f"{hashlib.sha256(f'{session_id()}:{tag}'.encode()).hexdigest()[:32]}" \
+                    f"{''.join(Path(uploaded.name).suffixes[-1:]).lower()}"
+
+
+def scratch_copy(uploaded) -> Path:
+    """A temporary private copy of an upload for a page that only reads it (delete with :func:`drop_scratch`).
+
+    Unlike :func:`spool_upload` it never writes into (nor re-creates) the session's folder."""
+    path = _scratch_path(uploaded)
+    tmp, _, _ = spool_upload(uploaded, path.parent)
+    os.replace(tmp, path)
+    return path
+
+
+def drop_scratch(uploaded) -> None:
+    if uploaded is not None:
+        _scratch_path(uploaded).unlink(missing_ok=True)
+
+
+def _spooled_in_use() -> set[str]:
+    """Spool files that this session's registered datasets read from (they must outlive a refused upload)."""
+    used = set()
+    for ds in uploads().values():
+        used.update(str(p) for p in getattr(ds, "_platoscope_spool", ()))
+    return used
+
+
 def ingest_uploads(files, metadata=None) -> Dataset:
-    """Spool the uploaded files to this session's folder and load them as one private dataset."""
+    """Spool the uploaded files to this session's folder and load them as one private dataset.
+
+    Every file's size is checked before a byte of it is copied; each is dropped from Streamlit's memory once on
+    disk; the disk limit counts the spooled files; the load is charged against this session's remaining budget
+    and the server-wide one before anything is inflated; a refused upload's spooled files are deleted at once.
+    """
     from core.io import load_dataset
 
     if not files:
         raise DataError("no file was uploaded", hint="choose one or more embedding files first")
-    limit = max_file_bytes()
-    for f in list(files) + ([metadata] if metadata is not None else []):
-        if f.size > limit:
-            raise DataError(f"the file is {f.size / 2**20:.0f} MB, over the {limit / 2**20:.0f} MB limit",
-                            file=f.name, hint="raise PLATOSCOPE_MAX_FILE_MB on the server, or split the file")
-    dest = session_upload_dir()
-    paths, names = [], {}
-    for f in files:
-        path, _, _ = spool_upload(f, dest)
-        paths.append(path)
-        names[str(path)] = f.name
-    meta_path = None
-    if metadata is not None:
-        meta_path, _, _ = spool_upload(metadata, dest)
-        names[str(meta_path)] = metadata.name
+    every = list(files) + ([metadata] if metadata is not None else [])
+    try:
+        limit = max_file_bytes()
+        for f in every:
+            if f.size > limit:
+                raise DataError(f"the file is {f.size / 2**20:.0f} MB, over the {limit / 2**20:.0f} MB limit",
+                                file=f.name, hint="raise PLATOSCOPE_MAX_FILE_MB on the server, or split the file")
+        core_cache.reserve_disk(sum(int(f.size) for f in every), what=", ".join(f.name for f in every))
+        dest = session_upload_dir()
+        paths, names = [], {}
+        spooled: list[Path] = []
+        for f in files:
+            path, _, _ = spool_upload(f, dest)
+            release_upload(f)
+            spooled.append(path)
+            paths.append(path)
+            names[str(path)] = f.name
+        meta_path = None
+        if metadata is not None:
+            meta_path, _, _ = spool_upload(metadata, dest)
+            release_upload(metadata)
+            spooled.append(meta_path)
+            names[str(meta_path)] = metadata.name
+    except BaseException:
+        for f in every:
+            release_upload(f)
+        raise
     stem = "+".join(Path(f.name).stem for f in files)
     name = stem if len(stem) <= 40 else f"{Path(files[0].name).stem}+{len(files) - 1} more"
-    ds = load_dataset(paths, metadata=meta_path, name=name, display_names=names, origin="upload",
-                      max_file_bytes=limit)
-    return _register(ds)
+    try:
+        ds = load_dataset(paths, metadata=meta_path, name=name, display_names=names, origin="upload",
+                          max_file_bytes=limit, memory=_load_budget(name))
+        ds._platoscope_spool = tuple(str(p) for p in spooled)  # noqa: SLF001 - which spool files it reads
+        return _register(ds)
+    except BaseException:
+        keep = _spooled_in_use()
+        for p in spooled:
+            if str(p) not in keep:
+                Path(p).unlink(missing_ok=True)
+        raise
 
 
 def session_upload_dir() -> Path:
     return core_cache.namespace_dir(session_namespace()) / "uploads"
 
 
+def _session_reservation() -> core_budget.Reservation:
+    """This session's share of the server-wide budget (stops counting when the session's state is dropped)."""
+    res = st.session_state.get("platoscope_reservation")
+    if not isinstance(res, core_budget.Reservation):
+        res = core_budget.LEDGER.reservation(session_namespace())
+        st.session_state["platoscope_reservation"] = res
+    return res
+
+
+def _held_bytes(exclude: str | None = None) -> int:
+    return sum(d.resident_nbytes for k, d in uploads().items() if k != exclude)
+
+
+def _load_budget(name: str) -> core_budget.MemoryBudget:
+    """What one load may build in RAM: the session's remaining budget, and the server's (a fresh reservation)."""
+    budget = session_budget_bytes()
+    used = _held_bytes(exclude=name)
+    return core_budget.MemoryBudget(
+        budget - used, reservation=core_budget.LEDGER.reservation(f"{session_namespace()}-load"),
+        label=(f"this session's remaining memory budget ({core_budget.fmt_bytes(budget - used)} of "
+               f"{core_budget.fmt_bytes(budget)}, PLATOSCOPE_SESSION_BUDGET_MB)"),
+        hint="forget an earlier upload, or use .npy / .safetensors / uncompressed .npz files (np.savez, not "
+             "np.savez_compressed), which are memory-mapped from disk and do not count against the budget")
+
+
 def _register(ds: Dataset) -> Dataset:
-    used = sum(d.resident_nbytes for k, d in uploads().items() if k != ds.name)
+    used = _held_bytes(exclude=ds.name)
     budget = session_budget_bytes()
     if used + ds.resident_nbytes > budget:
         raise BudgetError(
@@ -193,6 +384,7 @@ def _register(ds: Dataset) -> Dataset:
             hint="forget an earlier upload, or use .npy / .safetensors / uncompressed .npz files, which are "
                  "memory-mapped from disk and do not count against the budget")
     uploads()[ds.name] = ds
+    _session_reservation().set(_held_bytes())
     return ds
 
 
@@ -240,17 +432,52 @@ def dataset_with_spaces(base: Dataset, ids, arrays: dict) -> Dataset:
     return _register(ds)
 
 
+#: Session-state entries that hold results or items of this session's data (dropped by Forget my data).
+FORGET_STATE_KEYS = ("platoscope_results", "platoscope_upload_keys", "enc_result", "nb_item", "nb_pending",
+                     "nb_last_pick", "query_embed_s")
+
+
+def session_fingerprints() -> set[str]:
+    """sha256 fingerprints of this session's uploads and their spaces (what its results are keyed by)."""
+    out = set()
+    for ds in uploads().values():
+        out.add(ds.fingerprint)
+        out.update(s.sha256 for s in ds.sources)
+        for name in ds.space_names:
+            try:
+                out.add(ds.space_fingerprint(name))
+            except Exception:  # noqa: BLE001
+                pass
+    return out
+
+
+def holds_anything() -> bool:
+    """Whether this session holds anything Forget my data would remove."""
+    if uploads() or any(k in st.session_state for k in FORGET_STATE_KEYS if k != "query_embed_s"):
+        return True
+    return (core_cache.cache_root() / session_namespace()).exists() if "platoscope_sid" in st.session_state \
+        else False
+
+
 def forget_my_data() -> bool:
-    """Remove this session's uploads, spooled files and cached results."""
-    from ui import jobs
+    """Remove this session's uploads, spooled files, cached results (disk, memory, shared stores) - and nothing
+    of any other session. Returns whether anything was there."""
+    from ui import cached, jobs
 
     jobs.cancel_namespace(session_namespace())     # this session's private jobs stop; they write nothing
-    had = bool(uploads())
+    had = holds_anything()
+    fingerprints = session_fingerprints()
+    cached.forget_session_results(fingerprints)
+    for key in FORGET_STATE_KEYS:
+        st.session_state.pop(key, None)
     st.session_state[_STATE_UPLOADS] = {}
     if str(st.session_state.get(_STATE_KEY, "")).startswith("upload:"):
         st.session_state.pop(_STATE_KEY, None)
+    res = st.session_state.get("platoscope_reservation")
+    if isinstance(res, core_budget.Reservation):
+        res.release()
+    release_all_uploads()
     removed = core_cache.forget_namespace(session_namespace())
-    st.cache_data.clear()
     return had or removed
 
 

@@ -60,9 +60,10 @@ def render() -> None:
         else:
             st.info("No dataset yet: upload your embeddings below.")
         _upload_box(expanded=not keys or not data.demo_available())
-        if data.uploads():
+        if data.holds_anything():
             if st.button("Forget my data", icon=":material/delete:", key="sb_forget",
-                         help="Remove this session's uploads, their spooled files and every cached result"):
+                         help="Remove this session's uploads, their spooled files and every result computed "
+                              "from them (nothing of other sessions)"):
                 data.forget_my_data()
                 st.session_state["platoscope_forgot"] = True
                 st.rerun()
@@ -74,20 +75,24 @@ def _upload_box(expanded: bool) -> None:
     counter = st.session_state.setdefault("platoscope_upload_counter", 0)
     with st.expander("Upload embeddings", expanded=expanded, icon=":material/upload:"):
         st.caption(FORMATS_HELP)
+        # max_upload_size: the browser refuses a bigger file before sending a byte (and the server while streaming)
         files = st.file_uploader("Embedding files", type=data.UPLOAD_TYPES, accept_multiple_files=True,
-                                 key=f"upl_files_{counter}")
-        meta = st.file_uploader("Metadata (optional)", type=data.METADATA_TYPES, key=f"upl_meta_{counter}")
+                                 key=f"upl_files_{counter}", max_upload_size=data.max_upload_mb())
+        meta = st.file_uploader("Metadata (optional)", type=data.METADATA_TYPES, key=f"upl_meta_{counter}",
+                                max_upload_size=data.max_upload_mb())
+        failed = st.session_state.pop("platoscope_upload_error", None)
+        if failed is not None:
+            show_error(failed)
         if st.button("Load files", key="sb_load", type="primary", disabled=not files):
+            ds = None
             try:
                 with st.spinner("Reading and checking your files ..."):
                     ds = data.ingest_uploads(files, meta)
-            except DataError as exc:
-                show_error(exc)  # the files stay in the uploader so nothing is lost
-                return
-            except Exception as exc:  # noqa: BLE001
-                show_error(exc)
-                return
-            data.select(f"upload:{ds.name}")
-            # A new uploader key drops Streamlit's in-memory copy; the files now live on disk.
+            except Exception as exc:  # noqa: BLE001 - shown after the rerun below
+                st.session_state["platoscope_upload_error"] = exc
+            if ds is not None:
+                data.select(f"upload:{ds.name}")
+            # Either way the bytes are out of Streamlit's memory (spooled, or refused and deleted): a new uploader
+            # key drops the widget's copy too.
             st.session_state["platoscope_upload_counter"] = counter + 1
             st.rerun()
