@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -117,29 +118,42 @@ class _Scan:
         self.names: list[str] = []
         self.readers: dict[str, Callable[[], bytes]] = {}
         self.ignored: list[tuple[str, str]] = []
+        self.refused: list[tuple[str, str]] = []  # skipped for safety (not merely "not an image")
         self.total = 0
+
+    def refuse(self, name: str, reason: str) -> None:
+        self.ignored.append((name, reason))
+        self.refused.append((name, reason))
 
     def consider(self, name: str, size: int, opener: Callable[[], io.IOBase], reader: Callable[[], bytes]) -> None:
         lim = self.limits
         if self.cap_count and len(self.names) >= lim.max_images:
-            self.ignored.append((name, f"over the cap of {lim.max_images} images per upload (PLATOSCOPE_MAX_IMAGES)"))
+            self.refuse(name, f"over the cap of {lim.max_images} images per upload (PLATOSCOPE_MAX_IMAGES)")
             return
         if size > lim.max_image_bytes:
-            self.ignored.append((name, f"inflates to {fmt_bytes(size)}, over the {fmt_bytes(lim.max_image_bytes)} "
-                                       f"per-image limit (PLATOSCOPE_MAX_IMAGE_MB): not inflated"))
+            self.refuse(name, f"inflates to {fmt_bytes(size)}, over the {fmt_bytes(lim.max_image_bytes)} "
+                              f"per-image limit (PLATOSCOPE_MAX_IMAGE_MB): not inflated")
             return
         if self.total + size > lim.max_total_bytes:
-            self.ignored.append((name, f"would take the inflated total over {fmt_bytes(lim.max_total_bytes)} "
-                                       f"(the session budget): not inflated"))
+            self.refuse(name, f"would take the inflated total over {fmt_bytes(lim.max_total_bytes)} "
+                              f"(the session budget): not inflated")
             return
+        from PIL import Image
+
         try:
             with opener() as fh:
                 w, h = image_header_pixels(fh)
+        except Image.DecompressionBombError as err:  # PIL's own check fired while reading the header
+            found = re.search(r"\((\d+) pixels\)", str(err))
+            pixels = f"{int(found.group(1)):,}" if found else "too many"
+            self.refuse(name, f"declares {pixels} pixels, over the cap of {lim.max_pixels:,} "
+                              f"(PLATOSCOPE_MAX_IMAGE_PIXELS; a decompression bomb?): not decoded")
+            return
         except Exception:  # noqa: BLE001 - an unreadable header: listed, the decoder reports it as undecodable
             w = h = 0
         if w * h > lim.max_pixels:
-            self.ignored.append((name, f"declares {w} x {h} = {w * h:,} pixels, over the cap of {lim.max_pixels:,} "
-                                       f"(PLATOSCOPE_MAX_IMAGE_PIXELS; a decompression bomb?): not decoded"))
+            self.refuse(name, f"declares {w} x {h} = {w * h:,} pixels, over the cap of {lim.max_pixels:,} "
+                              f"(PLATOSCOPE_MAX_IMAGE_PIXELS; a decompression bomb?): not decoded")
             return
         self.total += size
         self.names.append(name)
@@ -150,7 +164,7 @@ class _Scan:
         shown = name if shown is None else shown
         reason = unsafe_member_name(name)
         if reason:
-            self.ignored.append((shown, reason))
+            self.refuse(shown, reason)
             return False
         if _hidden(name):
             return False
@@ -170,6 +184,13 @@ class _Scan:
 
     def result(self, source: str) -> ScannedImages:
         readers = self.readers
+        if not self.names and self.refused:
+            name, reason = self.refused[0]
+            more = f" (and {len(self.refused) - 1} more refused)" if len(self.refused) > 1 else ""
+            raise DataError(f"none of its {len(self.refused)} image entries can be read safely: '{name}' {reason}"
+                            f"{more}", file=source,
+                            hint="give ordinary images (at most PLATOSCOPE_MAX_IMAGE_PIXELS pixels and "
+                                 "PLATOSCOPE_MAX_IMAGE_MB each) with plain relative names")
 
         def read(name: str) -> bytes:
             try:
@@ -220,7 +241,7 @@ def scan_images(source: str | os.PathLike | io.BytesIO | Sequence[tuple[str, obj
             else:
                 scan.consider(name, path.stat().st_size, lambda p=path: open(p, "rb"),
                               lambda p=path: p.read_bytes())
-        return scan.result("uploaded files")
+        return scan.result(str(source[0][0]) if len(source) == 1 else "uploaded files")
     if isinstance(source, io.BytesIO) or str(source).lower().endswith(".zip"):
         label = "zip" if isinstance(source, io.BytesIO) else Path(source).name
         if not isinstance(source, io.BytesIO) and not Path(source).exists():
@@ -239,7 +260,7 @@ def scan_images(source: str | os.PathLike | io.BytesIO | Sequence[tuple[str, obj
         if not p.is_file() or _hidden(rel):
             continue
         if p.is_symlink() and not posixpath.realpath(p).startswith(posixpath.realpath(root) + "/"):
-            scan.ignored.append((rel, "symbolic link leaving the folder: not read"))
+            scan.refuse(rel, "symbolic link leaving the folder: not read")
             continue
         if not scan.skip_or_candidate(rel):
             continue

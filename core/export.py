@@ -130,7 +130,8 @@ def table_bytes(table: pd.DataFrame | dict | list, fmt: str, manifest: dict | No
         raise ValueError(f"unknown table format {fmt!r}; use one of {TABLE_FORMATS}")
     if fmt == "csv":
         df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
-        return csv_safe_frame(df).to_csv(index=False).encode("utf-8")
+        # CRLF line ends (RFC 4180): a cell holding a bare CR or LF is then quoted, not split into two rows
+        return csv_safe_frame(df).to_csv(index=False, lineterminator="\r\n").encode("utf-8")
     data = table.to_dict(orient="records") if isinstance(table, pd.DataFrame) else table
     payload = {"manifest": manifest, "data": json_safe(data)} if manifest is not None else json_safe(data)
     return json.dumps(payload, indent=2, allow_nan=False).encode("utf-8")

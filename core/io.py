@@ -593,8 +593,15 @@ def _load_pt(path: Path, display: str, source: SourceFile, memory: MemoryBudget)
 # ----------------------------------------------------------------------------------------------
 # .parquet
 # ----------------------------------------------------------------------------------------------
-def parquet_uncompressed_bytes(path: str | os.PathLike) -> tuple[int, dict[str, int]]:
-    """Total and per-column uncompressed sizes of a Parquet file, from its footer (nothing is decompressed)."""
+_PARQUET_WIDTH = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
+
+
+def parquet_decoded_bytes(path: str | os.PathLike) -> tuple[int, dict[str, int]]:
+    """Total and per-column bytes a Parquet file decodes to, from its footer (nothing is decompressed).
+
+    Fixed-width columns: values x width, exact whatever the encoding (dictionary / RLE pages of zeros decode to
+    all their values); byte-array columns: their uncompressed page size plus 8 bytes of offset per value.
+    """
     import pyarrow.parquet as pq
 
     meta = pq.ParquetFile(path).metadata
@@ -604,7 +611,11 @@ def parquet_uncompressed_bytes(path: str | os.PathLike) -> tuple[int, dict[str, 
         for c in range(group.num_columns):
             col = group.column(c)
             name = col.path_in_schema.split(".")[0]
-            per_column[name] = per_column.get(name, 0) + int(col.total_uncompressed_size)
+            width = _PARQUET_WIDTH.get(col.physical_type)
+            if width is None and col.physical_type == "FIXED_LEN_BYTE_ARRAY":
+                width = int(meta.schema.column(c).length or 0)
+            decoded = col.num_values * width if width else int(col.total_uncompressed_size) + 8 * col.num_values
+            per_column[name] = per_column.get(name, 0) + max(int(decoded), int(col.total_uncompressed_size))
     return sum(per_column.values()), per_column
 
 
@@ -613,14 +624,14 @@ def _read_parquet(path: Path, display: str, memory: MemoryBudget | None = None):
     import pyarrow.parquet as pq
 
     try:
-        total, per_column = parquet_uncompressed_bytes(path)
+        total, per_column = parquet_decoded_bytes(path)
     except (pa.ArrowInvalid, pa.ArrowException, OSError, ValueError) as err:
         raise _corrupt(display, "a Parquet table", str(err).splitlines()[0][:200]) from None
     biggest = max(per_column, key=per_column.get) if per_column else None
     (memory if memory is not None else MemoryBudget()).charge(
         total, file=display, member=biggest,
-        detail=f" uncompressed ({len(per_column)} column(s); the largest, '{biggest}', "
-               f"{fmt_bytes(per_column.get(biggest, 0))})" if biggest else " uncompressed")
+        detail=f" decoded, from the Parquet footer ({len(per_column)} column(s); the largest, '{biggest}', "
+               f"{fmt_bytes(per_column.get(biggest, 0))})" if biggest else " decoded, from the Parquet footer")
     try:
         return pq.read_table(path)
     except (pa.ArrowInvalid, pa.ArrowException, OSError, ValueError) as err:

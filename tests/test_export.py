@@ -68,3 +68,22 @@ def test_figure_svg_png_with_chromium():
 def test_unknown_figure_format():
     with pytest.raises(ValueError):
         figure_bytes(go.Figure(), "bmp")
+
+
+def test_csv_cells_cannot_run_as_formulas():
+    import csv
+    import io
+
+    from core.export import table_bytes
+
+    cells = ['=HYPERLINK("http://127.0.0.1:9/x","click")', "@SUM(A1:A2)", "+1+2", "-2+3", "\tx", "\rx",
+             "plain", "a=b"]
+    table = pd.DataFrame({"id": cells, "score": [-0.5, 1.0, -2.0, 3.0, 0.0, 1.5, -1.0, 2.0],
+                          "=bad header": list(range(len(cells)))})
+    rows = list(csv.reader(io.StringIO(table_bytes(table, "csv").decode(), newline="")))
+    assert rows[0] == ["id", "score", "'=bad header"]
+    # OWASP: text starting with = + - @ tab CR gets a leading single quote; other text and numbers unchanged
+    expected = ["'" + c if c[0] in "=+-@\t\r" else c for c in cells]
+    assert [r[0] for r in rows[1:]] == expected
+    assert [float(r[1]) for r in rows[1:]] == table["score"].tolist()  # negative numbers stay numbers
+    assert rows[1][1] == "-0.5"
