@@ -106,10 +106,18 @@ class Shard:
 
 
 def _read_parquet_vectors(path: str, display: str, column: str) -> np.ndarray:
-    from .io import _read_parquet, list_column_to_array
+    from .budget import MemoryBudget
+    from .io import _read_parquet, list_column_to_array, parquet_decoded_bytes
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    try:
+        total, per_column = parquet_decoded_bytes(path)
+    except (pa.ArrowInvalid, pa.ArrowException, OSError, ValueError):
+        total, per_column = 0, {}
+    # the shard's decoded size from its footer, checked before it is read (a compressed shard can be a bomb)
+    MemoryBudget().charge(per_column.get(column, total), file=display, member=column,
+                          detail=" decoded, from the Parquet shard's footer")
     try:
         table = pq.read_table(path, columns=[column])
     except (pa.ArrowInvalid, pa.ArrowException, OSError, ValueError, KeyError):

@@ -170,6 +170,15 @@ def forget_session_results(fingerprints: set[str] | None = None) -> int:
     for key in keys:
         if shared.pop(key, None) is not None:
             removed += 1
+        try:  # the shared on-disk result store (background jobs) too
+            from core import cache as core_cache
+
+            path = core_cache.cache_root() / "shared" / "results" / f"{key}.joblib"
+            if path.exists():
+                path.unlink()
+                removed += 1
+        except OSError:
+            pass
     for cached_func, args, kwargs in st.session_state.pop(_CALLS_KEY, []):
         try:
             cached_func.clear(*args, **kwargs)
