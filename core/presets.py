@@ -35,7 +35,8 @@ from .errors import DataError
 
 __all__ = ["Difference", "Preset", "SimilaritySettings", "PointSetSettings", "HierarchySettings",
            "UniverseSettings", "PRESETS", "PRESET_NAMES", "CUSTOM", "resolve", "get_preset", "settings_for",
-           "differences", "difference_lines", "record", "cli_choices", "SETTINGS_CLASSES"]
+           "differences", "difference_lines", "record", "cli_choices", "SETTINGS_CLASSES", "PROTOCOL_FIELDS",
+           "SIMILARITY_FIELDS"]
 
 #: The name of "no preset": the project's defaults and whatever the user changed.
 CUSTOM = "custom"
@@ -109,10 +110,10 @@ class SimilaritySettings(_Settings):
     svcca: str = _f("raghu", "SVCCA components", {
         "raghu": "SVCCA keeps 99 % of the variance (Raghu et al.)",
         "top10": "keeps the top 10 components for SVCCA (then CCA)"})
-    k: int = _f(50, "subspace dimension k", {50: "k = 50"})
-    n_anchors: int = _f(30000, "anchors", {30000: "30,000 anchors"})
-    n_queries: int = _f(500, "queries", {500: "500 queries"})
-    n_seeds: int = _f(3, "seeds", {3: "3 seeds"})
+    k: int = _f(50, "subspace dimension k", {50: "uses k = 50"})
+    n_anchors: int = _f(30000, "anchors", {30000: "uses 30,000 anchors"})
+    n_queries: int = _f(500, "queries", {500: "uses 500 queries"})
+    n_seeds: int = _f(3, "seeds", {3: "uses 3 seeds"})
 
     def similarity_kwargs(self, measure: str) -> dict:
         """Keyword arguments of :func:`core.similarity.similarity_matrix` for ``measure`` under these settings."""
@@ -249,7 +250,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("paper_a", "A", "Hadgi et al., Escaping Plato's Cave (CVPR 2025) / Huh et al., Platonic Representation",
-           "minyoungg/platonic-rep (no public code for paper A: its protocol is the paper's text)",
+           "minyoungg/platonic-rep; paper A's protocol from its text, no public code",
            SimilaritySettings(preprocess="platonic", rbf_sigma=1.0, svcca="top10"),
            ("the Platonic code adds 1e-6 to the CKNNA / debiased HSIC denominators; Platoscope keeps the exact "
             "values (they differ by about 5e-5)",
@@ -320,11 +321,13 @@ def settings_for(paper: str, name: str | None) -> _Settings:
     return preset.settings
 
 
-def differences(settings: _Settings, preset: str | None = None) -> list[Difference]:
-    """Every setting of ``settings`` whose value differs from the authors' code (the paper's preset)."""
+def differences(settings: _Settings, preset: str | None = None, only: tuple | None = None) -> list[Difference]:
+    """Every setting of ``settings`` (or of the fields ``only``) whose value differs from the authors' code."""
     authors = PRESETS[f"paper_{settings.paper.lower()}"].settings if preset is None else PRESETS[resolve(preset)].settings
     out = []
     for f in dataclasses.fields(settings):
+        if only is not None and f.name not in only:
+            continue
         mine, theirs = getattr(settings, f.name), getattr(authors, f.name)
         if mine != theirs:
             out.append(Difference(f.name, f.metadata.get("label", f.name), mine, theirs, _plain(settings.text(f.name)),
@@ -340,7 +343,8 @@ def _plain(text: str) -> str:
     return text
 
 
-def difference_lines(paper: str, name: str | None, settings: _Settings | None = None) -> list[str]:
+def difference_lines(paper: str, name: str | None, settings: _Settings | None = None,
+                     only: tuple | None = None) -> list[str]:
     """The one-line statements a view shows under its preset control.
 
     Under a preset: ``paper D preset: reproduces multiway-alignment`` plus one line per setting where the
@@ -351,9 +355,9 @@ def difference_lines(paper: str, name: str | None, settings: _Settings | None = 
     preset = PRESETS[f"paper_{paper.lower()}"]
     if settings is None:
         settings = settings_for(paper, key)
-    diffs = differences(settings, preset.name)
+    diffs = differences(settings, preset.name, only)
     if key != CUSTOM and not diffs:
-        default_diffs = preset.differences_from_default()
+        default_diffs = differences(type(settings)(), preset.name, only)
         lines = [f"{preset.label}: the authors' code ({preset.code})"]
         lines += [f"the project's default instead: {d.value_text}" for d in default_diffs]
         return lines
@@ -362,13 +366,23 @@ def difference_lines(paper: str, name: str | None, settings: _Settings | None = 
     return [d.line() for d in diffs]
 
 
-def record(paper: str, name: str | None, settings: _Settings | None = None) -> dict:
+#: The paper A fields that concern the alignment protocol (the rest concern the similarity measures).
+PROTOCOL_FIELDS = ("k", "n_anchors", "n_queries", "n_seeds")
+SIMILARITY_FIELDS = ("preprocess", "rbf_sigma", "svcca")
+
+
+def record(paper: str, name: str | None, settings: _Settings | None = None, only: tuple | None = None) -> dict:
     """What JSON outputs and export manifests store under ``preset``::
 
         {"name": "paper_d" | "custom", "paper": "D", "settings": {...}, "differences": [line, ...]}
+
+    ``only``: the fields that concern this output (e.g. :data:`PROTOCOL_FIELDS` for an alignment).
     """
     key = resolve(name)
     if settings is None:
         settings = settings_for(paper, key)
-    return {"name": key, "paper": paper.upper(), "settings": settings.as_dict(),
-            "differences": difference_lines(paper, key, settings)}
+    values = settings.as_dict()
+    if only is not None:
+        values = {k: v for k, v in values.items() if k in only}
+    return {"name": key, "paper": paper.upper(), "settings": values,
+            "differences": difference_lines(paper, key, settings, only)}

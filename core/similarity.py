@@ -12,9 +12,13 @@ Measures (names of the :data:`MEASURES` registry, used by :func:`similarity`):
 ``mutual_knn``   mutual k-NN alignment of Huh et al. (cosine; top-k in row chunks)
 ``cknna``        CKNNA of Huh et al. (unbiased HSIC restricted to mutual k-NN pairs)
 ``svcca``        SVCCA: PCA to ``var_explained`` of the variance, then the mean canonical correlation
+``svcca_top10``  SVCCA as the Platonic Representation code: the top 10 components, then the mean correlation
 ``pwcca``        projection-weighted CCA (Morcos et al. 2018)
 ``procrustes``   orthogonal Procrustes distance of the centred, Frobenius-normalised spaces (a distance: 0 = same shape)
 ``rsa``          Spearman correlation of the two condensed pairwise-distance vectors (seeded sample)
+
+``preprocess="platonic"`` (:func:`platonic_preprocess`; the paper A preset): the Platonic code's clipping at the
+0.95 quantile of |x| and L2-normalised rows before any measure; with it ``rbf_cka(sigma=1)`` is that code's RBF CKA.
 
 Chance references: :func:`permutation_test` (shuffle the rows of ``Y``) and :func:`bootstrap_interval`
 (resample items). Many spaces at once: :func:`similarity_matrix` (M x M over one dataset's spaces) and
@@ -42,7 +46,7 @@ __all__ = [
     "linear_cka", "debiased_cka", "rbf_cka", "mutual_knn_alignment", "cknna", "svcca", "pwcca",
     "procrustes_distance", "rsa", "similarity", "permutation_test", "bootstrap_interval",
     "similarity_matrix", "layerwise_similarity", "Measure", "MEASURES", "MEASURE_ALIASES",
-    "resolve_measure", "GRAM_MAX_N",
+    "resolve_measure", "GRAM_MAX_N", "svcca_top10", "platonic_preprocess", "PREPROCESSING",
 ]
 
 #: Largest n for which :func:`linear_cka` may switch to the n x n Gram form (``method="auto"``).
@@ -485,9 +489,11 @@ def _median(v: torch.Tensor) -> float:
     return float((lo + hi) / 2)
 
 
-def _rbf_kernel(Xt: torch.Tensor, sigma_factor: float) -> torch.Tensor | None:
-    n = Xt.shape[0]
+def _rbf_kernel(Xt: torch.Tensor, sigma_factor: float, sigma: float | None = None) -> torch.Tensor | None:
     D2 = _pairwise_sq_dists(Xt)
+    if sigma is not None:     # a fixed bandwidth (the Platonic code: sigma = 1)
+        return torch.exp(-D2 / (2.0 * float(sigma) ** 2))
+    n = Xt.shape[0]
     iu = torch.triu_indices(n, n, 1, device=D2.device)
     med = _median(D2[iu[0], iu[1]].sqrt())
     del iu
@@ -501,25 +507,29 @@ def _centre_kernel(K: torch.Tensor) -> torch.Tensor:
     return K - K.mean(0, keepdim=True) - K.mean(1, keepdim=True) + K.mean()
 
 
-def _rbf_grams(X, Y, sigma_factor, max_n, seed, device):
+def _rbf_grams(X, Y, sigma_factor, max_n, seed, device, sigma=None):
     X, Y = _check_pair(X, Y, min_n=3)
     if not sigma_factor > 0:
         raise DataError(f"sigma_factor must be > 0, got {sigma_factor}")
+    if sigma is not None and not sigma > 0:
+        raise DataError(f"sigma must be > 0, got {sigma}")
     rows = _sample_rows(X.shape[0], max_n, seed, "rbf_cka")
     if rows is not None:
         X, Y = X[rows], Y[rows]
     dev = _device(device)
-    K = _rbf_kernel(_load(X, dev, "X"), sigma_factor)
-    L = _rbf_kernel(_load(Y, dev, "Y"), sigma_factor)
+    K = _rbf_kernel(_load(X, dev, "X"), sigma_factor, sigma)
+    L = _rbf_kernel(_load(Y, dev, "Y"), sigma_factor, sigma)
     return K, L
 
 
 def rbf_cka(X, Y, *, sigma_factor: float = 0.8, max_n: int | None = 5000, seed: int = 0,
-            device=None) -> float | None:
+            device=None, sigma: float | None = None) -> float | None:
     """CKA with Gaussian (RBF) kernels.
 
     ``k(u, v) = exp(-||u - v||^2 / (2 sigma^2))`` with ``sigma = sigma_factor * median`` of the
-    off-diagonal pairwise Euclidean distances, chosen per space; ``CKA = <HKH, HLH> / (||HKH|| ||HLH||)``.
+    off-diagonal pairwise Euclidean distances, chosen per space, or the fixed ``sigma`` when given (the
+    Platonic Representation code uses ``sigma = 1`` on L2-normalised rows; paper A preset);
+    ``CKA = <HKH, HLH> / (||HKH|| ||HLH||)``.
     Needs the n x n kernels: above ``max_n`` items it uses a seeded random sample of ``max_n`` items
     and warns (``max_n=None`` disables the cap).
 
@@ -528,7 +538,7 @@ def rbf_cka(X, Y, *, sigma_factor: float = 0.8, max_n: int | None = 5000, seed: 
     float or None
         In [0, 1]; None with a warning when a space has all its points identical.
     """
-    K, L = _rbf_grams(X, Y, sigma_factor, max_n, seed, device)
+    K, L = _rbf_grams(X, Y, sigma_factor, max_n, seed, device, sigma)
     if K is None or L is None:
         return _undefined("rbf_cka", "all points of a space coincide (median distance 0)")
     return _gram_cka(_centre_kernel(K), _centre_kernel(L))
@@ -694,11 +704,12 @@ def _components_for_variance(vals: torch.Tensor, var_explained: float, rank: int
 
 
 def svcca(X, Y, var_explained: float = 0.99, *, chunk_rows: int | None = None, device=None,
-          rtol: float = 1e-10) -> float | None:
+          rtol: float = 1e-10, n_components: int | None = None) -> float | None:
     """SVCCA (Raghu et al. 2017): PCA of each centred space, then the mean canonical correlation.
 
     Each space keeps its leading principal components - the smallest number whose explained-variance
-    ratio exceeds ``var_explained`` (scikit-learn's rule for a fractional ``n_components``). The canonical
+    ratio exceeds ``var_explained`` (scikit-learn's rule for a fractional ``n_components``), or exactly
+    ``n_components`` of them when given (the Platonic code keeps 10: :func:`svcca_top10`). The canonical
     correlations of the reduced spaces are the singular values of ``Lx^{-1/2} Ex^T Cxy Ey Ly^{-1/2}``
     (E, L: eigenvectors and eigenvalues of the covariance); SVCCA is their mean over ``min(kx, ky)``.
     Computed from the streamed covariance blocks (memory O((p + q)^2)).
@@ -718,11 +729,61 @@ def svcca(X, Y, var_explained: float = 0.99, *, chunk_rows: int | None = None, d
     rx, ry = _rank(lx, rtol), _rank(ly, rtol)
     if rx == 0 or ry == 0:
         return _undefined("svcca", "a space has zero variance")
-    kx = _components_for_variance(lx, var_explained, rx)
-    ky = _components_for_variance(ly, var_explained, ry)
+    if n_components is not None:
+        if int(n_components) < 1:
+            raise DataError(f"n_components must be >= 1, got {n_components}")
+        kx, ky = min(int(n_components), rx), min(int(n_components), ry)
+    else:
+        kx = _components_for_variance(lx, var_explained, rx)
+        ky = _components_for_variance(ly, var_explained, ry)
     _warn_trivial_cca("svcca", kx, ky, X.shape[0])
     rho = _cca_whitened(Cxx, Cyy, Cxy, kx, ky, rtol)[0]
     return float(rho.mean())
+
+
+def svcca_top10(X, Y, *, chunk_rows: int | None = None, device=None, rtol: float = 1e-10) -> float | None:
+    """SVCCA as the Platonic Representation code (METHODS.md 7.1): the top 10 principal components of each space,
+    then the mean canonical correlation (an exact PCA here; that code uses a randomised SVD)."""
+    return svcca(X, Y, chunk_rows=chunk_rows, device=device, rtol=rtol, n_components=10)
+
+
+def platonic_preprocess(X, q: float = 0.95, chunk_rows: int = 65536) -> np.ndarray:
+    """The Platonic Representation code's pre-processing before every metric (METHODS.md 7.1; paper A preset).
+
+    Clip every value to ``[-t, t]`` with ``t`` the mean over items of each item's ``q`` quantile of ``|x|``
+    (that code's non-exact ``remove_outliers``), then L2-normalise the rows. Reads ``X`` in row chunks; returns a
+    new float32 array (all-zero rows stay zero).
+    """
+    X = _as_array(X, "X")
+    if X.ndim != 2:
+        raise DataError(f"expected a 2-D array (n x d), got shape {X.shape}")
+    if not 0 < q <= 1:
+        raise DataError(f"q must be in (0, 1], got {q}")
+    n = X.shape[0]
+    total = 0.0
+    for start in range(0, n, chunk_rows):
+        part = np.abs(np.asarray(X[start:start + chunk_rows], dtype=np.float64))
+        total += float(np.quantile(part, q, axis=1).sum())
+    t = total / max(n, 1)
+    out = np.empty(X.shape, dtype=np.float32)
+    for start in range(0, n, chunk_rows):
+        part = np.clip(np.asarray(X[start:start + chunk_rows], dtype=np.float64), -t, t)
+        norms = np.linalg.norm(part, axis=1, keepdims=True)
+        out[start:start + chunk_rows] = part / np.where(norms > 0, norms, 1.0)
+    return out
+
+
+#: Pre-processing applied to every space before a measure (``preprocess=`` of :func:`similarity_matrix` and
+#: friends): none (the default) or the Platonic code's (:func:`platonic_preprocess`).
+PREPROCESSING = ("none", "platonic")
+
+
+def _preprocess(X, preprocess: str | None):
+    if preprocess in (None, "none"):
+        return X
+    if preprocess == "platonic":
+        return platonic_preprocess(X)
+    raise DataError(f"unknown pre-processing {preprocess!r}", hint=f"use one of {', '.join(PREPROCESSING)}")
 
 
 def pwcca(X, Y, *, chunk_rows: int | None = None, device=None, rtol: float = 1e-10) -> float | None:
@@ -872,7 +933,8 @@ MEASURES: dict[str, Measure] = {m.name: m for m in [
     Measure("rbf_cka", rbf_cka, True, True, "RBF-kernel CKA (median heuristic)"),
     Measure("mutual_knn", mutual_knn_alignment, True, True, "mutual k-NN alignment (cosine)"),
     Measure("cknna", cknna, False, True, "CKNNA: HSIC on mutual k-NN pairs"),
-    Measure("svcca", svcca, True, True, "SVCCA (mean canonical correlation)"),
+    Measure("svcca", svcca, True, True, "SVCCA, 99 % of the variance (Raghu et al.)"),
+    Measure("svcca_top10", svcca_top10, True, True, "SVCCA, top-10 components (the Platonic code)"),
     Measure("pwcca", pwcca, False, True, "projection-weighted CCA"),
     Measure("procrustes", procrustes_distance, True, False, "orthogonal Procrustes distance (lower = closer)"),
     Measure("rsa", rsa, True, True, "RSA (Spearman of pairwise distances)"),
@@ -882,7 +944,7 @@ MEASURES: dict[str, Measure] = {m.name: m for m in [
 MEASURE_ALIASES = {
     "cka": "linear_cka", "linear": "linear_cka", "debiased": "debiased_cka", "unbiased_cka": "debiased_cka",
     "rbf": "rbf_cka", "mutual_knn_alignment": "mutual_knn", "knn": "mutual_knn",
-    "procrustes_distance": "procrustes",
+    "procrustes_distance": "procrustes", "svcca_platonic": "svcca_top10", "svcca_raghu": "svcca",
 }
 
 
@@ -906,9 +968,10 @@ def _with_seed(m: Measure, kw: dict, seed: int) -> dict:
     return dict(kw)
 
 
-def similarity(X, Y, measure: str = "linear_cka", **kw) -> float | None:
-    """``measure(X, Y, **kw)`` for a registered measure name (see :data:`MEASURES`)."""
-    return resolve_measure(measure).func(X, Y, **kw)
+def similarity(X, Y, measure: str = "linear_cka", preprocess: str | None = None, **kw) -> float | None:
+    """``measure(X, Y, **kw)`` for a registered measure name (see :data:`MEASURES`), after ``preprocess``
+    (``"platonic"``: :func:`platonic_preprocess` of both spaces)."""
+    return resolve_measure(measure).func(_preprocess(X, preprocess), _preprocess(Y, preprocess), **kw)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -989,7 +1052,7 @@ def _debiased_null(X, Y, perms, kw, progress):
 
 def _rbf_null(X, Y, perms, kw, progress):
     K, L = _rbf_grams(X, Y, kw.get("sigma_factor", 0.8), kw.get("max_n", 5000), kw.get("seed", 0),
-                      kw.get("device"))
+                      kw.get("device"), kw.get("sigma"))
     if K is None or L is None:
         return _undefined("rbf_cka", "all points of a space coincide"), []
     n_used = K.shape[0]
@@ -1273,7 +1336,8 @@ def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure =
     progress : tqdm-like wrapper over the pairs.
     n_permutations : when > 0, also a permutation p-value per off-diagonal pair (seeded with ``seed``).
     seed : seeds the permutations and the sub-samples of the measures that take a ``seed``.
-    **kw : passed to the measure.
+    **kw : passed to the measure; ``preprocess="platonic"`` first applies :func:`platonic_preprocess` to every
+        space (the paper A preset; recorded as ``"preprocess"`` in the result).
 
     Returns
     -------
@@ -1283,11 +1347,12 @@ def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure =
         when ``n_permutations > 0``.
     """
     m = resolve_measure(measure)
+    preprocess = kw.pop("preprocess", None)
     kw = _with_seed(m, kw, seed)
     names = list(spaces)
     if not names:
         raise DataError("no spaces to compare")
-    arrays = [_as_array(spaces[k], k) for k in names]
+    arrays = [_preprocess(_as_array(spaces[k], k), preprocess) for k in names]
     n = arrays[0].shape[0]
     if n < 2:
         raise DataError(f"similarities need at least 2 items, got {n}", hint="use more items")
@@ -1319,7 +1384,7 @@ def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure =
         if m.symmetric:
             pmat[j][i] = _plain(v)
     out = {"measure": m.name, "names": names, "values": values, "symmetric": m.symmetric,
-           "higher_is_similar": m.higher_is_similar, "n_items": int(n)}
+           "higher_is_similar": m.higher_is_similar, "n_items": int(n), "preprocess": preprocess or "none"}
     if n_permutations:
         out["p_values"] = pmat
         out["n_permutations"] = n_permutations
@@ -1346,8 +1411,9 @@ def layerwise_similarity(spaces_a: Sequence[np.ndarray], spaces_b: Sequence[np.n
     names_b = list(names_b) if names_b is not None else [f"b{j}" for j in range(len(spaces_b))]
     if len(names_a) != len(spaces_a) or len(names_b) != len(spaces_b):
         raise DataError("names_a / names_b must have one name per space")
-    arrays_a = [_as_array(x, nm) for x, nm in zip(spaces_a, names_a)]
-    arrays_b = [_as_array(x, nm) for x, nm in zip(spaces_b, names_b)]
+    preprocess = kw.pop("preprocess", None)
+    arrays_a = [_preprocess(_as_array(x, nm), preprocess) for x, nm in zip(spaces_a, names_a)]
+    arrays_b = [_preprocess(_as_array(x, nm), preprocess) for x, nm in zip(spaces_b, names_b)]
     n = arrays_a[0].shape[0]
     if n < 2:
         raise DataError(f"similarities need at least 2 items, got {n}", hint="use more items")

@@ -462,3 +462,88 @@ def test_pointset_command_records_the_paper_b_preset(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["preset"]["name"] == "custom" and out["settings"]["rff_redraw"] is False
     assert len(out["preset"]["differences"]) == 4
+
+
+# ------------------------------------------------------------------------------------------------
+# paper A / the Platonic code
+# ------------------------------------------------------------------------------------------------
+def test_platonic_preprocess_clips_at_the_mean_row_quantile_then_normalises():
+    from core.similarity import platonic_preprocess
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_t(2, size=(200, 16)) * 5
+    t = np.mean([np.quantile(np.abs(row), 0.95) for row in X])     # per-item 0.95 quantile, averaged
+    ref = np.clip(X, -t, t)
+    ref = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+    got = platonic_preprocess(X, chunk_rows=37)                     # chunking changes nothing
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+    assert np.abs(got).max() <= 1 and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-6)
+
+
+def test_paper_a_measures_rbf_sigma_one_and_svcca_top10_against_naive_definitions():
+    from sklearn.cross_decomposition import CCA as SkCCA
+    from core import similarity as sim
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(150, 4))
+    X = z @ rng.normal(size=(4, 20)) + 0.5 * rng.normal(size=(150, 20))
+    Y = z @ rng.normal(size=(4, 14)) + 0.5 * rng.normal(size=(150, 14))
+    # RBF CKA with a fixed sigma = 1 (the naive kernel form)
+    def naive_rbf_cka(A, B, s):
+        def k(M):
+            D2 = ((M[:, None] - M[None]) ** 2).sum(-1)
+            K = np.exp(-D2 / (2 * s * s))
+            H = np.eye(len(M)) - 1 / len(M)
+            return H @ K @ H
+        Ka, Kb = k(A), k(B)
+        return (Ka * Kb).sum() / (np.linalg.norm(Ka) * np.linalg.norm(Kb))
+    Xp, Yp = sim.platonic_preprocess(X), sim.platonic_preprocess(Y)
+    assert sim.rbf_cka(Xp, Yp, sigma=1.0) == pytest.approx(naive_rbf_cka(Xp.astype(float), Yp.astype(float), 1.0),
+                                                             rel=1e-6)
+    # SVCCA top-10 = the mean correlation of sklearn's CCA on the top-10 PCA scores
+    def pcs(A, k):
+        Ac = A - A.mean(0)
+        U, S, _ = np.linalg.svd(Ac, full_matrices=False)
+        return U[:, :k] * S[:k]
+    a, b = pcs(X, 10), pcs(Y, 10)
+    ca, cb = SkCCA(n_components=10, max_iter=5000, tol=1e-12).fit(a, b).transform(a, b)
+    ref = np.mean([np.corrcoef(ca[:, i], cb[:, i])[0, 1] for i in range(10)])
+    assert sim.svcca_top10(X, Y) == pytest.approx(ref, abs=1e-4)
+    assert sim.svcca_top10(X, Y) != pytest.approx(sim.svcca(X, Y), abs=1e-3)     # named apart: they differ
+    assert sim.resolve_measure("svcca_platonic").name == "svcca_top10"
+    # similarity_matrix applies the pre-processing to every space first
+    res = sim.similarity_matrix({"x": X, "y": Y}, "linear_cka", preprocess="platonic")
+    assert res["preprocess"] == "platonic"
+    assert res["values"][0][1] == pytest.approx(sim.linear_cka(Xp, Yp), rel=1e-9)
+
+
+def test_cka_and_align_commands_record_the_paper_a_preset(tmp_path, capsys):
+    from core.cli import main
+    from core import similarity as sim
+
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(120, 4))
+    X = (z @ rng.normal(size=(4, 12)) + 0.3 * rng.normal(size=(120, 12))).astype(np.float32)
+    Y = (z @ rng.normal(size=(4, 10)) + 0.3 * rng.normal(size=(120, 10))).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "y.npy", Y)
+    files = [str(tmp_path / "x.npy"), str(tmp_path / "y.npy")]
+    assert main(["cka", *files, "--measure", "svcca", "--preset", "paper-a", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["measure"] == "svcca_top10" and out["preprocess"] == "platonic"
+    assert out["preset"]["name"] == "paper_a"
+    assert out["matrix"][0][1] == pytest.approx(sim.svcca_top10(sim.platonic_preprocess(X),
+                                                                sim.platonic_preprocess(Y)), rel=1e-6)
+    assert main(["cka", *files, "--measure", "rbf_cka", "--preset", "paper-a", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"]["sigma"] == 1.0
+    assert main(["cka", *files, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["preset"]["name"] == "custom" and len(out["preset"]["differences"]) == 3
+    assert main(["align", files[0], files[1], "--method", "cca-affine", "--k", "4", "--queries", "20", "--seeds",
+                 "1", "--preset", "paper-a", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["preset"]["settings"]["k"] == 4
+    assert out["preset"]["differences"] == ["custom: subspace dimension k = 4; the authors' code uses k = 50",
+                                            "custom: queries = 20; the authors' code uses 500 queries",
+                                            "custom: seeds = 1; the authors' code uses 3 seeds"]
+    assert any("k = 4" in line for line in out["preset"]["differences"])

@@ -469,7 +469,7 @@ def test_layerwise_similarity(rng):
 
 
 def test_registry_names_and_aliases():
-    assert set(S.MEASURES) == {"linear_cka", "debiased_cka", "rbf_cka", "mutual_knn", "cknna", "svcca",
+    assert set(S.MEASURES) == {"linear_cka", "debiased_cka", "rbf_cka", "mutual_knn", "cknna", "svcca", "svcca_top10",
                                "pwcca", "procrustes", "rsa"}
     assert S.resolve_measure("debiased").name == "debiased_cka"
     assert S.resolve_measure("RBF").name == "rbf_cka"

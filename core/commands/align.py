@@ -36,6 +36,7 @@ from pathlib import Path
 
 from ..align import METHODS, PairwiseAligner, normalize_method, save_map
 from ..errors import DataError
+from ..presets import PROTOCOL_FIELDS, cli_choices, record, settings_for
 from ..protocol import run_protocol, sweep_anchors, sweep_k
 from ._common import format_number, format_table, max_file_bytes, to_jsonable
 
@@ -69,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also sweep the number of anchors over these counts (e.g. 1000,5000,10000,30000)")
     parser.add_argument("--save", default=None, metavar="MAP.safetensors",
                         help="fit the method on all pairs and save the fitted map here (one method only)")
+    parser.add_argument("--preset", default="custom", choices=cli_choices("A"),
+                        help="paper-a: paper A's protocol (k = 50, 30,000 anchors, 500 queries, 3 seeds; also the "
+                             "defaults); recorded in the output with any departure from it")
     parser.add_argument("--meta", metavar="META", default=None,
                         help="metadata table (.csv or .parquet) with an 'id' column (a 'group' column marks "
                              "true partners)")
@@ -161,6 +165,12 @@ def run(args: argparse.Namespace, progress) -> dict:
                       if k_values else None)
     out["sweep_anchors"] = (sweep_anchors(X, Y, anchor_counts=anchor_counts, methods=methods, k=args.k, **common)
                             if anchor_counts else None)
+    preset = getattr(args, "preset", "custom")
+    used = settings_for("A", preset).replace(k=args.k, n_anchors=args.anchors, n_queries=args.queries,
+                                             n_seeds=args.seeds)
+    if preset == "custom":
+        used = type(used)(k=args.k, n_anchors=args.anchors, n_queries=args.queries, n_seeds=args.seeds)
+    out["preset"] = record("A", preset, used, only=PROTOCOL_FIELDS)
     out["saved_map"] = None
     if args.save:
         k = out["protocol"]["settings"]["k"]
@@ -193,7 +203,8 @@ def render(result: dict) -> str:
              f"{result['y']['space']} ({result['y']['dim']}-d, {result['y']['file']}), {result['n_items']} items",
              f"{s['n_anchors']} anchors, {s['n_queries']} queries, {len(s['seeds'])} seed"
              f"{'s' if len(s['seeds']) != 1 else ''}, k = {s['k']}, reg = {s['reg']:g}"
-             f"{', groups' if s['groups'] else ''}; mean +- std over seeds", ""]
+             f"{', groups' if s['groups'] else ''}; mean +- std over seeds"]
+    lines += [f"settings: {line}" for line in (result.get("preset") or {}).get("differences", [])] + [""]
     rows = []
     for method, metrics in proto["results"].items():
         row = {"method": method.replace("_", "-")}

@@ -11,7 +11,13 @@ JSON output::
     {"measure": "linear_cka", "spaces": [name, ...], "matrix": [[float | null, ...], ...] (M x M, row i =
      spaces[i]; null where the value is undefined), "p_values": [[...]] (only with --permutations N > 0;
      null on the diagonal), "n_permutations": N, "n_items": n, "higher_is_similar": bool,
-     "symmetric": bool, "parameters": {...measure options used...}, "warnings": [str, ...]}
+     "symmetric": bool, "parameters": {...measure options used...}, "warnings": [str, ...],
+     "preprocess": "none" | "platonic",
+     "preset": {"name": "custom" | "paper_a", "paper": "A", "settings": {...}, "differences": [str, ...]}}
+
+``--preset paper-a`` uses the Platonic Representation code's conventions (METHODS.md 7.1): every space is clipped
+at the 0.95 quantile of |x| and row-normalised first, RBF CKA uses sigma = 1, and ``svcca`` becomes
+``svcca_top10`` (the top 10 components; Raghu et al.'s 99 % of variance stays the default ``svcca``).
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import inspect
 import warnings
 
 from ..errors import DataError
+from ..presets import SIMILARITY_FIELDS, cli_choices, record, settings_for
 from ..similarity import MEASURE_ALIASES, MEASURES, resolve_measure, similarity_matrix
 from ._common import add_input_arguments, format_number, load_inputs
 
@@ -45,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--var-explained", type=float, default=0.99, help="SVCCA variance cut (default 0.99)")
     parser.add_argument("--metric", default="cosine", choices=["cosine", "euclidean", "correlation"],
                         help="RSA distance (default cosine)")
+    parser.add_argument("--preset", default="custom", choices=cli_choices("A"),
+                        help="paper-a: the Platonic Representation code's conventions (values clipped at the 0.95 "
+                             "quantile of |x| and rows L2-normalised before every measure; RBF sigma = 1; SVCCA on "
+                             "the top 10 components); custom (default): the project's defaults")
     parser.add_argument("--chunk-rows", type=int, default=None, metavar="ROWS",
                         help="rows per chunk for the streamed measures (default: about 128 MB per chunk)")
 
@@ -75,11 +86,14 @@ def run(args: argparse.Namespace, progress) -> dict:
     if not names:
         raise DataError("the files hold no embedding spaces", hint="give files with at least one space")
     spaces = {name: ds[name].vectors() for name in names}
+    settings = settings_for("A", getattr(args, "preset", "custom"))
+    measure = resolve_measure(settings.measure_name(measure.name))
     options = _measure_options(measure.func, args)
+    preset_kw = settings.similarity_kwargs(measure.name)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = similarity_matrix(spaces, measure, progress=progress, n_permutations=args.permutations,
-                                   seed=args.seed, **options)
+                                   seed=args.seed, **options, **preset_kw)
     notes = []
     for w in caught:
         text = str(w.message)
@@ -87,7 +101,9 @@ def run(args: argparse.Namespace, progress) -> dict:
             notes.append(text)
     out = {"measure": result["measure"], "spaces": result["names"], "matrix": result["values"],
            "n_items": result["n_items"], "higher_is_similar": result["higher_is_similar"],
-           "symmetric": result["symmetric"], "parameters": options}
+           "symmetric": result["symmetric"], "parameters": {**options, **preset_kw},
+           "preprocess": result.get("preprocess", "none"),
+           "preset": record("A", getattr(args, "preset", "custom"), settings, only=SIMILARITY_FIELDS)}
     if args.permutations:
         out["p_values"] = result["p_values"]
         out["n_permutations"] = args.permutations
@@ -110,6 +126,8 @@ def render(result: dict) -> str:
     lines = [f"{result['measure']} ({what}) over {len(result['spaces'])} spaces, {result['n_items']} items"]
     if not result["higher_is_similar"]:
         lines.append("(a distance: lower means more similar)")
+    for line in (result.get("preset") or {}).get("differences", []):
+        lines.append(f"settings: {line}")
     lines.append("")
     lines.extend(_matrix_text(result["spaces"], result["matrix"]))
     if result.get("p_values") is not None:
