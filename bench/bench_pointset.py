@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         for D in Ds:
             rms, mx = [], []
             for seed in range(n_seeds):
-                rff = RandomFourierFeatures(D, kernel, seed=seed).fit(dim=d)
+                rff = RandomFourierFeatures(D, kernel, random_state=seed).fit(dim=d)
                 err = rff.transform(U) @ rff.transform(V).T - K
                 rms.append(float(np.sqrt(np.mean(err ** 2))))
                 mx.append(float(np.abs(err).max()))
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         for D in Ds:
             mx, rel = [], []
             for seed in range(n_seeds):
-                rff = RandomFourierFeatures(D, kernel, seed=seed).fit(dim=dt)
+                rff = RandomFourierFeatures(D, kernel, random_state=seed).fit(dim=dt)
                 S = pointset_features(A, kernel=kernel, rff=rff) @ pointset_features(B, kernel=kernel, rff=rff).T
                 mx.append(float(np.abs(S - exact).max()))
                 rel.append(float(np.linalg.norm(S - exact) / np.linalg.norm(exact)))
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     # 3. timing
     Q, T3, d3 = (100, 32, 64) if args.quick else (300, 64, 128)
     A, B = token_sets(Q, T3, d3, 3), token_sets(Q, T3, d3, 4)
-    rff = RandomFourierFeatures(1024, "gauss", seed=0).fit(dim=d3)
+    rff = RandomFourierFeatures(1024, "gauss", random_state=0).fit(dim=d3)
     repeats = 3
     t_feat, S_feat = timed(lambda: pointset_features(A, rff=rff) @ pointset_features(B, rff=rff).T, repeats)
     t_exact, S_exact = timed(lambda: exact_pointset_similarity(A, B, kernel="gauss"), repeats)

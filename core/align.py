@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .base import Estimator
 from .device import float64_device, pick_device
 from .errors import DataError
 
@@ -102,11 +103,6 @@ def _check_width(x, expected: int, name: str):
     shape = _check_2d(x, name)
     if shape[1] != expected:
         raise DataError(f"{name} has {shape[1]} columns but the map was fitted on {expected}", array=name)
-
-
-def _not_fitted(obj):
-    from sklearn.exceptions import NotFittedError
-    return NotFittedError(f"this {type(obj).__name__} is not fitted yet; call fit(X, Y) first")
 
 
 def _fix_signs(U: torch.Tensor, V: torch.Tensor | None = None):
@@ -267,25 +263,17 @@ def _moments_of(X, Y, device) -> AnchorMoments:
 # ------------------------------------------------------------------------------------------------
 # base class: fitted-state plumbing shared by every estimator
 # ------------------------------------------------------------------------------------------------
-class _Fitted:
-    _params: tuple = ()
+class _Fitted(Estimator):
+    """Shared plumbing of the pairwise estimators: fit from moments, fitted check, save/load state."""
+
     _tensors: tuple = ()       # fitted tensor attributes (saved); None allowed
     _scalars: tuple = ()       # fitted JSON-able attributes (saved)
+    _fit_call = "fit(X, Y)"
 
-    def get_params(self) -> dict:
-        return {name: getattr(self, name) for name in self._params}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-    @property
-    def is_fitted(self) -> bool:
-        return all(hasattr(self, name) for name in self._tensors + self._scalars)
-
-    def _require_fitted(self):
-        if not self.is_fitted:
-            raise _not_fitted(self)
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "_fitted_attributes" not in cls.__dict__:
+            cls._fitted_attributes = cls._tensors + cls._scalars
 
     def _dev(self) -> torch.device:
         return _device64(getattr(self, "device", None))
@@ -338,7 +326,6 @@ class AffineMap(_Fitted):
     n_anchors_ : number of anchor pairs.
     """
 
-    _params = ("ridge", "device")
     _tensors = ("R_", "b_")
     _scalars = ("alpha_", "n_anchors_")
 
@@ -408,7 +395,6 @@ class PairedPCA(_Fitted):
     mean_x_, mean_y_, components_x_ (p x k), components_y_ (q x k), explained_variance_x_, explained_variance_y_.
     """
 
-    _params = ("n_components", "device")
     _tensors = ("mean_x_", "mean_y_", "components_x_", "components_y_",
                 "explained_variance_x_", "explained_variance_y_")
     _scalars = ("n_anchors_",)
@@ -503,7 +489,6 @@ class ProcrustesMap(_Fitted):
     R_ (d x d orthogonal), mean_x_, mean_y_, components_x_, components_y_, dim_, n_anchors_.
     """
 
-    _params = ("dim", "device")
     _tensors = ("R_", "mean_x_", "mean_y_", "components_x_", "components_y_")
     _scalars = ("dim_", "n_anchors_")
 
@@ -528,9 +513,7 @@ class ProcrustesMap(_Fitted):
         self.n_anchors_ = int(m.n)
         return self
 
-    @property
-    def is_fitted(self) -> bool:
-        return hasattr(self, "R_")
+    _fitted_attributes = ("R_",)
 
     def _transform_t(self, x):
         dev = x.device
@@ -590,7 +573,6 @@ class CCA(_Fitted):
     mean_x_, mean_y_, W_x_ (p x k), W_y_ (q x k), canonical_correlations_ (k,), n_anchors_.
     """
 
-    _params = ("n_components", "reg", "device")
     _tensors = ("mean_x_", "mean_y_", "W_x_", "W_y_", "canonical_correlations_")
     _scalars = ("n_anchors_",)
 
@@ -710,7 +692,6 @@ class LocalCKA(_Fitted):
     norms, floats), n_anchors_.
     """
 
-    _params = ("device",)
     _tensors = ("mean_x_", "mean_y_", "A_", "Gx_", "Gy_")
     _scalars = ("A_norm2_", "Gx_norm2_", "Gy_norm2_", "n_anchors_")
 
@@ -794,7 +775,6 @@ class PairwiseAligner(_Fitted):
     p_, q_ : input widths.  n_anchors_.
     """
 
-    _params = ("method", "k", "reg", "ridge", "device")
     _scalars = ("method_", "p_", "q_", "n_anchors_")
 
     def __init__(self, method: str = "cca_affine", k: int | None = 50, reg: float = 1e-3, ridge: float = 0.0,
@@ -805,9 +785,7 @@ class PairwiseAligner(_Fitted):
         self.ridge = ridge
         self.device = device
 
-    @property
-    def is_fitted(self) -> bool:
-        return hasattr(self, "method_")
+    _fitted_attributes = ("method_",)
 
     @property
     def uses_k(self) -> bool:
@@ -939,7 +917,7 @@ _CLASSES = {cls.__name__: cls for cls in (AffineMap, ProcrustesMap, PairedPCA, C
 
 
 def _json_params(obj) -> dict:
-    params = obj.get_params()
+    params = obj.get_params(deep=False)
     params.pop("device", None)
     return params
 

@@ -65,3 +65,25 @@ class DataError(PlatoscopeError, ValueError):
 
 class BudgetError(DataError):
     """A session or a file would exceed a configured memory / size budget."""
+
+
+def _make_not_fitted_error():
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    class NotFittedError(DataError, SklearnNotFittedError):
+        """An estimator was used before ``fit`` (also a scikit-learn ``NotFittedError``, so scikit-learn's tools
+        recognise it, and a :class:`DataError`, so the app and the CLI show it as a message)."""
+
+    NotFittedError.__module__ = __name__
+    NotFittedError.__qualname__ = "NotFittedError"
+    return NotFittedError
+
+
+def __getattr__(name):
+    # NotFittedError subclasses scikit-learn's, which costs scikit-learn's import (about a second): build it on
+    # first use, so that ``import core`` stays fast for the CLI and the app's first page
+    if name == "NotFittedError":
+        cls = _make_not_fitted_error()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

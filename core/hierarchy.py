@@ -899,7 +899,7 @@ def hierarchy_report(chains: Chains, *, finetune: bool = False, test_fraction: f
     finetune : train a :class:`core.radial.RadialFineTuner` on the train chains (early stopping on validation).
     test_fraction, val_fraction, seed : the split.  n_thresholds : retrieval thresholds (50).
     image_ridge : relative ridge of the image-side affine map.  n_boot : bootstrap resamples for tau_d's interval.
-    tuner_params : keyword arguments of :class:`core.radial.RadialFineTuner` (its seed defaults to ``seed``).
+    tuner_params : keyword arguments of :class:`core.radial.RadialFineTuner` (its ``random_state`` defaults to ``seed``).
     details : keep per-chain lists (radii, taus) for plotting.
     encoder, tower_blocks : with ``finetune`` and ``tower_blocks > 0``, fine-tune the last ``tower_blocks`` blocks
         of ``encoder``'s open_clip text tower instead (:class:`core.radial.OpenCLIPTextTowerFineTuner`;
@@ -951,7 +951,9 @@ def hierarchy_report(chains: Chains, *, finetune: bool = False, test_fraction: f
     out["heldout"] = {"before": judge(test)}
     if finetune:
         from .radial import OpenCLIPTextTowerFineTuner, RadialFineTuner
-        params = {"seed": seed, **(tuner_params or {})}
+        params = {"random_state": seed, **(tuner_params or {})}
+        if "seed" in params:   # the deprecated spelling of random_state
+            params["random_state"] = params.pop("seed")
         if tower_blocks:
             if encoder is None or not hasattr(encoder, "load") or not hasattr(encoder, "encode_images"):
                 raise DataError("fine-tuning text-tower blocks needs an open_clip encoder",
@@ -964,7 +966,7 @@ def hierarchy_report(chains: Chains, *, finetune: bool = False, test_fraction: f
         tuned_all = tuner.transform_chains(chains) if (paper_pool and images is not None) else None
         out["heldout"]["after"] = judge(tuned_all.subset(split["test"]) if tuned_all is not None
                                         else tuner.transform_chains(test), tuned_all)
-        out["training"] = {"params": tuner.get_params(), "seconds": tuner.seconds_, "device": tuner.device_,
+        out["training"] = {"params": tuner.json_params(), "seconds": tuner.seconds_, "device": tuner.device_,
                            "best_epoch": tuner.best_epoch_, "epochs_run": len(tuner.history_) - 1,
                            "negatives": tuner.negatives_, "history": tuner.history_}
     return out

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .align import CCA
+from .base import Estimator, init_linear_, numpy_rng, torch_generator
 from .dataset import Space
 from .device import float64_device, pick_device
 from .errors import DataError
@@ -166,13 +167,14 @@ def kernel_matrix(U, V, kernel: str = "gauss", sigma: float = 0.5, c: float = 0.
     return _kernel_of_sqdist(d2, kernel, sigma, c).cpu().numpy()
 
 
-class RandomFourierFeatures:
+class RandomFourierFeatures(Estimator):
     """Random Fourier features ``phi(v) = sqrt(2/D) cos(v W + b)`` of a Gaussian or IMQ kernel, so that
     ``phi(u) . phi(v) ~ k(u, v)`` (METHODS.md section 6).
 
     ``b ~ U[0, 2 pi)``. Gaussian: the columns of ``W`` are ``N(0, I / sigma^2)``. IMQ (a scale mixture of Gaussians):
-    per column ``t ~ Gamma(shape 1/2, rate c^2)``, then ``sqrt(2 t) z`` with ``z ~ N(0, I)``. Drawn once from
-    ``seed`` (on the CPU, float64, so the draw is the same on every device) and shared by both sides.
+    per column ``t ~ Gamma(shape 1/2, rate c^2)``, drawn as ``t = z'^2 / (2 c^2)`` with ``z' ~ N(0, 1)`` (the same
+    law), then ``sqrt(2 t) z`` with ``z ~ N(0, I)``. Drawn once from ``random_state`` with local generators (on
+    the CPU, float64, so the draw is the same on every device) and shared by both sides.
 
     Parameters
     ----------
@@ -180,7 +182,7 @@ class RandomFourierFeatures:
     kernel : 'gauss' or 'imq'.
     sigma : Gaussian bandwidth (default 0.5).
     c : IMQ scale (default 0.5).
-    seed : seed of the draw.
+    random_state : seed of the draw (int, None or a numpy Generator).
     device : torch device for :meth:`transform` (default :func:`core.device.pick_device`).
 
     Attributes
@@ -189,13 +191,16 @@ class RandomFourierFeatures:
     """
 
     def __init__(self, n_features: int = 1024, kernel: str = "gauss", sigma: float = 0.5, c: float = 0.5,
-                 seed: int = 0, device=None):
+                 random_state=0, device=None):
         self.n_features = n_features
         self.kernel = kernel
         self.sigma = sigma
         self.c = c
-        self.seed = seed
+        self.random_state = random_state
         self.device = device
+
+    _fitted_attributes = ("W_", "b_")
+    _fit_call = "fit(dim=d)"
 
     def fit(self, X=None, dim: int | None = None) -> "RandomFourierFeatures":
         """Draw ``W_`` and ``b_`` for points of width ``dim`` (or ``X.shape[-1]``). Returns self."""
@@ -211,25 +216,20 @@ class RandomFourierFeatures:
             raise DataError(f"n_features and the width must be >= 1, got {D} and {dim}")
         if self.sigma <= 0 or self.c <= 0:
             raise DataError(f"sigma and c must be > 0, got {self.sigma} and {self.c}")
-        gen = torch.Generator().manual_seed(int(self.seed))
+        seed = self._seed()
+        gen = torch_generator(seed)
         z = torch.randn(dim, D, generator=gen, dtype=torch.float64)
         if kernel == "gauss":
             W = z / float(self.sigma)
-        else:
-            gamma = torch.distributions.Gamma(torch.tensor(0.5, dtype=torch.float64),
-                                              torch.tensor(float(self.c) ** 2, dtype=torch.float64))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(self.seed) + 1)
-                t = gamma.sample((D,))
+        else:   # t ~ Gamma(1/2, rate c^2) is z'^2 / (2 c^2), z' ~ N(0, 1): drawn from its own local generator
+            t = torch.randn(D, generator=torch_generator(seed + 1), dtype=torch.float64) ** 2 / (2 * float(self.c) ** 2)
             W = z * torch.sqrt(2 * t)[None, :]
         b = torch.rand(D, generator=gen, dtype=torch.float64) * (2 * math.pi)
         self.W_, self.b_, self.dim_ = W.numpy(), b.numpy(), int(dim)
         return self
 
     def _require(self):
-        if not hasattr(self, "W_"):
-            from sklearn.exceptions import NotFittedError
-            raise NotFittedError("this RandomFourierFeatures is not fitted yet; call fit(dim=d) first")
+        self._require_fitted()
 
     def features_t(self, v: torch.Tensor) -> torch.Tensor:
         """phi of a tensor ``(..., d)`` -> ``(..., D)`` on ``v``'s device and dtype (differentiable)."""
@@ -403,7 +403,8 @@ class _Side(torch.nn.Module):
     """One side: affine projection (fixed or trained) and a linear weight head on standardised raw tokens."""
 
     def __init__(self, dim_in: int, proj: np.ndarray | None, proj_bias: np.ndarray | None, token_mean, token_std,
-                 learn: bool, train_projection: bool, head_bias: bool = True):
+                 learn: bool, train_projection: bool, head_bias: bool = True,
+                 generator: torch.Generator | None = None):
         super().__init__()
         self.register_buffer("token_mean", torch.as_tensor(token_mean, dtype=torch.float32))
         self.register_buffer("token_std", torch.as_tensor(token_std, dtype=torch.float32))
@@ -425,7 +426,10 @@ class _Side(torch.nn.Module):
             with torch.no_grad():   # start from uniform weights: 100 tanh(x/100) = 1 exactly at x = 100 atanh(1/100)
                 self.head.weight.zero_()
                 self.head.bias.fill_(WEIGHT_BOUND * math.atanh(1.0 / WEIGHT_BOUND))
-        # without a bias (the authors' head) the weight keeps torch's random initialisation (seeded by the caller)
+        elif generator is not None:
+            # without a bias (the authors' head) the weight keeps torch's random initialisation, drawn from the
+            # caller's local generator
+            init_linear_(self.head, generator)
         self.head.requires_grad_(learn)
 
     def project(self, v: torch.Tensor) -> torch.Tensor:
@@ -444,7 +448,7 @@ class _Side(torch.nn.Module):
 # ------------------------------------------------------------------------------------------------
 # the estimator
 # ------------------------------------------------------------------------------------------------
-class PointSetSimilarity:
+class PointSetSimilarity(Estimator):
     """Point-set similarity of two token-set spaces, with uniform or learned weights (paper B).
 
     ``fit`` on anchor pairs (row ``i`` of ``A`` and of ``B`` describe the same item):
@@ -488,7 +492,8 @@ class PointSetSimilarity:
         head without bias, randomly initialised (seeded).
     logit_scale_param : ``"log"`` (default: the parameter is log s) or ``"direct"`` (the authors': s itself is
         the parameter); both clamped to [1, 100].
-    seed : seeds the RFF draw, the validation split, the initialisation order and the batches.
+    random_state : seeds the RFF draw, the validation split, the head's random start and the batches (int, None
+        or a numpy Generator).
     device : torch device (default :func:`core.device.pick_device`).
 
     Attributes
@@ -505,7 +510,7 @@ class PointSetSimilarity:
                  projection: str = "auto", n_components: int = 50, reg: float = 1e-3, train_projection: bool = True,
                  normalize_linear: bool = True, max_epochs: int = 30, batch_size: int = 128, lr: float = 1e-3,
                  weight_decay: float = 1e-4, patience: int = 5, val_fraction: float = 0.1,
-                 logit_scale_init: float = LOGIT_SCALE_INIT, scale_lr_factor: float = 1.0, seed: int = 0,
+                 logit_scale_init: float = LOGIT_SCALE_INIT, scale_lr_factor: float = 1.0, random_state=0,
                  device=None, rff_redraw: bool = False, head_bias: bool = True, logit_scale_param: str = "log"):
         self.rff_redraw = rff_redraw
         self.head_bias = head_bias
@@ -530,18 +535,11 @@ class PointSetSimilarity:
         self.val_fraction = val_fraction
         self.logit_scale_init = logit_scale_init
         self.scale_lr_factor = scale_lr_factor
-        self.seed = seed
+        self.random_state = random_state
         self.device = device
 
-    def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in (
-            "kernel", "n_features", "sigma", "c", "a1", "a2", "weights", "projection", "n_components", "reg",
-            "train_projection", "normalize_linear", "max_epochs", "batch_size", "lr", "weight_decay", "patience",
-            "val_fraction", "logit_scale_init", "scale_lr_factor", "seed", "device", "rff_redraw", "head_bias",
-            "logit_scale_param")}
-
-    def __repr__(self) -> str:
-        return f"PointSetSimilarity(kernel={self.kernel!r}, weights={self.weights!r}, seed={self.seed})"
+    _fitted_attributes = ("side_a_", "side_b_")
+    _fit_call = "fit(A, B)"
 
     # -- fitting ---------------------------------------------------------------------------------
     def fit(self, A, B, mask_a=None, mask_b=None, progress=None) -> "PointSetSimilarity":
@@ -563,6 +561,7 @@ class PointSetSimilarity:
         self.dim_a_, self.dim_b_ = int(A.shape[2]), int(B.shape[2])
         dev = pick_device(self.device)
         progress = progress or _no_progress
+        seed = self._seed()
 
         self.projected_ = self.projection == "cca" or (self.projection == "auto" and self.dim_a_ != self.dim_b_)
         self.cca_ = None
@@ -580,15 +579,14 @@ class PointSetSimilarity:
             self.common_dim_ = self.dim_a_
         self.rff_ = None
         if kernel != "linear" and self.a2_ > 0:
-            self.rff_ = RandomFourierFeatures(self.n_features, kernel, self.sigma, self.c, self.seed,
+            self.rff_ = RandomFourierFeatures(self.n_features, kernel, self.sigma, self.c, seed,
                                               self.device).fit(dim=self.common_dim_)
         learn = self.weights == "learned"
         if self.logit_scale_param not in ("log", "direct"):
             raise DataError(f"logit_scale_param must be 'log' or 'direct', got {self.logit_scale_param!r}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.seed))       # the random head start (head_bias=False) is seeded
-            self.side_a_ = self._make_side(A, mask_a, "a", learn).to(dev)
-            self.side_b_ = self._make_side(B, mask_b, "b", learn).to(dev)
+        head_gen = torch_generator(seed)   # the random head start (head_bias=False): one local stream, a then b
+        self.side_a_ = self._make_side(A, mask_a, "a", learn, seed, head_gen).to(dev)
+        self.side_b_ = self._make_side(B, mask_b, "b", learn, seed, head_gen).to(dev)
         init = float(self.logit_scale_init)
         if self.logit_scale_param == "direct":
             if init == LOGIT_SCALE_INIT:
@@ -600,7 +598,7 @@ class PointSetSimilarity:
         self.n_anchors_, self.n_train_, self.n_val_ = n, n, 0
         t0 = time.perf_counter()
         if learn:
-            self._train(A, B, mask_a, mask_b, dev, progress)
+            self._train(A, B, mask_a, mask_b, dev, progress, seed)
         self.fit_seconds_ = time.perf_counter() - t0
         self.logit_scale_ = float(clamp_logit_scale(self._scale().detach()).item())
         return self
@@ -616,16 +614,16 @@ class PointSetSimilarity:
         return RandomFourierFeatures(self.n_features, self.kernel, self.sigma, self.c, int(rng.integers(2 ** 31)),
                                      self.device).fit(dim=self.common_dim_)
 
-    def _make_side(self, X, mask, side: str, learn: bool) -> _Side:
+    def _make_side(self, X, mask, side: str, learn: bool, seed: int, generator: torch.Generator) -> _Side:
         n, T, d = X.shape
         proj = bias = None
         if self.cca_ is not None:
             W = self.cca_.W_x_ if side == "a" else self.cca_.W_y_
             mean = self.cca_.mean_x_ if side == "a" else self.cca_.mean_y_
             proj, bias = W, -(mean @ W)
-        mean, std = _token_moments(X, mask, min(n, 2048), self.seed)
+        mean, std = _token_moments(X, mask, min(n, 2048), seed)
         return _Side(d, proj, bias, mean, std, learn, bool(self.train_projection) and learn,
-                     head_bias=bool(self.head_bias))
+                     head_bias=bool(self.head_bias), generator=generator)
 
     def _features_t(self, side: _Side, v: torch.Tensor, m: torch.Tensor, rff=None) -> torch.Tensor:
         w = side.weights(v)
@@ -638,20 +636,19 @@ class PointSetSimilarity:
         m = torch.as_tensor(_mask_rows(mask, rows, X.shape[1], len(rows)), device=dev).float()
         return v, m
 
-    def _train(self, A, B, mask_a, mask_b, dev, progress):
+    def _train(self, A, B, mask_a, mask_b, dev, progress, seed: int):
         n = A.shape[0]
-        rng = np.random.default_rng(self.seed)
+        rng = numpy_rng(seed)
         perm = rng.permutation(n)
         n_val = int(round(self.val_fraction * n)) if n >= 20 else 0
         val_rows, train_rows = np.sort(perm[:n_val]), perm[n_val:]
         self.n_train_, self.n_val_ = int(len(train_rows)), int(n_val)
-        torch.manual_seed(int(self.seed))
         params = [p for p in list(self.side_a_.parameters()) + list(self.side_b_.parameters()) if p.requires_grad]
         opt = torch.optim.AdamW([{"params": params},
                                  {"params": [self.log_scale_], "lr": self.lr * self.scale_lr_factor,
                                   "weight_decay": 0.0}], lr=self.lr, weight_decay=self.weight_decay)
         bs = int(max(2, min(self.batch_size, len(train_rows))))
-        draw_rng = np.random.default_rng([int(self.seed), 7])   # seeds of the per-step random features
+        draw_rng = np.random.default_rng([int(seed), 7])   # seeds of the per-step random features
 
         def val_loss():
             if n_val < 2:
@@ -718,9 +715,7 @@ class PointSetSimilarity:
 
     # -- using the fit ---------------------------------------------------------------------------
     def _require(self):
-        if not hasattr(self, "side_a_"):
-            from sklearn.exceptions import NotFittedError
-            raise NotFittedError("this PointSetSimilarity is not fitted yet; call fit(A, B) first")
+        self._require_fitted()
 
     def _side(self, side: str, X):
         if side not in ("a", "b"):
@@ -933,7 +928,7 @@ def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str
         Aq, Bq = _RowView(data_a, q_idx), _RowView(data_b, q_idx)
         ma_a, mb_a = _rows(mask_a, a_idx), _rows(mask_b, a_idx)
         ma_q, mb_q = _rows(mask_a, q_idx), _rows(mask_b, q_idx)
-        uniform = PointSetSimilarity(weights="uniform", seed=seed, **common).fit(Aa, Ba, ma_a, mb_a)
+        uniform = PointSetSimilarity(weights="uniform", random_state=seed, **common).fit(Aa, Ba, ma_a, mb_a)
         # cosine of mean-pooled vectors, through the same CCA when there is one
         xa, xb = pooled_a[q_idx], pooled_b[q_idx]
         if uniform.cca_ is not None:
@@ -948,7 +943,7 @@ def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str
         models = {"pointset_uniform": uniform}
         if train:
             learned = PointSetSimilarity(weights="learned", max_epochs=max_epochs, batch_size=batch_size, lr=lr,
-                                         patience=patience, seed=seed, rff_redraw=rff_redraw, head_bias=head_bias,
+                                         patience=patience, random_state=seed, rff_redraw=rff_redraw, head_bias=head_bias,
                                          logit_scale_param=logit_scale_param, **common)
             learned.fit(Aa, Ba, ma_a, mb_a, progress=progress)
             scores["pointset_learned"] = learned.score_matrix(Aq, Bq, ma_q, mb_q)

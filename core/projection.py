@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .base import Estimator
 from .device import float64_device, pick_device
 
 
-class PCAProjection:
+class PCAProjection(Estimator):
     """Principal component projection (exact, via the eigendecomposition of the covariance).
 
     Parameters
@@ -34,7 +35,10 @@ class PCAProjection:
         self.chunk_rows = chunk_rows
         self.device = device
 
-    def fit(self, X) -> "PCAProjection":
+    _fitted_attributes = ("components_",)
+    _fit_call = "fit(X)"
+
+    def fit(self, X, y=None) -> "PCAProjection":
         n, d = X.shape
         if n < 2:
             raise ValueError("PCA needs at least 2 rows")
@@ -63,13 +67,14 @@ class PCAProjection:
         return self
 
     def transform(self, X) -> np.ndarray:
+        self._require_fitted()
         out = np.empty((X.shape[0], self.components_.shape[0]), dtype=np.float64)
         for start in range(0, X.shape[0], self.chunk_rows):
             block = np.asarray(X[start:start + self.chunk_rows], dtype=np.float64) - self.mean_
             out[start:start + self.chunk_rows] = block @ self.components_.T
         return out
 
-    def fit_transform(self, X) -> np.ndarray:
+    def fit_transform(self, X, y=None) -> np.ndarray:
         return self.fit(X).transform(X)
 
 

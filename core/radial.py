@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .base import Estimator, init_linear_, torch_generator
 from .device import pick_device
 from .errors import DataError
 from .hierarchy import DEGENERATE_EPS, Chains, make_negatives, normalize_rows
@@ -160,9 +161,9 @@ def _record_fit(est, history, best, bad_steps, start_time, dev, how, train, val)
 
 
 def _run_epochs(tuner, named: dict, n: int, dev, step_loss: Callable, evaluate: Callable, set_mode: Callable,
-                progress: Callable | None = None) -> tuple[list, tuple, int]:
+                progress: Callable | None = None, seed: int = 0) -> tuple[list, tuple, int]:
     """The shared training loop of the RE fine-tuners: AdamW on the parameters ``named`` (name -> Parameter),
-    seeded batch order (``tuner.seed``), one epoch over ``n`` training chains in batches of ``tuner.batch_size``,
+    seeded batch order (``seed``), one epoch over ``n`` training chains in batches of ``tuner.batch_size``,
     early stopping on the validation loss (``tuner.patience``), best epoch kept.
 
     ``step_loss(rows)`` returns :func:`radial_loss`'s dict for training chains ``rows`` (with gradients);
@@ -170,7 +171,7 @@ def _run_epochs(tuner, named: dict, n: int, dev, step_loss: Callable, evaluate: 
     Returns (history, (best_val_loss, best_epoch, best_state), skipped_steps); the caller restores best_state.
     With ``tuner.keep_best`` False the last epoch's weights are returned instead (the authors' code).
     """
-    gen = torch.Generator().manual_seed(tuner.seed)
+    gen = torch_generator(seed)
     opt = torch.optim.AdamW(list(named.values()), lr=tuner.lr, weight_decay=tuner.weight_decay)
     set_mode(False)
     first = evaluate("val")
@@ -216,9 +217,11 @@ class RadialAdapter(nn.Module):
     ----------
     dim : embedding width.  kind : 'linear' (``e + W e + b``) or 'mlp' (``e + W2 GELU(W1 e + b1) + b2``).
     hidden : MLP width (default ``dim``).
+    generator : a local :class:`torch.Generator` for the MLP's first layer (default: torch's own initialisation).
     """
 
-    def __init__(self, dim: int, kind: str = "linear", hidden: int | None = None):
+    def __init__(self, dim: int, kind: str = "linear", hidden: int | None = None,
+                 generator: torch.Generator | None = None):
         super().__init__()
         if kind not in ("linear", "mlp"):
             raise DataError(f"unknown adapter kind {kind!r}", hint="use 'linear' or 'mlp'")
@@ -229,6 +232,8 @@ class RadialAdapter(nn.Module):
             self.out = nn.Linear(dim, dim)
         else:
             self.inp = nn.Linear(dim, self.hidden)
+            if generator is not None:
+                init_linear_(self.inp, generator)
             self.out = nn.Linear(self.hidden, dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -238,7 +243,60 @@ class RadialAdapter(nn.Module):
         return nn.functional.normalize(e + h, dim=-1)
 
 
-class RadialFineTuner:
+class _RETuner(Estimator):
+    """What both RE fine-tuners share (settings check, negatives, the training loop, fit records, persistence
+    of the records); the trained part - an adapter or blocks of a text tower - is the subclass's."""
+
+    _fit_call = "fit(train, val)"
+
+    def _check_settings(self):
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+            raise DataError("batch_size, max_epochs and patience must be >= 1")
+
+    @staticmethod
+    def _ensure_negatives(chains: Chains, seed: int) -> tuple[Chains, str]:
+        if chains.has_negatives and all(bool(t) for t in chains.neg_texts):
+            return chains, "given"
+        had = chains.has_negatives and any(bool(t) for t in chains.neg_texts)
+        return make_negatives(chains, seed=seed), "given + sampled" if had else "sampled"
+
+    def _begin(self, train: Chains, val: Chains):
+        """Checks, device, seed and negatives of a fit: ``(start_time, dev, seed, train, val, how)``."""
+        self._check_settings()
+        start_time = time.perf_counter()
+        dev = pick_device(self.device)
+        seed = self._seed()
+        train, how = self._ensure_negatives(train, seed)
+        val, _ = self._ensure_negatives(val, seed + 1)
+        return start_time, dev, seed, train, val, how
+
+    def json_params(self) -> dict:
+        """The hyper-parameters as JSON (no device; ``seed``: the old name of ``random_state``, kept one release)."""
+        params = {k: v for k, v in self.get_params(deep=False).items() if k != "device"}
+        rs = params["random_state"]
+        params["random_state"] = int(rs) if isinstance(rs, (int, np.integer)) else None
+        params["seed"] = params["random_state"]
+        return params
+
+    @classmethod
+    def _from_json_params(cls, params: dict):
+        params = dict(params)
+        seed = params.pop("seed", None)
+        params.setdefault("random_state", seed)
+        return cls(**params)
+
+    def _records(self) -> dict:
+        return {"history": self.history_, "best_epoch": self.best_epoch_, "best_val_loss": self.best_val_loss_,
+                "seconds": self.seconds_, "device": self.device_, "negatives": self.negatives_}
+
+    def _restore_records(self, meta: dict):
+        self.history_ = meta["history"]
+        self.best_epoch_, self.best_val_loss_ = meta["best_epoch"], meta["best_val_loss"]
+        self.seconds_, self.device_, self.negatives_ = meta["seconds"], meta["device"], meta["negatives"]
+        return self
+
+
+class RadialFineTuner(_RETuner):
     """Train a :class:`RadialAdapter` with :func:`radial_loss` on chains with same-tier negatives.
 
     Parameters
@@ -246,7 +304,8 @@ class RadialFineTuner:
     kind, hidden : adapter shape (see :class:`RadialAdapter`).
     lr, weight_decay : AdamW settings.  batch_size : chains per step.
     max_epochs : upper bound on epochs.  patience : stop after this many epochs without a better validation loss.
-    prior_weight : weight of L_p (10).  seed : seeds the initialisation and the batch order.
+    prior_weight : weight of L_p (10).  random_state : seeds the initialisation, the sampled negatives and the
+        batch order (int, None or a numpy Generator).
     device : torch device (default :func:`core.device.pick_device`).
 
     Attributes
@@ -260,7 +319,7 @@ class RadialFineTuner:
 
     def __init__(self, kind: str = "linear", hidden: int | None = None, lr: float = 1e-3,
                  weight_decay: float = 1e-4, batch_size: int = 256, max_epochs: int = 100, patience: int = 8,
-                 prior_weight: float = PRIOR_WEIGHT, seed: int = 0, device=None, le_negatives: str = "all",
+                 prior_weight: float = PRIOR_WEIGHT, random_state=0, device=None, le_negatives: str = "all",
                  keep_best: bool = True):
         self.le_negatives = le_negatives
         self.keep_best = keep_best
@@ -272,12 +331,10 @@ class RadialFineTuner:
         self.max_epochs = max_epochs
         self.patience = patience
         self.prior_weight = prior_weight
-        self.seed = seed
+        self.random_state = random_state
         self.device = device
 
-    def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in ("kind", "hidden", "lr", "weight_decay", "batch_size", "max_epochs",
-                                               "patience", "prior_weight", "seed", "le_negatives", "keep_best")}
+    _fitted_attributes = ("adapter_",)
 
     # -- data ----------------------------------------------------------------------------------
     @staticmethod
@@ -304,13 +361,6 @@ class RadialFineTuner:
             out = self._loss(adapter, t, slice(None))
         return {k: float(v) for k, v in out.items()}
 
-    @staticmethod
-    def _ensure_negatives(chains: Chains, seed: int) -> tuple[Chains, str]:
-        if chains.has_negatives and all(bool(t) for t in chains.neg_texts):
-            return chains, "given"
-        had = chains.has_negatives and any(bool(t) for t in chains.neg_texts)
-        return make_negatives(chains, seed=seed), "given + sampled" if had else "sampled"
-
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, train: Chains, val: Chains, progress: Callable | None = None) -> "RadialFineTuner":
         """Train on ``train`` chains, early-stop on ``val`` chains; returns self.
@@ -318,14 +368,8 @@ class RadialFineTuner:
         Missing negatives are sampled (:func:`core.hierarchy.make_negatives`, seeded).
         ``progress(iterable, total=None, desc="")`` wraps the epoch loop.
         """
-        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
-            raise DataError("batch_size, max_epochs and patience must be >= 1")
-        start_time = time.perf_counter()
-        dev = pick_device(self.device)
-        train, how = self._ensure_negatives(train, self.seed)
-        val, _ = self._ensure_negatives(val, self.seed + 1)
-        torch.manual_seed(self.seed)
-        adapter = RadialAdapter(train.embeddings.shape[1], self.kind, self.hidden).to(dev)
+        start_time, dev, seed, train, val, how = self._begin(train, val)
+        adapter = RadialAdapter(train.embeddings.shape[1], self.kind, self.hidden, torch_generator(seed)).to(dev)
         tt, tv = self._tensors(train, dev), self._tensors(val, dev)
 
         def set_mode(training: bool):
@@ -335,14 +379,10 @@ class RadialFineTuner:
             self, dict(adapter.named_parameters()), train.n_chains, dev,
             step_loss=lambda rows: self._loss(adapter, tt, rows),
             evaluate=lambda which: self._evaluate(adapter, tt if which == "train" else tv),
-            set_mode=set_mode, progress=progress)
+            set_mode=set_mode, progress=progress, seed=seed)
         _load_named(dict(adapter.named_parameters()), best[2])
         self.adapter_ = adapter.cpu().eval()
         return _record_fit(self, history, best, bad_steps, start_time, dev, how, train, val)
-
-    def _require_fitted(self):
-        if not hasattr(self, "adapter_"):
-            raise DataError("the fine-tuner is not fitted yet", hint="call fit(train, val) first")
 
     # -- using it ------------------------------------------------------------------------------
     def transform(self, embeddings) -> np.ndarray:
@@ -366,9 +406,8 @@ class RadialFineTuner:
         path = Path(path)
         save_file({k: v.contiguous() for k, v in self.adapter_.state_dict().items()},
                   str(path.with_suffix(".safetensors")))
-        meta = {"params": self.get_params(), "dim": self.adapter_.dim, "hidden": self.adapter_.hidden,
-                "history": self.history_, "best_epoch": self.best_epoch_, "best_val_loss": self.best_val_loss_,
-                "seconds": self.seconds_, "device": self.device_, "negatives": self.negatives_}
+        meta = {"params": self.json_params(), "dim": self.adapter_.dim, "hidden": self.adapter_.hidden,
+                **self._records()}
         out = path.with_suffix(".json")
         out.write_text(json.dumps(meta, indent=1))
         return out
@@ -379,14 +418,11 @@ class RadialFineTuner:
         from safetensors.torch import load_file
         path = Path(path)
         meta = json.loads(path.with_suffix(".json").read_text())
-        obj = cls(**meta["params"])
+        obj = cls._from_json_params(meta["params"])
         adapter = RadialAdapter(meta["dim"], meta["params"]["kind"], meta["hidden"])
         adapter.load_state_dict(load_file(str(path.with_suffix(".safetensors"))))
         obj.adapter_ = adapter.eval()
-        obj.history_ = meta["history"]
-        obj.best_epoch_, obj.best_val_loss_ = meta["best_epoch"], meta["best_val_loss"]
-        obj.seconds_, obj.device_, obj.negatives_ = meta["seconds"], meta["device"], meta["negatives"]
-        return obj
+        return obj._restore_records(meta)
 
 
 def _tower_prefix(model) -> str:
@@ -425,29 +461,34 @@ def tower_trainable_names(model, n_blocks: int | str) -> list[str]:
     return [k for k, _ in model.named_parameters() if k.startswith(keep)]
 
 
-class OpenCLIPTextTowerFineTuner(RadialFineTuner):
+class OpenCLIPTextTowerFineTuner(_RETuner):
     """RE fine-tuning of the last ``n_blocks`` transformer blocks of an open_clip text tower (plus ``ln_final``
     and ``text_projection``); everything else stays frozen. Same loss, loop and early stopping as
     :class:`RadialFineTuner`; the chains' texts, negatives and the root ``""`` are re-embedded by the trainable
     tower at every step (L2-normalised), the pull-back targets of L_p are their embeddings by the original
     weights (computed once before training). The encoder's own model is never modified (a copy is trained).
 
-    Attributes (after :meth:`fit`): ``model_`` (the tuned copy, eval mode), ``trainable_names_``, and those of
-    :class:`RadialFineTuner` except ``adapter_``.
+    Attributes (after :meth:`fit`): ``model_`` (the tuned copy, eval mode), ``trainable_names_``, and the fit
+    records of :class:`RadialFineTuner` (``history_``, ``best_epoch_``, ...).
     """
 
-    def __init__(self, n_blocks: int | str = 2, lr: float = 1e-5, weight_decay: float = 1e-4, batch_size: int = 32,
-                 max_epochs: int = 10, patience: int = 3, prior_weight: float = PRIOR_WEIGHT, seed: int = 0,
-                 device=None, le_negatives: str = "all", keep_best: bool = True):
-        super().__init__(lr=lr, weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs,
-                         patience=patience, prior_weight=prior_weight, seed=seed, device=device,
-                         le_negatives=le_negatives, keep_best=keep_best)
-        del self.kind, self.hidden
-        self.n_blocks = n_blocks if n_blocks == "all" else int(n_blocks)
+    _fitted_attributes = ("model_",)
+    _fit_call = "fit(encoder, train, val)"
 
-    def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in ("n_blocks", "lr", "weight_decay", "batch_size", "max_epochs",
-                                               "patience", "prior_weight", "seed", "le_negatives", "keep_best")}
+    def __init__(self, n_blocks: int | str = 2, lr: float = 1e-5, weight_decay: float = 1e-4, batch_size: int = 32,
+                 max_epochs: int = 10, patience: int = 3, prior_weight: float = PRIOR_WEIGHT, random_state=0,
+                 device=None, le_negatives: str = "all", keep_best: bool = True):
+        self.n_blocks = n_blocks
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.prior_weight = prior_weight
+        self.random_state = random_state
+        self.device = device
+        self.le_negatives = le_negatives
+        self.keep_best = keep_best
 
     # -- the tower -----------------------------------------------------------------------------
     def _prepare(self, encoder, dev):
@@ -503,13 +544,7 @@ class OpenCLIPTextTowerFineTuner(RadialFineTuner):
         """Fine-tune a copy of ``encoder``'s (:class:`core.encoders.OpenCLIPEncoder`) text tower on the texts of
         ``train`` chains, early-stop on ``val`` chains; returns self. Missing negatives are sampled as in
         :meth:`RadialFineTuner.fit`; the chains' stored embeddings are not used."""
-        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
-            raise DataError("batch_size, max_epochs and patience must be >= 1")
-        start_time = time.perf_counter()
-        dev = pick_device(self.device)
-        train, how = self._ensure_negatives(train, self.seed)
-        val, _ = self._ensure_negatives(val, self.seed + 1)
-        torch.manual_seed(self.seed)
+        start_time, dev, seed, train, val, how = self._begin(train, val)
         self._prepare(encoder, dev)
         tt, tv = self._tower_tensors(train, dev), self._tower_tensors(val, dev)
         named = {k: p for k, p in self.model_.named_parameters() if p.requires_grad}
@@ -521,14 +556,10 @@ class OpenCLIPTextTowerFineTuner(RadialFineTuner):
 
         history, best, bad_steps = _run_epochs(
             self, named, train.n_chains, dev, step_loss=lambda rows: self._tower_loss(tt, rows),
-            evaluate=evaluate, set_mode=lambda training: None, progress=progress)
+            evaluate=evaluate, set_mode=lambda training: None, progress=progress, seed=seed)
         _load_named(named, best[2])
         self.model_ = self.model_.cpu().eval()
         return _record_fit(self, history, best, bad_steps, start_time, dev, how, train, val)
-
-    def _require_fitted(self):
-        if not hasattr(self, "model_"):
-            raise DataError("the fine-tuner is not fitted yet", hint="call fit(encoder, train, val) first")
 
     # -- using it ------------------------------------------------------------------------------
     def transform_texts(self, texts) -> np.ndarray:
@@ -539,8 +570,9 @@ class OpenCLIPTextTowerFineTuner(RadialFineTuner):
             raise DataError("no texts to embed")
         return self._embed_all(self._tokens(texts, "cpu")).numpy().astype(np.float32)
 
-    def transform(self, embeddings) -> np.ndarray:
-        raise DataError("a text-tower fine-tuner embeds texts, not embeddings", hint="use transform_texts(texts)")
+    def transform(self, texts) -> np.ndarray:
+        """The same as :meth:`transform_texts`: this estimator's input is text."""
+        return self.transform_texts(texts)
 
     def transform_chains(self, chains: Chains) -> Chains:
         """``chains`` re-embedded by the tuned tower (tiers, negatives where present, root ''); images unchanged."""
@@ -564,9 +596,8 @@ class OpenCLIPTextTowerFineTuner(RadialFineTuner):
         state = dict(self.model_.named_parameters())
         save_file({k: state[k].detach().contiguous().cpu() for k in self.trainable_names_},
                   str(path.with_suffix(".safetensors")))
-        meta = {"params": self.get_params(), "model_key": self.model_key_, "trainable": self.trainable_names_,
-                "history": self.history_, "best_epoch": self.best_epoch_, "best_val_loss": self.best_val_loss_,
-                "seconds": self.seconds_, "device": self.device_, "negatives": self.negatives_}
+        meta = {"params": self.json_params(), "model_key": self.model_key_, "trainable": self.trainable_names_,
+                **self._records()}
         out = path.with_suffix(".json")
         out.write_text(json.dumps(meta, indent=1))
         return out
@@ -581,7 +612,7 @@ class OpenCLIPTextTowerFineTuner(RadialFineTuner):
         if meta.get("model_key") != key:
             raise DataError(f"these tower weights were trained on {meta.get('model_key')!r}, not {key!r}",
                             hint="load them with the encoder they were trained with")
-        obj = cls(**meta["params"])
+        obj = cls._from_json_params(meta["params"])
         obj._prepare(encoder, "cpu")
         weights = load_file(str(path.with_suffix(".safetensors")))
         if sorted(weights) != sorted(obj.trainable_names_):
@@ -589,7 +620,4 @@ class OpenCLIPTextTowerFineTuner(RadialFineTuner):
                             hint="load them with the encoder they were trained with")
         _load_named({k: p for k, p in obj.model_.named_parameters() if k in weights}, weights)
         obj.model_.eval()
-        obj.history_ = meta["history"]
-        obj.best_epoch_, obj.best_val_loss_ = meta["best_epoch"], meta["best_val_loss"]
-        obj.seconds_, obj.device_, obj.negatives_ = meta["seconds"], meta["device"], meta["negatives"]
-        return obj
+        return obj._restore_records(meta)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .align import PairwiseAligner, cosine_similarity_matrix, load_map, normalize_method, save_map
+from .base import Estimator
 from .device import float64_device, pick_device
 from .errors import DataError
 
@@ -122,7 +123,7 @@ def nearest_neighbours(X, rows, k: int = 10, metric: str = "cosine", exclude_sel
     return np.concatenate(out_i), np.concatenate(out_d)
 
 
-class CrossModalRetriever:
+class CrossModalRetriever(Estimator):
     """Retrieve target-space items for source-space queries through a fitted alignment.
 
     Parameters
@@ -151,6 +152,9 @@ class CrossModalRetriever:
         self.ridge = ridge
         self.device = device
         self.index_namespace = index_namespace
+
+    _fitted_attributes = ("aligner_", "index_")
+    _fit_call = "fit(X_source, Y_target) or set_aligner(aligner, Y_target)"
 
     def fit(self, X_source, Y_target, anchors=None) -> "CrossModalRetriever":
         """Fit the alignment on paired rows (``anchors``: indices; default all) and index every ``Y_target`` row."""
@@ -199,8 +203,7 @@ class CrossModalRetriever:
 
     def scores(self, X_query) -> np.ndarray:
         """Scores of every query row (``Q x p`` source vectors) against every indexed item: ``Q x n`` float64."""
-        if not hasattr(self, "aligner_"):
-            raise RuntimeError("CrossModalRetriever is not fitted; call fit() or set_aligner() first")
+        self._require_fitted()
         Xq = np.array(X_query, dtype=np.float64, ndmin=2)
         if Xq.shape[1] != self.aligner_.p_:
             raise DataError(f"the query is {Xq.shape[1]}-d but the alignment expects {self.aligner_.p_}-d "

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from .align import ProcrustesMap
+from .base import Estimator, init_linear_, torch_generator
 from .device import float64_device, pick_device
 from .errors import DataError
 
@@ -85,11 +86,6 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 def _identity(iterable, total=None, desc=""):
     return iterable
-
-
-def _not_fitted(obj):
-    from sklearn.exceptions import NotFittedError
-    return NotFittedError(f"this {type(obj).__name__} is not fitted yet; call fit(spaces) first")
 
 
 def check_spaces(spaces: Mapping[str, np.ndarray], min_spaces: int = 2, min_rows: int = 3) -> dict:
@@ -151,7 +147,7 @@ def _normalize(t: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 # preprocessing
 # ------------------------------------------------------------------------------------------------
-class UniversePreprocessor:
+class UniversePreprocessor(Estimator):
     """Z-score every space with its training statistics, then match widths (PCA or zero padding).
 
     Parameters
@@ -173,6 +169,9 @@ class UniversePreprocessor:
     steps_ : per space ``{"mean", "scale", "components" (d_m x k or None), "pad" (int), "post_scale" (k or
         None: with ``order="pca-zscore"``, the std of the PCA coordinates, applied after the projection)}``.
     """
+
+    _fitted_attributes = ("dim_", "steps_")
+    _fit_call = "fit(spaces)"
 
     def __init__(self, standardize: bool = True, width: str = "pca", dim: int | None = None, device=None,
                  order: str = "zscore-pca"):
@@ -204,8 +203,7 @@ class UniversePreprocessor:
 
     def add(self, name: str, X) -> "UniversePreprocessor":
         """Fit the preprocessing of one more space (to the already fixed width ``dim_``)."""
-        if not hasattr(self, "dim_"):
-            raise _not_fitted(self)
+        self._require_fitted()
         dev = _dev64(self.device)
         x = _t(X, dev)
         _check_finite(x, name)
@@ -243,8 +241,7 @@ class UniversePreprocessor:
         return self
 
     def _step(self, name: str) -> dict:
-        if not hasattr(self, "steps_"):
-            raise _not_fitted(self)
+        self._require_fitted()
         if name not in self.steps_:
             raise DataError(f"no space named '{name}' in this universe",
                             hint=f"fitted spaces: {', '.join(self.names_)}")
@@ -286,8 +283,7 @@ class UniversePreprocessor:
 
     def describe(self) -> dict:
         """JSON-ready record of what was done to each space."""
-        if not hasattr(self, "steps_"):
-            raise _not_fitted(self)
+        self._require_fitted()
         order = getattr(self, "order", "zscore-pca")
         out = {"standardize": "z-score (training mean and std)" if self.standardize else "centre only",
                "width_matching": self.width, "dim": self.dim_, "order": order,
@@ -309,26 +305,12 @@ class UniversePreprocessor:
 # ------------------------------------------------------------------------------------------------
 # base class
 # ------------------------------------------------------------------------------------------------
-class _Universe:
+class _Universe(Estimator):
     """Shared plumbing: preprocessing, fitted check, parameters."""
 
-    _params: tuple = ()
     method = ""
-
-    def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in self._params}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._params)
-        return f"{type(self).__name__}({args})"
-
-    @property
-    def is_fitted(self) -> bool:
-        return hasattr(self, "preprocessor_")
-
-    def _require_fitted(self):
-        if not self.is_fitted:
-            raise _not_fitted(self)
+    _fitted_attributes = ("preprocessor_",)
+    _fit_call = "fit(spaces)"
 
     def _dev(self) -> torch.device:
         return _dev64(self.device)
@@ -373,10 +355,16 @@ class _Universe:
     def _map_t(self, z, source, target):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _json_params(self) -> dict:
+        params = {k: v for k, v in self.get_params(deep=False).items() if k != "device"}
+        if "random_state" in params:
+            params["seed"] = params["random_state"]   # the key's old name, kept as an alias for one release
+        return params
+
     def describe(self) -> dict:
         """JSON-ready summary of the fitted universe (parameters, preprocessing, fit facts)."""
         self._require_fitted()
-        out = {"method": self.method, "parameters": {k: v for k, v in self.get_params().items() if k != "device"},
+        out = {"method": self.method, "parameters": self._json_params(),
                "preprocessing": self.preprocessor_.describe(), "n_train": self.n_train_,
                "spaces": self.space_names_}
         return out
@@ -412,7 +400,6 @@ class PairwiseProcrustes(_Invertible):
     """
 
     method = "pw"
-    _params = ("standardize", "width", "dim", "reference", "device", "preprocess_order")
 
     def __init__(self, standardize: bool = True, width: str = "pca", dim: int | None = None,
                  reference: str | None = None, device=None, preprocess_order: str = "zscore-pca"):
@@ -545,7 +532,6 @@ class GPA(_Invertible):
     """
 
     method = "gpa"
-    _params = ("standardize", "width", "dim", "max_iter", "tol", "objective_tol", "device", "preprocess_order")
 
     def __init__(self, standardize: bool = True, width: str = "pca", dim: int | None = None,
                  max_iter: int = 50, tol: float = 1e-6, objective_tol: float | None = None, device=None,
@@ -664,7 +650,6 @@ class GCCA(_Universe):
     """
 
     method = "gcca"
-    _params = ("n_components", "reg", "standardize", "width", "dim", "device", "variant", "preprocess_order")
 
     def __init__(self, n_components: int | None = None, reg: float | None = None, standardize: bool = True,
                  width: str = "pca", dim: int | None = None, device=None, variant: str = "maxvar-ridge",
@@ -790,10 +775,10 @@ class _Corrector(torch.nn.Module):
     """T(u) = normalize(u^ + g * delta), u^ = normalize(u), h = LayerNorm(u^), delta = W2 GELU(W1 h),
     g = sigmoid(Wg h); W2 and Wg start at zero so T is the identity on unit vectors at start."""
 
-    def __init__(self, d: int, hidden: int):
+    def __init__(self, d: int, hidden: int, generator: torch.Generator):
         super().__init__()
         self.norm = torch.nn.LayerNorm(d)
-        self.w1 = torch.nn.Linear(d, hidden)
+        self.w1 = init_linear_(torch.nn.Linear(d, hidden), generator)
         self.w2 = torch.nn.Linear(hidden, d)
         self.wg = torch.nn.Linear(d, d)
         for layer in (self.w2, self.wg):
@@ -842,14 +827,11 @@ class GCPA(_Universe):
     """
 
     method = "gcpa"
-    _params = ("standardize", "width", "dim", "max_epochs", "patience", "batch_size", "lr", "weight_decay",
-               "hidden_mult", "preserve_weight", "margin", "holdout", "seed", "gpa_max_iter", "gpa_tol", "device",
-               "preprocess_order", "schedule", "steps_per_epoch", "val_interval", "val_batches", "val_patience")
 
     def __init__(self, standardize: bool = True, width: str = "pca", dim: int | None = None,
                  max_epochs: int = 100, patience: int = 15, batch_size: int = 4096, lr: float = 2e-3,
                  weight_decay: float = 1e-4, hidden_mult: int = 2, preserve_weight: float = 0.7,
-                 margin: float = 0.08, holdout: float = 0.1, seed: int = 0, gpa_max_iter: int = 50,
+                 margin: float = 0.08, holdout: float = 0.1, random_state=0, gpa_max_iter: int = 50,
                  gpa_tol: float = 1e-6, device=None, preprocess_order: str = "zscore-pca",
                  schedule: str = "epochs", steps_per_epoch: int | None = None, val_interval: int | None = None,
                  val_batches: int = 50, val_patience: int = 50):
@@ -871,14 +853,12 @@ class GCPA(_Universe):
         self.preserve_weight = preserve_weight
         self.margin = margin
         self.holdout = holdout
-        self.seed = seed
+        self.random_state = random_state
         self.gpa_max_iter = gpa_max_iter
         self.gpa_tol = gpa_tol
         self.device = device
 
-    @property
-    def is_fitted(self) -> bool:
-        return hasattr(self, "net_")
+    _fitted_attributes = ("net_",)
 
     def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None, gpa: GPA | None = None
             ) -> "GCPA":
@@ -890,8 +870,13 @@ class GCPA(_Universe):
             gpa = GPA(standardize=self.standardize, width=self.width, dim=self.dim, max_iter=self.gpa_max_iter,
                       tol=self.gpa_tol, device=self.device, preprocess_order=self.preprocess_order
                       ).fit(spaces, progress=progress)
-        elif not gpa.is_fitted or set(gpa.R_) < set(spaces):
-            raise DataError("the GPA given to GCPA.fit must be fitted on the same spaces")
+        elif not gpa.is_fitted or not set(spaces) <= set(gpa.space_names_):
+            raise DataError("the GPA given to GCPA.fit must be fitted on the same spaces",
+                            hint=f"it was fitted on {', '.join(map(str, gpa.space_names_)) if gpa.is_fitted else 'nothing'}"
+                                 f"; these are {', '.join(map(str, spaces))}")
+        elif gpa.n_train_ != next(iter(spaces.values())).shape[0]:
+            raise DataError(f"the GPA given to GCPA.fit was fitted on {gpa.n_train_} rows, these spaces have "
+                            f"{next(iter(spaces.values())).shape[0]}", hint="pass the rows the GPA was fitted on")
         self.gpa_ = gpa
         self.preprocessor_ = gpa.preprocessor_
         self.n_train_ = gpa.n_train_
@@ -900,15 +885,15 @@ class GCPA(_Universe):
                          for m in names])                                    # M x n x d
         dev = pick_device(self.device)
         self.device_ = str(dev)
-        gen = torch.Generator().manual_seed(int(self.seed))
-        torch.manual_seed(int(self.seed))
+        seed = self._seed()
+        gen = torch_generator(seed)
         M, n, d = U.shape
         U_hat = _normalize(U)
         C = _normalize(U_hat.mean(0))                                         # n x d consensus directions
         perm = torch.randperm(n, generator=gen)
         n_val = max(1, int(round(float(self.holdout) * n))) if n >= 10 else 0
         val_rows, tr_rows = perm[:n_val], perm[n_val:]
-        net = _Corrector(d, max(1, int(self.hidden_mult) * d)).to(dev)
+        net = _Corrector(d, max(1, int(self.hidden_mult) * d), torch_generator(seed)).to(dev)
         opt = torch.optim.AdamW(net.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
         U_hat_d, C_d = U_hat.to(dev), C.to(dev)
         pw, mg = float(self.preserve_weight), float(self.margin)
@@ -1070,4 +1055,7 @@ def make_estimator(method: str, **params):
     if key not in _CLASSES:
         raise DataError(f"unknown universe method '{method}'", hint=f"use one of {', '.join(METHODS)}")
     cls = _CLASSES[key]
-    return cls(**{k: v for k, v in params.items() if k in cls._params})
+    names = set(cls._get_param_names())
+    if "random_state" in names and "seed" in params and "random_state" not in params:
+        params = {**params, "random_state": params["seed"]}   # deprecated spelling, still accepted
+    return cls(**{k: v for k, v in params.items() if k in names})

@@ -6,7 +6,7 @@ head 128 -> 128 -> 64 used only for training (SimCLR habit: the representation i
 
 Training (SimCLR, NT-Xent loss, temperature 0.1): two augmented views of every shape in a batch; augmentation =
 random rotation about z, anisotropic scaling in [0.8, 1.25], Gaussian jitter (sigma 0.01), a random subset of 256
-points. Seeded (torch + numpy), Adam.
+points. Seeded with local generators (torch's global RNG is never seeded), Adam.
 
 The per-point features (the 128-d outputs before the max-pool; their max over points is the pooled feature) form the
 ``pointnet_points`` token set.
@@ -21,6 +21,8 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+
+from ..base import init_linear_, torch_generator
 
 FEATURE_DIM = 128
 
@@ -72,10 +74,13 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> tor
 def train_pointnet(clouds: np.ndarray, seed: int, epochs: int = 12, batch_size: int = 128, lr: float = 1e-3,
                    log: Callable[[str], None] | None = print) -> tuple[PointNet, list[float]]:
     """Train a :class:`PointNet` on ``clouds`` (``n x m x 3``) with NT-Xent. Returns (model in eval mode, losses)."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch_generator(seed)
     data = torch.as_tensor(np.asarray(clouds, np.float32))
     model = PointNet()
+    init_gen = torch_generator(seed)   # the initialisation's own local stream (torch's global RNG is left alone)
+    for layer in model.modules():
+        if isinstance(layer, (nn.Conv1d, nn.Linear)):
+            init_linear_(layer, init_gen)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     losses = []
