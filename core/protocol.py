@@ -178,7 +178,7 @@ def _projector_for(method, shared, k):
 # ------------------------------------------------------------------------------------------------
 def run_protocol(X, Y, methods=PAPER_A_METHODS, k: int = 50, n_anchors: int | None = 30000,
                  n_queries: int = 500, seeds=(0, 1, 2), groups=None, reg: float = 1e-3, ridge: float = 0.0,
-                 ks=DEFAULT_KS, progress=None, device=None) -> dict:
+                 ks=DEFAULT_KS, progress=None, device=None, moments_fn=None) -> dict:
     """Paper A's protocol: for every seed draw anchors and queries, fit every method, judge it on the queries.
 
     Parameters
@@ -193,6 +193,9 @@ def run_protocol(X, Y, methods=PAPER_A_METHODS, k: int = 50, n_anchors: int | No
     reg, ridge : CCA's and the affine map's relative ridges.
     ks : retrieval cut-offs.
     progress : tqdm-like ``progress(iterable, total=None, desc="")``.
+    moments_fn : optional ``moments_fn(anchor_rows) -> AnchorMoments`` replacing the in-process pass over the
+        anchors (e.g. :func:`core.distributed.anchor_moments` on a Ray cluster); it must return the moments of
+        exactly those rows.
 
     Returns
     -------
@@ -220,7 +223,8 @@ def run_protocol(X, Y, methods=PAPER_A_METHODS, k: int = 50, n_anchors: int | No
     for seed in progress(seeds, total=len(seeds), desc="seeds"):
         a_idx, q_idx = _split(n, n_anchors_req, n_queries, seed, groups, adjustments)
         anchors_used.append(len(a_idx))
-        moments = AnchorMoments.from_arrays(_rows(X, a_idx), _rows(Y, a_idx), device=device)
+        moments = (moments_fn(np.sort(a_idx)) if moments_fn is not None
+                   else AnchorMoments.from_arrays(_rows(X, a_idx), _rows(Y, a_idx), device=device))
         Xq, Yq = _rows(X, q_idx), _rows(Y, q_idx)
         gq = None if groups is None else groups[np.sort(q_idx)]
         shared = _shared_projectors(methods, k, moments, reg, device)
@@ -283,7 +287,7 @@ def _ordered_summary(records: list[dict], by: str, methods: list[str]) -> list[d
 
 def sweep_k(X, Y, k_values=DEFAULT_SWEEP_KS, methods=SWEEP_K_METHODS, n_anchors: int | None = 30000,
             n_queries: int = 500, seeds=(0, 1, 2), groups=None, reg: float = 1e-3, ridge: float = 0.0,
-            ks=DEFAULT_KS, progress=None, device=None, partial=None) -> dict:
+            ks=DEFAULT_KS, progress=None, device=None, partial=None, moments_fn=None) -> dict:
     """Every method over the subspace dimensions ``k_values`` (paper A's curve over k).
 
     CCA and PCA are fitted once per seed at the largest k; smaller k take the leading columns (the top-k
@@ -291,6 +295,7 @@ def sweep_k(X, Y, k_values=DEFAULT_SWEEP_KS, methods=SWEEP_K_METHODS, n_anchors:
     ``"affine"`` is run as ``"pca_affine"`` (affine between PCA-k coordinates of each side, paper A's affine
     curve); methods that do not depend on k (local_cka, procrustes, none) are evaluated once per seed and
     recorded with ``k = None``. k values above ``min(p, q)`` are dropped (listed in ``"adjustments"``).
+    ``moments_fn`` as in :func:`run_protocol`.
 
     The anchors of every seed are read first; then the curve is computed point by point (one k, every seed),
     smallest k first, and ``partial({"summary": [...], "records": [...]})`` is called after each point, so a
@@ -331,7 +336,8 @@ def sweep_k(X, Y, k_values=DEFAULT_SWEEP_KS, methods=SWEEP_K_METHODS, n_anchors:
         if kind == "seed":
             a_idx, q_idx = _split(n, n_anchors_req, n_queries, value, groups, adjustments)
             anchors_used.append(len(a_idx))
-            moments = AnchorMoments.from_arrays(_rows(X, a_idx), _rows(Y, a_idx), device=device)
+            moments = (moments_fn(np.sort(a_idx)) if moments_fn is not None
+                       else AnchorMoments.from_arrays(_rows(X, a_idx), _rows(Y, a_idx), device=device))
             gq = None if groups is None else groups[np.sort(q_idx)]
             prepared.append((value, moments, _rows(X, q_idx), _rows(Y, q_idx), gq,
                              _shared_projectors(methods, k_list[-1], moments, reg, device)))

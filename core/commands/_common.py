@@ -149,3 +149,31 @@ def format_table(rows: Sequence[dict], columns: Sequence[str], headers: Sequence
     out = [fmt(headers, header=True), "  ".join("-" * w for w in widths)]
     out.extend(fmt(line) for line in cells)
     return "\n".join(out)
+
+
+def add_ray_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--ray [ADDRESS]``: run ``what`` as Ray tasks (a local instance without an address)."""
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help=f"{what} on a Ray cluster: ADDRESS is 'auto', HOST:PORT or ray://HOST:10001; without "
+                             "one, a local Ray instance (needs the 'distributed' extra; see docs/DISTRIBUTED.md)")
+
+
+class ray_session:
+    """``with ray_session(args) as info:`` connects when ``args.ray`` is set (info is None otherwise) and stops a
+    local instance it started on exit."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.address = getattr(args, "ray", None)
+        self.info = None
+
+    def __enter__(self):
+        if self.address is not None:
+            from ..distributed import connect
+            self.info = connect(self.address)
+        return self.info
+
+    def __exit__(self, *exc):
+        if self.info is not None and self.info.get("started"):
+            from ..distributed import shutdown
+            shutdown()
+        return False

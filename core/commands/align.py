@@ -26,7 +26,12 @@ JSON output::
      "sweep_k": {"settings", "adjustments", "records": [{"method", "k", "seed", "metric", "value", "chance"}],
                  "summary": [{"method", "k", "metric", "mean", "std", "chance", "n_seeds"}]} | null,
      "sweep_anchors": {... same with "n_anchors" ...} | null,
-     "saved_map": {"path", "method", "n_pairs"} | null}
+     "saved_map": {"path", "method", "n_pairs"} | null,
+     "engine": {"name": "ray", "address", "resources", "distributed": [...], "in_process": [...]}}  # with --ray
+
+``--ray [ADDRESS]`` computes every seed's anchor moments (and the ``--save`` fit on all pairs) as per-shard Ray
+tasks, tree-reduced (:func:`core.distributed.anchor_moments`); the fits from those moments and the query scores
+run here. The numbers equal the single-process run up to float64 summation order.
 """
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ from ..align import METHODS, PairwiseAligner, normalize_method, save_map
 from ..errors import DataError
 from ..presets import PROTOCOL_FIELDS, cli_choices, record, settings_for
 from ..protocol import run_protocol, sweep_anchors, sweep_k
-from ._common import format_number, format_table, max_file_bytes, to_jsonable
+from ._common import add_ray_argument, format_number, format_table, max_file_bytes, ray_session, to_jsonable
 
 NAME = "align"
 HELP = "align two spaces (affine, Procrustes, CCA + affine / local CKA) and judge it by matching and retrieval"
@@ -78,6 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "true partners)")
     parser.add_argument("--max-file-mb", metavar="MB", type=float, default=None,
                         help="refuse files larger than this many MB (default $PLATOSCOPE_MAX_FILE_MB, else 2048)")
+    add_ray_argument(parser, "the anchors' moments (for every seed and for --save) as per-shard Ray tasks")
 
 
 def parse_space_spec(spec: str) -> tuple[str, str | None]:
@@ -160,23 +166,35 @@ def run(args: argparse.Namespace, progress) -> dict:
     out = {"x": {"file": fx, "space": xs.name, "dim": int(X.shape[1])},
            "y": {"file": fy, "space": ys.name, "dim": int(Y.shape[1])},
            "n_items": int(ds.n), "methods": methods}
-    out["protocol"] = run_protocol(X, Y, methods=methods, k=args.k, n_anchors=args.anchors, **common)
-    out["sweep_k"] = (sweep_k(X, Y, k_values=k_values, methods=methods, n_anchors=args.anchors, **common)
-                      if k_values else None)
-    out["sweep_anchors"] = (sweep_anchors(X, Y, anchor_counts=anchor_counts, methods=methods, k=args.k, **common)
-                            if anchor_counts else None)
-    preset = getattr(args, "preset", "custom")
-    used = settings_for("A", preset).replace(k=args.k, n_anchors=args.anchors, n_queries=args.queries,
-                                             n_seeds=args.seeds)
-    if preset == "custom":
-        used = type(used)(k=args.k, n_anchors=args.anchors, n_queries=args.queries, n_seeds=args.seeds)
-    out["preset"] = record("A", preset, used, only=PROTOCOL_FIELDS)
-    out["saved_map"] = None
-    if args.save:
-        k = out["protocol"]["settings"]["k"]
-        aligner = PairwiseAligner(methods[0], k=k, reg=args.reg, ridge=args.ridge).fit(X, Y)
-        path = save_map(aligner, Path(args.save))
-        out["saved_map"] = {"path": str(path), "method": methods[0], "n_pairs": int(ds.n), "k": k}
+    with ray_session(args) as info:
+        moments_fn = None
+        if info is not None:
+            from ..distributed import anchor_moments
+
+            def moments_fn(rows):
+                return anchor_moments(X, Y, rows=rows, engine="ray")
+            out["engine"] = {"name": "ray", "address": info["address"], "resources": info["resources"],
+                             "distributed": ["protocol anchor moments", "sweep_k anchor moments", "--save fit"],
+                             "in_process": ["query scoring", "sweep_anchors"]}
+        out["protocol"] = run_protocol(X, Y, methods=methods, k=args.k, n_anchors=args.anchors,
+                                       moments_fn=moments_fn, **common)
+        out["sweep_k"] = (sweep_k(X, Y, k_values=k_values, methods=methods, n_anchors=args.anchors,
+                                  moments_fn=moments_fn, **common) if k_values else None)
+        out["sweep_anchors"] = (sweep_anchors(X, Y, anchor_counts=anchor_counts, methods=methods, k=args.k,
+                                              **common) if anchor_counts else None)
+        preset = getattr(args, "preset", "custom")
+        used = settings_for("A", preset).replace(k=args.k, n_anchors=args.anchors, n_queries=args.queries,
+                                                 n_seeds=args.seeds)
+        if preset == "custom":
+            used = type(used)(k=args.k, n_anchors=args.anchors, n_queries=args.queries, n_seeds=args.seeds)
+        out["preset"] = record("A", preset, used, only=PROTOCOL_FIELDS)
+        out["saved_map"] = None
+        if args.save:
+            k = out["protocol"]["settings"]["k"]
+            aligner = PairwiseAligner(methods[0], k=k, reg=args.reg, ridge=args.ridge)
+            aligner = aligner.fit(X, Y) if moments_fn is None else aligner.fit_moments(moments_fn(None))
+            path = save_map(aligner, Path(args.save))
+            out["saved_map"] = {"path": str(path), "method": methods[0], "n_pairs": int(ds.n), "k": k}
     return to_jsonable(out)
 
 

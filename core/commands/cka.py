@@ -13,11 +13,15 @@ JSON output::
      null on the diagonal), "n_permutations": N, "n_items": n, "higher_is_similar": bool,
      "symmetric": bool, "parameters": {...measure options used...}, "warnings": [str, ...],
      "preprocess": "none" | "platonic",
-     "preset": {"name": "custom" | "paper_a", "paper": "A", "settings": {...}, "differences": [str, ...]}}
+     "preset": {"name": "custom" | "paper_a", "paper": "A", "settings": {...}, "differences": [str, ...]},
+     "engine": {"name": "ray", "address", "n_blocks", "resources"}}     # only with --ray
 
 ``--preset paper-a`` uses the Platonic Representation code's conventions (METHODS.md 7.1): every space is clipped
 at the 0.95 quantile of |x| and row-normalised first, RBF CKA uses sigma = 1, and ``svcca`` becomes
 ``svcca_top10`` (the top 10 components; Raghu et al.'s 99 % of variance stays the default ``svcca``).
+
+``--ray [ADDRESS]`` computes linear CKA from per-block moments as Ray tasks (:mod:`core.distributed`; the blocks
+follow the shards of sharded spaces), tree-reduced: one pass over the rows for the whole M x M matrix.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import warnings
 from ..errors import DataError
 from ..presets import SIMILARITY_FIELDS, cli_choices, record, settings_for
 from ..similarity import MEASURE_ALIASES, MEASURES, resolve_measure, similarity_matrix
-from ._common import add_input_arguments, format_number, load_inputs
+from ._common import add_input_arguments, add_ray_argument, format_number, load_inputs, ray_session
 
 NAME = "cka"
 HELP = "similarity (linear / debiased / RBF CKA, mutual k-NN, CKNNA, SVCCA, PWCCA, Procrustes, RSA) of every pair of spaces"
@@ -58,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the top 10 components); custom (default): the project's defaults")
     parser.add_argument("--chunk-rows", type=int, default=None, metavar="ROWS",
                         help="rows per chunk for the streamed measures (default: about 128 MB per chunk)")
+    add_ray_argument(parser, "linear CKA as per-shard moments (one pass over the rows, tree-reduced)")
 
 
 def _measure_options(func, args: argparse.Namespace) -> dict:
@@ -90,6 +95,11 @@ def run(args: argparse.Namespace, progress) -> dict:
     measure = resolve_measure(settings.measure_name(measure.name))
     options = _measure_options(measure.func, args)
     preset_kw = settings.similarity_kwargs(measure.name)
+    if args.ray is not None:
+        if getattr(args, "preset", "custom") != "custom":
+            raise DataError("--ray computes plain linear CKA; a paper preset's preprocessing runs in one process",
+                            hint="drop --ray or --preset")
+        return _run_ray(args, measure, spaces)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = similarity_matrix(spaces, measure, progress=progress, n_permutations=args.permutations,
@@ -109,6 +119,22 @@ def run(args: argparse.Namespace, progress) -> dict:
         out["n_permutations"] = args.permutations
     out["warnings"] = notes
     return out
+
+
+def _run_ray(args: argparse.Namespace, measure, spaces: dict) -> dict:
+    from ..distributed import sharded_cka_matrix
+
+    if measure.name != "linear_cka" or args.permutations:
+        raise DataError(f"--ray computes linear CKA from per-shard moments, not {measure.name}"
+                        + (" with permutations" if args.permutations else ""),
+                        hint="drop --ray, or use --measure linear_cka without --permutations")
+    with ray_session(args) as info:
+        result = sharded_cka_matrix(spaces, engine="ray")
+    return {"measure": result["measure"], "spaces": result["names"], "matrix": result["values"],
+            "n_items": result["n_items"], "higher_is_similar": True, "symmetric": True, "parameters": {},
+            "engine": {"name": "ray", "address": info["address"], "n_blocks": result["n_blocks"],
+                       "resources": info["resources"]},
+            "warnings": []}
 
 
 def _matrix_text(names, matrix, digits: int = 4) -> list[str]:
@@ -137,4 +163,8 @@ def render(result: dict) -> str:
         lines.extend(_matrix_text(result["spaces"], result["p_values"], 3))
     for note in result.get("warnings", []):
         lines.append(f"note: {note}")
+    if result.get("engine"):
+        e = result["engine"]
+        lines.append(f"computed on Ray ({e['address']}, {format_number(e['resources'].get('CPU'))} CPUs) in "
+                     f"{e['n_blocks']} blocks")
     return "\n".join(lines)

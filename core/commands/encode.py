@@ -23,7 +23,12 @@ JSON output::
     {"model": str, "family": str, "output": str, "n_items": int,
      "spaces": [{"name", "n", "d", "tokens", "layer", "pooling"}], "skipped_images": [{"name", "reason"}],
      "skipped_points": [{"name", "reason"}], "dropped_rows": [{"row", "id", "reason"}], "device": str,
-     "random_weights": bool, "batch_size": int, "seconds": float, "items_per_second": float}
+     "random_weights": bool, "batch_size": int, "seconds": float, "items_per_second": float,
+     "shards": {"total", "written", "skipped", "rows_per_shard"}, "engine": {...}}   # shards / engine with --ray
+
+``--ray [ADDRESS]`` (captions only): a Ray Data pipeline of encoder actors writes ``OUT/part-NNNNN.parquet``
+(``id``, one vector column per space, ``caption``) plus ``OUT/manifest.json``; rerunning the same command skips
+the shards already complete. The folder opens as a sharded space anywhere a file does (:mod:`core.shards`).
 """
 from __future__ import annotations
 
@@ -65,7 +70,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=None, help="text models: tokens kept per text")
     parser.add_argument("--batch-size", type=int, default=64, help="items per forward pass (default 64)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: CUDA > MPS > CPU)")
-    parser.add_argument("-o", "--out", required=True, metavar="OUT.npz", help="output .npz file")
+    parser.add_argument("-o", "--out", required=True, metavar="OUT.npz",
+                        help="output .npz file (with --ray: a folder of parquet shards)")
+    from ._common import add_ray_argument
+    add_ray_argument(parser, "encode the captions with a Ray Data pipeline of encoder actors (one GPU each "
+                             "where the cluster has GPUs), writing resumable parquet shards")
+    parser.add_argument("--shard-rows", type=int, default=10_000, metavar="N",
+                        help="with --ray: items per output shard (default 10000)")
+    parser.add_argument("--actors", type=int, default=None, metavar="N",
+                        help="with --ray: encoder actors (default: one per GPU, else one per CPU)")
 
 
 def _bridge(progress, desc: str):
@@ -109,6 +122,8 @@ def run(args: argparse.Namespace, progress) -> dict:
     if args.batch_size < 1:
         raise DataError(f"--batch-size must be at least 1, got {args.batch_size}")
     out_path = Path(args.out)
+    if getattr(args, "ray", None) is not None:
+        return _run_ray(args, progress, t0)
     if out_path.suffix.lower() != ".npz":
         raise DataError("the output must be an .npz file", file=str(out_path), hint="e.g. -o out.npz")
     encoder = make_encoder(args.model, device=args.device, batch_size=args.batch_size, pooling=args.pooling,
@@ -133,9 +148,44 @@ def run(args: argparse.Namespace, progress) -> dict:
             "items_per_second": round(len(res["ids"]) / max(seconds, 1e-9), 1)}
 
 
+def _run_ray(args: argparse.Namespace, progress, t0: float) -> dict:
+    from ..distributed import encode_captions_ray
+    from ..encode import read_captions
+    from ._common import ray_session
+
+    if args.text is None:
+        raise DataError("--ray encodes a captions table", hint="give --text captions.csv (images: drop --ray)")
+    if args.images is not None or args.points is not None or args.layers or args.tokens:
+        raise DataError("--ray writes one embedding per caption; --images, --points, --layers and --tokens run "
+                        "in one process", hint="drop --ray, or drop those options")
+    table = read_captions(args.text, args.column)
+    with ray_session(args) as info:
+        res = encode_captions_ray(table, args.column, args.out, args.model, shard_rows=args.shard_rows,
+                                  batch_size=args.batch_size, actors=args.actors, device=args.device,
+                                  encoder_options={"pooling": args.pooling, "max_length": args.max_length,
+                                                   "model_kwargs": _model_kwargs(args.model_arg)},
+                                  progress=progress)
+    from ..io import load_dataset
+    ds = load_dataset([Path(args.out)])
+    spaces = [{"name": s.name, "n": s.n, "d": s.dim, "tokens": None} for s in ds.spaces.values()]
+    return {"model": args.model, "family": res["family"], "output": str(args.out), "n_items": res["n_items"],
+            "spaces": spaces, "skipped_images": [], "skipped_points": [], "dropped_rows": [], "device": "ray",
+            "random_weights": ":none" in str(args.model).lower(),
+            "shards": {"total": res["n_shards"], "written": len(res["written"]), "skipped": res["skipped"],
+                       "rows_per_shard": args.shard_rows},
+            "engine": {"name": "ray", "address": info["address"], "actors": res["actors"],
+                       "gpus_per_actor": res["gpus_per_actor"], "resources": info["resources"]},
+            "batch_size": args.batch_size, "seconds": round(time.perf_counter() - t0, 3),
+            "items_per_second": round(res["n_items"] / max(time.perf_counter() - t0, 1e-9), 1)}
+
+
 def render(result: dict) -> str:
     lines = [f"encoded {result['n_items']} items with {result['model']} on {result['device']} "
              f"in {result['seconds']:.1f} s -> {result['output']}"]
+    if result.get("shards"):
+        sh, e = result["shards"], result["engine"]
+        lines.append(f"{sh['written']} shard(s) written, {sh['skipped']} already complete (skipped), "
+                     f"{e['actors']} actor(s) x {e['gpus_per_actor']} GPU on Ray ({e['address']})")
     if result.get("random_weights"):
         lines.append("note: random weights (no pretrained tag): for plumbing tests only, not for results")
     for s in result["spaces"]:
