@@ -395,8 +395,9 @@ def _shard_done(path: Path, expected_rows: int) -> bool:
         return False
 
 
-def write_shard(path: Path, ids: Sequence[str], arrays: dict) -> int:
-    """Write one shard (``id``, fixed-size float32 list columns per 2-D space, ``caption``) atomically."""
+def write_shard(path: Path, ids: Sequence[str], arrays: dict, spaces: dict | None = None) -> int:
+    """Write one shard (``id``, fixed-size float32 list columns per 2-D space, ``caption``) atomically;
+    ``spaces`` (each space's ``{modality, info}``) goes into the schema metadata (:data:`core.shards.SPACES_KEY`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -410,8 +411,13 @@ def write_shard(path: Path, ids: Sequence[str], arrays: dict) -> int:
         cols[name] = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1])
     if "caption" in arrays:
         cols["caption"] = pa.array([str(c) for c in arrays["caption"]], type=pa.string())
+    from .shards import SPACES_KEY
+
+    table = pa.table(cols)
+    if spaces:
+        table = table.replace_schema_metadata({SPACES_KEY: json.dumps(spaces, default=str)})
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.table(cols), tmp)
+    pq.write_table(table, tmp)
     os.replace(tmp, path)
     return len(ids)
 
@@ -419,10 +425,12 @@ def write_shard(path: Path, ids: Sequence[str], arrays: dict) -> int:
 class _ShardEncoder:
     """Ray Data actor: builds the encoder once, then embeds and writes one shard per input row."""
 
-    def __init__(self, model: str, out_dir: str, column: str, batch_size: int, device: str | None):
+    def __init__(self, model: str, out_dir: str, column: str, batch_size: int, device: str | None,
+                 options: dict | None = None):
         from .encoders import make_encoder
 
-        self.encoder = make_encoder(model, device=device, batch_size=batch_size)
+        self.encoder = make_encoder(model, device=device, batch_size=batch_size,
+                                    **{k: v for k, v in (options or {}).items() if v})
         self.out_dir = Path(out_dir)
         self.column = column
 
@@ -437,7 +445,7 @@ class _ShardEncoder:
             ids, texts = [str(i) for i in ids], [str(t) for t in texts]
             table = pd.DataFrame({"id": ids, self.column: texts})
             res = encode_dataset(self.encoder, table, self.column)
-            write_shard(self.out_dir / _shard_name(int(shard)), res["ids"], res["arrays"])
+            write_shard(self.out_dir / _shard_name(int(shard)), res["ids"], res["arrays"], res.get("spaces"))
             done.append(int(shard))
             rows.append(len(ids))
             secs.append(time.perf_counter() - t0)
@@ -446,13 +454,17 @@ class _ShardEncoder:
 
 def encode_captions_ray(table, column: str, out_dir, model: str = "minilm", *, shard_rows: int = DEFAULT_SHARD_ROWS,
                         batch_size: int = 64, actors: int | None = None, device: str | None = None,
-                        progress=None) -> dict:
+                        encoder_options: dict | None = None, progress=None) -> dict:
     """Embed ``table[column]`` with ``model`` on the connected Ray cluster into parquet shards in ``out_dir``.
 
     Resumable: shards already present and complete are skipped (``manifest.json`` must describe the same run:
-    model, column, shard size and item ids). Returns ``{"output", "n_items", "n_shards", "written", "skipped",
-    "actors", "gpus_per_actor", "seconds"}``.
+    model, column, shard size and item ids). ``encoder_options`` go to :func:`core.encoders.make_encoder`
+    (pooling, max_length, model_kwargs). Returns ``{"output", "family", "n_items", "n_shards", "written",
+    "skipped", "actors", "gpus_per_actor", "seconds"}``.
     """
+    from .encoders import parse_model_spec
+
+    family = parse_model_spec(model)[0]
     ray = _ray()
     if not ray.is_initialized():
         connect()
@@ -467,7 +479,8 @@ def encode_captions_ray(table, column: str, out_dir, model: str = "minilm", *, s
     if len(set(ids)) != len(ids):
         raise DataError("the item ids are not unique", column="id", hint="ids must be unique")
     texts = table[column].astype(str).tolist()
-    manifest = {"format": "platoscope-shards", "version": 1, "model": model, "column": column,
+    manifest = {"format": "platoscope-shards", "version": 1, "model": model,
+                "options": {k: v for k, v in (encoder_options or {}).items() if v}, "column": column,
                 "shard_rows": int(shard_rows), "n_items": len(ids), "ids_sha256": _ids_digest(ids)}
     out.mkdir(parents=True, exist_ok=True)
     mpath = out / MANIFEST
@@ -510,7 +523,8 @@ def encode_captions_ray(table, column: str, out_dir, model: str = "minilm", *, s
         mapped = ds.map_batches(_ShardEncoder, batch_size=1, concurrency=actors,
                                 fn_constructor_kwargs={"model": model, "out_dir": str(out.resolve()),
                                                        "column": column, "batch_size": int(batch_size),
-                                                       "device": device if gpus >= 1 or device else "cpu"},
+                                                       "device": device if gpus >= 1 or device else "cpu",
+                                                       "options": encoder_options},
                                 **gpu_kw)
         try:
             it = mapped.iter_rows()
@@ -519,6 +533,6 @@ def encode_captions_ray(table, column: str, out_dir, model: str = "minilm", *, s
             written = sorted(int(r["shard"]) for r in it)
         except ray.exceptions.RayTaskError as err:
             raise _unwrap(err) from None
-    return {"output": str(out), "n_items": len(ids), "n_shards": n_shards, "written": written,
+    return {"output": str(out), "family": family, "n_items": len(ids), "n_shards": n_shards, "written": written,
             "skipped": n_shards - len(pending), "actors": actors, "gpus_per_actor": 1 if gpus >= 1 else 0,
             "seconds": round(time.perf_counter() - t0, 3)}

@@ -42,6 +42,9 @@ __all__ = ["SHARD_EXTENSIONS", "ShardedArray", "Shard", "shard_files", "is_shard
            "open_sharded_space", "is_sharded", "max_materialize_bytes"]
 
 SHARD_EXTENSIONS = (".npy", ".parquet")
+#: Parquet schema-metadata key of a shard holding JSON ``{column: {"modality", "info"}}`` (written by
+#: ``platoscope encode --ray``), the provenance the ``__spaces__`` member carries in an ``.npz``.
+SPACES_KEY = "platoscope.spaces"
 _IGNORED_SUFFIXES = (".json", ".crc", ".txt", ".md", ".tmp")
 
 
@@ -379,11 +382,16 @@ def _parquet_shards(files: list[Path], folder_display: str, folder_name: str, ma
     dtypes: dict[str, np.dtype] = {}
     ids_parts, meta_parts = [], []
     has_ids = None
+    described: dict = {}
     start = 0
     for path in files:
         display = f"{folder_display}/{path.name}"
         _check_file(path, display, max_file_bytes)
         table = _read_parquet(path, display)
+        if vector_cols is None and table.schema.metadata and SPACES_KEY.encode() in table.schema.metadata:
+            from .io import _spaces_description
+            raw = table.schema.metadata[SPACES_KEY.encode()].decode("utf-8", "replace")
+            described = _spaces_description(np.array(raw), display)
         cols = [c for c in table.column_names if _is_numeric_list(table.column(c).type)]
         for c in table.column_names:
             if _is_nested_numeric_list(table.column(c).type):
@@ -449,7 +457,7 @@ def _parquet_shards(files: list[Path], folder_display: str, folder_name: str, ma
                             f"{', '.join(map(str, rows[:5]))} of the folder)", file=shard.display, column="id",
                             row=local, hint="ids must be unique across all shards")
     metadata = pd.concat(meta_parts, ignore_index=True) if meta_parts else None
-    return arrays, ids, metadata
+    return arrays, ids, metadata, described
 
 
 def load_shard_folder(path: str | os.PathLike, display: str | None = None, *, max_file_bytes: int | None = None):
@@ -478,17 +486,21 @@ def load_shard_folder(path: str | os.PathLike, display: str | None = None, *, ma
     name = Path(display).name or path.name
     if exts[0] == ".npy":
         arr, _ = _npy_shards(files, display, name, max_file_bytes)
-        arrays, ids, metadata = [arr], None, None
+        arrays, ids, metadata, described = [arr], None, None, {}
     else:
-        arrays, ids, metadata = _parquet_shards(files, display, name, max_file_bytes)
+        arrays, ids, metadata, described = _parquet_shards(files, display, name, max_file_bytes)
     h = hashlib.sha256()
     size = 0
     for f in files:
         h.update(f"{f.name}\0{file_sha256(f)}\0".encode())
         size += f.stat().st_size
     source = SourceFile(display, h.hexdigest(), int(size))
-    spaces = [Space(a.name, a, modality=guess_modality(a.name), source=display,
-                    info={"shards": a.n_shards, "shard_format": a.kind}) for a in arrays]
+    spaces = []
+    for a in arrays:
+        desc = described.get(a.shards[0].column or a.name) or described.get(a.name) or {}
+        info = {**(desc.get("info") or {}), "shards": a.n_shards, "shard_format": a.kind}
+        spaces.append(Space(a.name, a, modality=desc.get("modality") or guess_modality(a.name), source=display,
+                            info=info))
     return LoadedFile(spaces=spaces, ids=ids, metadata=metadata, source=source, n=arrays[0].n)
 
 

