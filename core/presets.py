@@ -363,6 +363,8 @@ def difference_lines(paper: str, name: str | None, settings: _Settings | None = 
         return lines
     if not diffs:
         return [f"custom: the same as the authors' code ({preset.code}) here"]
+    if key != CUSTOM:
+        return [d.line(f"{preset.label}, changed here") for d in diffs]
     return [d.line() for d in diffs]
 
 

@@ -366,7 +366,8 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
         models[method] = est
         res = {"name": method, "label": method_label(est), "fit_seconds": fit_seconds,
                "description": est.describe(),
-               "retrieval": any_to_any_retrieval(est, test_sp, test_groups, base_names),
+               "retrieval": {**any_to_any_retrieval(est, test_sp, test_groups, base_names),
+                             "label": method_label(est)},
                "cycle": cycle_consistency(est, test_sp, base_names, max_triples=max_triples, seed=seed),
                "clustering": None}
         if test_labels is not None:

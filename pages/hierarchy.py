@@ -8,11 +8,13 @@ from core.hierarchy import (chain_layout, chain_pca, chain_table, chains_from_da
                             exterior_angle_matrix, hierarchy_report, wide_tier_spaces)
 from ui import cached, data
 from ui.plots_hierarchy import angle_heatmap, before_after_bars, chain_view, radial_plot, training_curve
+from ui.presets import preset_control
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
 
 page_header("Hierarchy", "hierarchy",
             "Caption chains (generic -> specific) against the root, the embedding of the empty string: "
             "genericness d_r, tau_d, exterior angles, hierarchical retrieval and RE fine-tuning (paper C).")
+preset = preset_control("C")
 
 ds = data.current_dataset()
 layout = chain_layout(ds) if ds is not None else None
@@ -57,7 +59,7 @@ seed = int(st.number_input("Seed (split, negatives, training)", 0, 10_000, key=u
 sync_url(text=text_src, root=root_opt, image=image_src, seed=seed)
 
 namespace = data.cache_namespace(ds)
-params = {"text": text_src, "root": root_opt, "image": image_src, "seed": seed}
+params = {"text": text_src, "root": root_opt, "image": image_src, "seed": seed, "preset": preset.name}
 
 
 def _build(progress):
@@ -79,7 +81,7 @@ report = None
 with guard():
     report = cached.computed(namespace, cached.result_key("hierarchy_report", ds.fingerprint, params),
                              "tau_d and retrieval",
-                             lambda progress: hierarchy_report(chains, seed=seed, details=True))
+                             lambda progress: hierarchy_report(chains, seed=seed, details=True, **preset.kwargs))
 if report is None:
     st.stop()
 
@@ -99,12 +101,23 @@ with tab_radial:
               help="percentile bootstrap over chains")
     m3.metric("monotone chains", f"{a['share_monotone']:.1%}", help="chains whose radii increase strictly")
     held = report.get("heldout", {}).get("before", {})
-    retrieval_help = (f"hierarchical retrieval on the {report.get('split', {}).get('test', 0)} held-out chains: "
-                      f"{report['n_thresholds']} radius thresholds over their de-duplicated texts")
+    retrieval_help = (f"hierarchical retrieval, {report['n_thresholds']} radius thresholds: "
+                      + (f"pool of every chain's texts ({held['n_pool']:,}, {held['n_pool_distinct']:,} distinct), "
+                         f"{held['n_retrieval_queries']:,} unique images of the held-out chains"
+                         if held.get("retrieval_pool") == "all-chains" else
+                         f"pool of the {report.get('split', {}).get('test', 0)} held-out chains' "
+                         f"{held.get('n_pool', 0):,} distinct texts, one query per chain"))
     m4.metric("precision", f"{held['precision']:.3f}" if held.get("precision") is not None else "-",
               help=retrieval_help if held.get("precision") is not None else "needs an image side")
     m5.metric("recall", f"{held['recall']:.3f}" if held.get("recall") is not None else "-",
               help=retrieval_help if held.get("recall") is not None else "needs an image side")
+    if held.get("precision") is not None:
+        st.caption(f"Retrieval: {retrieval_help}.")
+    if a.get("n_chains_with_ties"):
+        by = a["tau_d_by_method"]
+        st.caption(f"{a['n_chains_with_ties']} chains have tied radii: tau_d is {by['tau-b']:.4f} as tau-b and "
+                   f"{by['argsort']:.4f} with the authors' argsort (ties broken by tier order); shown: "
+                   f"{a['tau_method']}.")
     if a["n_undefined"]:
         st.caption(f"{a['n_undefined']} chains have all radii equal (tau undefined): skipped and counted.")
     fig = radial_plot(a["radii"], title=f"Genericness d_r per tier ({chains.n_chains:,} chains; "
@@ -148,6 +161,10 @@ with tab_chain:
                                             params={**params, "chain": chain_id}))
 
 with tab_ft:
+    if preset.is_preset:
+        st.caption("The authors fine-tune the whole text tower of an open_clip model (AdamW lr 1e-7, weight decay "
+                   "0.01, batch 8, one epoch): platoscope hierarchy FILE --encoder open_clip:MODEL:TAG --preset "
+                   "paper-c --finetune. This view trains the project's own adapter, with the authors' RE loss.")
     st.write("Train a light residual-linear adapter on the frozen text embeddings with the RE loss "
              "(10 L_p + L_e + L_m) on training chains with same-tier negatives, early stopping on validation "
              "chains; numbers below are on held-out chains only.")
@@ -160,8 +177,9 @@ with tab_ft:
             ft = cached.computed(
                 namespace, cached.result_key("hierarchy_ft", ds.fingerprint, params, epochs),
                 "RE fine-tuning",
-                lambda progress: hierarchy_report(chains, finetune=True, seed=seed, details=True,
-                                                  tuner_params={"max_epochs": epochs}, progress=progress))
+                lambda progress: hierarchy_report(chains, finetune=True, seed=seed, details=True, **preset.kwargs,
+                                                  tuner_params={"max_epochs": epochs, **preset.settings.loss_kwargs()},
+                                                  progress=progress))
         if ft is not None:
             before, after = ft["heldout"]["before"], ft["heldout"]["after"]
             tr = ft["training"]

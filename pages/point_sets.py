@@ -9,6 +9,7 @@ from core.projection import PCAProjection
 from ui import cached, data
 from ui.plots_pointsets import (METRICS, SIMILARITY_LABELS, metric_bars, point_weight_scatter3d, spectra_plot,
                                 token_weight_bars, token_weight_html, training_curve)
+from ui.presets import preset_control
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
 
 page_header("Point sets", "point-sets",
@@ -43,6 +44,7 @@ def _word_pieces(caption: str, n_tokens: int) -> list[str] | None:
     return pieces if len(pieces) == n_tokens else None
 
 
+preset = preset_control("B")
 ds = data.current_dataset()
 if ds is None:
     st.info("This view needs token-set spaces (n x T x d, e.g. per-token or per-point outputs): pick the demo or "
@@ -103,7 +105,7 @@ groups = ds.groups() if "group" in ds.items.columns else None
 seeds = list(range(int(n_seeds)))
 params = {"a": name_a, "b": name_b, "kernel": kernel, "n_features": int(n_features), "queries": int(queries),
           "seeds": seeds, "k": int(k), "epochs": int(epochs), "train": bool(train),
-          "projection": "cca" if force_cca else "auto"}
+          "projection": "cca" if force_cca else "auto", "preset": preset.name}
 namespace = data.cache_namespace(ds)
 res = None
 with guard():
@@ -113,7 +115,7 @@ with guard():
                               space_a, space_b, kernel=kernel, train=bool(train), n_queries=int(queries),
                               seeds=seeds, groups=groups, n_features=int(n_features), n_components=int(k),
                               projection=params["projection"], max_epochs=int(epochs), progress=progress,
-                              keep_models=True))
+                              keep_models=True, **preset.kwargs))
 if res is None:
     st.stop()
 

@@ -9,12 +9,15 @@ from core.export import build_manifest
 from core.similarity import MEASURES, layerwise_similarity, similarity_matrix
 from ui import cached, data, jobs
 from ui.plots import clicked_cell, heatmap, scatter_map
+from core.presets import SIMILARITY_FIELDS
+from ui.presets import preset_control
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
 
 page_header("Similarity", "similarity",
             "How alike are the spaces? Linear CKA streams over rows (any n); every value can carry a "
             "permutation p-value.")
 
+preset = preset_control("A", only=SIMILARITY_FIELDS)
 ds = data.current_dataset()
 if ds is None or len(ds.spaces) < 2:
     st.info("This view needs a dataset with at least two spaces: pick the demo or upload files in the sidebar.")
@@ -22,7 +25,8 @@ if ds is None or len(ds.spaces) < 2:
 
 MEASURE_LABELS = {
     "linear_cka": "Linear CKA", "debiased_cka": "Debiased CKA", "rbf_cka": "RBF CKA (n capped, seeded)",
-    "mutual_knn": "Mutual k-NN", "cknna": "CKNNA", "svcca": "SVCCA", "pwcca": "PWCCA",
+    "mutual_knn": "Mutual k-NN", "cknna": "CKNNA", "svcca": "SVCCA (99 % variance, Raghu et al.)",
+    "svcca_top10": "SVCCA (top-10 components, Platonic code)", "pwcca": "PWCCA",
     "procrustes": "Procrustes distance (0 = same shape)", "rsa": "RSA (Spearman, seeded sample)"}
 measures = [m for m in MEASURE_LABELS if m in MEASURES]
 names = ds.space_names
@@ -46,14 +50,15 @@ if view == "All spaces":
         st.info("Choose at least two spaces.")
         st.stop()
     kw = {"k": int(k)} if measure in ("mutual_knn", "cknna") else {}
-    key = cached.result_key("simmat", ds.fingerprint, measure, chosen, int(n_perm), kw)
+    kw.update(preset.settings.similarity_kwargs(measure))
+    key = cached.result_key("simmat", ds.fingerprint, measure, chosen, int(n_perm), kw, preset.name)
     result = None
     with guard():
         result = jobs.computed(
             namespace, key, f"{MEASURE_LABELS[measure]} over {len(chosen)} spaces",
             lambda progress: similarity_matrix({c: ds[c].vectors() if ds[c].kind == "tokens" else ds[c].data
-                                                for c in chosen}, measure, progress,
-                                               n_permutations=int(n_perm), seed=0, **kw))
+                                                for c in chosen}, preset.settings.measure_name(measure),
+                                               progress, n_permutations=int(n_perm), seed=0, **kw))
     if result is not None:
         pv = result.get("p_values")
         extra = None
@@ -119,7 +124,7 @@ else:  # layer by layer
                             default=[n for n in names if n not in default_a][:8] or names[:2], key="layers_b")
     lmeasure = st.selectbox("Measure", measures, format_func=MEASURE_LABELS.get, key="layers_measure")
     if side_a and side_b:
-        key = cached.result_key("layers", ds.fingerprint, lmeasure, side_a, side_b)
+        key = cached.result_key("layers", ds.fingerprint, lmeasure, side_a, side_b, preset.name)
         res = None
         with guard():
             res = jobs.computed(
@@ -127,7 +132,8 @@ else:  # layer by layer
                 lambda progress: layerwise_similarity(
                     [ds[a].vectors() if ds[a].kind == "tokens" else ds[a].data for a in side_a],
                     [ds[b].vectors() if ds[b].kind == "tokens" else ds[b].data for b in side_b],
-                    lmeasure, names_a=side_a, names_b=side_b, progress=progress))
+                    preset.settings.measure_name(lmeasure), names_a=side_a, names_b=side_b, progress=progress,
+                    **preset.settings.similarity_kwargs(lmeasure)))
         if res is not None:
             figl = heatmap(res["values"], res["names_b"], res["names_a"],
                            title=f"{MEASURE_LABELS[lmeasure]} layer by layer", colorbar=lmeasure,

@@ -7,6 +7,8 @@ from core.export import build_manifest
 from core.protocol import DEFAULT_ANCHOR_COUNTS, DEFAULT_SWEEP_KS, run_protocol, sweep_anchors, sweep_k
 from ui import cached, data, jobs
 from ui.plots import METHOD_LABELS, METRIC_LABELS, bars_with_errors, curve, spectrum
+from core.presets import PROTOCOL_FIELDS
+from ui.presets import preset_control
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
 
 page_header("Subspace alignment", "subspace",
@@ -54,6 +56,8 @@ metric = p2.selectbox("Metric to plot", list(METRIC_LABELS), format_func=METRIC_
                       key=url_key("metric", "matching_accuracy", list(METRIC_LABELS)))
 sync_url(x=source, y=target, k=int(k), anchors=int(anchors), queries=int(queries), seeds=int(n_seeds),
          reg=float(reg), methods=methods, partners=partners, metric=metric)
+preset = preset_control("A", only=PROTOCOL_FIELDS, actual=dict(k=int(k), n_anchors=int(anchors),
+                                                                n_queries=int(queries), n_seeds=int(n_seeds)))
 
 if not methods:
     st.info("Choose at least one method.")

@@ -8,12 +8,14 @@ from core.universe_eval import evaluate_universe
 from ui import cached, data, jobs
 from ui.plots_universe import (METHOD_LABELS, METRIC_LABELS, add_vs_refit_figure, clustering_bars, mean_worst_bars,
                                retrieval_heatmaps, universe_map_figure)
+from ui.presets import preset_control
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
 
 page_header("Universe", "universe",
             "Put several spaces into one shared universe (pairwise Procrustes, GPA, GCCA, GCPA), fitted on training "
             "items and judged on held-out ones: any-to-any retrieval, cycle-consistency, clustering, adding a space.")
 
+preset = preset_control("D")
 ds = data.current_dataset()
 if ds is None or len(ds.spaces) < 2:
     st.info("This view needs a dataset with at least two spaces (three or more to see a universe at work): "
@@ -61,7 +63,7 @@ namespace = data.cache_namespace(ds)
 groups = ds.groups() if "group" in ds.items.columns else None
 labels = None if label_col == "(none)" else ds.items[label_col].to_numpy(dtype=object)
 params = {"spaces": chosen, "methods": methods, "test_size": float(test_size), "seed": int(seed), "width": width,
-          "standardize": bool(standardize), "gcpa_epochs": int(epochs), "labels": label_col}
+          "standardize": bool(standardize), "gcpa_epochs": int(epochs), "labels": label_col, "preset": preset.name}
 MAP_ITEMS = 300
 widths = ", ".join(f"{n} {ds[n].dim}-d" for n in chosen)
 st.caption(f"{ds.n:,} items; {widths}. Scores are cosine similarities in universe coordinates "
@@ -70,7 +72,7 @@ st.caption(f"{ds.n:,} items; {widths}. Scores are cosine similarities in univers
 
 vectors = {n: ds[n].vectors() for n in chosen}
 fit_args = dict(labels=labels, groups=groups, test_size=float(test_size), seed=int(seed), width=width,
-                standardize=bool(standardize), map_items=MAP_ITEMS)
+                standardize=bool(standardize), map_items=MAP_ITEMS, **preset.kwargs)
 shared_params = {k: v for k, v in params.items() if k not in ("methods", "gcpa_epochs")}
 
 
@@ -96,6 +98,7 @@ if not outputs:
 
 res = next(iter(outputs.values()))
 results = {m: out["methods"][m] for m, out in outputs.items()}
+METHOD_LABELS = {**METHOD_LABELS, **{m: r["label"] for m, r in results.items() if r.get("label")}}
 retrieval = {m: r["retrieval"] for m, r in results.items()}
 pre = next(iter(results.values()))["description"]["preprocessing"]
 st.caption(f"Fitted on {res['n_train']} items, judged on {res['n_test']} held-out items (seed {res['seed']}). "

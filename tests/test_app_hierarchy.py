@@ -91,3 +91,20 @@ def test_hierarchy_page_explains_missing_chains(tmp_path, monkeypatch):
     at.switch_page("pages/hierarchy.py").run()
     assert not at.exception
     assert any("caption chains" in i.value for i in at.info)
+
+
+def test_hierarchy_page_under_the_paper_c_preset(server):
+    table, vecs = server
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params["dataset"] = "server:chains"
+    at.query_params["preset"] = "paper_c"
+    at.run()
+    at.switch_page("pages/hierarchy.py").run()
+    assert not at.exception, at.exception
+    rec = at.session_state["platoscope_current_preset"]
+    assert rec["name"] == "paper_c" and rec["settings"]["tau"] == "argsort"
+    # without tied radii the authors' argsort tau_d equals tau-b: the same number is shown
+    assert float(at.metric[0].value) == pytest.approx(_expected_tau(table, vecs), abs=1e-3)
+    text = " ".join(c.value for c in at.caption).replace("\\", "")
+    assert "paper C preset: the authors' code (TAU-VAILab/hierarcaps)" in text
+    assert "whole text tower" in text

@@ -87,3 +87,20 @@ def test_similarity_needs_two_spaces(tmp_path, monkeypatch):
     at.switch_page("pages/similarity.py").run()
     assert not at.exception
     assert any("at least two spaces" in i.value for i in at.info)
+
+
+def test_similarity_under_the_paper_a_preset_uses_the_platonic_conventions(server):
+    from core.similarity import platonic_preprocess, svcca_top10
+
+    at = _open({"preset": "paper_a", "measure": "svcca"})
+    assert not at.exception, at.exception
+    assert at.session_state["platoscope_current_preset"]["name"] == "paper_a"
+    folder = server / "server" / "layers"
+    X = np.load(folder / "enc_layer1.npy"); Y = np.load(folder / "enc_layer2.npy")
+    ref = svcca_top10(platonic_preprocess(X), platonic_preprocess(Y))
+    import json
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    z = _decode(fig["data"][0]["z"]); names = fig["data"][0]["x"]
+    assert abs(z[names.index("enc_layer1")][names.index("enc_layer2")] - ref) < 1e-6
+    text = " ".join(c.value for c in at.caption).replace("\\", "")
+    assert "the project's default instead: SVCCA keeps 99 % of the variance" in text

@@ -15,11 +15,17 @@ def _short(name: str, width: int = 14) -> str:
     return name if len(name) <= width else name[:width - 1] + "…"
 
 
+def _label(results: dict, m: str) -> str:
+    """A method's plot label: the result's own (GCCA says which variant), else the generic name."""
+    r = results.get(m) or {}
+    return r.get("label") or METHOD_LABELS.get(m, m)
+
+
 def retrieval_heatmaps(results: dict, metric: str = "hits_at_1") -> go.Figure:
     """One M x M heatmap per method, side by side, on one 0..1 colour scale (row = query space)."""
     methods = list(results)
     fig = make_subplots(rows=1, cols=max(1, len(methods)), horizontal_spacing=0.06,
-                        subplot_titles=[METHOD_LABELS.get(m, m) for m in methods])
+                        subplot_titles=[_label(results, m) for m in methods])
     for k, m in enumerate(methods):
         ret = results[m]
         names = [_short(n) for n in ret["spaces"]]
@@ -28,7 +34,7 @@ def retrieval_heatmaps(results: dict, metric: str = "hits_at_1") -> go.Figure:
         fig.add_trace(go.Heatmap(
             z=z, x=names, y=names, text=text, texttemplate="%{text}", zmin=0, zmax=1, colorscale="Viridis",
             showscale=k == len(methods) - 1, colorbar=dict(title=METRIC_LABELS.get(metric, metric)),
-            hovertemplate=f"{METHOD_LABELS.get(m, m)}<br>%{{y}} -> %{{x}}<br>{METRIC_LABELS.get(metric, metric)}"
+            hovertemplate=f"{_label(results, m)}<br>%{{y}} -> %{{x}}<br>{METRIC_LABELS.get(metric, metric)}"
                           " = %{text}<extra></extra>"), row=1, col=k + 1)
         fig.update_yaxes(autorange="reversed", row=1, col=k + 1, showticklabels=k == 0)
         fig.update_xaxes(tickangle=-40, row=1, col=k + 1)
@@ -43,7 +49,7 @@ def retrieval_heatmaps(results: dict, metric: str = "hits_at_1") -> go.Figure:
 def mean_worst_bars(results: dict, metric: str = "hits_at_1") -> go.Figure:
     """Mean and worst off-diagonal pair per method, with chance as a dashed line."""
     methods = list(results)
-    labels = [METHOD_LABELS.get(m, m) for m in methods]
+    labels = [_label(results, m) for m in methods]
     summ = [results[m]["summary"][metric] for m in methods]
     fig = go.Figure()
     fig.add_trace(go.Bar(x=labels, y=[s["mean"] for s in summ], name="mean pair", marker_color=PALETTE[0],
@@ -128,7 +134,7 @@ def add_vs_refit_figure(add: dict) -> go.Figure:
 def clustering_bars(results: dict) -> go.Figure:
     """ARI and NMI (mean over spaces and seeds) per method."""
     methods = [m for m in results if results[m].get("clustering")]
-    labels = [METHOD_LABELS.get(m, m) for m in methods]
+    labels = [_label(results, m) for m in methods]
     fig = go.Figure()
     for i, key in enumerate(("ari", "nmi")):
         vals = [results[m]["clustering"][f"mean_{key}"] for m in methods]

@@ -26,6 +26,9 @@ def page_header(title: str, marker: str, caption: str | None = None) -> None:
         # the sidebar's own list of links, the same in both cases.
         _route_through_app()
     st.session_state["platoscope_page"] = marker
+    from ui.presets import forget_current
+
+    forget_current()   # a page without a preset control records none in its manifests
     sidebar.render()
     st.title(title)
     if caption:
@@ -130,7 +133,13 @@ def _static_export_ok() -> bool:
 
 
 def export_controls(name: str, *, manifest: dict, fig=None, table=None, key: str | None = None) -> None:
-    """The same export control on every page: figure (PNG/SVG/HTML), numbers (CSV/JSON), zip with manifest."""
+    """The same export control on every page: figure (PNG/SVG/HTML), numbers (CSV/JSON), zip with manifest.
+
+    The manifest gains ``preset``: the record of the page's "Settings: paper X preset / custom" control
+    (:func:`ui.presets.preset_control`), or None on a page without one."""
+    from ui.presets import current_record
+
+    manifest = {**manifest, "preset": manifest.get("preset", current_record())}
     key = key or name
     static_ok = _static_export_ok()
     with st.popover("Export", icon=":material/download:"):
