@@ -175,7 +175,7 @@ def test_gpa_add_under_the_authors_order_fits_against_the_preprocessed_consensus
 def test_gcpa_sampled_schedule_validates_every_interval_and_keeps_the_best_checked_weights():
     sp = planted(n=200)
     m = GCPA(schedule="sampled", max_epochs=2, steps_per_epoch=30, val_interval=10, val_batches=3,
-             val_patience=100, batch_size=64, seed=0).fit(sp)
+             val_patience=100, batch_size=64, random_state=0).fit(sp)
     steps = [h["step"] for h in m.history_]
     assert steps == [10, 20, 30, 40, 50, 60]               # 2 epochs x 30 steps, a check every 10
     best = min(h["heldout_loss"] for h in m.history_)
@@ -183,12 +183,12 @@ def test_gcpa_sampled_schedule_validates_every_interval_and_keeps_the_best_check
     assert m.describe()["schedule"] == "sampled"
     # patience counts checks: with patience 1 training stops at the first check that does not improve
     m1 = GCPA(schedule="sampled", max_epochs=20, steps_per_epoch=30, val_interval=10, val_batches=3,
-              val_patience=1, batch_size=64, seed=0, lr=0.5).fit(sp)
+              val_patience=1, batch_size=64, random_state=0, lr=0.5).fit(sp)
     losses = [h["heldout_loss"] for h in m1.history_]
     first_bad = next(i for i in range(1, len(losses)) if losses[i] >= min(losses[:i]) - 1e-7)
     assert len(losses) == first_bad + 1
     # default steps per epoch: max(200, ceil(train rows / batch)); 40-step interval once the held-out set is a batch
-    m2 = GCPA(schedule="sampled", max_epochs=1, val_batches=2, batch_size=8, seed=0).fit(sp)
+    m2 = GCPA(schedule="sampled", max_epochs=1, val_batches=2, batch_size=8, random_state=0).fit(sp)
     assert m2.n_steps_ == 200 and [h["step"] for h in m2.history_][:2] == [40, 80]
 
 
@@ -398,7 +398,7 @@ def test_rff_redrawn_at_every_training_step_and_drawn_once_for_evaluation(monkey
     monkeypatch.setattr(ps.RandomFourierFeatures, "features_t", spy)
     A, B = _token_sets()
     m = ps.PointSetSimilarity(weights="learned", projection="none", n_features=32, max_epochs=2, batch_size=16,
-                              val_fraction=0.0, rff_redraw=True, seed=1, device="cpu").fit(A, B)
+                              val_fraction=0.0, rff_redraw=True, random_state=1, device="cpu").fit(A, B)
     train = [h for grad, h in seen if grad]
     # both sides of a step share one draw; every step draws afresh: 2 calls per step, all steps different
     steps = [train[i] for i in range(0, len(train), 2)]
@@ -413,7 +413,7 @@ def test_rff_redrawn_at_every_training_step_and_drawn_once_for_evaluation(monkey
     # the project's default: one seeded draw for training too
     seen.clear()
     ps.PointSetSimilarity(weights="learned", projection="none", n_features=32, max_epochs=1, batch_size=16,
-                          val_fraction=0.0, seed=1, device="cpu").fit(A, B)
+                          val_fraction=0.0, random_state=1, device="cpu").fit(A, B)
     assert len({h for grad, h in seen if grad}) == 1
 
 
@@ -422,20 +422,20 @@ def test_paper_b_head_and_logit_scale():
 
     A, B = _token_sets()
     authors = ps.PointSetSimilarity(weights="learned", projection="none", n_features=16, max_epochs=0,
-                                    head_bias=False, logit_scale_param="direct", seed=0, device="cpu").fit(A, B)
+                                    head_bias=False, logit_scale_param="direct", random_state=0, device="cpu").fit(A, B)
     assert authors.side_a_.head.bias is None
     w = authors.token_weights(A[:5], side="a")
     assert np.std(w) > 1e-3                                 # a random start, not uniform weights
     assert authors.logit_scale_ == pytest.approx(1 / 0.07)
     again = ps.PointSetSimilarity(weights="learned", projection="none", n_features=16, max_epochs=0,
-                                  head_bias=False, seed=0, device="cpu").fit(A, B)
+                                  head_bias=False, random_state=0, device="cpu").fit(A, B)
     np.testing.assert_array_equal(w, again.token_weights(A[:5], side="a"))   # the random start is seeded
     default = ps.PointSetSimilarity(weights="learned", projection="none", n_features=16, max_epochs=0,
-                                    seed=0, device="cpu").fit(A, B)
+                                    random_state=0, device="cpu").fit(A, B)
     np.testing.assert_allclose(default.token_weights(A[:5], side="a"), 1.0, rtol=1e-6)
     # one Adam step moves the directly trained scale by about lr, the log-parametrised one by a factor e^(+-lr)
     kw = dict(weights="learned", projection="none", n_features=16, max_epochs=1, batch_size=len(A), lr=0.5,
-              val_fraction=0.0, seed=0, device="cpu")
+              val_fraction=0.0, random_state=0, device="cpu")
     direct = ps.PointSetSimilarity(logit_scale_param="direct", **kw).fit(A, B)
     logp = ps.PointSetSimilarity(**kw).fit(A, B)
     assert abs(direct.logit_scale_ - 1 / 0.07) == pytest.approx(0.5, rel=1e-3)
@@ -543,7 +543,8 @@ def test_cka_and_align_commands_record_the_paper_a_preset(tmp_path, capsys):
                  "1", "--preset", "paper-a", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["preset"]["settings"]["k"] == 4
-    assert out["preset"]["differences"] == ["custom: subspace dimension k = 4; the authors' code uses k = 50",
-                                            "custom: queries = 20; the authors' code uses 500 queries",
-                                            "custom: seeds = 1; the authors' code uses 3 seeds"]
+    assert out["preset"]["differences"] == [
+        "paper A preset, changed here: subspace dimension k = 4; the authors' code uses k = 50",
+        "paper A preset, changed here: queries = 20; the authors' code uses 500 queries",
+        "paper A preset, changed here: seeds = 1; the authors' code uses 3 seeds"]
     assert any("k = 4" in line for line in out["preset"]["differences"])
