@@ -38,8 +38,13 @@ import numpy as np
 import torch
 
 from .base import Estimator
-from .device import float64_device, pick_device
+from .device import as_float64 as _f64
+from .device import pick_float64_device as _device64
+from .device import to_numpy as _np
 from .errors import DataError
+from .moments import StreamingMoments
+from .numerics import fix_signs as _fix_signs
+from .numerics import sym_eig_desc
 
 __all__ = [
     "AnchorMoments", "AffineMap", "ProcrustesMap", "PairedPCA", "CCA", "LocalCKA", "PairwiseAligner",
@@ -62,27 +67,6 @@ _CHUNK_ROWS = 8192
 # ------------------------------------------------------------------------------------------------
 # small helpers
 # ------------------------------------------------------------------------------------------------
-def _device64(device) -> torch.device:
-    return float64_device(pick_device(device))
-
-
-def _f64(x, device: torch.device) -> torch.Tensor:
-    """A float64 tensor on ``device`` from a numpy array (memmap) or tensor."""
-    if isinstance(x, torch.Tensor):
-        return x.to(device=device, dtype=torch.float64)
-    arr = np.asarray(x)
-    if arr.dtype != np.float64:
-        arr = arr.astype(np.float64)
-    elif not arr.flags.writeable or not arr.flags.c_contiguous:
-        arr = np.array(arr, dtype=np.float64, order="C")
-    return torch.from_numpy(arr).to(device)
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    """A C-contiguous numpy copy (fitted state keeps one memory layout, so saved maps reproduce exactly)."""
-    return np.ascontiguousarray(t.detach().cpu().numpy())
-
-
 def _check_2d(x, name: str):
     shape = tuple(getattr(x, "shape", ()))
     if len(shape) != 2:
@@ -103,22 +87,6 @@ def _check_width(x, expected: int, name: str):
     shape = _check_2d(x, name)
     if shape[1] != expected:
         raise DataError(f"{name} has {shape[1]} columns but the map was fitted on {expected}", array=name)
-
-
-def _fix_signs(U: torch.Tensor, V: torch.Tensor | None = None):
-    """Make each column's largest-magnitude entry of ``U`` positive (and flip ``V``'s columns alike)."""
-    idx = U.abs().argmax(dim=0)
-    signs = torch.sign(U[idx, torch.arange(U.shape[1], device=U.device)])
-    signs[signs == 0] = 1
-    return (U * signs, None if V is None else V * signs)
-
-
-def _top_eigvecs(C: torch.Tensor, k: int):
-    """Top-``k`` eigenvalues / eigenvectors (descending) of a symmetric matrix, signs fixed."""
-    vals, vecs = torch.linalg.eigh(C)
-    vals, vecs = vals.flip(0)[:k], vecs.flip(1)[:, :k]
-    vecs, _ = _fix_signs(vecs)
-    return vals, vecs
 
 
 def _row_normalize(t: torch.Tensor) -> torch.Tensor:
@@ -195,44 +163,28 @@ class AnchorMoments:
                              Px.T @ self.Cxx @ Px, Py.T @ self.Cyy @ Py, Px.T @ self.Cxy @ Py)
 
 
-class MomentAccumulator:
-    """Streaming accumulator of :class:`AnchorMoments` (float64 sums, shifted by the first chunk's means).
+class MomentAccumulator(StreamingMoments):
+    """Streaming accumulator of :class:`AnchorMoments`: :class:`core.moments.StreamingMoments` of the paired
+    anchors (float64 sums, shifted by the first chunk's means), with a finiteness check per chunk.
 
     ``update(X, Y)`` may be called repeatedly (e.g. growing anchor sets for an anchor-count sweep);
     ``moments()`` returns a snapshot of everything seen so far.
     """
 
     def __init__(self, device=None, chunk_rows: int = _CHUNK_ROWS):
-        self.device = _device64(device)
-        self.chunk_rows = int(chunk_rows)
-        self.n = 0
-        self._shift_x = self._shift_y = None
+        super().__init__(_device64(device), chunk_rows, after_chunk=MomentAccumulator._check_chunk)
 
     def update(self, X, Y) -> "MomentAccumulator":
         (n, p), (_, q) = _check_pair(X, Y, "anchors")
-        if self._shift_x is not None and (p, q) != (self._sx.shape[0], self._sy.shape[0]):
-            raise DataError(f"anchor widths changed from {(self._sx.shape[0], self._sy.shape[0])} to {(p, q)}")
-        for start in range(0, n, self.chunk_rows):
-            x = _f64(X[start:start + self.chunk_rows], self.device)
-            y = _f64(Y[start:start + self.chunk_rows], self.device)
-            if self._shift_x is None:
-                self._shift_x, self._shift_y = x.mean(0), y.mean(0)
-                z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=self.device)  # noqa: E731
-                self._sx, self._sy = z(p), z(q)
-                self._xx, self._yy, self._xy = z(p, p), z(q, q), z(p, q)
-            raw_x, raw_y = x, y
-            x = x - self._shift_x
-            y = y - self._shift_y
-            self._sx += x.sum(0)
-            self._sy += y.sum(0)
-            self._xx.addmm_(x.T, x)
-            self._yy.addmm_(y.T, y)
-            self._xy.addmm_(x.T, y)
-            self.n += x.shape[0]
-            # NaN / inf anywhere in the chunk reaches the diagonal of the Gram sums: one cheap check per chunk
-            if not (torch.isfinite(self._xx.diagonal()).all() and torch.isfinite(self._yy.diagonal()).all()):
-                self._raise_not_finite(raw_x, raw_y, start)
-        return self
+        if self.shift_x is not None and (p, q) != (self.sx.shape[0], self.sy.shape[0]):
+            raise DataError(f"anchor widths changed from {(self.sx.shape[0], self.sy.shape[0])} to {(p, q)}")
+        return super().update(X, Y)
+
+    @staticmethod
+    def _check_chunk(acc, raw_x, raw_y, start):
+        # NaN / inf anywhere in the chunk reaches the diagonal of the Gram sums: one cheap check per chunk
+        if not (torch.isfinite(acc.xx.diagonal()).all() and torch.isfinite(acc.yy.diagonal()).all()):
+            MomentAccumulator._raise_not_finite(raw_x, raw_y, start)
 
     @staticmethod
     def _raise_not_finite(x, y, start):
@@ -248,12 +200,9 @@ class MomentAccumulator:
     def moments(self) -> AnchorMoments:
         if self.n == 0:
             raise DataError("no anchors: at least 2 anchor pairs are needed")
-        mx, my = self._sx / self.n, self._sy / self.n
-        Cxx = self._xx - self.n * torch.outer(mx, mx)
-        Cyy = self._yy - self.n * torch.outer(my, my)
-        Cxy = self._xy - self.n * torch.outer(mx, my)
-        return AnchorMoments(self.n, self._shift_x + mx, self._shift_y + my,
-                             (Cxx + Cxx.T) / 2, (Cyy + Cyy.T) / 2, Cxy)
+        Cxx, Cyy = self.cxx(), self.cyy()
+        return AnchorMoments(self.n, self.mean_x(), self.mean_y(), (Cxx + Cxx.T) / 2, (Cyy + Cyy.T) / 2,
+                             self.cxy())
 
 
 def _moments_of(X, Y, device) -> AnchorMoments:
@@ -406,8 +355,8 @@ class PairedPCA(_Fitted):
     def fit_moments(self, moments: AnchorMoments) -> "PairedPCA":
         m = moments
         k = _check_k(self.n_components, m.p, m.q, "PCA")
-        vx, Px = _top_eigvecs(m.Cxx, k)
-        vy, Py = _top_eigvecs(m.Cyy, k)
+        vx, Px = sym_eig_desc(m.Cxx, k)
+        vy, Py = sym_eig_desc(m.Cyy, k)
         denom = max(m.n - 1, 1)
         self.mean_x_, self.mean_y_ = _np(m.mean_x), _np(m.mean_y)
         self.components_x_, self.components_y_ = _np(Px), _np(Py)
@@ -501,8 +450,8 @@ class ProcrustesMap(_Fitted):
         d = _check_k(self.dim, m.p, m.q, "Procrustes")
         Px = Py = None
         if d != m.p or d != m.q:
-            _, Px = _top_eigvecs(m.Cxx, d)
-            _, Py = _top_eigvecs(m.Cyy, d)
+            _, Px = sym_eig_desc(m.Cxx, d)
+            _, Py = sym_eig_desc(m.Cyy, d)
         M = m.project(Px, Py).Cxy
         U, _, Vh = torch.linalg.svd(M)
         self.R_ = _np(U @ Vh)
@@ -940,13 +889,14 @@ def save_map(obj, path) -> Path:
     from safetensors.numpy import save_file
 
     from . import __version__
+    from .export import json_safe
 
     if type(obj).__name__ not in _CLASSES:
         raise TypeError(f"cannot save a {type(obj).__name__}; expected one of {', '.join(_CLASSES)}")
     tensors, scalars = obj._state()
     meta = {"format": _FORMAT, "format_version": str(_FORMAT_VERSION), "platoscope_version": __version__,
-            "class": type(obj).__name__, "params": json.dumps(_json_params(obj), default=_jsonable),
-            "state": json.dumps(scalars, default=_jsonable)}
+            "class": type(obj).__name__, "params": json.dumps(json_safe(_json_params(obj))),
+            "state": json.dumps(json_safe(scalars))}
     path = Path(path)
     save_file({name: np.ascontiguousarray(v) for name, v in tensors.items()}, str(path), metadata=meta)
     return path
@@ -972,9 +922,3 @@ def load_map(path, device=None):
         raise DataError(f"map format version {meta['format_version']} is newer than this Platoscope "
                         f"understands ({_FORMAT_VERSION})", file=path.name, hint="upgrade Platoscope")
     return _build(meta["class"], json.loads(meta["params"]), tensors, json.loads(meta["state"]), device)
-
-
-def _jsonable(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    raise TypeError(f"cannot store {type(v).__name__} in a map's metadata")

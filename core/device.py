@@ -30,16 +30,35 @@ def float64_device(device: torch.device) -> torch.device:
     return torch.device("cpu") if device.type == "mps" else device
 
 
-def as_tensor(x, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A torch tensor on ``device`` with ``dtype`` from a numpy array (memmaps included) or tensor."""
+def pick_float64_device(device: str | torch.device | None = None) -> torch.device:
+    """:func:`pick_device`, on CPU where the device has no float64 (MPS): where float64 work runs."""
+    return float64_device(pick_device(device))
+
+
+def as_tensor(x, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+              copy: bool = False) -> torch.Tensor:
+    """A torch tensor on ``device`` with ``dtype`` from a numpy array (memmaps included), array-like or tensor.
+
+    Values convert exactly (numpy -> torch first, then the dtype change). A writeable C-contiguous array may share
+    memory with the result on the CPU; ``copy=True`` never does. A read-only or strided array (e.g. a memmap
+    opened read-only) is copied.
+    """
     device = pick_device(device)
     if isinstance(x, torch.Tensor):
-        return x.to(device=device, dtype=dtype)
+        out = x.to(device=device, dtype=dtype)
+        return out.clone() if copy and out.data_ptr() == x.data_ptr() else out
     arr = np.asarray(x)
-    if not arr.flags.writeable or not arr.flags.c_contiguous:
-        arr = np.ascontiguousarray(arr).copy() if not arr.flags.writeable else np.ascontiguousarray(arr)
+    if copy or not arr.flags.writeable or not arr.flags.c_contiguous:
+        arr = np.array(arr, order="C", copy=True)
     return torch.from_numpy(arr).to(device=device, dtype=dtype)
 
 
+def as_float64(x, device: str | torch.device | None = None, copy: bool = False) -> torch.Tensor:
+    """``as_tensor(x, device, torch.float64, copy)``: the float64 input of every exact computation."""
+    return as_tensor(x, device, torch.float64, copy)
+
+
 def to_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
+    """A C-contiguous numpy array of a tensor (on the CPU; fitted state keeps one memory layout, so saved maps
+    reproduce exactly)."""
+    return np.ascontiguousarray(t.detach().cpu().numpy())

@@ -7,12 +7,17 @@ PNG and SVG are rendered by kaleido, which drives a Chrome/Chromium found on the
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import io
 import json
+import math
+import os
 import platform
+import sys
 import zipfile
 from importlib import metadata as _md
+from pathlib import PurePath
 from typing import Any, Iterable
 
 import numpy as np
@@ -41,18 +46,45 @@ def package_versions(packages: Iterable[str] = _PACKAGES) -> dict[str, str | Non
 
 
 def json_safe(value: Any) -> Any:
-    """Convert numpy scalars/arrays, tuples and NaN to JSON-safe Python values (NaN/Inf -> None)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
+    """A copy of ``value`` that ``json.dumps(..., allow_nan=False)`` accepts (the project's one JSON conversion).
+
+    numpy scalars -> Python numbers, arrays and torch tensors -> nested lists, NaN / Inf -> None, tuples / sets ->
+    lists, paths -> str, objects with ``to_dict()`` (typed results) and dataclasses -> dicts, DataFrames -> lists
+    of row dicts, Series -> lists, pandas NA -> None; dict keys become strings. Anything else raises TypeError
+    (nothing is silently turned into its ``str``).
+    """
+    if isinstance(value, np.generic):  # before float / int: np.float64 subclasses float
+        return json_safe(value.item())
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, np.ndarray):
         return json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (PurePath, os.PathLike)):
+        return os.fspath(value)
+    if callable(getattr(value, "to_dict", None)) and not isinstance(value, (type, pd.DataFrame, pd.Series)):
+        return json_safe(value.to_dict())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return json_safe(dataclasses.asdict(value))
+    if isinstance(value, pd.DataFrame):
+        return json_safe(value.to_dict(orient="records"))
+    if isinstance(value, pd.Series):
+        return json_safe(value.tolist())
+    if value is pd.NA or value is pd.NaT:
         return None
-    return value
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return json_safe(value.detach().cpu().numpy())
+    raise TypeError(f"cannot convert a {type(value).__name__} to JSON")
 
 
 def build_manifest(*, view: str, params: dict | None = None, seeds: Iterable[int] | None = None,

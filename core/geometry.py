@@ -30,6 +30,7 @@ import torch
 
 from .device import float64_device, pick_device
 from .errors import DataError
+from .numerics import pearson, spearman
 
 __all__ = [
     "chamfer_distance", "chamfer_matrix", "subsample_clouds", "geometry_sample", "check_distance_matrix",
@@ -350,28 +351,6 @@ def _upper(D) -> torch.Tensor:
     return t[iu[0], iu[1]]
 
 
-def _average_ranks(v: torch.Tensor) -> torch.Tensor:
-    order = torch.argsort(v, stable=True)
-    sv = v[order]
-    n = v.numel()
-    new = torch.ones(n, dtype=torch.bool)
-    new[1:] = sv[1:] != sv[:-1]
-    group = torch.cumsum(new.long(), 0) - 1
-    starts = torch.nonzero(new).flatten()
-    ends = torch.cat([starts[1:], torch.tensor([n])])
-    avg = (starts + ends - 1).double() / 2.0 + 1.0
-    ranks = torch.empty(n, dtype=torch.float64)
-    ranks[order] = avg[group]
-    return ranks
-
-
-def _pearson(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    a = a - a.mean()
-    b = b - b.mean()
-    den = float(a.norm() * b.norm())
-    return None if den == 0.0 else float((a * b).sum()) / den
-
-
 def distance_correlation(D_a, D_b) -> dict:
     """Pearson and Spearman correlation between two ``n x n`` distance matrices over the ``n (n-1) / 2`` pairs
     ``i < j`` (the upper triangles).
@@ -384,7 +363,7 @@ def distance_correlation(D_a, D_b) -> dict:
     if A.shape[0] < 3:
         raise DataError("correlating distances needs at least 3 items")
     a, b = _upper(A), _upper(B)
-    return {"pearson": _pearson(a, b), "spearman": _pearson(_average_ranks(a), _average_ranks(b)),
+    return {"pearson": pearson(a, b), "spearman": spearman(a, b),
             "n_pairs": int(a.numel())}
 
 

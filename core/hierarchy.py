@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from .dataset import Dataset
-from .device import float64_device, pick_device
+from .device import as_float64, pick_float64_device
 from .errors import DataError
 
 __all__ = [
@@ -52,12 +52,8 @@ N_THRESHOLDS = 50
 DEGENERATE_EPS = 1e-6
 
 
-def _dev(device=None) -> torch.device:
-    return float64_device(pick_device(device))
-
-
-def _t64(x, device) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x, dtype=np.float64), device=device)
+_dev = pick_float64_device
+_t64 = as_float64
 
 
 def normalize_rows(X) -> np.ndarray:

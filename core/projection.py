@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from .base import Estimator
-from .device import float64_device, pick_device
+from .device import pick_float64_device, to_numpy
+from .moments import StreamingMoments
+from .numerics import sym_eig_desc
 
 
 class PCAProjection(Estimator):
@@ -43,27 +45,15 @@ class PCAProjection(Estimator):
         if n < 2:
             raise ValueError("PCA needs at least 2 rows")
         k = min(self.n_components, d)
-        dev = float64_device(pick_device(self.device))
-        shift = torch.as_tensor(np.array(X[: min(n, self.chunk_rows)], dtype=np.float64), device=dev).mean(0)
-        s = torch.zeros(d, dtype=torch.float64, device=dev)
-        ss = torch.zeros(d, d, dtype=torch.float64, device=dev)
-        for start in range(0, n, self.chunk_rows):
-            block = torch.as_tensor(np.array(X[start:start + self.chunk_rows], dtype=np.float64), device=dev) - shift
-            s += block.sum(0)
-            ss += block.T @ block
-        mean_shifted = s / n
-        cov = (ss - n * torch.outer(mean_shifted, mean_shifted)) / (n - 1)
-        evals, evecs = torch.linalg.eigh(cov)
-        order = torch.argsort(evals, descending=True)[:k]
-        comps = evecs[:, order].T
-        signs = torch.sign(comps[torch.arange(k), comps.abs().argmax(dim=1)])
-        signs[signs == 0] = 1
-        comps = comps * signs[:, None]
-        total = torch.clamp(evals.clamp_min(0).sum(), min=1e-300)
-        self.mean_ = (mean_shifted + shift).cpu().numpy()
-        self.components_ = comps.cpu().numpy()
-        self.explained_variance_ = evals[order].clamp_min(0).cpu().numpy()
-        self.explained_variance_ratio_ = (evals[order].clamp_min(0) / total).cpu().numpy()
+        m = StreamingMoments(pick_float64_device(self.device), self.chunk_rows).update(X)
+        cov = m.cxx() / (n - 1)
+        evals, comps = sym_eig_desc(cov)            # descending, signs fixed (largest loading positive)
+        evals, comps = evals.clamp_min(0), comps[:, :k].T
+        total = torch.clamp(evals.sum(), min=1e-300)
+        self.mean_ = to_numpy(m.mean_x())
+        self.components_ = to_numpy(comps)
+        self.explained_variance_ = to_numpy(evals[:k])
+        self.explained_variance_ratio_ = to_numpy(evals[:k] / total)
         return self
 
     def transform(self, X) -> np.ndarray:

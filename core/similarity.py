@@ -39,8 +39,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .device import float64_device, pick_device
+from .device import float64_device, pick_device, pick_float64_device
 from .errors import DataError
+from .moments import StreamingMoments
+from .numerics import spearman, sym_eig_desc
 
 __all__ = [
     "linear_cka", "debiased_cka", "rbf_cka", "mutual_knn_alignment", "cknna", "svcca", "pwcca",
@@ -170,8 +172,7 @@ def _load(X: np.ndarray, device: torch.device, name: str, chunk_rows: int | None
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def _device(device) -> torch.device:
-    return float64_device(pick_device(device))
+_device = pick_float64_device
 
 
 def _undefined(measure: str, why: str) -> None:
@@ -194,91 +195,27 @@ def _sample_rows(n: int, max_n: int | None, seed: int, measure: str) -> np.ndarr
 # ----------------------------------------------------------------------------------------------
 # streamed moments
 # ----------------------------------------------------------------------------------------------
-@dataclass
-class _Moments:
-    """Shifted column sums and cross products of X and Y accumulated over row chunks (float64).
-
-    With s the shift (the first chunk's column means) and x' = x - s: ``sx = sum x'``, ``xx = sum x' x'^T``
-    (or only its diagonal), likewise for y, and ``xy = sum x' y'^T``. Centred products follow as
-    ``Cxx = xx - sx sx^T / n``.
-    """
-
-    n: int
-    shift_x: torch.Tensor
-    shift_y: torch.Tensor
-    sx: torch.Tensor
-    sy: torch.Tensor
-    xx: torch.Tensor | None
-    yy: torch.Tensor | None
-    xy: torch.Tensor | None
-    diag_only: bool = False
-
-    def cxx(self) -> torch.Tensor:
-        if self.diag_only:
-            return self.xx - self.sx * self.sx / self.n
-        return self.xx - torch.outer(self.sx, self.sx) / self.n
-
-    def cyy(self) -> torch.Tensor:
-        if self.diag_only:
-            return self.yy - self.sy * self.sy / self.n
-        return self.yy - torch.outer(self.sy, self.sy) / self.n
-
-    def cxy(self, xy: torch.Tensor | None = None) -> torch.Tensor:
-        return (self.xy if xy is None else xy) - torch.outer(self.sx, self.sy) / self.n
+_Moments = StreamingMoments.from_sums     # (n, shift_x, shift_y, sx, sy, xx, yy, xy, diag_only=False)
 
 
 def _moments(X: np.ndarray, Y: np.ndarray, *, chunk_rows: int | None, device: torch.device,
              diag_only: bool = False, matmul_dtype: torch.dtype = _F64,
-             weights: np.ndarray | None = None, progress=None) -> _Moments:
-    """One pass over X and Y in row chunks accumulating :class:`_Moments`.
+             weights: np.ndarray | None = None, progress=None) -> StreamingMoments:
+    """One pass over X and Y in row chunks (:class:`core.moments.StreamingMoments`; chunks read by
+    :func:`_chunk`, which checks finiteness and releases memmap pages).
 
     ``weights`` (length n, e.g. bootstrap counts) weights each row's contribution; ``n`` is then their sum.
     """
-    n, p = X.shape
-    q = Y.shape[1]
-    step = _auto_chunk(chunk_rows, p + q)
-    sx = torch.zeros(p, dtype=_F64, device=device)
-    sy = torch.zeros(q, dtype=_F64, device=device)
-    shape_x = (p,) if diag_only else (p, p)
-    shape_y = (q,) if diag_only else (q, q)
-    xx = torch.zeros(shape_x, dtype=_F64, device=device)
-    yy = torch.zeros(shape_y, dtype=_F64, device=device)
-    xy = torch.zeros((p, q), dtype=_F64, device=device)
-    shift_x = shift_y = None
-    starts = range(0, n, step)
-    if progress is not None:
-        starts = progress(starts, total=len(starts), desc="rows")
-    for a in starts:
-        b = min(n, a + step)
-        xc = _chunk(X, a, b, device, "X")
-        yc = _chunk(Y, a, b, device, "Y")
-        if shift_x is None:
-            shift_x, shift_y = xc.mean(0), yc.mean(0)
-        xc -= shift_x
-        yc -= shift_y
-        if weights is not None:
-            w = torch.as_tensor(np.asarray(weights[a:b], dtype=np.float64), device=device)
-            xw, yw = xc * w[:, None], yc * w[:, None]
-        else:
-            xw, yw = xc, yc
-        sx += xw.sum(0)
-        sy += yw.sum(0)
-        if diag_only:
-            xx += (xw * xc).sum(0)
-            yy += (yw * yc).sum(0)
-        else:
-            xx += (xw.T.to(matmul_dtype) @ xc.to(matmul_dtype)).to(_F64)
-            yy += (yw.T.to(matmul_dtype) @ yc.to(matmul_dtype)).to(_F64)
-        xy += (xw.T.to(matmul_dtype) @ yc.to(matmul_dtype)).to(_F64)
-    n_eff = float(np.sum(weights, dtype=np.float64)) if weights is not None else n
-    return _Moments(n_eff, shift_x, shift_y, sx, sy, xx, yy, xy, diag_only)
+    acc = StreamingMoments(device, _auto_chunk(chunk_rows, X.shape[1] + Y.shape[1]), diag_only=diag_only,
+                           matmul_dtype=matmul_dtype, load=_chunk)
+    return acc.update(X, Y, weights=weights, progress=progress)
 
 
 def _frob2(t: torch.Tensor) -> float:
     return float((t * t).sum())
 
 
-def _cka_from_moments(m: _Moments, xy: torch.Tensor | None = None) -> float | None:
+def _cka_from_moments(m: StreamingMoments, xy: torch.Tensor | None = None) -> float | None:
     num = _frob2(m.cxy(xy))
     den = math.sqrt(_frob2(m.cxx())) * math.sqrt(_frob2(m.cyy()))
     if not den > 0:
@@ -654,8 +591,7 @@ def cknna(X, Y, k: int = 10, *, max_n: int | None = 5000, seed: int = 0, device=
 # CCA family and Procrustes (all from the streamed covariance blocks)
 # ----------------------------------------------------------------------------------------------
 def _eig_desc(C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    vals, vecs = torch.linalg.eigh(C)
-    return vals.flip(0), vecs.flip(1)
+    return sym_eig_desc(C, signs=False)    # only the spans matter here (whitening, CCA bases)
 
 
 def _rank(vals: torch.Tensor, rtol: float) -> int:
@@ -861,26 +797,6 @@ def _condensed_distances(Xt: torch.Tensor, metric: str) -> torch.Tensor:
     return D[iu[0], iu[1]]
 
 
-def _average_ranks(v: torch.Tensor) -> torch.Tensor:
-    """1-based ranks with ties given their average rank (scipy.stats.rankdata 'average')."""
-    sorted_v, order = torch.sort(v)
-    _, inverse, counts = torch.unique_consecutive(sorted_v, return_inverse=True, return_counts=True)
-    ends = torch.cumsum(counts, 0).to(_F64)
-    avg = ends - (counts.to(_F64) - 1) / 2
-    ranks = torch.empty_like(v, dtype=_F64)
-    ranks[order] = avg[inverse]
-    return ranks
-
-
-def _pearson(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    a = a - a.mean()
-    b = b - b.mean()
-    den = math.sqrt(float(a @ a)) * math.sqrt(float(b @ b))
-    if not den > 0:
-        return None
-    return float(a @ b) / den
-
-
 def rsa(X, Y, *, metric: str = "cosine", max_n: int | None = 2000, seed: int = 0, device=None) -> float | None:
     """Representational similarity analysis: Spearman correlation of the pairwise-distance vectors.
 
@@ -903,7 +819,7 @@ def rsa(X, Y, *, metric: str = "cosine", max_n: int | None = 2000, seed: int = 0
     dev = _device(device)
     dx = _condensed_distances(_load(X, dev, "X"), metric)
     dy = _condensed_distances(_load(Y, dev, "Y"), metric)
-    value = _pearson(_average_ranks(dx), _average_ranks(dy))
+    value = spearman(dx, dy)
     if value is None:
         return _undefined("rsa", "all pairwise distances of a space are equal")
     return value
@@ -1244,19 +1160,9 @@ class _LinearPrep:
             self.norm = nrm
             self.gram = K / nrm if nrm > 0 else None
             return
-        step = _auto_chunk(chunk_rows, p)
-        shift = None
-        s = torch.zeros(p, dtype=_F64, device=device)
-        xx = torch.zeros((p, p), dtype=_F64, device=device)
-        for a in range(0, n, step):
-            xc = _chunk(X, a, min(n, a + step), device, name)
-            if shift is None:
-                shift = xc.mean(0)
-            xc -= shift
-            s += xc.sum(0)
-            xx += xc.T @ xc
-        self.shift, self.s = shift, s
-        self.norm = math.sqrt(_frob2(xx - torch.outer(s, s) / n))
+        m = StreamingMoments(device, _auto_chunk(chunk_rows, p), load=_chunk).update(X, names=(name, None))
+        self.shift, self.s = m.shift_x, m.sx
+        self.norm = math.sqrt(_frob2(m.cxx()))
 
 
 def _linear_pair(a: _LinearPrep, b: _LinearPrep, chunk_rows, device) -> float | None:

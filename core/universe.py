@@ -36,6 +36,7 @@ float32. Inputs may be numpy arrays (memmaps included); outputs are numpy arrays
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Callable, Mapping
@@ -45,8 +46,9 @@ import torch
 
 from .align import ProcrustesMap
 from .base import Estimator, init_linear_, torch_generator
-from .device import float64_device, pick_device
+from .device import as_float64, pick_device, pick_float64_device, to_numpy
 from .errors import DataError
+from .numerics import sym_eig_desc as _sym_eig_desc
 
 __all__ = ["UniversePreprocessor", "PairwiseProcrustes", "GPA", "GCCA", "GCPA", "METHODS", "METHOD_NAMES",
            "make_estimator", "check_spaces", "method_label", "PREPROCESS_ORDERS", "GCCA_VARIANTS", "GCPA_SCHEDULES"]
@@ -70,18 +72,9 @@ _CHUNK = 16384
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
-def _dev64(device) -> torch.device:
-    return float64_device(pick_device(device))
-
-
-def _t(x, dev: torch.device) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x.to(device=dev, dtype=torch.float64)
-    return torch.from_numpy(np.array(x, dtype=np.float64, order="C", copy=True)).to(dev)
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().cpu().numpy())
+_dev64 = pick_float64_device
+_t = functools.partial(as_float64, copy=True)     # (x, device): a float64 copy, the caller's array stays untouched
+_np = to_numpy
 
 
 def _identity(iterable, total=None, desc=""):
@@ -123,15 +116,6 @@ def _check_finite(t: torch.Tensor, name: str, offset: int = 0):
         row = int(torch.nonzero(~torch.isfinite(t).all(dim=1))[0, 0]) + offset
         raise DataError("the space contains NaN or infinite values", array=name, row=row,
                         hint="remove or repair the rows with missing embeddings")
-
-
-def _sym_eig_desc(C: torch.Tensor):
-    vals, vecs = torch.linalg.eigh((C + C.T) / 2)
-    vals, vecs = vals.flip(0), vecs.flip(1)
-    idx = vecs.abs().argmax(dim=0)
-    signs = torch.sign(vecs[idx, torch.arange(vecs.shape[1], device=vecs.device)])
-    signs[signs == 0] = 1
-    return vals, vecs * signs
 
 
 def _polar(M: torch.Tensor) -> torch.Tensor:

@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
-import os
-from pathlib import PurePath
 from typing import Sequence
 
 import numpy as np
 
 from ..dataset import Dataset
 from ..errors import DataError
+from ..export import json_safe
 
 
 def add_input_arguments(parser: argparse.ArgumentParser, *, nargs: str = "+") -> None:
@@ -49,59 +47,8 @@ def load_inputs(args: argparse.Namespace) -> Dataset:
                         max_file_bytes=max_file_bytes(args), origin="files")
 
 
-def to_jsonable(obj):
-    """A copy of ``obj`` that ``json.dumps(..., allow_nan=False)`` accepts.
-
-    numpy scalars -> Python numbers, arrays and torch tensors -> nested lists, NaN / Inf -> None,
-    tuples / sets -> lists, paths -> str, dataclasses -> dicts, DataFrames -> lists of row dicts,
-    pandas NA -> None; dict keys become strings.
-    """
-    if isinstance(obj, np.generic):  # before float / int: np.float64 subclasses float
-        return to_jsonable(obj.item())
-    if obj is None or isinstance(obj, bool):
-        return obj
-    if isinstance(obj, str):
-        return str(obj)
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind == "f":
-            return [to_jsonable(v) for v in obj.tolist()] if obj.ndim == 1 else [to_jsonable(v) for v in obj]
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, (PurePath, os.PathLike)):
-        return os.fspath(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    try:
-        import pandas as pd
-
-        if isinstance(obj, pd.DataFrame):
-            return to_jsonable(obj.to_dict(orient="records"))
-        if isinstance(obj, pd.Series):
-            return to_jsonable(obj.tolist())
-        if obj is pd.NA or obj is pd.NaT:
-            return None
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import torch
-
-        if isinstance(obj, torch.Tensor):
-            return to_jsonable(obj.detach().cpu().numpy())
-    except ImportError:  # pragma: no cover
-        pass
-    if hasattr(obj, "item") and callable(obj.item):
-        try:
-            return to_jsonable(obj.item())
-        except (TypeError, ValueError):
-            pass
-    return str(obj)
+#: The CLI's JSON conversion is the project's one: :func:`core.export.json_safe`.
+to_jsonable = json_safe
 
 
 def format_number(value, digits: int = 4) -> str:
