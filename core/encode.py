@@ -205,3 +205,22 @@ def spaces_info(arrays: dict, described: dict | None = None) -> list[dict]:
                     "tokens": int(arr.shape[1]) if arr.ndim == 3 else None,
                     "layer": info.get("layer"), "pooling": info.get("pooling")})
     return out
+
+
+def run_encoding(encoder, *, table: pd.DataFrame | None = None, column: str = "caption", images=None,
+                 points=None, image_column: str | None = None, layers=False, tokens: bool = False,
+                 table_name: str = "captions", progress: Callable[..., None] | None = None) -> dict:
+    """:func:`encode_dataset` with one progress callback ``progress(done, total, stage)`` (stage: 'captions',
+    'images' or 'point clouds'), the signature of a background job's ``report`` (:mod:`core.jobs`), plus timing:
+    the result gains ``seconds`` and ``items_per_second``."""
+    import time
+
+    def stage(name):
+        return None if progress is None else (lambda done, total: progress(done, total, name))
+
+    t0 = time.perf_counter()
+    res = encode_dataset(encoder, table, column, images, points=points, image_column=image_column, layers=layers,
+                         tokens=tokens, progress_text=stage("captions"), progress_images=stage("images"),
+                         progress_points=stage("point clouds"), table_name=table_name)
+    seconds = time.perf_counter() - t0
+    return {**res, "seconds": round(seconds, 3), "items_per_second": round(len(res["ids"]) / max(seconds, 1e-9), 1)}
