@@ -299,7 +299,7 @@ class PythonEncoder:
                 cloud = inputs.clouds[i]
                 if batch and (batch[0].shape[0] != cloud.shape[0]):
                     flush()
-                batch.append(pre(cloud) if pre is not None else torch.from_numpy(cloud))
+                batch.append(pre(cloud) if pre is not None else torch.tensor(cloud))
                 batch_rows.append(i)
             else:
                 batch.append(inputs[i])

@@ -39,7 +39,8 @@ from .device import as_float64, pick_float64_device
 from .errors import DataError
 
 __all__ = [
-    "Chains", "N_THRESHOLDS", "normalize_rows", "root_embedding", "mean_root", "genericness", "exterior_angles",
+    "Chains", "N_THRESHOLDS", "normalize_rows", "root_embedding", "text_space_encoder", "text_space_layer",
+    "mean_root", "genericness", "exterior_angles",
     "exterior_angle_matrix", "kendall_tau_tiers", "radial_order", "hierarchical_retrieval", "chains_from_dataset",
     "chain_layout", "make_negatives", "split_chains", "fit_image_side", "chain_table", "hierarchy_report",
     "contradicting_chain", "chain_pca", "wide_tier_spaces", "kendall_tau_argsort", "hierarchical_retrieval_by_image",
@@ -638,6 +639,36 @@ def _encode_unique(encoder, texts: Sequence[str], progress=None) -> np.ndarray:
     return normalize_rows(np.asarray(emb))[codes]
 
 
+def text_space_layer(ds: Dataset, text_space: str | None) -> int | None:
+    """The encoder layer a text space holds (``info['layer']`` of a ``<space>_layerK`` space, or of the first tier
+    space ``<prefix>_tier0`` in the wide layout), or None for a final embedding / no space."""
+    if text_space is None:
+        return None
+    name = text_space if text_space in ds.spaces else f"{text_space}_tier0"
+    if name not in ds.spaces:
+        return None
+    layer = ds[name].info.get("layer")
+    return int(layer) if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool) else None
+
+
+def text_space_encoder(ds: Dataset, text_space: str | None) -> dict | None:
+    """How to rebuild the encoder of a text space from its info: ``{"spec", "pooling", "layer"}``, or None when
+    the space does not say (MiniLM spaces without a spec, e.g. the demo's, are recognised by name)."""
+    if text_space is None:
+        return None
+    name = text_space if text_space in ds.spaces else f"{text_space}_tier0"
+    if name not in ds.spaces:
+        return None
+    info = ds[name].info
+    spec = info.get("spec")
+    if not spec and ("minilm" in str(info.get("encoder", "")).lower() or "minilm" in name.lower()):
+        spec = "minilm"
+    if not isinstance(spec, str) or not spec:
+        return None
+    return {"spec": spec, "pooling": info.get("pooling") if info.get("pooling") in ("mean", "cls", "last", "max")
+            else "mean", "layer": text_space_layer(ds, text_space)}
+
+
 def chains_from_dataset(ds: Dataset, *, text_space: str | None = None, encoder=None, root="auto",
                         image_space: str | None = None, negatives: str = "auto", seed: int = 0,
                         progress: Callable | None = None) -> Chains:
@@ -712,7 +743,10 @@ def chains_from_dataset(ds: Dataset, *, text_space: str | None = None, encoder=N
             if encoder is None:
                 raise DataError("the root needs the text encoder (to embed the empty string)",
                                 hint="choose an encoder, or the mean embedding as the root")
-            r, source = root_embedding(encoder), f"embedding of the empty string by {getattr(encoder, 'name', 'the encoder')}"
+            layer = text_space_layer(ds, text_space)
+            r = root_embedding(encoder, layer=layer)
+            source = (f"embedding of the empty string by {getattr(encoder, 'spec', None) or getattr(encoder, 'name', 'the encoder')}"
+                      + (f" (layer {layer})" if layer is not None else ""))
         elif root == "mean":
             r, source = mean_root(E), "mean embedding (fallback: no encoder for the empty string)"
         else:
@@ -729,7 +763,9 @@ def chains_from_dataset(ds: Dataset, *, text_space: str | None = None, encoder=N
     if negatives not in ("auto", "none", "sample"):
         raise DataError(f"unknown negatives option {negatives!r}", hint="use 'auto', 'none' or 'sample'")
     if negatives != "none" and neg_texts is not None:
-        chains = _with_given_negatives(chains, neg_texts, encoder, progress)
+        # a per-layer text space: the encoder's final embedding would not match it, so only reuse chain texts
+        chains = _with_given_negatives(chains, neg_texts, encoder if text_space_layer(ds, text_space) is None
+                                       else None, progress)
     if negatives == "sample":
         chains = make_negatives(chains, seed=seed)
 

@@ -68,8 +68,8 @@ want_layers = o1.checkbox("Per-layer outputs (<space>_layerK)", key=url_key("lay
                                "compares them")
 layer_text = o1.text_input("Which layers (blank = all; e.g. 1,4,6)", key=url_key("which", ""),
                            disabled=not want_layers)
-tokens = o2.checkbox("Also token / patch / point features (n x T x d token sets, for the Point sets view)",
-                     key=url_key("tokens", False))
+tokens = o2.checkbox("Also token / patch / point features (token sets)", key=url_key("tokens", False),
+                     help="n x T x d with a mask: word pieces, image patches or points, for the Point sets view")
 layers = (layer_text.strip() or "all") if want_layers else False
 sync_url(model=kind_label, layers=bool(want_layers), which=layer_text, tokens=bool(tokens), pooling=pooling,
          **({f"{family}_model": model} if family not in ("minilm", "python", "open_clip") else {}),
@@ -95,7 +95,7 @@ source_name = "encoded"
 if "text" in input_kinds:
     sources = ["a captions CSV"]
     if current is not None and "caption" in current.items.columns:
-        sources.insert(0, f"the captions of '{current.name}'")
+        sources.append(f"the captions of '{current.name}'")
     text_source = st.radio("Texts", sources, key="enc_text_source", horizontal=True)
     if text_source.startswith("the captions of") and current is not None:
         table = pd.DataFrame({"id": current.ids.astype(str), "caption": current.items["caption"].astype(str)})

@@ -4,12 +4,14 @@ import pandas as pd
 import streamlit as st
 
 from core.export import build_manifest
+from core.errors import DataError
 from core.hierarchy import (chain_layout, chain_pca, chain_table, chains_from_dataset, contradicting_chain,
-                            exterior_angle_matrix, hierarchy_report, wide_tier_spaces)
+                            exterior_angle_matrix, hierarchy_report, text_space_encoder, wide_tier_spaces)
 from ui import cached, data
+from ui.encoders import check_allowed, encoder_for
 from ui.plots_hierarchy import angle_heatmap, before_after_bars, chain_view, radial_plot, training_curve
 from ui.presets import preset_control
-from ui.widgets import export_controls, guard, page_header, sync_url, url_key
+from ui.widgets import export_controls, guard, page_header, show_error, sync_url, url_key
 
 page_header("Hierarchy", "hierarchy",
             "Caption chains (generic -> specific) against the root, the embedding of the empty string: "
@@ -24,9 +26,9 @@ if ds is None or layout is None:
             "the sidebar.")
     st.stop()
 
-ENCODE = "encode the captions with MiniLM"
+ENCODE = "encode the captions with an encoder"
 if layout == "wide":
-    text_options = list(wide_tier_spaces(ds)) or [ENCODE]
+    text_options = list(wide_tier_spaces(ds)) + [ENCODE]
 else:
     text_options = [n for n in ds.vector_space_names() if ds[n].modality == "text"] + [ENCODE]
 image_options = ["none"] + [n for n in ds.vector_space_names() if ds[n].modality in ("image", "3d", "other")
@@ -35,37 +37,53 @@ image_options = ["none"] + [n for n in ds.vector_space_names() if ds[n].modality
 c1, c2, c3 = st.columns(3)
 text_src = c1.selectbox("Text embeddings", text_options, key=url_key("text", text_options[0], text_options),
                         help="wide layout: the prefix of the tier spaces (e.g. minilm -> minilm_tier0..3)")
+if text_src == ENCODE:
+    enc_spec = c1.text_input("Text encoder", key=url_key("encoder", "minilm"),
+                             help="minilm (offline), open_clip:ViT-B-32:openai (paper C's CLIP setting), "
+                                  "hf:MODEL, st:MODEL; the root is the empty string embedded by the same encoder")
+    text_enc = {"spec": enc_spec.strip() or "minilm", "pooling": "mean", "layer": None}
+else:
+    text_enc = text_space_encoder(ds, text_src)  # recorded in the space's info when it was encoded
+enc_problem = None
+if text_enc is not None:
+    try:
+        check_allowed(text_enc["spec"])
+    except DataError as exc:
+        enc_problem, text_enc = exc, None
+if text_src == ENCODE and text_enc is None:
+    show_error(enc_problem or DataError("choose a text encoder"))
+    st.stop()
 
-
-def _is_minilm(src: str) -> bool:
-    if src == ENCODE:
-        return True
-    name = src if src in ds else f"{src}_tier0"
-    return "minilm" in str(ds[name].info.get("encoder", "")).lower() or "minilm" in name.lower()
-
-
-root_options = (["encoder", "mean"] if _is_minilm(text_src) else ["mean"])
-root_labels = {"encoder": "empty string, embedded by MiniLM", "mean": "mean embedding (fallback)"}
-root_opt = c2.selectbox("Root", root_options, format_func=root_labels.get,
-                        key=url_key("root", root_options[0], root_options),
-                        help="The paper's root is the embedding of the empty string by the same text encoder; "
-                             "without that encoder the mean embedding stands in (stated on every number).")
+enc_label = None if text_enc is None else text_enc["spec"] + (
+    f", layer {text_enc['layer']}" if text_enc["layer"] is not None else "")
+root_options = (["encoder", "mean"] if text_enc is not None else ["mean"])
+root_labels = {"encoder": f"empty string, embedded by {enc_label}", "mean": "mean embedding (fallback)"}
+root_key = url_key("root", root_options[0], root_options)
+if st.session_state.get("hierarchy_root_options", root_options) != root_options:
+    st.session_state[root_key] = root_options[0]  # an encoder became (un)available: prefer the paper's root
+st.session_state["hierarchy_root_options"] = root_options
+root_opt = c2.selectbox("Root", root_options, format_func=root_labels.get, key=root_key,
+                        help="The paper's root is the embedding of the empty string by the same text encoder (the "
+                             "encoder recorded with the space when it was encoded); without it the mean embedding "
+                             "stands in (stated on every number).")
 img_default = "pointnet" if "pointnet" in image_options else "none"
 image_src = c3.selectbox("Image side (for retrieval)", image_options,
                          key=url_key("image", img_default, image_options),
                          help="Same-model image embeddings are used as they are; another space (e.g. 3D) is mapped "
                               "into the text space by an affine map fitted on training chains only.")
 seed = int(st.number_input("Seed (split, negatives, training)", 0, 10_000, key=url_key("seed", 0)))
-sync_url(text=text_src, root=root_opt, image=image_src, seed=seed)
+sync_url(text=text_src, root=root_opt, image=image_src, seed=seed,
+         **({"encoder": text_enc["spec"]} if text_src == ENCODE and text_enc else {}))
 
 namespace = data.cache_namespace(ds)
-params = {"text": text_src, "root": root_opt, "image": image_src, "seed": seed, "preset": preset.name}
+params = {"text": text_src, "root": root_opt, "image": image_src, "seed": seed, "preset": preset.name,
+          "encoder": text_enc["spec"] if text_src == ENCODE and text_enc else None}
 
 
 def _build(progress):
-    from core.encoders import MiniLMEncoder
     need_encoder = text_src == ENCODE or root_opt == "encoder" or (layout == "wide" and "neg_tier_0" in ds.items)
-    enc = MiniLMEncoder(cache_namespace=namespace) if need_encoder and _is_minilm(text_src) else None
+    enc = (encoder_for(text_enc["spec"], namespace, pooling=text_enc["pooling"])
+           if need_encoder and text_enc is not None else None)
     return chains_from_dataset(ds, text_space=None if text_src == ENCODE else text_src, encoder=enc,
                                root=root_opt, image_space=None if image_src == "none" else image_src, seed=seed)
 

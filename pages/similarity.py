@@ -120,8 +120,9 @@ else:  # layer by layer
     default_a = next(iter(groups.values()), names[: max(1, len(names) // 2)])
     la, lb = st.columns(2)
     side_a = la.multiselect("Encoder A spaces (rows)", names, default=default_a, key="layers_a")
-    side_b = lb.multiselect("Encoder B spaces (columns)", names,
-                            default=[n for n in names if n not in default_a][:8] or names[:2], key="layers_b")
+    default_b = (list(groups.values())[1] if len(groups) > 1  # every layer of one model vs every layer of another
+                 else [n for n in names if n not in default_a][:8] or names[:2])
+    side_b = lb.multiselect("Encoder B spaces (columns)", names, default=default_b, key="layers_b")
     lmeasure = st.selectbox("Measure", measures, format_func=MEASURE_LABELS.get, key="layers_measure")
     if side_a and side_b:
         key = cached.result_key("layers", ds.fingerprint, lmeasure, side_a, side_b, preset.name)

@@ -108,3 +108,38 @@ def test_hierarchy_page_under_the_paper_c_preset(server):
     text = " ".join(c.value for c in at.caption).replace("\\", "")
     assert "paper C preset: the authors' code (TAU-VAILab/hierarcaps)" in text
     assert "whole text tower" in text
+
+
+def test_hierarchy_root_from_any_text_encoder(server, tmp_path):
+    """Paper C's CLIP setting in the app: the captions encoded by an open_clip model (tiny, random weights) and the
+    root = the empty string embedded by the same model; tau_d equals an independent computation."""
+    import open_clip
+    import torch
+    table, _ = server
+    cfg = {"embed_dim": 16,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    path = tmp_path / "platoscope-test-tiny-h.json"
+    path.write_text(json.dumps(cfg))
+    open_clip.add_model_config(path)
+    spec = "open_clip:platoscope-test-tiny-h:none"
+    torch.manual_seed(0)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params["dataset"] = "server:chains"
+    at.run()
+    at.switch_page("pages/hierarchy.py").run()
+    at.selectbox(key="url__text").set_value("encode the captions with an encoder").run()
+    at.text_input(key="url__encoder").set_value(spec).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="url__root").value == "encoder"
+    assert any(f"Root: embedding of the empty string by {spec}" in c.value for c in at.caption)
+    # independent: the same (cached, shared) model's encode_text on the captions and on ""
+    from ui.encoders import _shared_encoder
+    model, _, tokenizer = _shared_encoder(spec, "mean").load()
+    with torch.no_grad():
+        E = model.encode_text(tokenizer(table["caption"].tolist()), normalize=True).numpy().astype(np.float64)
+        root = model.encode_text(tokenizer([""]), normalize=True)[0].numpy().astype(np.float64)
+    radii = np.linalg.norm(E - root, axis=1)
+    taus = [kendalltau(g["r"], g["tier"])[0] for _, g in table.assign(r=radii).groupby("chain")]
+    assert float(at.metric[0].value) == pytest.approx(float(np.nanmean(taus)), abs=1e-3)

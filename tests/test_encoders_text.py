@@ -165,3 +165,26 @@ def test_st_final_embedding_equals_sentence_transformer_encode(tiny_st, kind):
                        else str(tiny_st[kind]), TEXTS[0])
     np.testing.assert_allclose(out["layers"][2][0], hs[2][0], atol=2e-5)  # layers pooled like the model (cls)
     assert enc.space_info()["family"] == "st"
+
+
+def test_chains_root_recomputed_from_the_space_info(tiny_bert):
+    """A per-layer hf space records its encoder and layer; the hierarchy root is the empty string at that layer."""
+    import pandas as pd
+
+    from core.dataset import Dataset, Space
+    from core.hierarchy import chains_from_dataset, text_space_encoder
+    enc = make_encoder(f"hf:{tiny_bert}", cache_namespace=None)
+    items = pd.DataFrame({"id": [f"i{k}" for k in range(6)], "chain": ["a", "a", "a", "b", "b", "b"],
+                          "tier": [0, 1, 2, 0, 1, 2],
+                          "caption": ["thing", "chair", "a red chair", "thing", "table", "a low table"]})
+    spaces = enc.spaces(items["caption"].tolist(), layers=(1,))
+    layer_space = spaces["hf_tiny_bert_layer1"]
+    ds = Dataset(items, [layer_space])
+    found = text_space_encoder(ds, "hf_tiny_bert_layer1")
+    assert found == {"spec": f"hf:{tiny_bert}", "pooling": "mean", "layer": 1}
+    chains = chains_from_dataset(ds, text_space="hf_tiny_bert_layer1", encoder=make_encoder(found["spec"]),
+                                 root="encoder")
+    hs, _ = _reference(str(tiny_bert), "")
+    ref = hs[1].mean(0)
+    np.testing.assert_allclose(chains.root, ref / np.linalg.norm(ref), atol=2e-6)
+    assert "layer 1" in chains.root_source and f"hf:{tiny_bert}" in chains.root_source
