@@ -10,8 +10,9 @@ from scipy.stats import kendalltau
 from core.dataset import Dataset, Space
 from core.errors import DataError
 from core.hierarchy import (Chains, chain_layout, chains_from_dataset, exterior_angle_matrix, exterior_angles,
-                            genericness, hierarchical_retrieval, hierarchy_report, kendall_tau_tiers, make_negatives,
+                            genericness, hierarchical_retrieval, kendall_tau_tiers, make_negatives,
                             mean_root, radial_order, split_chains)
+from core.hierarchy_eval import hierarchy_report
 from core.radial import RadialAdapter, RadialFineTuner, exterior_angle_torch, radial_loss
 
 

@@ -158,7 +158,7 @@ def test_not_fitted():
 
 
 def test_hierarchy_report_tower_blocks(encoder):
-    from core.hierarchy import hierarchy_report
+    from core.hierarchy_eval import hierarchy_report
     chains = make_chains(encoder, CHAINS * 2)
     out = hierarchy_report(chains, finetune=True, seed=0, n_boot=20, encoder=encoder, tower_blocks=1,
                            tuner_params={"max_epochs": 2, "lr": 1e-3, "batch_size": 8, "device": "cpu"})

@@ -5,7 +5,7 @@ import streamlit as st
 
 from core.errors import DataError
 from ui import data
-from ui.widgets import show_error
+from ui.errors import show_error
 
 FORMATS_HELP = (
     "**Embeddings**: `.npy` (one space per file), `.npz` (one space per array; string arrays `id`, `caption`, "

@@ -10,6 +10,7 @@ import streamlit as st
 
 from core.errors import DataError, PlatoscopeError
 from core import export as core_export
+from ui.errors import guard, show_error  # noqa: F401  (re-exported: pages import them from here)
 
 log = logging.getLogger("platoscope")
 
@@ -40,26 +41,6 @@ def _route_through_app() -> None:
     from ui.navigation import set_page_config
 
     set_page_config()
-
-
-def show_error(exc: BaseException) -> None:
-    if isinstance(exc, PlatoscopeError):
-        st.error(str(exc), icon=":material/error:")
-    else:
-        log.exception("unexpected error")
-        st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The server logged the details; "
-                 "your data is untouched.", icon=":material/error:")
-
-
-@contextlib.contextmanager
-def guard():
-    """Show any error raised inside as a message (never a traceback); the rest of the page goes on."""
-    try:
-        yield
-    except Exception as exc:  # noqa: BLE001 - the UI must survive anything
-        if type(exc).__name__ in ("StopException", "RerunException"):  # streamlit control flow
-            raise
-        show_error(exc)
 
 
 # -- settings in the URL ---------------------------------------------------------------------------

@@ -21,8 +21,8 @@ import pandas as pd
 
 from ..dataset import Dataset, SourceFile, Space
 from ..errors import DataError
+from .paths import ARTIFACT_DIR, _artifact_dir
 
-ARTIFACT_DIR = Path(__file__).resolve().parents[2] / "data" / "demo"
 DEMO_LINE = ("Demo: 2,016 synthetic 3D objects (14 categories) with template captions; the shapes and captions are "
              "synthetic, the text encoder (all-MiniLM-L6-v2) is real.")
 TOKEN_SPACES = ("minilm_tokens", "pointnet_points")
@@ -30,13 +30,6 @@ VECTOR_SPACES = ("minilm", "minilm_tier0", "minilm_tier1", "minilm_tier2", "mini
                  *(f"minilm_layer{k}" for k in range(1, 7)), "descriptor_3d", "pointnet")
 
 __all__ = ["load_demo", "demo_point_clouds", "demo_token_space", "demo_manifest", "DEMO_LINE", "ARTIFACT_DIR"]
-
-
-def _artifact_dir() -> Path:
-    path = Path(os.environ.get("PLATOSCOPE_DEMO_DIR") or ARTIFACT_DIR)
-    if not (path / "manifest.json").exists():
-        raise DataError("the demo artifact is missing", file=str(path), hint="run `make demo-data`")
-    return path
 
 
 @functools.lru_cache(maxsize=2)

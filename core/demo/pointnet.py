@@ -173,7 +173,7 @@ def platoscope_encoder(weights: str | Path | None = None) -> dict:
     """
     import hashlib
     import os
-    from . import _artifact_dir
+    from .paths import _artifact_dir
     path = Path(weights or os.environ.get("PLATOSCOPE_POINTNET_WEIGHTS") or _artifact_dir() / "pointnet.safetensors")
     net = load_pointnet(path)
     return {"module": PointNetPoints(net), "input": "pointcloud", "output": "tokens", "pool": "max",
