@@ -13,6 +13,7 @@ from core.export import build_manifest
 from ui import data
 from ui.encoders import allowed_python_encoders, check_allowed, current_point_clouds, encoder_for
 from ui.widgets import export_controls, guard, page_header, show_error, sync_url, url_key
+from ui.text import md
 
 page_header("Encode", "encode",
             "Turn captions, images or point clouds into embedding spaces, with every layer if you like, and add them "
@@ -95,12 +96,12 @@ source_name = "encoded"
 if "text" in input_kinds:
     sources = ["a captions CSV"]
     if current is not None and "caption" in current.items.columns:
-        sources.append(f"the captions of '{current.name}'")
+        sources.append(f"the captions of '{md(current.name)}'")
     text_source = st.radio("Texts", sources, key="enc_text_source", horizontal=True)
     if text_source.startswith("the captions of") and current is not None:
         table = pd.DataFrame({"id": current.ids.astype(str), "caption": current.items["caption"].astype(str)})
         source_name = current.name
-        st.caption(f"{len(table):,} captions of '{current.name}'; the spaces join it directly.")
+        st.caption(f"{len(table):,} captions of '{md(current.name)}'; the spaces join it directly.")
     else:
         csv_file = st.file_uploader("Captions CSV (UTF-8, with a caption column; optional id and image columns)",
                                     type=["csv"], key="enc_csv")
@@ -117,7 +118,7 @@ if "text" in input_kinds:
                     default = next((i for i, c in enumerate(choices) if c in IMAGE_COLUMNS), 0)
                     image_column = st.selectbox("Column naming each row's image", choices, index=default,
                                                 key="enc_image_column") if choices else None
-                st.caption(f"{len(table):,} captions read from {csv_file.name}.")
+                st.caption(f"{len(table):,} captions read from {md(csv_file.name)}.")
             except DataError as exc:
                 show_error(exc)
                 table = None
@@ -154,7 +155,7 @@ if "pointcloud" in input_kinds:
     else:
         points = demo_clouds
         source_name = current.name
-        st.caption(f"{len(points):,} point clouds of '{current.name}' (one per item); the spaces join it directly.")
+        st.caption(f"{len(points):,} point clouds of '{md(current.name)}' (one per item); the spaces join it directly.")
 
 # -- 3. run -------------------------------------------------------------------------------------------------------
 st.markdown("**3. Run**")
@@ -163,7 +164,7 @@ if st.button("Encode", type="primary", key="enc_go", disabled=not ready):
     namespace = data.session_namespace()
     try:
         images = list_images([(f.name, f.getvalue()) for f in images_files]) if images_files else None
-        with st.status(f"Encoding with {spec} ...", expanded=True) as status:
+        with st.status(f"Encoding with {md(spec)} ...", expanded=True) as status:
             bars = {}
 
             def progress(done, total, stage):  # the job-style callback of core.encode.run_encoding
@@ -199,7 +200,7 @@ if st.button("Encode", type="primary", key="enc_go", disabled=not ready):
 result = st.session_state.get("enc_result")
 if result is not None:
     res = result["res"]
-    st.success(f"{len(res['ids']):,} items encoded with {result['spec']}.")
+    st.success(f"{len(res['ids']):,} items encoded with {md(result['spec'])}.")
     if result["random"]:
         st.warning("Random weights: these embeddings test the plumbing only; never report results from them.")
     info_table = pd.DataFrame(spaces_info(res["arrays"], res.get("spaces")))
@@ -232,14 +233,14 @@ if result is not None:
             st.rerun()
     current = data.current_dataset()
     if current is not None and set(map(str, current.ids)) == set(map(str, res["ids"])) and d3.button(
-            f"Add to '{current.name}'", key="enc_add"):
+            f"Add to '{md(current.name)}'", key="enc_add"):
         with guard():
             ds = data.dataset_with_spaces(current, res["ids"], arrays)
             data.select(f"upload:{ds.name}")
             st.session_state["enc_added"] = [s["name"] for s in spaces_info(res["arrays"])]
             st.rerun()
     elif current is not None and set(map(str, current.ids)) != set(map(str, res["ids"])):
-        d3.caption(f"The items differ from those of '{current.name}', so the spaces cannot join it; open them as a "
+        d3.caption(f"The items differ from those of '{md(current.name)}', so the spaces cannot join it; open them as a "
                    "new dataset or download them.")
     if st.session_state.get("enc_added"):
         st.info("Added " + ", ".join(st.session_state["enc_added"][:6])

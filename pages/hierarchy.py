@@ -13,6 +13,7 @@ from ui.encoders import check_allowed, encoder_for
 from ui.plots_hierarchy import angle_heatmap, before_after_bars, chain_view, radial_plot, training_curve
 from ui.presets import preset_control
 from ui.widgets import export_controls, guard, page_header, show_error, sync_url, url_key
+from ui.text import md, safe_figure
 
 page_header("Hierarchy", "hierarchy",
             "Caption chains (generic -> specific) against the root, the embedding of the empty string: "
@@ -105,8 +106,8 @@ if report is None:
     st.stop()
 
 st.caption(f"{chains.n_chains:,} chains, {report['n_distinct_texts']:,} distinct texts, up to {report['tiers']} tiers. "
-           f"Root: {chains.root_source}. Distances: Euclidean between unit vectors (d_r); angles: exterior angle "
-           f"Xi_r. Image side: {chains.image_source or 'none (retrieval needs one)'}.")
+           f"Root: {md(chains.root_source)}. Distances: Euclidean between unit vectors (d_r); angles: exterior angle "
+           f"Xi_r. Image side: {md(chains.image_source) or 'none (retrieval needs one)'}.")
 
 tab_radial, tab_chain, tab_ft = st.tabs(["Radial genericness", "Chain inspector", "RE fine-tuning"])
 
@@ -141,7 +142,7 @@ with tab_radial:
         st.caption(f"{a['n_undefined']} chains have all radii equal (tau undefined): skipped and counted.")
     fig = radial_plot(a["radii"], title=f"Genericness d_r per tier ({chains.n_chains:,} chains; "
                                         f"tau_d = {a['tau_d']:.3f})", seed=seed)
-    st.plotly_chart(fig, key="hierarchy_radial", width="stretch")
+    st.plotly_chart(safe_figure(fig), key="hierarchy_radial", width="stretch")
     st.caption("More generic texts should lie closer to the root: boxes rising left to right, grey lines (a sample "
                "of chains) rising. Chains whose radii are all equal have no tau and are counted, not dropped silently.")
     med = pd.DataFrame({"tier": range(len(a["median_radius_per_tier"])),
@@ -167,14 +168,14 @@ with tab_chain:
     col_labels = labels + [f"x{k}: {t[:24]}" for k, t in enumerate(other_texts)]
     heat = angle_heatmap(M, ok, labels, col_labels,
                          title=f"Exterior angles Xi_r(e, e') within the chain (t) and against {other_what} (x)")
-    st.plotly_chart(heat, key="hierarchy_angles", width="stretch")
+    st.plotly_chart(safe_figure(heat), key="hierarchy_angles", width="stretch")
     st.caption(f"Small angle: e' continues outward from e (e' entails e). Undefined cells (e' = e, or e = root): "
                f"{int((~ok).sum())}, skipped and counted.")
     coords = chain_pca(np.vstack([E, other_E]), chains.root)
     groups = ["root"] + ["this chain"] * len(E) + ["contrast"] * len(other_E)
     view = chain_view(coords, ["root"] + list(chains.texts[rows]) + list(other_texts), groups,
                       title="PCA of the chain, the contrast and the root")
-    st.plotly_chart(view, key="hierarchy_pca", width="stretch")
+    st.plotly_chart(safe_figure(view), key="hierarchy_pca", width="stretch")
     export_controls("platoscope-hierarchy-chain", fig=heat, table=table,
                     manifest=build_manifest(view="hierarchy/chain", dataset=ds, seeds=[seed],
                                             params={**params, "chain": chain_id}))
@@ -213,11 +214,11 @@ with tab_ft:
                              y_range=(lo - pad, hi + pad))
             fa = radial_plot(after["radii"], title=f"After RE: tau_d = {after['tau_d']:.3f}", seed=seed,
                              y_range=(lo - pad, hi + pad))
-            left.plotly_chart(fb, key="hierarchy_before", width="stretch")
-            right.plotly_chart(fa, key="hierarchy_after", width="stretch")
+            left.plotly_chart(safe_figure(fb), key="hierarchy_before", width="stretch")
+            right.plotly_chart(safe_figure(fa), key="hierarchy_after", width="stretch")
             bars = before_after_bars(before, after, title="Held-out chains, before vs after")
-            st.plotly_chart(bars, key="hierarchy_bars", width="stretch")
-            st.plotly_chart(training_curve(tr["history"], title="RE loss per epoch"), key="hierarchy_curve",
+            st.plotly_chart(safe_figure(bars), key="hierarchy_bars", width="stretch")
+            st.plotly_chart(safe_figure(training_curve(tr["history"], title="RE loss per epoch")), key="hierarchy_curve",
                             width="stretch")
             summary = pd.DataFrame([{"when": w, **{k: s.get(k) for k in ("tau_d", "share_monotone", "precision",
                                                                            "recall")}}

@@ -7,6 +7,7 @@ from ui import cached, data
 from ui.plots import scatter_map, selected_rows
 from ui.sidebar import FORMATS_HELP
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
+from ui.text import md, safe_figure
 
 page_header("Platoscope", "home",
             "Do these encoders see the same world, and how do I line them up?")
@@ -63,7 +64,7 @@ with guard():
         elif st.button("Compute UMAP", type="primary", key="home_umap_go",
                        help="UMAP takes a while (the first run in a server process compiles numba code); "
                             "the result is cached on disk"):
-            with st.status(f"Computing UMAP of '{space}' ...", expanded=True) as status:
+            with st.status(f"Computing UMAP of '{md(space)}' ...", expanded=True) as status:
                 st.write(f"{min(ds.n, cached.MAX_UMAP_POINTS):,} points; the first run compiles numba "
                          "(about a minute).")
                 bar = st.progress(0.1, text="neighbour graph and layout")
@@ -89,7 +90,7 @@ if result is not None:
     axes = (f"{result['method']} 1", f"{result['method']} 2")
     fig = scatter_map(result["coords"], rows, hover, color=colour_values,
                       color_name=None if color == "(none)" else color, title=subtitle, axis_titles=axes)
-    event = st.plotly_chart(fig, on_select="rerun", selection_mode=("lasso", "box", "points"),
+    event = st.plotly_chart(safe_figure(fig), on_select="rerun", selection_mode=("lasso", "box", "points"),
                             key="home_map", width="stretch")
     picked = selected_rows(event)
     coords_table = pd.DataFrame({"id": ds.ids[rows], "x": result["coords"][:, 0], "y": result["coords"][:, 1]})

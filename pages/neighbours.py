@@ -14,6 +14,7 @@ from ui import cached, data
 from ui.plots import scatter_map, selected_rows
 from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_thumbnails, distance_scatter, short
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
+from ui.text import md, safe_figure
 
 page_header("Neighbours", "neighbours",
             "Nearest neighbours of one item in the original space and in the CCA subspace shared with a partner "
@@ -68,7 +69,7 @@ with guard():
 
 if res is not None:
     q_label = labels[row] if labels is not None else None
-    st.markdown(f"**Query:** `{item}`" + (f" ({q_label})" if q_label else "") + f" - {captions[row]}")
+    st.markdown(f"**Query:** {md(item)}" + (f" ({md(q_label)})" if q_label else "") + f" - {md(captions[row])}")
     cols = st.columns(2)
     tables = {}
     for col, side, title in ((cols[0], "original", f"Original space '{space}'"),
@@ -82,7 +83,7 @@ if res is not None:
                               "caption": [captions[r] for r in nb_rows]})
         tables[side] = table
         with col:
-            st.subheader(title)
+            st.subheader(md(title))
             if agree is not None:
                 st.metric("Same category as the query", f"{sum(agree)} of {len(agree)}")
             if clouds is not None:
@@ -90,7 +91,7 @@ if res is not None:
                                        ["query: " + short(captions[row], 20)] + [short(captions[r], 26) for r in nb_rows],
                                        colors=[QUERY] + ([AGREE if a else DISAGREE for a in agree] if agree
                                                          else [QUERY] * len(nb_rows)), cols=3)
-                st.plotly_chart(fig, key=f"nb_thumbs_{side}", width="stretch")
+                st.plotly_chart(safe_figure(fig), key=f"nb_thumbs_{side}", width="stretch")
             elif "image_url" in ds.items.columns:
                 st.image([str(ds.items["image_url"].iloc[r]) for r in nb_rows], width=120,
                          caption=[short(captions[r], 40) for r in nb_rows])
@@ -112,7 +113,7 @@ with st.expander("Or pick the query item on a map (click a point)", expanded=Fal
         fig_map = scatter_map(m["coords"], m["rows"], ds.hover_text(), color=ds.items["label"].iloc[m["rows"]]
                               .reset_index(drop=True) if labels is not None else None, color_name="label",
                               title=f"PCA of '{space}'")
-        event = st.plotly_chart(fig_map, key="nb_map", on_select="rerun", selection_mode="points", width="stretch")
+        event = st.plotly_chart(safe_figure(fig_map), key="nb_map", on_select="rerun", selection_mode="points", width="stretch")
         picked = selected_rows(event)
         if picked and st.session_state.get("nb_last_pick") != picked[0]:
             st.session_state["nb_last_pick"] = picked[0]
@@ -181,7 +182,7 @@ if geo is not None:
                                if "cca_subspace" in geo["versions"] else {})},
                            metric=metric, geometry_label="Chamfer distance" if g["kind"] == "chamfer"
                            else "given distance", seed=seed)
-    st.plotly_chart(fig, key="nb_scatter", width="stretch")
+    st.plotly_chart(safe_figure(fig), key="nb_scatter", width="stretch")
     export_controls("platoscope-geosem", fig=fig, table=table,
                     manifest=build_manifest(view="neighbours/geosem", dataset=ds, seeds=[seed],
                                             params={"space": space, "partner": partner, "dim": dim, "metric": metric,

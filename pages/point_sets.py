@@ -11,6 +11,7 @@ from ui.plots_pointsets import (METRICS, SIMILARITY_LABELS, metric_bars, point_w
                                 token_weight_bars, token_weight_html, training_curve)
 from ui.presets import preset_control
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
+from ui.text import md, safe_figure
 
 page_header("Point sets", "point-sets",
             "Items as weighted sets of token / point vectors (paper B): the cosine of mean-pooled vectors against a "
@@ -56,7 +57,7 @@ if ds.origin == "demo":
     options += [n for n in DEMO_TOKEN_SPACES if n not in options]
 if len(options) < 2:
     st.info(f"This view needs two token-set spaces (3-D arrays n x T x d, with an optional `<name>_mask`); "
-            f"this dataset has {len(options)}: {', '.join(options) or 'none'}. Upload per-token or per-point "
+            f"this dataset has {len(options)}: {md(', '.join(options)) or 'none'}. Upload per-token or per-point "
             "outputs, or open the demo.")
     st.stop()
 
@@ -121,10 +122,10 @@ if res is None:
 
 s = res["settings"]
 for note in res["adjustments"]:
-    st.info(f"Adjusted to fit the dataset: {note}")
+    st.info(f"Adjusted to fit the dataset: {md(note)}")
 width_note = ("The two sides differ in width, so the cosine and uniform-weight baselines use a projection fitted "
               "on the anchors: " if s["dims"][0] != s["dims"][1] else "Projection: ")
-st.caption(f"{name_a}: {space_a.shape_text}; {name_b}: {space_b.shape_text}. {width_note}{res['projection']}. "
+st.caption(f"{md(name_a)}: {space_a.shape_text}; {md(name_b)}: {space_b.shape_text}. {width_note}{res['projection']}. "
            f"{s['n_anchors']} anchors and {s['n_queries']} held-out queries per seed, seeds {s['seeds']}; "
            f"kernel {kernel} (a1 = {s['a1']}, a2 = {s['a2']}, D = {s['n_features']}, sigma = c = {s['sigma']}). "
            f"{'Items in the same group count as true partners. ' if groups is not None else ''}"
@@ -151,7 +152,7 @@ manifest = lambda view: build_manifest(view=f"point_sets/{view}", dataset=ds, se
 with tab_bars:
     fig = metric_bars(res["results"], title=f"{name_a} -> {name_b}: held-out pairs, mean +- std over "
                                             f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
-    st.plotly_chart(fig, key="point_sets_bars", width="stretch")
+    st.plotly_chart(safe_figure(fig), key="point_sets_bars", width="stretch")
     st.caption("Bars: mean over seeds, whiskers: std; the grey dash is chance (1/Q for top-1 and matching, 5/Q for "
                "top-5). Scores: cosine for the pooled baseline, the point-set kernel f . f' otherwise.")
     export_controls("platoscope-point-sets", fig=fig, table=table, manifest=manifest("bars"))
@@ -160,7 +161,7 @@ with tab_spec:
     sp = res["spectra"]
     fig = spectra_plot(sp, title=f"Singular values of the {s['n_queries']} x {s['n_queries']} query similarity "
                                  f"matrix (first seed)")
-    st.plotly_chart(fig, key="point_sets_spectra", width="stretch")
+    st.plotly_chart(safe_figure(fig), key="point_sets_spectra", width="stretch")
     ranks = ", ".join(f"{SIMILARITY_LABELS[n]}: {r}" for n, r in sp["numerical_rank"].items())
     st.caption(f"An inner-product similarity of {sp['common_dim']}-dim embeddings has rank at most d + 1 = "
                f"{sp['rank_bound']} (dashed line), so it cannot represent a higher-rank matrix of pointwise mutual "
@@ -189,7 +190,7 @@ with tab_item:
                 mask = space.token_mask()[row:row + 1]
                 w = model.token_weights(tokens, mask, side)[0][mask[0]]
                 real = tokens[0][mask[0]]
-                st.markdown(f"**{name}** ({len(w)} {'tokens' if space.modality == 'text' else 'points'}; "
+                st.markdown(f"**{md(name)}** ({len(w)} {'tokens' if space.modality == 'text' else 'points'}; "
                             f"weights from {w.min():.2f} to {w.max():.2f})")
                 if space.modality == "3d" or (space.modality != "text" and real.shape[1] == 3):
                     if name == "pointnet_points" and ds.origin == "demo":
@@ -204,7 +205,7 @@ with tab_item:
                         axes = ("PC 1 of the point features", "PC 2", "PC 3")
                     fig = point_weight_scatter3d(xyz, w, title=f"{name}: points by weight",
                                                  axis_titles=axes)
-                    st.plotly_chart(fig, key=f"point_sets_item_{side}", width="stretch")
+                    st.plotly_chart(safe_figure(fig), key=f"point_sets_item_{side}", width="stretch")
                     if axes[0] != "x":
                         st.caption("No coordinates in the data: the points are placed by a PCA of their features.")
                 else:
@@ -214,7 +215,7 @@ with tab_item:
                     labels = labels or [f"#{i}" for i in range(len(w))]
                     st.html(token_weight_html(labels, w))
                     fig = token_weight_bars(labels, w, title=f"{name}: learned weight per token")
-                    st.plotly_chart(fig, key=f"point_sets_item_{side}", width="stretch")
+                    st.plotly_chart(safe_figure(fig), key=f"point_sets_item_{side}", width="stretch")
                 export_controls(f"platoscope-point-sets-item-{side}", fig=fig,
                                 table=pd.DataFrame({"token": range(len(w)), "weight": w}),
                                 manifest=manifest(f"item_{side}"), key=f"point_sets_item_export_{side}")
@@ -231,6 +232,6 @@ with tab_train:
             f"logit scale {x['logit_scale']:.2f}, {x['n_train']} training / {x['n_val']} held-out anchor pairs"
             for x in t) + ". Early stopping on the held-out anchor pairs' loss; epoch 0 is the untrained start.")
         fig = training_curve(t[0]["history"], title="Loss per epoch (first seed)")
-        st.plotly_chart(fig, key="point_sets_training", width="stretch")
+        st.plotly_chart(safe_figure(fig), key="point_sets_training", width="stretch")
         export_controls("platoscope-point-sets-training", fig=fig, table=pd.DataFrame(t[0]["history"]),
                         manifest=manifest("training"))

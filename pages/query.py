@@ -14,6 +14,7 @@ from core.retrieval import (CrossModalRetriever, check_text_encoder, embed_query
 from ui import cached, data
 from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_silhouettes, cloud_thumbnails, short
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
+from ui.text import md, safe_figure
 
 page_header("Query", "query",
             "Type a description: it is embedded by the text encoder, mapped through the fitted alignment into the "
@@ -103,7 +104,7 @@ with tab_image:
     if not spec or not spec.startswith("open_clip:"):
         st.info("Image queries need an open_clip image tower: the query space must be an open_clip text space "
                 "(encoded on the Encode page with an open_clip model). This dataset's query space "
-                f"'{source}' comes from {spec or 'no known encoder'}.")
+                f"'{md(source)}' comes from {md(spec) or 'no known encoder'}.")
     else:
         image = st.file_uploader("An image", type=["png", "jpg", "jpeg", "webp"], key="query_image")
         if image is not None and query_vec is None:
@@ -129,14 +130,14 @@ if res is None:
     st.stop()
 idx, scores = res
 embed_s = st.session_state.get("query_embed_s", 0.0) if query_desc and query_desc.startswith('"') else 0.0
-st.markdown(f"**{query_desc}** -> top {len(idx)} of '{target}'")
+st.markdown(f"**{md(query_desc)}** -> top {len(idx)} of '{md(target)}'")
 st.caption(f"Embedded in {embed_s * 1000:.0f} ms, searched {retriever.n_items_:,} items in {search_s * 1000:.0f} ms.")
 table = pd.DataFrame({"rank": range(1, len(idx) + 1), "id": [ids[r] for r in idx],
                       **({"label": labels[idx]} if labels is not None else {}),
                       "score": np.round(scores, 4), "caption": captions[idx]})
 if labels is not None:
     counts = table["label"].value_counts()
-    st.markdown("**Categories of the results:** " + ", ".join(f"{k} x{v}" for k, v in counts.items()))
+    st.markdown("**Categories of the results:** " + ", ".join(f"{md(k)} x{v}" for k, v in counts.items()))
 clouds = item_point_clouds(ds)
 fig = None
 if clouds is not None:
@@ -148,7 +149,7 @@ if clouds is not None:
         fig = cloud_thumbnails([clouds[r] for r in idx], titles, colors=colors, cols=5)
     else:
         fig = cloud_silhouettes([clouds[r] for r in idx], titles, colors=colors, cols=5)
-    st.plotly_chart(fig, key="query_thumbs", width="stretch")
+    st.plotly_chart(safe_figure(fig), key="query_thumbs", width="stretch")
 elif "image_url" in ds.items.columns:
     st.image([str(ds.items["image_url"].iloc[r]) for r in idx], width=140,
              caption=[short(captions[r], 40) for r in idx])

@@ -12,6 +12,7 @@ from ui.plots import clicked_cell, heatmap, scatter_map
 from core.presets import SIMILARITY_FIELDS
 from ui.presets import preset_control
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
+from ui.text import md, safe_figure
 
 page_header("Similarity", "similarity",
             "How alike are the spaces? Linear CKA streams over rows (any n); every value can carry a "
@@ -71,7 +72,7 @@ if view == "All spaces":
                       colorbar=MEASURE_LABELS[measure].split(" (")[0], zmin=None if not bounded else
                       min(0.0, np.nanmin([[np.nan if v is None else v for v in r] for r in result["values"]])),
                       zmax=1.0 if bounded else None, reverse=not higher, hover_extra=extra)
-        event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="sim_heatmap",
+        event = st.plotly_chart(safe_figure(fig), on_select="rerun", selection_mode="points", key="sim_heatmap",
                                 width="stretch")
         rows = []
         for i, a in enumerate(result["names"]):
@@ -98,7 +99,7 @@ if view == "All spaces":
                                 index=chosen.index(pair_default[0]) if pair_default[0] in chosen else 1,
                                 key="sim_right")
         if cell:
-            st.caption(f"Cell clicked: {cell[1]} vs {cell[0]}")
+            st.caption(f"Cell clicked: {md(cell[1])} vs {md(cell[0])}")
         colour = next((c for c in ("label", "tier", "group") if c in ds.items.columns), None)
         for col, name in ((a_col, left), (b_col, right)):
             with guard():
@@ -108,7 +109,7 @@ if view == "All spaces":
                                     color=None if colour is None else ds.items[colour].iloc[m["rows"]].reset_index(drop=True),
                                     color_name=colour, title=f"PCA of '{name}'", axis_titles=("PCA 1", "PCA 2"))
                 fig_m.update_layout(height=420, showlegend=False)
-                col.plotly_chart(fig_m, key=f"sim_map_{name}_{col is a_col}", width="stretch")
+                col.plotly_chart(safe_figure(fig_m), key=f"sim_map_{name}_{col is a_col}", width="stretch")
 
 else:  # layer by layer
     st.caption("Compare every layer of one encoder with every layer of another (rows paired by item).")
@@ -139,7 +140,7 @@ else:  # layer by layer
             figl = heatmap(res["values"], res["names_b"], res["names_a"],
                            title=f"{MEASURE_LABELS[lmeasure]} layer by layer", colorbar=lmeasure,
                            reverse=not res.get("higher_is_similar", True), x_title="encoder B", y_title="encoder A")
-            st.plotly_chart(figl, key="layers_heatmap", width="stretch")
+            st.plotly_chart(safe_figure(figl), key="layers_heatmap", width="stretch")
             tablel = pd.DataFrame(res["values"], index=res["names_a"], columns=res["names_b"]).reset_index(
                 names="space_a")
             export_controls("platoscope-layers", fig=figl, table=tablel,

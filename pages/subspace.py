@@ -10,6 +10,7 @@ from ui.plots import METHOD_LABELS, METRIC_LABELS, bars_with_errors, curve, spec
 from core.presets import PROTOCOL_FIELDS
 from ui.presets import preset_control
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
+from ui.text import md, safe_figure
 
 page_header("Subspace alignment", "subspace",
             "Fit a map on anchor pairs, judge it on held-out query pairs: matching, retrieval and MRR, "
@@ -69,7 +70,7 @@ groups = None if partners == "(each item alone)" else ds.groups(partners)
 if groups is None and "caption" in ds.items.columns and ds[source].modality == "text":
     shared = int(ds.items["caption"].duplicated(keep=False).sum())
     if shared:
-        st.info(f"{shared:,} items share their caption with another item, so their '{source}' vectors are "
+        st.info(f"{shared:,} items share their caption with another item, so their '{md(source)}' vectors are "
                 "identical and no method can tell them apart: choose 'caption' under True partners to count "
                 "any of them as a hit.")
 seeds = list(range(int(n_seeds)))
@@ -78,8 +79,8 @@ common = dict(n_queries=int(queries), seeds=seeds, groups=groups, reg=float(reg)
 base_params = {"source": source, "target": target, "k": int(k), "anchors": int(anchors), "queries": int(queries),
                "seeds": seeds, "reg": float(reg), "methods": methods, "partners": partners}
 st.caption(f"Scores: cosine after affine/CCA maps, local CKA score for the local-CKA methods. "
-           f"{f'Items sharing a {partners!r} value count as true partners. ' if groups is not None else ''}"
-           f"Dataset: {ds.n:,} items; {source} is {ds[source].dim}-d, {target} is {ds[target].dim}-d.")
+           f"{f'Items sharing a {md(repr(partners))} value count as true partners. ' if groups is not None else ''}"
+           f"Dataset: {ds.n:,} items; {md(source)} is {ds[source].dim}-d, {md(target)} is {ds[target].dim}-d.")
 
 VIEWS = ["At one k", "Curve over k", "Curve over anchors", "Canonical correlations"]
 # one view at a time (in the URL): only the view that is open computes anything
@@ -97,7 +98,7 @@ def protocol_result():
 
 def draw_curve(result, x_key, title, x_title, chart_key):
     fig = curve(result["summary"], x_key, metric, title=title, x_title=x_title, log_x=True)
-    st.plotly_chart(fig, key=chart_key, width="stretch")
+    st.plotly_chart(safe_figure(fig), key=chart_key, width="stretch")
     return fig
 
 
@@ -107,7 +108,7 @@ if view == "At one k":
         res = protocol_result()
     if res is not None:
         for note in res.get("adjustments", []):
-            st.info(f"Adjusted to fit the dataset: {note}")
+            st.info(f"Adjusted to fit the dataset: {md(note)}")
         s = res["settings"]
         st.caption(f"{s.get('n_anchors')} anchors, {s.get('n_queries')} queries, seeds {s.get('seeds')}, "
                    f"fitted in {res['seconds']:.2f} s.")
@@ -127,7 +128,7 @@ if view == "At one k":
         fig = bars_with_errors([r for r in rows if r["metric"] == metric],
                                title=f"{METRIC_LABELS[metric]} at k = {int(k)}: {source} -> {target}",
                                y_title=METRIC_LABELS[metric])
-        st.plotly_chart(fig, key="subspace_bars", width="stretch")
+        st.plotly_chart(safe_figure(fig), key="subspace_bars", width="stretch")
         export_controls("platoscope-protocol", fig=fig, table=table,
                         manifest=build_manifest(view="subspace/protocol", dataset=ds, seeds=seeds,
                                                 params={**base_params, "settings": s}))
@@ -152,7 +153,7 @@ elif view == "Curve over k":
                                              "subspace_curve_k_partial"))
         if curve_res is not None:
             for note in curve_res.get("adjustments", []):
-                st.info(f"Adjusted: {note}")
+                st.info(f"Adjusted: {md(note)}")
             fig = draw_curve(curve_res, "k", title, "subspace dimension k", "subspace_curve_k")
             st.caption("Paper A: after CCA a low k (about 50) works best; affine alone prefers higher dimensions. "
                        "Methods that do not depend on k are drawn as dotted lines.")
@@ -178,7 +179,7 @@ elif view == "Curve over anchors":
                                              "subspace_curve_anchors_partial"))
         if ares is not None:
             for note in ares.get("adjustments", []):
-                st.info(f"Adjusted: {note}")
+                st.info(f"Adjusted: {md(note)}")
             fig = draw_curve(ares, "n_anchors", title, "number of anchors", "subspace_curve_anchors")
             export_controls("platoscope-sweep-anchors", fig=fig, table=pd.DataFrame(ares["summary"]),
                             manifest=build_manifest(view="subspace/sweep_anchors", dataset=ds, seeds=seeds,
@@ -197,7 +198,7 @@ else:  # canonical correlations: part of the protocol's result (the same job as 
                        title=f"Canonical correlations, k = {int(k)}, r = {cca.get('reg')}",
                        y_title="correlation", extra={"plain, held-out queries": cca.get("heldout_correlations")}
                        if cca.get("heldout_correlations") else None)
-        st.plotly_chart(fig, key="subspace_cca", width="stretch")
+        st.plotly_chart(safe_figure(fig), key="subspace_cca", width="stretch")
         st.caption("With r > 0 the anchors' correlations are regularised; the held-out curve is the plain "
                    "correlation of each projected pair of columns on the queries (mean over seeds).")
         export_controls("platoscope-cca", fig=fig, table=pd.DataFrame(

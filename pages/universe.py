@@ -10,6 +10,7 @@ from ui.plots_universe import (METHOD_LABELS, METRIC_LABELS, add_vs_refit_figure
                                retrieval_heatmaps, universe_map_figure)
 from ui.presets import preset_control
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
+from ui.text import md, safe_figure
 
 page_header("Universe", "universe",
             "Put several spaces into one shared universe (pairwise Procrustes, GPA, GCCA, GCPA), fitted on training "
@@ -65,7 +66,7 @@ labels = None if label_col == "(none)" else ds.items[label_col].to_numpy(dtype=o
 params = {"spaces": chosen, "methods": methods, "test_size": float(test_size), "seed": int(seed), "width": width,
           "standardize": bool(standardize), "gcpa_epochs": int(epochs), "labels": label_col, "preset": preset.name}
 MAP_ITEMS = 300
-widths = ", ".join(f"{n} {ds[n].dim}-d" for n in chosen)
+widths = ", ".join(f"{md(n)} {ds[n].dim}-d" for n in chosen)
 st.caption(f"{ds.n:,} items; {widths}. Scores are cosine similarities in universe coordinates "
            f"(pairwise Procrustes: a mapped into b's frame). "
            f"{'Items of one group count as true partners and stay on one side of the split. ' if groups is not None else ''}")
@@ -103,7 +104,7 @@ retrieval = {m: r["retrieval"] for m, r in results.items()}
 pre = next(iter(results.values()))["description"]["preprocessing"]
 st.caption(f"Fitted on {res['n_train']} items, judged on {res['n_test']} held-out items (seed {res['seed']}). "
            f"Preprocessing: {pre['standardize']}; " +
-           "; ".join(f"{n}: {v['width_step']}" for n, v in pre["spaces"].items()) + ". " +
+           "; ".join(f"{md(n)}: {v['width_step']}" for n, v in pre["spaces"].items()) + ". " +
            (f"GPA: {results['gpa']['n_iter']} iterations, objective {results['gpa']['objective']:.4g}"
             f" (stopped on {results['gpa']['description'].get('stop_reason', '?')})."
             if "gpa" in results and "n_iter" in results["gpa"] else ""))
@@ -116,7 +117,7 @@ sync_url(view=view)
 
 if view == "Retrieval and cycles":
     fig = retrieval_heatmaps(retrieval, metric)
-    st.plotly_chart(fig, key="universe_heatmaps", width="stretch")
+    st.plotly_chart(safe_figure(fig), key="universe_heatmaps", width="stretch")
     rows = []
     for m, r in results.items():
         s = r["retrieval"]["summary"]
@@ -128,7 +129,7 @@ if view == "Retrieval and cycles":
     export_controls("platoscope-universe-retrieval", fig=fig, table=table,
                     manifest=build_manifest(view="universe/retrieval", dataset=ds, seeds=[int(seed)], params=params))
     bars = mean_worst_bars(retrieval, metric)
-    st.plotly_chart(bars, key="universe_bars", width="stretch")
+    st.plotly_chart(safe_figure(bars), key="universe_bars", width="stretch")
     st.dataframe(table.set_index("method"), width="stretch")
     ch = next(iter(retrieval.values()))["chance"]
     st.caption(f"Chance: Hits@1 {ch['hits_at_1']:.4f}, Hits@5 {ch['hits_at_5']:.4f}, MRR {ch['mrr']:.4f}. "
@@ -173,7 +174,7 @@ elif view == "Map of the universe":
     fig = universe_map_figure(umap, hover, highlight=highlight,
                               title=f"{METHOD_LABELS[map_method]} universe: {len(item_rows)} held-out items x "
                                     f"{len(umap['spaces'])} spaces (shared PCA of normalised coordinates)")
-    st.plotly_chart(fig, key="universe_map_chart", on_select="rerun", selection_mode="points", width="stretch")
+    st.plotly_chart(safe_figure(fig), key="universe_map_chart", on_select="rerun", selection_mode="points", width="stretch")
     st.caption("Each item appears once per space; grey lines join its copies. Short lines = the spaces agree on "
                "where the item lives.")
     export_controls("platoscope-universe-map", fig=fig, table=pd.DataFrame(
@@ -209,13 +210,13 @@ elif view == "Add a space":
                 st.caption("GPA-ADD fits only the new space's rotation; the comparison refits GPA on every space.")
         if add_res is not None:
             fig = add_vs_refit_figure(add_res)
-            st.plotly_chart(fig, key="universe_add", width="stretch")
+            st.plotly_chart(safe_figure(fig), key="universe_add", width="stretch")
             st.caption("GPA-ADD fits only the new space's rotation against the fixed consensus; every other map "
                        "stays as it was. The refit re-estimates all of them with the new space in the consensus.")
             cols = st.columns(2)
             for col, (label, k) in zip(cols, (("GPA-ADD", "add"), ("refit GPA", "refit"))):
-                col.plotly_chart(retrieval_heatmaps({"gpa": add_res[k]}, "hits_at_1").update_layout(
-                    title=f"{label}: Hits@1", height=380), key=f"universe_add_{k}", width="stretch")
+                col.plotly_chart(safe_figure(retrieval_heatmaps({"gpa": add_res[k]}, "hits_at_1").update_layout(
+                    title=f"{label}: Hits@1", height=380)), key=f"universe_add_{k}", width="stretch")
             export_controls("platoscope-universe-add", fig=fig, table=pd.DataFrame(
                 [{"way": w, "seconds": add_res[f"{w}_seconds"], "hits_at_1_new_pairs": add_res["new_pairs"][w],
                   "hits_at_1_other_pairs": add_res["base_pairs"][w]} for w in ("add", "refit")]),
@@ -227,7 +228,7 @@ else:  # clustering
         st.info("Choose a label column above to see k-means clustering scores in the universe.")
     else:
         fig = clustering_bars(results)
-        st.plotly_chart(fig, key="universe_cluster", width="stretch")
+        st.plotly_chart(safe_figure(fig), key="universe_cluster", width="stretch")
         crow = []
         for m, r in results.items():
             for sname, v in r["clustering"]["spaces"].items():
@@ -235,7 +236,7 @@ else:  # clustering
                              "NMI": v["nmi"], "NMI std": v["nmi_std"], "clusters": v["n_clusters"]})
         ctable = pd.DataFrame(crow)
         st.dataframe(ctable, width="stretch", hide_index=True)
-        st.caption(f"k-means (k = number of distinct '{label_col}' values) on the L2-normalised universe coordinates "
+        st.caption(f"k-means (k = number of distinct '{md(label_col)}' values) on the L2-normalised universe coordinates "
                    f"of each space's held-out items; ARI / NMI from scikit-learn, mean +- std over "
                    f"{len(next(iter(results.values()))['clustering']['seeds'])} seeds.")
         export_controls("platoscope-universe-clustering", fig=fig, table=ctable,

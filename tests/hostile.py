@@ -262,3 +262,10 @@ def write_hostile_corpus(dirpath, *, bomb_bytes: int = 1 << 30) -> dict[str, Hos
 
 def corpus_json(cases: dict[str, HostileCase]) -> str:
     return json.dumps({k: vars(v) for k, v in cases.items()})
+
+
+def shown(markdown_source: str) -> str:
+    """The text a markdown element shows for a source that ui.text.md escaped (backslash escapes removed)."""
+    import re
+
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown_source)

@@ -6,6 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.badfiles import markers_executed, write_bad_corpus
+from tests.hostile import shown
 from tests.conftest import ROOT
 
 NOT_UPLOADABLE = {"missing_file"}  # a path that does not exist cannot be uploaded
@@ -42,7 +43,7 @@ def test_bad_upload_gets_a_clear_message(name, corpus, tmp_path, monkeypatch):
         at.file_uploader[1].upload(Path(case.metadata).name, Path(case.metadata).read_bytes()).run()
     at.button(key="sb_load").click().run()
     assert not at.exception, at.exception
-    errors = "\n".join(e.value for e in at.error)
+    errors = "\n".join(shown(e.value) for e in at.error)  # the text the page shows (markup escaped)
     assert errors, f"no error shown for {name}"
     assert "Traceback" not in errors
     named = [Path(p).name for p in case.paths] + ([Path(case.metadata).name] if case.metadata else [])

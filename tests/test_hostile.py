@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hostile import TRAVERSAL_NAMES, write_hostile_corpus
+from hostile import TRAVERSAL_NAMES, shown, write_hostile_corpus
 from core.cli import main
 from core.errors import BudgetError, DataError
 
@@ -208,7 +208,7 @@ def test_app_upload_refused_with_the_message(name, corpus, app_env):
                                     "application/octet-stream")]).run()
     at.button(key="sb_load").click().run()
     assert not at.exception, at.exception
-    errors = "\n".join(e.value for e in at.error)
+    errors = "\n".join(shown(e.value) for e in at.error)
     assert re.search(case.message, errors, flags=re.S), errors
     assert "Traceback" not in errors
     assert not list((app_env / "cache").glob("session-*/uploads/*.*"))  # the refused file was deleted
@@ -234,7 +234,7 @@ def test_app_encode_images(name, corpus, app_env, tiny_clip):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
     at = _encode_images(at, tiny_clip, (Path(case.path).name, Path(case.path).read_bytes(), "application/zip"))
     assert not at.exception, at.exception
-    errors = "\n".join(e.value for e in at.error)
+    errors = "\n".join(shown(e.value) for e in at.error)
     assert "Traceback" not in errors
     if case.message:
         assert re.search(case.message, errors), errors

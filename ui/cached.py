@@ -21,6 +21,7 @@ import streamlit as st
 
 from core.dataset import Dataset
 from core import projection
+from ui.text import md
 
 _CALLS_KEY = "platoscope_cache_calls"
 
@@ -216,7 +217,7 @@ def computed(namespace: str, key: str, label: str, compute):
     if lock is None:
         return _compute_into(store, key, label, compute)
     if not lock.acquire(blocking=False):
-        with st.spinner(f"{label}: another session is computing this result; waiting for it ..."):
+        with st.spinner(f"{md(label)}: another session is computing this result; waiting for it ..."):
             lock.acquire()
     try:
         if key in store:  # computed meanwhile by the session we waited for
@@ -228,8 +229,8 @@ def computed(namespace: str, key: str, label: str, compute):
 
 
 def _compute_into(store, key: str, label: str, compute):
-    with st.status(label, expanded=True) as status:
-        bar = st.progress(0.0, text=label)
+    with st.status(md(label), expanded=True) as status:
+        bar = st.progress(0.0, text=md(label))
 
         def progress(iterable, total=None, desc=""):
             items = iterable
@@ -241,11 +242,11 @@ def _compute_into(store, key: str, label: str, compute):
             for i, item in enumerate(items):
                 yield item
                 if total:
-                    bar.progress(min(1.0, (i + 1) / total), text=f"{desc or label} {i + 1}/{total}")
+                    bar.progress(min(1.0, (i + 1) / total), text=f"{md(desc or label)} {i + 1}/{total}")
 
         result = compute(progress)
         bar.progress(1.0, text="done")
-        status.update(label=f"{label}: done", state="complete", expanded=False)
+        status.update(label=f"{md(label)}: done", state="complete", expanded=False)
     store[key] = result
     while len(store) > _MAX_RESULTS:
         store.popitem(last=False)

@@ -7,16 +7,18 @@ import logging
 import streamlit as st
 
 from core.errors import PlatoscopeError
+from ui.text import md
 
 log = logging.getLogger("platoscope")
 
 
 def show_error(exc: BaseException) -> None:
+    # messages name files, arrays and values the user wrote: shown as text (ui.text.md), never as markdown
     if isinstance(exc, PlatoscopeError):
-        st.error(str(exc), icon=":material/error:")
+        st.error(md(str(exc)), icon=":material/error:")
     else:
         log.exception("unexpected error")
-        st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The server logged the details; "
+        st.error(f"Something went wrong ({type(exc).__name__}: {md(exc)}). The server logged the details; "
                  "your data is untouched.", icon=":material/error:")
 
 

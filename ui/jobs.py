@@ -24,6 +24,7 @@ import streamlit as st
 from core import cache as core_cache
 from core.jobs import CANCELLED, DONE, FAILED, QUEUED, Job, JobRunner, ResultStore
 from ui import cached
+from ui.text import md
 
 POLL_SECONDS = 1.0
 INLINE_WAIT = 0.5
@@ -127,7 +128,7 @@ def result(namespace: str, key: str, label: str, compute: Callable[[Job], Any], 
         st.button("Try again", key=f"job_retry_{key[:16]}", on_click=_request_restart, args=(key,))
         return None
     if job.state == CANCELLED:
-        st.info(f"{label}: cancelled after {job.elapsed:.1f} s. Nothing was saved.", icon=":material/cancel:")
+        st.info(f"{md(label)}: cancelled after {job.elapsed:.1f} s. Nothing was saved.", icon=":material/cancel:")
         st.button("Run again", key=f"job_retry_{key[:16]}", on_click=_request_restart, args=(key,))
         return None
     _progress_box(namespace, key, partial)
@@ -167,7 +168,7 @@ def _progress_box(namespace: str, key: str, partial) -> None:
         if job is None or job.is_finished:
             st.rerun(scope="app")
         position = runner().position(job)
-        with st.status(job.label, expanded=True, state="running"):
+        with st.status(md(job.label), expanded=True, state="running"):
             st.progress(min(max(job.fraction, 0.0), 1.0), text=describe(job, position))
             st.button("Cancel", key=f"job_cancel_{key[:16]}", icon=":material/cancel:",
                       on_click=runner().cancel, args=((namespace, key),),

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+
+from ui.text import unplot
 import plotly.express as px
 
 PALETTE = px.colors.qualitative.Bold + px.colors.qualitative.Pastel + px.colors.qualitative.Dark24
@@ -87,7 +89,7 @@ def clicked_cell(event) -> tuple[str, str] | None:
         points = (event or {}).get("selection", {}).get("points", [])
     for p in points or []:
         if "x" in p and "y" in p:
-            return str(p["x"]), str(p["y"])
+            return unplot(p["x"]), unplot(p["y"])  # the chart shows escaped names (ui.text.safe_figure)
     return None
 
 

@@ -11,6 +11,9 @@ import streamlit as st
 from core.errors import DataError, PlatoscopeError
 from core import export as core_export
 from ui.errors import guard, show_error  # noqa: F401  (re-exported: pages import them from here)
+from ui import private_downloads
+
+private_downloads.install()  # export links work once, for the session that clicked (ui/private_downloads.py)
 
 log = logging.getLogger("platoscope")
 
