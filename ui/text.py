@@ -28,11 +28,14 @@ from typing import Any, Iterable
 # maths '$', HTML and autolinks '<', e-mail autolinks '@', and the backslash itself.
 _MD_ALWAYS = re.compile(r"([\\`*\[\]~$<@])")
 _MD_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
-_MD_SHORTCODE = re.compile(r":(?=[A-Za-z0-9_+/-]+:)")  # :smile: / :material/icon: shortcodes
+# emoji shortcodes (:smile:, :+1:) and Streamlit's :material/icon: (spec strings such as 'open_clip:ViT-B-32:x'
+# or 'hf:path' are left alone: no emoji name has capitals, dots, slashes or hyphens)
+_MD_SHORTCODE = re.compile(r":(?=[a-z0-9_+]+:)|:(?=material/)")
 # GFM autolink literals are found in the text *after* escapes are resolved, so escaping cannot stop them: a WORD
 # JOINER (U+2060, invisible) inside 'http://', 'www.', 'mailto:' and before an e-mail's '@' breaks the pattern.
 _WJ = "\u2060"
-_MD_URL = re.compile(r"(?i)(?<=[a-z])(?=:\\?/)|(?<=www)(?=\\?\.)|(?<=mailto)(?=:)|(?<=xmpp)(?=:)|(?=\\@)")
+_MD_URL = re.compile(r"(?i)(?<=https)(?=://)|(?<=http)(?=://)|(?<=ftp)(?=://)|(?<=www)(?=\.)"
+                     r"|(?<=mailto)(?=:)|(?<=xmpp)(?=:)|(?=\\@)")
 _MD_LINE_START = re.compile(r"^(\s*)([#>+\-=]|\d+(?=[.)]))")  # headings, quotes, lists at the start
 
 
