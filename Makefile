@@ -23,8 +23,18 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not browser and not slow"
 
+# Each benchmark's output goes to bench/results/<name>.txt (committed: the README's benchmark table cites them).
+# BENCH_ARGS=--quick for the short versions; BENCH=bench/bench_cka.py for one script.
+BENCH ?= $(wildcard bench/bench_*.py)
+BENCH_ARGS ?=
+
 bench: install
-	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@mkdir -p bench/results
+	@for f in $(BENCH); do name=$$(basename $$f .py); \
+		echo "== $$f $(BENCH_ARGS)"; \
+		{ echo "# $$f $(BENCH_ARGS)"; echo "# $$(date -u +%Y-%m-%dT%H:%MZ) $$(uname -m), $$(nproc) CPUs, load $$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"; \
+		  $(PY) $$f $(BENCH_ARGS); } > bench/results/$$name.txt 2>&1 || { cat bench/results/$$name.txt; exit 1; }; \
+		cat bench/results/$$name.txt; done
 
 demo-data: install
 	$(PY) -m core.demo.build

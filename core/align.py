@@ -83,6 +83,13 @@ def _check_pair(X, Y, what: str):
     return sx, sy
 
 
+def _check_side(side: str) -> str:
+    key = str(side).lower()
+    if key not in ("x", "y"):
+        raise DataError(f"side must be 'x' or 'y', got {side!r}")
+    return key
+
+
 def _check_width(x, expected: int, name: str):
     shape = _check_2d(x, name)
     if shape[1] != expected:
@@ -234,6 +241,32 @@ class _Fitted(Estimator):
     def fit_moments(self, moments: AnchorMoments):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # -- the pairwise convention: transform(X) for the X side, transform(Y, side="y") for the Y side ----------
+    def _widths(self) -> tuple[int, int]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _transform_target_t(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def transform(self, X, side: str = "x") -> np.ndarray:
+        """Rows of one side in the coordinates this map lands in (m x k, float64).
+
+        ``side="x"`` (default): rows of X, mapped; ``side="y"``: rows of Y in the same coordinates (what X rows
+        are compared with).
+        """
+        side = _check_side(side)
+        self._require_fitted()
+        width = self._widths()[0 if side == "x" else 1]
+        _check_width(X, width, side.upper())
+        t = _f64(X, self._dev())
+        return _np(self._transform_t(t) if side == "x" else self._transform_target_t(t))
+
+    def transform_target(self, Y) -> np.ndarray:
+        """Deprecated alias of ``transform(Y, side="y")``."""
+        warnings.warn(f"{type(self).__name__}.transform_target(Y) is deprecated; use transform(Y, side='y')",
+                      DeprecationWarning, stacklevel=2)
+        return self.transform(Y, side="y")
+
     # state for save/load: (tensors as numpy, JSON-able scalars)
     def _state(self):
         self._require_fitted()
@@ -300,11 +333,10 @@ class AffineMap(_Fitted):
         dev = x.device
         return x @ torch.as_tensor(self.R_, device=dev) + torch.as_tensor(self.b_, device=dev)
 
-    def transform(self, X) -> np.ndarray:
-        """Map rows of ``X`` (m x p) into Y's space: ``X R + b`` (m x q, float64)."""
-        self._require_fitted()
-        _check_width(X, self.R_.shape[0], "X")
-        return _np(self._transform_t(_f64(X, self._dev())))
+    def _widths(self):
+        return self.R_.shape[0], self.R_.shape[1]
+
+    # transform(X): X R + b in Y's space (m x q); transform(Y, side="y"): Y rows as they are
 
 
 def _ridge_solve(G: torch.Tensor, B: torch.Tensor, alpha: float, what: str) -> torch.Tensor:
@@ -335,7 +367,7 @@ def _ridge_solve(G: torch.Tensor, B: torch.Tensor, alpha: float, what: str) -> t
 class PairedPCA(_Fitted):
     """PCA of each side of the anchors to ``n_components`` (centred with the anchors' means).
 
-    ``transform(X) = (X - mean_x) components_x_`` and ``transform_target(Y) = (Y - mean_y) components_y_``.
+    ``transform(X) = (X - mean_x) components_x_`` and ``transform(Y, side="y") = (Y - mean_y) components_y_``.
     Component signs are fixed (largest-magnitude loading positive) so fits are reproducible.
     The top-``k`` components of a fit are nested: :meth:`truncate` gives the fit for a smaller ``k``.
 
@@ -392,17 +424,8 @@ class PairedPCA(_Fitted):
         return (y - torch.as_tensor(self.mean_y_, device=y.device)) @ torch.as_tensor(self.components_y_,
                                                                                      device=y.device)
 
-    def transform(self, X) -> np.ndarray:
-        """PCA coordinates of X rows (m x k)."""
-        self._require_fitted()
-        _check_width(X, self.components_x_.shape[0], "X")
-        return _np(self._transform_t(_f64(X, self._dev())))
-
-    def transform_target(self, Y) -> np.ndarray:
-        """PCA coordinates of Y rows (m x k)."""
-        self._require_fitted()
-        _check_width(Y, self.components_y_.shape[0], "Y")
-        return _np(self._transform_target_t(_f64(Y, self._dev())))
+    def _widths(self):
+        return self.components_x_.shape[0], self.components_y_.shape[0]
 
 
 def _check_k(k, p: int, q: int, what: str) -> int:
@@ -427,7 +450,7 @@ class ProcrustesMap(_Fitted):
     ``dim`` is given and smaller), *both sides are first reduced by PCA* to ``dim`` (default ``min(p, q)``)
     components; the PCA bases are stored in ``components_x_`` / ``components_y_`` (``None`` when no reduction
     was needed). ``transform(X) = (X - mean_x) components_x_ R`` lands in Y's (centred, possibly reduced)
-    coordinates, which ``transform_target(Y) = (Y - mean_y) components_y_`` gives for Y rows.
+    coordinates, which ``transform(Y, side="y") = (Y - mean_y) components_y_`` gives for Y rows.
 
     Parameters
     ----------
@@ -478,17 +501,8 @@ class ProcrustesMap(_Fitted):
             y = y @ torch.as_tensor(self.components_y_, device=dev)
         return y
 
-    def transform(self, X) -> np.ndarray:
-        """Map X rows into Y's centred (reduced) coordinates (m x d)."""
-        self._require_fitted()
-        _check_width(X, self.mean_x_.shape[0], "X")
-        return _np(self._transform_t(_f64(X, self._dev())))
-
-    def transform_target(self, Y) -> np.ndarray:
-        """Y rows in the coordinates :meth:`transform` maps into (m x d)."""
-        self._require_fitted()
-        _check_width(Y, self.mean_y_.shape[0], "Y")
-        return _np(self._transform_target_t(_f64(Y, self._dev())))
+    def _widths(self):
+        return self.mean_x_.shape[0], self.mean_y_.shape[0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -504,7 +518,7 @@ class CCA(_Fitted):
         T = Sxx^{-1/2} Sxy Syy^{-1/2} = U S V^T              (inverse square roots by eigendecomposition)
         W_x = Sxx^{-1/2} U[:, :k],  W_y = Syy^{-1/2} V[:, :k],  canonical_correlations_ = S[:k]
 
-    The projections are :meth:`transform` (X side) and :meth:`transform_target` (Y side). With ``reg > 0`` the
+    The projections are ``transform(X)`` (X side) and ``transform(Y, side="y")`` (Y side). With ``reg > 0`` the
     canonical correlations are *regularised*; :meth:`heldout_correlations` gives the plain correlation of each
     projected pair of columns on other rows. The top-``k`` directions of one decomposition are nested, so
     :meth:`truncate` returns the fit for a smaller ``k`` without refitting. Signs are fixed (the largest entry
@@ -575,17 +589,8 @@ class CCA(_Fitted):
         dev = y.device
         return (y - torch.as_tensor(self.mean_y_, device=dev)) @ torch.as_tensor(self.W_y_, device=dev)
 
-    def transform(self, X) -> np.ndarray:
-        """X rows in the canonical subspace: ``(X - mean_x_) W_x_`` (m x k, float64)."""
-        self._require_fitted()
-        _check_width(X, self.W_x_.shape[0], "X")
-        return _np(self._transform_t(_f64(X, self._dev())))
-
-    def transform_target(self, Y) -> np.ndarray:
-        """Y rows in the canonical subspace: ``(Y - mean_y_) W_y_`` (m x k, float64)."""
-        self._require_fitted()
-        _check_width(Y, self.W_y_.shape[0], "Y")
-        return _np(self._transform_target_t(_f64(Y, self._dev())))
+    def _widths(self):
+        return self.W_x_.shape[0], self.W_y_.shape[0]
 
     def heldout_correlations(self, X, Y) -> np.ndarray:
         """Plain Pearson correlation of each projected column pair on (held-out) paired rows ``X``, ``Y``.
@@ -656,6 +661,12 @@ class LocalCKA(_Fitted):
         self.Gy_norm2_ = float((m.Cyy ** 2).sum())
         self.n_anchors_ = int(m.n)
         return self
+
+    def _widths(self):
+        return self.A_.shape[0], self.A_.shape[1]
+
+    def _transform_t(self, x: torch.Tensor) -> torch.Tensor:
+        return x      # local CKA scores raw rows: both sides' coordinates are the rows themselves
 
     def _score_t(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         dev = x.device
@@ -782,20 +793,19 @@ class PairwiseAligner(_Fitted):
             y = None if y is None else self.map_._transform_target_t(y)
         return x, y
 
-    def transform(self, X) -> np.ndarray:
-        """X rows in the coordinates the scores use (mapped into Y's space / the common subspace).
+    def _widths(self):
+        return self.p_, self.q_
 
-        For ``local_cka`` these are the raw rows, for ``cca_local_cka`` the CCA coordinates.
-        """
+    def transform(self, X, side: str = "x") -> np.ndarray:
+        """Rows of one side in the coordinates the scores use: ``side="x"`` (default) X rows mapped into Y's space
+        / the common subspace, ``side="y"`` Y rows there. For ``local_cka`` these are the raw rows, for
+        ``cca_local_cka`` the CCA coordinates."""
+        side = _check_side(side)
         self._require_fitted()
-        _check_width(X, self.p_, "X")
-        return _np(self._coords_t(_f64(X, self._dev()), None)[0])
-
-    def transform_target(self, Y) -> np.ndarray:
-        """Y rows in the coordinates the scores use."""
-        self._require_fitted()
-        _check_width(Y, self.q_, "Y")
-        return _np(self._coords_t(None, _f64(Y, self._dev()))[1])
+        _check_width(X, self._widths()[0 if side == "x" else 1], side.upper())
+        t = _f64(X, self._dev())
+        x, y = self._coords_t(t, None) if side == "x" else self._coords_t(None, t)
+        return _np(x if side == "x" else y)
 
     def score_matrix(self, X_query, Y_query) -> np.ndarray:
         """Scores of every X query (rows) against every Y query (columns), ``Q_x x Q_y`` float64 array.

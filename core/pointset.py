@@ -399,6 +399,14 @@ def info_nce_loss(Fa: torch.Tensor, Fb: torch.Tensor, logit_scale) -> torch.Tens
     return 0.5 * (ce(logits, target) + ce(logits.T, target))
 
 
+_SIDE_KEYS = {"x": "a", "y": "b", "a": "a", "b": "b"}
+
+
+def _side_key(side) -> str:
+    """'x' / 'y' (the pairwise convention) or the older 'a' / 'b' -> 'a' / 'b'."""
+    return _SIDE_KEYS.get(str(side).lower(), str(side))
+
+
 class _Side(torch.nn.Module):
     """One side: affine projection (fixed or trained) and a linear weight head on standardised raw tokens."""
 
@@ -719,7 +727,7 @@ class PointSetSimilarity(Estimator):
 
     def _side(self, side: str, X):
         if side not in ("a", "b"):
-            raise ValueError(f"side must be 'a' or 'b', got {side!r}")
+            raise ValueError(f"side must be 'x' or 'y' (or 'a' / 'b'), got {side!r}")
         module = self.side_a_ if side == "a" else self.side_b_
         want = self.dim_a_ if side == "a" else self.dim_b_
         if X.shape[2] != want:
@@ -727,7 +735,9 @@ class PointSetSimilarity(Estimator):
         return module
 
     def transform(self, X, mask=None, side: str = "a", progress=None) -> np.ndarray:
-        """Set features ``f`` of the items of one side (``'a'`` or ``'b'``): n x F float32 (chunked)."""
+        """Set features ``f`` of the items of one side: n x F float32 (chunked). ``side="x"`` (default; also
+        ``"a"``) for A's items, ``side="y"`` (also ``"b"``) for B's - the pairwise convention."""
+        side = _side_key(side)
         self._require()
         X, mask, _ = _tokens(X, mask, side.upper())
         module = self._side(side, X)
@@ -744,6 +754,7 @@ class PointSetSimilarity(Estimator):
 
     def token_weights(self, X, mask=None, side: str = "a") -> np.ndarray:
         """The weight of every token (n x T float32; 1 everywhere for uniform weights, 0 on masked tokens)."""
+        side = _side_key(side)
         self._require()
         X, mask, _ = _tokens(X, mask, side.upper())
         module = self._side(side, X)
@@ -757,6 +768,7 @@ class PointSetSimilarity(Estimator):
 
     def projected_tokens(self, X, side: str = "a") -> np.ndarray:
         """Tokens in the common space (after the projection; unnormalised): n x T x k float32."""
+        side = _side_key(side)
         self._require()
         X, _, _ = _tokens(X, None, side.upper())
         module = self._side(side, X)
@@ -932,7 +944,7 @@ def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str
         # cosine of mean-pooled vectors, through the same CCA when there is one
         xa, xb = pooled_a[q_idx], pooled_b[q_idx]
         if uniform.cca_ is not None:
-            xa, xb = uniform.cca_.transform(xa), uniform.cca_.transform_target(xb)
+            xa, xb = uniform.cca_.transform(xa), uniform.cca_.transform(xb, side="y")
             projection_text = (f"CCA (k = {uniform.common_dim_}, ridge {reg:g}) fitted on the mean-pooled anchors, "
                                f"applied to the pooled vectors and to every token")
         else:

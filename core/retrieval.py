@@ -183,7 +183,7 @@ class CrossModalRetriever(Estimator):
                             hint="the saved map was fitted on other spaces")
         self.aligner_ = aligner
         step = 65536       # in row chunks: a million target rows never sit in float64 all at once
-        coords = np.concatenate([aligner.transform_target(Y[a:a + step]) for a in range(0, max(len(Y), 1), step)])
+        coords = np.concatenate([aligner.transform(Y[a:a + step], side="y") for a in range(0, max(len(Y), 1), step)])
         cosine = aligner.method_ not in ("local_cka", "cca_local_cka")
         if cosine:
             norms = np.linalg.norm(coords, axis=1, keepdims=True)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import warnings
 from typing import Callable, Mapping
 
 import numpy as np
@@ -109,6 +110,12 @@ def check_spaces(spaces: Mapping[str, np.ndarray], min_spaces: int = 2, min_rows
     if n < min_rows:
         raise DataError(f"at least {min_rows} paired rows are needed, got {n}")
     return spaces
+
+
+def _space_name(space) -> str:
+    if not isinstance(space, str):
+        raise DataError("name the space the rows come from: transform(X, space=name)")
+    return space
 
 
 def _check_finite(t: torch.Tensor, name: str, offset: int = 0):
@@ -248,9 +255,14 @@ class UniversePreprocessor(Estimator):
             z = torch.nn.functional.pad(z, (0, s["pad"]))
         return z
 
-    def transform(self, name: str, X) -> np.ndarray:
-        """Preprocessed rows of space ``name`` (``m x dim_``, float64)."""
-        return _np(self.transform_t(name, X, _dev64(self.device)))
+    def transform(self, X, space: str | None = None) -> np.ndarray:
+        """Preprocessed rows ``X`` of ``space`` (``m x dim_``, float64): the multi-space convention
+        ``transform(X, space=name)``. The old order ``transform(name, X)`` still works (deprecated)."""
+        if isinstance(X, str) and not isinstance(space, str):
+            warnings.warn("UniversePreprocessor.transform(name, X) is deprecated; use transform(X, space=name)",
+                          DeprecationWarning, stacklevel=2)
+            X, space = space, X
+        return _np(self.transform_t(_space_name(space), X, _dev64(self.device)))
 
     def inverse_t(self, name: str, Z: torch.Tensor) -> torch.Tensor:
         """Back from preprocessed coordinates to the raw features of ``name`` (PCA: projection onto the kept
@@ -315,13 +327,26 @@ class _Universe(Estimator):
     def preprocess(self, space: str, X) -> np.ndarray:
         """Rows of ``space`` after the recorded preprocessing (``m x d``)."""
         self._require_fitted()
-        return self.preprocessor_.transform(space, X)
+        return self.preprocessor_.transform(X, space=space)
 
     def _universe_t(self, space: str, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def transform(self, X, space: str | None = None, target: str | None = None) -> np.ndarray:
+        """Universe coordinates of raw rows ``X`` of ``space``: the multi-space convention
+        ``transform(X, space=name)`` (the same as :meth:`to_universe`).
+
+        The old ``transform(X, source, target)`` of PW / GPA (raw rows of ``source`` into ``target``'s raw
+        features) still works, deprecated: use :meth:`translate`.
+        """
+        if target is not None:
+            warnings.warn(f"{type(self).__name__}.transform(X, source, target) is deprecated; use "
+                          "translate(X, source, target)", DeprecationWarning, stacklevel=2)
+            return self.translate(X, space, target)
+        return self.to_universe(_space_name(space), X)
+
     def to_universe(self, space: str, X) -> np.ndarray:
-        """Universe coordinates of raw rows ``X`` of ``space``."""
+        """Universe coordinates of raw rows ``X`` of ``space`` (``transform(X, space=space)``)."""
         self._require_fitted()
         dev = self._dev()
         return _np(self._universe_t(space, self.preprocessor_.transform_t(space, X, dev)))
@@ -355,7 +380,7 @@ class _Universe(Estimator):
 
 
 class _Invertible(_Universe):
-    def transform(self, X, source: str, target: str) -> np.ndarray:
+    def translate(self, X, source: str, target: str) -> np.ndarray:
         """Map raw rows of ``source`` into the raw feature coordinates of ``target``.
 
         Preprocess with ``source``'s recorded steps, map, then undo ``target``'s steps (for a PCA-reduced target

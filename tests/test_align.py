@@ -112,7 +112,7 @@ def test_procrustes_matches_scipy_equal_widths():
     np.testing.assert_allclose(fit.R_, R, atol=1e-9)
     assert fit.components_x_ is None
     np.testing.assert_allclose(fit.transform(X[:5]), (X[:5] - X.mean(0)) @ R, atol=1e-9)
-    np.testing.assert_allclose(fit.transform_target(Y[:5]), Y[:5] - Y.mean(0), atol=1e-12)
+    np.testing.assert_allclose(fit.transform(Y[:5], side="y"), Y[:5] - Y.mean(0), atol=1e-12)
 
 
 def test_procrustes_unequal_widths_reduces_by_pca_like_sklearn_then_scipy():
@@ -123,7 +123,7 @@ def test_procrustes_unequal_widths_reduces_by_pca_like_sklearn_then_scipy():
     px, py = SkPCA(5, svd_solver="full").fit(Xa), SkPCA(5, svd_solver="full").fit(Ya)
     R, _ = orthogonal_procrustes(px.transform(Xa), py.transform(Ya))
     ref = _cos_ref(px.transform(Xq) @ R, py.transform(Yq))   # invariant to the PCA sign conventions
-    ours = cosine_similarity_matrix(fit.transform(Xq), fit.transform_target(Yq))
+    ours = cosine_similarity_matrix(fit.transform(Xq), fit.transform(Yq, side="y"))
     np.testing.assert_allclose(ours, ref, atol=1e-8)
     np.testing.assert_allclose(fit.R_ @ fit.R_.T, np.eye(5), atol=1e-12)
 
@@ -151,7 +151,7 @@ def test_cca_correlations_match_sklearn():
     # and our directions span the same one-dimensional spaces as sklearn's (|corr| of scores = 1)
     for j in range(3):
         assert abs(np.corrcoef(ours.transform(X)[:, j], xs[:, j])[0, 1]) > 1 - 1e-5
-        assert abs(np.corrcoef(ours.transform_target(Y)[:, j], ys[:, j])[0, 1]) > 1 - 1e-5
+        assert abs(np.corrcoef(ours.transform(Y, side="y")[:, j], ys[:, j])[0, 1]) > 1 - 1e-5
 
 
 @pytest.mark.parametrize("reg", [0.0, 0.1])
@@ -179,7 +179,7 @@ def test_cca_matches_direct_sqrtm_whitening(reg):
 def test_cca_heldout_correlations_are_plain_correlations():
     X, Y = _cca_data(n=600, seed=9)
     fit = CCA(3, reg=0.01).fit(X[:400], Y[:400])
-    xr, yr = fit.transform(X[400:]), fit.transform_target(Y[400:])
+    xr, yr = fit.transform(X[400:]), fit.transform(Y[400:], side="y")
     ref = [np.corrcoef(xr[:, j], yr[:, j])[0, 1] for j in range(3)]
     np.testing.assert_allclose(fit.heldout_correlations(X[400:], Y[400:]), ref, rtol=1e-12)
 
@@ -241,8 +241,8 @@ def test_cca_local_cka_from_moments_equals_local_cka_on_projected_anchors():
     X, Y = _cca_data(n=300, p=6, q=5, seed=12)
     al = PairwiseAligner("cca_local_cka", k=3, reg=1e-2).fit(X[:250], Y[:250])
     cca = CCA(3, reg=1e-2).fit(X[:250], Y[:250])
-    ref = LocalCKA().fit(cca.transform(X[:250]), cca.transform_target(Y[:250])).score_matrix(
-        cca.transform(X[250:]), cca.transform_target(Y[250:]))
+    ref = LocalCKA().fit(cca.transform(X[:250]), cca.transform(Y[:250], side="y")).score_matrix(
+        cca.transform(X[250:]), cca.transform(Y[250:], side="y"))
     np.testing.assert_allclose(al.score_matrix(X[250:], Y[250:]), ref, rtol=1e-9)
 
 
@@ -314,8 +314,8 @@ def test_save_load_estimators_round_trip(tmp_path, make):
         np.testing.assert_array_equal(back.score_matrix(X[120:], Y[120:]), est.score_matrix(X[120:], Y[120:]))
     else:
         np.testing.assert_array_equal(back.transform(X[120:]), est.transform(X[120:]))
-    if hasattr(est, "transform_target"):
-        np.testing.assert_array_equal(back.transform_target(Y[120:]), est.transform_target(Y[120:]))
+    if hasattr(est, "_transform_target_t"):
+        np.testing.assert_array_equal(back.transform(Y[120:], side="y"), est.transform(Y[120:], side="y"))
 
 
 def test_load_map_rejects_foreign_files(tmp_path):

@@ -285,3 +285,39 @@ def test_gcpa_refuses_a_gpa_fitted_on_other_spaces():
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         GCPA(max_epochs=1, device="cpu").fit(sp, gpa=GPA().fit(sp))   # the right GPA is accepted
+
+
+def test_one_calling_convention_for_the_side():
+    """Pairwise: transform(X) / transform(Y, side="y"); multi-space: transform(X, space=name)."""
+    from core.align import CCA, PairwiseAligner
+    from core.universe import GPA
+    X, Y = _pair()
+    cca = CCA(n_components=3).fit(X, Y)
+    ys = cca.transform(Y[:7], side="y")
+    np.testing.assert_allclose(ys, (Y[:7] - cca.mean_y_) @ cca.W_y_, rtol=1e-12, atol=1e-12)
+    with pytest.warns(DeprecationWarning):
+        np.testing.assert_array_equal(cca.transform_target(Y[:7]), ys)
+    with pytest.raises(DataError):
+        cca.transform(Y[:7], side="z")
+    with pytest.raises(DataError):
+        cca.transform(Y[:7])          # Y's width on the X side
+    al = PairwiseAligner("cca_affine", k=3).fit(X, Y)
+    np.testing.assert_allclose(al.score_matrix(X[:5], Y[:5]),
+                               _cos(al.transform(X[:5]), al.transform(Y[:5], side="y")), rtol=1e-10, atol=1e-12)
+    sp = _spaces()
+    gpa = GPA().fit(sp)
+    np.testing.assert_array_equal(gpa.transform(sp["b"][:4], space="b"), gpa.to_universe("b", sp["b"][:4]))
+    with pytest.warns(DeprecationWarning):
+        old = gpa.transform(sp["a"][:4], "a", "c")
+    np.testing.assert_array_equal(old, gpa.translate(sp["a"][:4], "a", "c"))
+    pre = gpa.preprocessor_
+    with pytest.warns(DeprecationWarning):
+        np.testing.assert_array_equal(pre.transform("a", sp["a"][:3]), pre.transform(sp["a"][:3], space="a"))
+    with pytest.raises(DataError):
+        gpa.transform(sp["a"][:3])    # which space the rows come from must be said
+
+
+def _cos(a, b):
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return a @ b.T

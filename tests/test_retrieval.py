@@ -69,7 +69,7 @@ def test_retriever_finds_held_out_partners(planted):
     assert np.all(np.diff(scores, axis=1) <= 1e-12)       # best first
     # the cosine against naive numpy: mapped queries vs indexed targets
     a = retr.aligner_
-    xq, yt = a.transform(X[200:203]), a.transform_target(Y)
+    xq, yt = a.transform(X[200:203]), a.transform(Y, side="y")
     naive = (xq / np.linalg.norm(xq, axis=1, keepdims=True)) @ (yt / np.linalg.norm(yt, axis=1, keepdims=True)).T
     np.testing.assert_allclose(retr.scores(X[200:203]), naive, atol=1e-10)
     with pytest.raises(DataError, match="16-d source"):

@@ -58,7 +58,7 @@ def test_gpa_recovers_exact_rotations():
         # every space lands on the consensus, and a -> b maps X_a onto X_b exactly
         assert np.abs(gpa.to_universe(a, sp[a]) - gpa.consensus_).max() < 1e-9
         for b in sp:
-            assert np.abs(gpa.transform(sp[a], a, b) - sp[b]).max() < 1e-9
+            assert np.abs(gpa.translate(sp[a], a, b) - sp[b]).max() < 1e-9
     assert gpa.history_[-1]["residual"] < 1e-10 * (Z ** 2).sum(1).mean()
     assert gpa.converged_
 
@@ -95,7 +95,7 @@ def test_gpa_add_fits_only_the_new_map():
     A, _, Bt = np.linalg.svd(X.T @ gpa.consensus_)
     assert np.allclose(gpa.R_["s3"], A @ Bt, atol=1e-10)
     # an exact rotation of the others is recovered: s3 -> s0 maps onto s0
-    assert np.abs(gpa.transform(sp["s3"], "s3", "s0") - sp["s0"]).max() < 1e-8
+    assert np.abs(gpa.translate(sp["s3"], "s3", "s0") - sp["s0"]).max() < 1e-8
     with pytest.raises(DataError):
         gpa.add_space("s3", sp["s3"])
     with pytest.raises(DataError):
@@ -137,7 +137,7 @@ def test_preprocessing_zero_padding_and_inverse():
     assert pre.describe()["spaces"]["v0"]["width_step"] == "zero-padded 8 -> 12"
     # GPA's a -> a map is the identity in raw coordinates when nothing was reduced
     gpa = GPA(width="pad").fit(sp)
-    assert np.allclose(gpa.transform(sp["v2"], "v2", "v2"), sp["v2"])
+    assert np.allclose(gpa.translate(sp["v2"], "v2", "v2"), sp["v2"])
 
 
 # ------------------------------------------------------------------------------------------------ PW
