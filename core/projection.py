@@ -114,3 +114,44 @@ def is_umap_cached(key: str, *, namespace: str = "shared", n_neighbors: int = 15
 
     fn = get_memory(namespace).cache(_umap_for_key, ignore=["X"])
     return fn.check_call_in_cache(key, n_neighbors, min_dist, metric, seed, None)
+
+
+def points_in_polygon(coords, polygon) -> np.ndarray:
+    """Boolean mask of the 2-D ``coords`` (n x 2) inside ``polygon`` (m x 2 vertices, closed implicitly).
+
+    Even-odd rule (a point on the boundary may fall either way); points outside the polygon's bounding box are
+    discarded first, so a small lasso over a million points costs one pass over the coordinates. This is the rule
+    the map component applies in the browser to highlight the same points.
+    """
+    P = np.asarray(coords, dtype=np.float64)
+    V = np.asarray(polygon, dtype=np.float64)
+    if P.ndim != 2 or P.shape[1] != 2:
+        raise ValueError(f"coords must be n x 2, got shape {P.shape}")
+    if V.ndim != 2 or V.shape[1] != 2 or len(V) < 3 or not np.isfinite(V).all():
+        return np.zeros(len(P), dtype=bool)
+    lo, hi = V.min(axis=0), V.max(axis=0)
+    cand = np.flatnonzero((P[:, 0] >= lo[0]) & (P[:, 0] <= hi[0]) & (P[:, 1] >= lo[1]) & (P[:, 1] <= hi[1]))
+    x, y = P[cand, 0], P[cand, 1]
+    inside = np.zeros(len(cand), dtype=bool)
+    xa, ya = V[:, 0], V[:, 1]
+    xb, yb = np.roll(xa, 1), np.roll(ya, 1)
+    for i in range(len(V)):
+        crosses = (ya[i] > y) != (yb[i] > y)
+        if not crosses.any():
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xc = xa[i] + (y - ya[i]) * (xb[i] - xa[i]) / (yb[i] - ya[i])
+        inside ^= crosses & (x < xc)
+    out = np.zeros(len(P), dtype=bool)
+    out[cand[inside]] = True
+    return out
+
+
+def nearest_point(coords, x: float, y: float, radius: float) -> int | None:
+    """Index of the point of ``coords`` (n x 2) nearest to ``(x, y)`` within ``radius``, or None."""
+    P = np.asarray(coords, dtype=np.float64)
+    if not len(P) or not all(np.isfinite(v) for v in (x, y, radius)):
+        return None
+    d2 = (P[:, 0] - x) ** 2 + (P[:, 1] - y) ** 2
+    i = int(np.argmin(d2))
+    return i if d2[i] <= radius * radius else None

@@ -1,13 +1,11 @@
 """Home: what is in the dataset, and a 2-D map of any space."""
-import pandas as pd
 import streamlit as st
 
-from core.export import build_manifest
 from ui import cached, data
-from ui.plots import scatter_map, selected_rows
+from ui.maps import map_points_cap, show_map
 from ui.sidebar import FORMATS_HELP
-from ui.widgets import export_controls, guard, page_header, sync_url, url_key
-from ui.text import md, safe_figure
+from ui.text import md
+from ui.widgets import guard, page_header, sync_url, url_key
 
 page_header("Platoscope", "home",
             "Do these encoders see the same world, and how do I line them up?")
@@ -55,7 +53,7 @@ namespace = data.cache_namespace(ds)
 result = None
 with guard():
     if method == "PCA":
-        result = cached.pca_map(ds.fingerprint, space, cached.MAX_MAP_POINTS, ds)
+        result = cached.pca_map(ds.fingerprint, space, map_points_cap(), ds)
     else:
         params = dict(n_neighbors=15, min_dist=0.1)
         if cached.umap_is_cached(ds, space, namespace, cached.MAX_UMAP_POINTS, **params):
@@ -74,32 +72,7 @@ with guard():
                 status.update(label="UMAP ready (cached on disk)", state="complete", expanded=False)
         else:
             st.info("UMAP is computed on request and cached; PCA is shown meanwhile.")
-            result = cached.pca_map(ds.fingerprint, space, cached.MAX_MAP_POINTS, ds)
+            result = cached.pca_map(ds.fingerprint, space, map_points_cap(), ds)
 
 if result is not None:
-    rows = result["rows"]
-    colour_values = None if color == "(none)" else ds.items[color].iloc[rows].reset_index(drop=True)
-    texts = ds.hover_text()
-    hover = [texts[i] for i in rows]
-    kind = "pooled token sets" if ds[space].kind == "tokens" else "vectors"
-    subtitle = f"{result['method']} of '{space}' ({kind})"
-    if result["explained"]:
-        subtitle += f" - explained variance {result['explained'][0]:.1%} + {result['explained'][1]:.1%}"
-    if len(rows) < ds.n:
-        subtitle += f" - showing a seeded sample of {len(rows):,} of {ds.n:,} items"
-    axes = (f"{result['method']} 1", f"{result['method']} 2")
-    fig = scatter_map(result["coords"], rows, hover, color=colour_values,
-                      color_name=None if color == "(none)" else color, title=subtitle, axis_titles=axes)
-    event = st.plotly_chart(safe_figure(fig), on_select="rerun", selection_mode=("lasso", "box", "points"),
-                            key="home_map", width="stretch")
-    picked = selected_rows(event)
-    coords_table = pd.DataFrame({"id": ds.ids[rows], "x": result["coords"][:, 0], "y": result["coords"][:, 1]})
-    manifest = build_manifest(view="home/map", dataset=ds,
-                              params={"space": space, "projection": result["method"], "color": color,
-                                      "points_shown": int(len(rows))}, seeds=[0])
-    export_controls("platoscope-map", manifest=manifest, fig=fig, table=coords_table)
-    if picked:
-        st.markdown(f"**{len(picked)} selected item(s)**")
-        st.dataframe(ds.items.iloc[picked], hide_index=True, width="stretch")
-    else:
-        st.caption("Draw a lasso or a box on the map to list the items inside it.")
+    show_map(ds, result, space, color)   # plotly for small maps, the canvas component for large ones (ui.maps)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from typing import Any, Iterable
@@ -104,7 +105,10 @@ def sync_url(**settings: Any) -> None:
 
 # -- export ----------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False)
+@functools.lru_cache(maxsize=1)
 def _static_export_ok() -> bool:
+    """Whether kaleido can render figures here: checked once per server process (the check renders a figure
+    through Chrome: about 6 s, too slow for every rerun of every page)."""
     import plotly.graph_objects as go
 
     try:

@@ -1,0 +1,184 @@
+"""The Home map: plotly for small maps, Platoscope's canvas component for 10^5..10^6+ points.
+
+Plotly's Scattergl ships every point and its hover text as JSON and keeps a JS object per point: fine for the
+demo, too heavy at a million points (see docs/MAPS.md for what was measured). Above :data:`PLOTLY_MAX_POINTS`
+the map is drawn by ``ui/bigmap_frontend`` (a self-contained Streamlit component, no network, no build step):
+coordinates travel as float32 bytes and colours as one byte per point, the browser splats them into a canvas
+(pan, wheel zoom, lasso, box, click), and the selection comes back as a polygon in data coordinates; the items
+inside it are found here (:func:`core.projection.points_in_polygon`, the rule the browser uses to highlight them).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import streamlit.components.v1 as components
+
+from core.export import build_manifest
+from core.projection import nearest_point, points_in_polygon
+
+from .plots import MAX_CATEGORIES, PALETTE, scatter_map, selected_rows
+from .text import safe_figure
+
+#: Largest map drawn with plotly; bigger maps use the canvas component ($PLATOSCOPE_PLOTLY_MAX_POINTS overrides).
+PLOTLY_MAX_POINTS = 50_000
+#: Most points a map shows (a seeded sample beyond).
+MAX_MAP_POINTS = 2_000_000
+#: Selected items listed on the page (all of them go to the CSV export).
+MAX_LISTED = 10_000
+MISSING_COLOUR = "#B0B4BE"
+VIRIDIS = ["#440154", "#482878", "#3E4A89", "#31688E", "#26828E", "#1F9E89", "#35B779", "#6DCD59", "#B4DE2C",
+           "#FDE725"]
+
+_canvas_map = components.declare_component("platoscope_map", path=str(Path(__file__).parent / "bigmap_frontend"))
+
+
+def plotly_max_points() -> int:
+    """:data:`PLOTLY_MAX_POINTS`, or $PLATOSCOPE_PLOTLY_MAX_POINTS when set (e.g. 0: always the canvas map)."""
+    import os
+
+    try:
+        return int(os.environ.get("PLATOSCOPE_PLOTLY_MAX_POINTS", PLOTLY_MAX_POINTS))
+    except ValueError:
+        return PLOTLY_MAX_POINTS
+
+
+def map_points_cap() -> int:
+    """How many points the Home map asks for (plotly or canvas is chosen from the count it gets)."""
+    return MAX_MAP_POINTS
+
+
+def _ramp(k: int) -> list[str]:
+    """``k`` colours interpolated along Viridis."""
+    stops = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in VIRIDIS], dtype=float)
+    t = np.linspace(0, len(VIRIDIS) - 1, k)
+    lo = np.floor(t).astype(int).clip(0, len(VIRIDIS) - 2)
+    rgb = stops[lo] + (stops[lo + 1] - stops[lo]) * (t - lo)[:, None]
+    return ["#%02X%02X%02X" % tuple(int(round(v)) for v in c) for c in rgb]
+
+
+def _hex(colour: str) -> str:
+    """'#rrggbb' for a plotly colour ('#rrggbb' or 'rgb(r, g, b)')."""
+    c = str(colour).strip()
+    if c.startswith("#") and len(c) == 7:
+        return c.upper()
+    if c.startswith("rgb"):
+        r, g, b = (int(float(v)) for v in c[c.index("(") + 1:c.index(")")].split(",")[:3])
+        return "#%02X%02X%02X" % (r, g, b)
+    return "#4C5FD5"
+
+
+def colour_codes(values: pd.Series | None, name: str | None = None):
+    """One byte per point, its palette and a legend: categories (the most frequent :data:`MAX_CATEGORIES`, the
+    rest '(other)') or, for a numeric column with many values, 255 bins of a Viridis ramp."""
+    if values is None:
+        return None, ["#4C5FD5"], []
+    vals = pd.Series(values).reset_index(drop=True)
+    if not pd.api.types.is_numeric_dtype(vals) and vals.nunique() > MAX_CATEGORIES:
+        as_num = pd.to_numeric(vals, errors="coerce")       # CSV metadata arrives as text
+        if as_num.notna().sum() >= 0.95 * vals.notna().sum():
+            vals = as_num
+    if pd.api.types.is_numeric_dtype(vals) and vals.nunique() > MAX_CATEGORIES:
+        v = vals.to_numpy(dtype=float)
+        ok = np.isfinite(v)
+        lo, hi = (float(np.min(v[ok])), float(np.max(v[ok]))) if ok.any() else (0.0, 1.0)
+        codes = np.zeros(len(v), dtype=np.uint8)
+        codes[ok] = 1 + np.clip(((v[ok] - lo) / max(hi - lo, 1e-300) * 254).round(), 0, 254).astype(np.uint8)
+        palette = [MISSING_COLOUR] + _ramp(255)
+        legend = [[f"{name or 'value'} = {lo:.4g}", palette[1]], [f"{(lo + hi) / 2:.4g}", palette[128]],
+                  [f"{hi:.4g}", palette[255]]]
+        if not ok.all():
+            legend.append(["(missing)", MISSING_COLOUR])
+        return codes, palette, legend
+    codes_all, uniques = pd.factorize(vals, sort=False)       # -1 for missing values
+    counts = np.bincount(codes_all[codes_all >= 0], minlength=len(uniques))
+    names = [str(u) for u in uniques]
+    top = [int(i) for i in np.argsort(-counts, kind="stable")[:MAX_CATEGORIES]]
+    top.sort(key=lambda i: names[i])
+    lookup = np.full(len(uniques) + 1, len(top), dtype=np.uint8)   # the last slot: missing / other
+    lookup[top] = np.arange(len(top), dtype=np.uint8)
+    codes = lookup[np.where(codes_all >= 0, codes_all, len(uniques))]
+    palette = [_hex(PALETTE[i % len(PALETTE)]) for i in range(len(top))]
+    legend = [[names[i], palette[j]] for j, i in enumerate(top)]
+    n_other = len(uniques) - len(top)
+    if n_other > 0 or (codes_all < 0).any():
+        palette.append(MISSING_COLOUR)
+        legend.append([f"(other: {n_other} values)" if n_other else "(missing)", MISSING_COLOUR])
+    return codes, palette, legend
+
+
+def canvas_map(coords: np.ndarray, *, data_key: str, codes=None, palette=None, legend=None, title: str = "",
+               axes: str = "", key: str = "canvas_map", height: int = 620):
+    """Draw ``coords`` (n x 2) with the canvas component; returns its last selection value (or None)."""
+    xy = np.ascontiguousarray(coords, dtype=np.float32)
+    finite = np.isfinite(xy).all(axis=1)
+    bbox = ([float(v) for v in xy[finite].min(axis=0)] + [float(v) for v in xy[finite].max(axis=0)]
+            if finite.any() else [0.0, 0.0, 1.0, 1.0])
+    return _canvas_map(coords=xy.tobytes(), codes=None if codes is None else np.ascontiguousarray(codes).tobytes(),
+                       palette=palette or ["#4C5FD5"], legend=legend or [], title=title, axes=axes,
+                       bbox=[bbox[0], bbox[1], bbox[2], bbox[3]], data_key=data_key, height=int(height), key=key,
+                       default=None)
+
+
+def canvas_selection(value, coords: np.ndarray, data_key: str) -> np.ndarray:
+    """Positions (into ``coords``) selected by a :func:`canvas_map` value that belongs to ``data_key``."""
+    if not isinstance(value, dict) or value.get("data_key") != data_key:
+        return np.empty(0, dtype=np.int64)
+    kind = value.get("kind")
+    if kind in ("lasso", "box"):
+        return np.flatnonzero(points_in_polygon(coords, value.get("polygon") or []))
+    if kind == "point":
+        try:
+            i = nearest_point(coords, float(value["x"]), float(value["y"]), float(value["radius"]))
+        except (KeyError, TypeError, ValueError):
+            i = None
+        return np.array([] if i is None else [i], dtype=np.int64)
+    return np.empty(0, dtype=np.int64)
+
+
+def show_map(ds, result: dict, space: str, color: str, *, key: str = "home_map") -> None:
+    """The Home map of a projection ``result`` (``rows``, ``coords``, ``method``, ``explained``), its export
+    control and the list of selected items."""
+    from .widgets import export_controls
+
+    rows = np.asarray(result["rows"])
+    coords = np.asarray(result["coords"])
+    colour_values = None if color == "(none)" else ds.items[color].iloc[rows].reset_index(drop=True)
+    kind = "pooled token sets" if ds[space].kind == "tokens" else "vectors"
+    subtitle = f"{result['method']} of '{space}' ({kind})"
+    if result["explained"]:
+        subtitle += f" - explained variance {result['explained'][0]:.1%} + {result['explained'][1]:.1%}"
+    if len(rows) < ds.n:
+        subtitle += f" - showing a seeded sample of {len(rows):,} of {ds.n:,} items"
+    axes = (f"{result['method']} 1", f"{result['method']} 2")
+    fig = None
+    if len(rows) <= plotly_max_points():
+        texts = ds.hover_text()
+        hover = [texts[i] for i in rows]
+        fig = scatter_map(coords, rows, hover, color=colour_values,
+                          color_name=None if color == "(none)" else color, title=subtitle, axis_titles=axes)
+        event = st.plotly_chart(safe_figure(fig), on_select="rerun", selection_mode=("lasso", "box", "points"),
+                                key=key, width="stretch")
+        picked = np.asarray(selected_rows(event), dtype=np.int64)
+    else:
+        data_key = hashlib.sha256(f"{ds.fingerprint}\0{space}\0{result['method']}\0{len(rows)}".encode()).hexdigest()[:24]
+        codes, palette, legend = colour_codes(colour_values, None if color == "(none)" else color)
+        value = canvas_map(coords, data_key=data_key, codes=codes, palette=palette, legend=legend, title=subtitle,
+                           axes=f"x: {axes[0]}, y: {axes[1]} - wheel zooms; lasso, box or click selects; "
+                                f"double-click fits", key=f"{key}_canvas")
+        picked = rows[canvas_selection(value, coords, data_key)]
+    coords_table = pd.DataFrame({"id": ds.ids[rows], "x": coords[:, 0], "y": coords[:, 1]})
+    manifest = build_manifest(view="home/map", dataset=ds,
+                              params={"space": space, "projection": result["method"], "color": color,
+                                      "points_shown": int(len(rows)),
+                                      "renderer": "plotly" if fig is not None else "canvas"}, seeds=[0])
+    export_controls("platoscope-map", manifest=manifest, fig=fig, table=coords_table)
+    if len(picked):
+        st.markdown(f"**{len(picked):,} selected item(s)**" +
+                    (f" (the first {MAX_LISTED:,} listed)" if len(picked) > MAX_LISTED else ""))
+        st.dataframe(ds.items.iloc[picked[:MAX_LISTED]], hide_index=True, width="stretch")
+    else:
+        st.caption("Draw a lasso or a box on the map to list the items inside it.")
