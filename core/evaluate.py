@@ -30,8 +30,7 @@ from .errors import DataError
 
 __all__ = [
     "matching_accuracy", "true_ranks", "retrieval_topk", "mean_reciprocal_rank", "chance_levels",
-    "split_anchors_queries", "evaluate_scores", "DEFAULT_KS",
-]
+    "split_anchors_queries", "evaluate_scores", "DEFAULT_KS", "std_over_seeds"]
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -211,6 +210,14 @@ def evaluate_scores(S, groups=None, ks=DEFAULT_KS, seed: int = 0) -> dict:
 # ------------------------------------------------------------------------------------------------
 # anchors / queries
 # ------------------------------------------------------------------------------------------------
+def std_over_seeds(values) -> float:
+    """The spread reported beside every mean over seeds: the sample standard deviation (ddof=1), 0 for one seed.
+
+    The one ddof of the project (protocols, point sets, universes, clustering)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
 def split_anchors_queries(n: int, n_anchors: int, n_queries: int, seed: int = 0, groups=None):
     """Draw disjoint anchor and query rows, seeded and group-aware.
 

@@ -42,7 +42,7 @@ from .base import Estimator, init_linear_, numpy_rng, torch_generator
 from .dataset import Space
 from .device import float64_device, pick_device
 from .errors import DataError
-from .evaluate import DEFAULT_KS, evaluate_scores, split_anchors_queries
+from .evaluate import DEFAULT_KS, evaluate_scores, split_anchors_queries, std_over_seeds
 
 __all__ = [
     "KERNELS", "DEFAULT_A1", "DEFAULT_A2", "LOGIT_SCALE_INIT", "LOGIT_SCALE_MIN", "LOGIT_SCALE_MAX",
@@ -841,9 +841,7 @@ def numerical_rank(singular_values, rtol: float = 1e-8) -> int:
 # ------------------------------------------------------------------------------------------------
 # the comparison on held-out pairs
 # ------------------------------------------------------------------------------------------------
-def _std(values) -> float:
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.std(ddof=1)) if len(v) > 1 else 0.0
+_std = std_over_seeds
 
 
 def _sizes(n: int, n_anchors, n_queries: int, adjustments: list) -> tuple[int, int]:

@@ -27,7 +27,7 @@ import numpy as np
 from .align import (CCA, K_METHODS, METHODS, PAPER_A_METHODS, AnchorMoments, MomentAccumulator, PairedPCA,
                     PairwiseAligner, normalize_method)
 from .errors import DataError
-from .evaluate import DEFAULT_KS, evaluate_scores, split_anchors_queries
+from .evaluate import DEFAULT_KS, evaluate_scores, split_anchors_queries, std_over_seeds
 
 __all__ = ["run_protocol", "sweep_k", "sweep_anchors", "METRICS", "DEFAULT_SWEEP_KS", "DEFAULT_ANCHOR_COUNTS",
            "summarize_records"]
@@ -46,9 +46,7 @@ def _no_progress(iterable, total=None, desc=""):
     return iterable
 
 
-def _std(values) -> float:
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.std(ddof=1)) if len(v) > 1 else 0.0
+_std = std_over_seeds
 
 
 # ------------------------------------------------------------------------------------------------

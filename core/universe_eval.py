@@ -28,7 +28,7 @@ import pandas as pd
 
 from .align import cosine_similarity_matrix
 from .errors import DataError
-from .evaluate import chance_levels, mean_reciprocal_rank, retrieval_topk, split_anchors_queries
+from .evaluate import chance_levels, mean_reciprocal_rank, retrieval_topk, split_anchors_queries, std_over_seeds
 from .universe import GPA, METHODS, PairwiseProcrustes, check_spaces, make_estimator, method_label
 
 __all__ = ["split_train_test", "any_to_any_retrieval", "cycle_consistency", "clustering_scores",
@@ -189,8 +189,8 @@ def kmeans_scores(X: np.ndarray, labels, seeds: Sequence[int] = (0, 1, 2), n_clu
                     "nmi": float(normalized_mutual_info_score(labels, pred))})
     ari = np.array([p["ari"] for p in per])
     nmi = np.array([p["nmi"] for p in per])
-    return {"ari": float(ari.mean()), "ari_std": float(ari.std()), "nmi": float(nmi.mean()),
-            "nmi_std": float(nmi.std()), "n_clusters": k, "per_seed": per}
+    return {"ari": float(ari.mean()), "ari_std": std_over_seeds(ari), "nmi": float(nmi.mean()),
+            "nmi_std": std_over_seeds(nmi), "n_clusters": k, "per_seed": per}
 
 
 def clustering_scores(model, test_spaces: Mapping[str, np.ndarray], labels, seeds: Sequence[int] = (0, 1, 2),

@@ -224,3 +224,15 @@ def test_universe_command_json_text_and_errors(tmp_path, capsys):
     assert "no column named 'nope'" in capsys.readouterr().err
     assert main(["universe", paths[0]]) == 2
     assert main(["universe", *paths[:2], "--method", "xyz"]) == 2
+
+
+def test_clustering_spread_uses_the_one_ddof():
+    from core.evaluate import std_over_seeds
+    from core.universe_eval import kmeans_scores
+    rng = np.random.default_rng(0)
+    lab = rng.integers(0, 3, 90)
+    X = rng.normal(size=(90, 4)) + 1.5 * np.eye(4)[lab]
+    res = kmeans_scores(X, lab, seeds=(0, 1, 2))
+    ari = [p["ari"] for p in res["per_seed"]]
+    assert res["ari_std"] == pytest.approx(np.std(ari, ddof=1), rel=1e-12)
+    assert std_over_seeds([0.5]) == 0.0 and std_over_seeds([1.0, 3.0]) == pytest.approx(np.sqrt(2.0))

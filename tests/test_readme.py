@@ -1,0 +1,73 @@
+"""The README's Python API reference matches the code, and its links stay inside the repository."""
+from __future__ import annotations
+
+import importlib
+import re
+
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def _api_rows() -> list[tuple[list[str], list[str]]]:
+    """(modules, names) of every row of the table under '### Reference'."""
+    section = README.split("### Reference", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        if not line.startswith("| `core"):
+            continue
+        cells = line.strip().strip("|").split("|")
+        modules = re.findall(r"`(core[\w.]*)`", cells[0])
+        rows.append((modules, _names(cells[1])))
+    return rows
+
+
+def _names(cell: str) -> list[str]:
+    """The leading identifier of every backticked entry outside parentheses (those inside describe attributes,
+    arguments or environment variables of the entry before them)."""
+    kept, depth, in_code = [], 0, False
+    for ch in cell:
+        if ch == "`":
+            in_code = not in_code
+        elif not in_code and ch == "(":
+            depth += 1
+            continue
+        elif not in_code and ch == ")":
+            depth -= 1
+            continue
+        if depth == 0:
+            kept.append(ch)
+    names = []
+    for code in re.findall(r"`([^`]+)`", "".join(kept)):
+        m = re.match(r"[A-Za-z_][A-Za-z0-9_]*", code)
+        if m:
+            names.append(m.group(0))
+    return names
+
+
+def test_the_table_is_parsed():
+    rows = _api_rows()
+    assert len(rows) >= 15
+    flat = {n for _, names in rows for n in names}
+    assert {"CCA", "linear_cka", "GPA", "StreamingMoments", "Estimator", "NotFittedError"} <= flat
+    assert _names("`A(x)` (`.n`, `b_`), `C` (+ `d`), `e`") == ["A", "C", "e"]
+
+
+def test_every_name_in_the_api_table_is_importable():
+    missing = []
+    for modules, names in _api_rows():
+        mods = [importlib.import_module(m) for m in modules]
+        for name in names:
+            if not any(hasattr(m, name) for m in mods):
+                missing.append(f"{'/'.join(modules)}.{name}")
+    assert not missing, missing
+
+
+def test_methods_reference_travels_with_the_code():
+    assert "../shared" not in README
+    assert "docs/METHODS.md" in README and (ROOT / "docs" / "METHODS.md").exists()
+    # every code pointer of the methods reference names a module that exists
+    text = (ROOT / "docs" / "METHODS.md").read_text()
+    pointers = set(re.findall(r"`(core/[\w/]+\.py)", text))
+    assert pointers and all((ROOT / p).exists() for p in pointers), sorted(p for p in pointers
+                                                                          if not (ROOT / p).exists())
