@@ -14,7 +14,8 @@ Both check the job's cancel flag and raise :class:`Cancelled`, so cancelling tak
 ``job.publish(value)`` hands a partial result to readers (e.g. a curve that fills point by point).
 
 On success the runner calls ``on_success(result)`` (e.g. :meth:`ResultStore.save`) before the job is marked
-done; a cancelled or failed job writes nothing. :class:`ResultStore` writes each result atomically (temporary
+done (if that fails, e.g. a result that cannot be pickled, the job is still done, with ``persist_error`` set);
+a cancelled or failed job writes nothing. :class:`ResultStore` writes each result atomically (temporary
 file, then rename), so a reader never sees half a file, and a restarted process finds every finished result.
 
 Threads, not processes: a job reads the same (often memory-mapped) arrays the app already holds, without
@@ -73,6 +74,7 @@ class Job:
         self._lock = threading.Lock()
         self._levels: list[list] = []        # [desc, done, total] per nested progress loop, outermost first
         self.state = QUEUED
+        self.dispatched = False              # handed to a worker (no longer waiting for a free one)
         self.stage = "queued"
         self.submitted = time.time()
         self.started: float | None = None
@@ -80,6 +82,7 @@ class Job:
         self.result: Any = None
         self.partial: Any = None
         self.error: BaseException | None = None
+        self.persist_error: BaseException | None = None
         self._fraction = 0.0
 
     # -- reading ---------------------------------------------------------------------------------
@@ -194,7 +197,11 @@ class Job:
             result = self._compute(self)
             self.check()
             if self._on_success is not None:
-                self._on_success(result)
+                try:
+                    self._on_success(result)
+                except Exception as exc:  # noqa: BLE001 - the result is still good; it is only not kept on disk
+                    self.persist_error = exc
+                    log.warning("job %s (%s): result not saved: %s", self.id, self.label, exc)
             self.result = result
             self._finish(DONE)
         except Cancelled:
@@ -347,6 +354,7 @@ class JobRunner:
                 if job is None:
                     return
                 self._running += 1
+                job.dispatched = True
             self._executor.submit(self._work, job)
 
     def _work(self, job: Job) -> None:

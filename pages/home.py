@@ -1,7 +1,7 @@
 """Home: what is in the dataset, and a 2-D map of any space."""
 import streamlit as st
 
-from ui import cached, data
+from ui import cached, data, jobs
 from ui.maps import map_points_cap, show_map
 from ui.sidebar import FORMATS_HELP
 from ui.text import md
@@ -59,20 +59,24 @@ with guard():
         if cached.umap_is_cached(ds, space, namespace, cached.MAX_UMAP_POINTS, **params):
             result = cached.umap_map(ds.fingerprint, space, cached.MAX_UMAP_POINTS, namespace,
                                      params["n_neighbors"], params["min_dist"], ds)
-        elif st.button("Compute UMAP", type="primary", key="home_umap_go",
-                       help="UMAP takes a while (the first run in a server process compiles numba code); "
-                            "the result is cached on disk"):
-            with st.status(f"Computing UMAP of '{md(space)}' ...", expanded=True) as status:
-                st.write(f"{min(ds.n, cached.MAX_UMAP_POINTS):,} points; the first run compiles numba "
-                         "(about a minute).")
-                bar = st.progress(0.1, text="neighbour graph and layout")
-                result = cached.umap_map(ds.fingerprint, space, cached.MAX_UMAP_POINTS, namespace,
-                                         params["n_neighbors"], params["min_dist"], ds)
-                bar.progress(1.0, text="done")
-                status.update(label="UMAP ready (cached on disk)", state="complete", expanded=False)
         else:
-            st.info("UMAP is computed on request and cached; PCA is shown meanwhile.")
-            result = cached.pca_map(ds.fingerprint, space, map_points_cap(), ds)
+            # UMAP runs as a background job, started on request; PCA is shown meanwhile
+            ukey = cached.result_key("umap", ds.fingerprint, space, cached.MAX_UMAP_POINTS, params)
+            start = jobs.job_for(namespace, ukey) is not None or st.button(
+                "Compute UMAP", type="primary", key="home_umap_go",
+                help="UMAP takes a while (the first run in a server process compiles numba code); the result is "
+                     "cached on disk")
+            if start:
+                st.caption(f"{min(ds.n, cached.MAX_UMAP_POINTS):,} points; the first run in a server process "
+                           "compiles numba (about a minute).")
+            result = jobs.result(namespace, ukey, f"UMAP of '{space}'",
+                                 lambda job: cached.umap_result(ds, space, cached.MAX_UMAP_POINTS, namespace,
+                                                                params["n_neighbors"], params["min_dist"]),
+                                 start=start)
+            if result is None:
+                if not start:
+                    st.info("UMAP is computed on request and cached; PCA is shown meanwhile.")
+                result = cached.pca_map(ds.fingerprint, space, map_points_cap(), ds)
 
 if result is not None:
     show_map(ds, result, space, color)   # plotly for small maps, the canvas component for large ones (ui.maps)

@@ -10,7 +10,7 @@ from core.errors import DataError
 from core.export import build_manifest
 from core.geometry import check_distance_matrix, dataset_geometry_vs_semantics, item_point_clouds
 from core.retrieval import default_space, neighbours_before_after
-from ui import cached, data
+from ui import cached, data, jobs
 from ui.plots import scatter_map, selected_rows
 from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_thumbnails, distance_scatter, short
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
@@ -60,7 +60,7 @@ with guard():
 res = None
 with guard():
     key = cached.result_key("neighbours", ds.fingerprint, space, partner, dim, metric, k, row)
-    res = cached.computed(namespace, key, "Fitting the CCA subspace and finding neighbours",
+    res = jobs.computed(namespace, key, "Fitting the CCA subspace and finding neighbours",
                           lambda progress: neighbours_before_after(ds[space].vectors(), ds[partner].vectors(), row,
                                                                    k, dim=dim, metric=metric,
                                                                    index_key=f"{ds.space_fingerprint(space)}:"
@@ -150,7 +150,7 @@ geo = None
 with guard():
     gkey = cached.result_key("geosem", ds.fingerprint, space, partner, dim, metric, n_sample, n_points, seed,
                              None if geometry is None else upload.file_id)
-    geo = cached.computed(namespace, gkey, f"Chamfer distances of {n_sample} items ({n_points} points each), computed "
+    geo = jobs.computed(namespace, gkey, f"Chamfer distances of {n_sample} items ({n_points} points each), computed "
                                            "once and cached",
                           lambda progress: dataset_geometry_vs_semantics(
                               ds, space, partner, geometry=geometry, n_sample=n_sample, n_points=n_points, seed=seed,

@@ -6,7 +6,7 @@ import streamlit as st
 from core.export import build_manifest
 from core.pointset import KERNELS, SIMILARITIES, compare_pointset_similarities
 from core.projection import PCAProjection
-from ui import cached, data
+from ui import cached, data, jobs
 from ui.plots_pointsets import (METRICS, SIMILARITY_LABELS, metric_bars, point_weight_scatter3d, spectra_plot,
                                 token_weight_bars, token_weight_html, training_curve)
 from ui.presets import preset_control
@@ -111,7 +111,7 @@ namespace = data.cache_namespace(ds)
 res = None
 with guard():
     key = cached.result_key("point_sets", ds.fingerprint, params)
-    res = cached.computed(namespace, key, "Fitting and judging the three similarities",
+    res = jobs.computed(namespace, key, "Fitting and judging the three similarities",
                           lambda progress: compare_pointset_similarities(
                               space_a, space_b, kernel=kernel, train=bool(train), n_queries=int(queries),
                               seeds=seeds, groups=groups, n_features=int(n_features), n_components=int(k),

@@ -11,7 +11,7 @@ from core.export import build_manifest
 from core.geometry import item_point_clouds
 from core.retrieval import (CrossModalRetriever, check_text_encoder, embed_query_text, expand_query,
                             default_space, text_encoder_spec)
-from ui import cached, data
+from ui import cached, data, jobs
 from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_silhouettes, cloud_thumbnails, short
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
 from ui.text import md, safe_figure
@@ -48,7 +48,7 @@ ids = list(ds.ids)
 retriever = None
 with guard():
     rkey = cached.result_key("query_alignment", ds.fingerprint, source, target, method, dim)
-    retriever = cached.computed(
+    retriever = jobs.computed(
         namespace, rkey, f"Fitting {METHODS[method]} ({source} -> {target}) once for this dataset",
         lambda progress: CrossModalRetriever(method, k=dim, index_namespace=namespace).fit(
             ds[source].vectors(), ds[target].vectors()))

@@ -9,6 +9,7 @@ from scipy.spatial.distance import cdist
 from streamlit.testing.v1 import AppTest
 
 from core.geometry import geometry_sample, subsample_clouds
+from tests.app_jobs import finish_jobs
 from tests.conftest import ROOT
 
 N = 90
@@ -46,7 +47,7 @@ def _open(dataset, **params):
     for k, v in params.items():
         at.query_params[k] = v
     at.run()
-    at.switch_page("pages/neighbours.py").run()
+    finish_jobs(at.switch_page("pages/neighbours.py").run())
     return at
 
 

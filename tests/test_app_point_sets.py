@@ -6,6 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.evaluate import split_anchors_queries
+from tests.app_jobs import finish_jobs
 from tests.conftest import ROOT
 
 N, T, D = 120, 5, 6
@@ -39,7 +40,7 @@ def _open(params):
     for k, v in params.items():
         at.query_params[k] = v
     at.run()
-    at.switch_page("pages/point_sets.py").run()
+    finish_jobs(at.switch_page("pages/point_sets.py").run())
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     return at

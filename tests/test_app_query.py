@@ -5,6 +5,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.align import PairwiseAligner
+from tests.app_jobs import finish_jobs
 from tests.conftest import ROOT
 
 N = 150
@@ -31,7 +32,7 @@ def _open(dataset, **params):
     for k, v in params.items():
         at.query_params[k] = v
     at.run()
-    at.switch_page("pages/query.py").run()
+    finish_jobs(at.switch_page("pages/query.py").run())
     return at
 
 

@@ -97,16 +97,22 @@ def _umap_key(ds: Dataset, space: str, max_points: int) -> str:
     return f"{ds.space_fingerprint(space)}-rows{min(ds.n, max_points)}"
 
 
+def umap_result(ds: Dataset, space: str, max_points: int, namespace: str, n_neighbors: int,
+                min_dist: float) -> dict:
+    """UMAP of a seeded sample of rows (disk-cached by core.projection); safe to call from a job thread."""
+    sp = ds[space]
+    rows = _rows(ds, max_points)
+    X = sp.vectors()[rows] if sp.kind == "tokens" else np.asarray(sp.data[rows], dtype=np.float32)
+    coords = projection.cached_umap_embedding(X, _umap_key(ds, space, max_points), namespace=namespace,
+                                              n_neighbors=n_neighbors, min_dist=min_dist)
+    return {"rows": rows, "coords": coords, "explained": None, "method": "UMAP", "n_total": ds.n}
+
+
 @forgettable
 @st.cache_data(show_spinner=False, max_entries=32)
 def umap_map(fingerprint: str, space: str, max_points: int, namespace: str, n_neighbors: int,
              min_dist: float, _ds: Dataset) -> dict:
-    sp = _ds[space]
-    rows = _rows(_ds, max_points)
-    X = sp.vectors()[rows] if sp.kind == "tokens" else np.asarray(sp.data[rows], dtype=np.float32)
-    coords = projection.cached_umap_embedding(X, _umap_key(_ds, space, max_points), namespace=namespace,
-                                              n_neighbors=n_neighbors, min_dist=min_dist)
-    return {"rows": rows, "coords": coords, "explained": None, "method": "UMAP", "n_total": _ds.n}
+    return umap_result(_ds, space, max_points, namespace, n_neighbors, min_dist)
 
 
 # -- results computed with progress ----------------------------------------------------------------

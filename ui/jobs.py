@@ -16,6 +16,7 @@ parameter that changes the numbers (never a plot option).
 """
 from __future__ import annotations
 
+import html
 import threading
 from typing import Any, Callable
 
@@ -117,7 +118,7 @@ def result(namespace: str, key: str, label: str, compute: Callable[[Job], Any], 
         if not start:
             return None
         job = submit(namespace, key, label, compute, priority)
-        if wait > 0:
+        if wait > 0 and job.dispatched:     # a queued job will not finish in a moment: do not hold the page
             job.wait(wait)
     if job.state == DONE:
         return lookup(namespace, key)
@@ -128,7 +129,8 @@ def result(namespace: str, key: str, label: str, compute: Callable[[Job], Any], 
         st.button("Try again", key=f"job_retry_{key[:16]}", on_click=_request_restart, args=(key,))
         return None
     if job.state == CANCELLED:
-        st.info(f"{md(label)}: cancelled after {job.elapsed:.1f} s. Nothing was saved.", icon=":material/cancel:")
+        st.info(f"{md(label)}: cancelled after {job.elapsed:.1f} s. Nothing was saved.",
+                icon=":material/cancel:")
         st.button("Run again", key=f"job_retry_{key[:16]}", on_click=_request_restart, args=(key,))
         return None
     _progress_box(namespace, key, partial)
@@ -168,13 +170,18 @@ def _progress_box(namespace: str, key: str, partial) -> None:
         if job is None or job.is_finished:
             st.rerun(scope="app")
         position = runner().position(job)
-        with st.status(md(job.label), expanded=True, state="running"):
-            st.progress(min(max(job.fraction, 0.0), 1.0), text=describe(job, position))
+        # a bordered box, not st.status: Streamlit marks a status "complete" when the script run ends, while
+        # the job goes on
+        with st.container(border=True):
+            icon = ":material/hourglass_top:" if job.state == QUEUED else ":material/progress_activity:"
+            st.markdown(f"{icon} **{md(job.label)}**")
+            st.progress(min(max(job.fraction, 0.0), 1.0), text=md(describe(job, position)))
             st.button("Cancel", key=f"job_cancel_{key[:16]}", icon=":material/cancel:",
                       on_click=runner().cancel, args=((namespace, key),),
                       help="stops at the next step; nothing is saved")
             if partial is not None and job.partial is not None:
                 partial(job.partial)
-        st.html(f'<span class="ps-job-running" data-job="{job.id}"></span>')
+        st.html(f'<span class="ps-job-running" data-job="{job.id}" data-label="{html.escape(job.label, quote=True)}">'
+                '</span>')
 
     _poll()

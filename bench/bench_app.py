@@ -1,0 +1,262 @@
+"""Study-scale benchmark of the app: every view on a 31,000-item server dataset, in headless chromium, vs the CLI.
+
+Generates a server dataset in a temporary ``PLATOSCOPE_DATA_DIR`` (31,000 items; spaces of width 1,280, 768, 512
+and 384 sharing a planted 48-d structure under space-specific noise; a 20-class label column and captions),
+starts ``streamlit run app.py`` on 127.0.0.1 with a fresh cache, and for every view measures, from navigation:
+
+* first paint: the view's marker and its first control (or metric) are on screen;
+* first numbers: the view's first computed result (Home: the map; Similarity: the heatmap; Neighbours: the
+  neighbour lists; Query: the fitted alignment; Subspace: the "At one k" table; Universe: the first method);
+* Universe also: PW + GPA + GCCA shown, and everything (GCPA too);
+* idle: no job running and no script running;
+* second visit: a new browser context (a new session, like a second user) on the same URL, to the numbers.
+
+Then the same computations through the CLI (``python -m core ...``), each timed end to end in a subprocess, and
+the ratio app / CLI where the CLI computes the same thing. Prints one table; ``--json`` writes the numbers.
+
+    .venv/bin/python bench/bench_app.py [--n 31000] [--timeout 300] [--app-root DIR] [--no-cli]
+
+``--app-root`` runs another checkout's app (e.g. an older commit unpacked with ``git archive``) on the same data,
+for a before / after table. The machine is shared: note the load (printed) next to the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WIDTHS = {"text_1280": 1280, "image_768": 768, "shape_512": 512, "audio_384": 384}
+PAINT = ('[data-testid="stMain"] [data-testid="stSelectbox"], [data-testid="stMain"] [data-testid="stMultiSelect"], '
+         '[data-testid="stMain"] [data-testid="stMetric"], [data-testid="stMain"] [data-testid="stNumberInput"]')
+
+
+def make_study(folder: Path, n: int, seed: int = 0) -> None:
+    """Planted shared structure: z (n x 48, 20 label clusters) seen through a random map per space, plus noise."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 20, n)
+    centres = rng.normal(size=(20, 48)) * 1.5
+    z = (centres[labels] + rng.normal(size=(n, 48))).astype(np.float32)
+    for name, w in WIDTHS.items():
+        out = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=np.float32, shape=(n, w))
+        A = rng.normal(size=(48, w)).astype(np.float32) / np.sqrt(48)
+        for s in range(0, n, 4096):
+            e = min(n, s + 4096)
+            out[s:e] = z[s:e] @ A + 0.8 * rng.normal(size=(e - s, w)).astype(np.float32)
+        out.flush()
+        del out
+    with open(folder / "meta.csv", "w") as fh:
+        fh.write("id,label,caption\n")
+        for i, lab in enumerate(labels):
+            fh.write(f"{i},class{lab},an object of class {lab} number {i}\n")
+
+
+def views(n: int) -> list[dict]:
+    """(path, marker, URL settings, JS condition for 'first numbers', CLI command or None)."""
+    q = lambda v: quote(json.dumps(v)) if not isinstance(v, str) else quote(v)  # noqa: E731
+    files = [f"{name}.npy" for name in WIDTHS]
+    main = '[data-testid="stMain"]'
+    return [
+        {"name": "Home", "path": "", "marker": "home", "params": {"space": "text_1280"},
+         "numbers": "document.querySelector('.main-svg')",
+         "cli": ["info", *files, "--meta", "meta.csv", "--json"]},
+        {"name": "Similarity", "path": "similarity", "marker": "similarity", "params": {},
+         "numbers": "document.querySelector('.main-svg')",
+         "cli": ["cka", *files, "--meta", "meta.csv", "--json"]},
+        {"name": "Neighbours", "path": "neighbours", "marker": "neighbours",
+         "params": {"space": "shape_512", "partner": "text_1280"},
+         "numbers": f"(document.querySelector('{main}')?.innerText || '').includes('Query:')", "cli": None},
+        {"name": "Query", "path": "query", "marker": "query", "params": {"from": "text_1280", "to": "shape_512"},
+         "numbers": f"(document.querySelector('{main}')?.innerText || '').includes('indexed')",
+         "cli": ["query", "--dataset", *files, "--meta", "meta.csv", "--from", "text_1280", "--to", "shape_512",
+                 "--item", "0", "--json"]},
+        {"name": "Subspace", "path": "subspace", "marker": "subspace",
+         "params": {"x": "text_1280", "y": "shape_512"},
+         "numbers": f"document.querySelector('{main} [data-testid=\"stDataFrame\"]')",
+         "cli": ["align", "text_1280.npy", "shape_512.npy", "--method", "paper", "--k", "50", "--anchors", "30000",
+                 "--queries", "500", "--seeds", "3", "--json"]},
+        {"name": "Universe", "path": "universe", "marker": "universe", "params": {},
+         "numbers": "document.querySelector('.main-svg')",
+         "three": "document.querySelector('.main-svg') && !Array.from(document.querySelectorAll('.ps-job-running'))"
+                  ".some(e => /^(pairwise|GPA |GCCA)/.test(e.dataset.label || ''))",
+         "cli": ["universe", *files, "--meta", "meta.csv", "--labels", "label", "--method", "pw,gpa,gcca",
+                 "--json"],
+         "cli_all": ["universe", *files, "--meta", "meta.csv", "--labels", "label", "--method", "all", "--json"]},
+    ]
+
+
+IDLE = ("() => !document.querySelector('.ps-job-running') && "
+        "!document.querySelector('[data-testid=\"stStatusWidget\"]') && "
+        "document.querySelector('[data-testid=\"stApp\"]')?.dataset?.testScriptState !== 'running'")
+
+
+def timed_wait(page, js: str, t0: float, timeout_s: float) -> float | None:
+    try:
+        page.wait_for_function(f"() => !!({js})" if not js.startswith("()") else js, timeout=timeout_s * 1000,
+                               polling=100)
+        return time.perf_counter() - t0
+    except Exception:  # noqa: BLE001 - a timeout is reported as '>'
+        return None
+
+
+def wait_idle_stable(page, t0: float, timeout_s: float) -> float | None:
+    """Idle for 1.5 s in a row (the job fragments poll every second)."""
+    deadline = t0 + timeout_s
+    while time.perf_counter() < deadline:
+        t = timed_wait(page, IDLE, t0, max(0.1, deadline - time.perf_counter()))
+        if t is None:
+            return None
+        page.wait_for_timeout(1500)
+        if page.evaluate(IDLE):
+            return t
+    return None
+
+
+def visit(browser, url: str, view: dict, timeout_s: float, second: bool = False) -> dict:
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1800})
+    page = ctx.new_page()
+    qs = "&".join([f"dataset={quote('server:study')}"] +
+                  [f"{k}={quote(v)}" for k, v in view["params"].items()])
+    t0 = time.perf_counter()
+    page.goto(f"{url}/{view['path']}?{qs}", timeout=timeout_s * 1000)
+    out = {}
+    out["paint"] = timed_wait(page, f"document.querySelector('#ps-page-{view['marker']}') && "
+                                    f"document.querySelector('{PAINT}')",
+                              t0, timeout_s)
+    out["numbers"] = timed_wait(page, view["numbers"], t0, timeout_s)
+    if not second:
+        if "three" in view:
+            out["three"] = timed_wait(page, view["three"], t0, timeout_s)
+        out["idle"] = wait_idle_stable(page, t0, timeout_s)
+        if view["name"] == "Universe":
+            text = page.inner_text('[data-testid="stMain"]')
+            out["gpa_note"] = next((line for line in text.splitlines() if "GPA:" in line), "")
+    ctx.close()
+    return out
+
+
+def run_cli(args: list[str], cwd: Path, env: dict, timeout_s: float) -> float | None:
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "core", *args], cwd=cwd, env=env, capture_output=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
+    if proc.returncode != 0:
+        print(f"  CLI {' '.join(args[:2])} failed: {proc.stderr.decode()[-400:]}", file=sys.stderr)
+        return None
+    return time.perf_counter() - t0
+
+
+def fmt(v, timeout_s):
+    return f">{timeout_s:.0f}" if v is None else f"{v:.1f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=31000)
+    ap.add_argument("--timeout", type=float, default=300.0, help="per view and per CLI command (seconds)")
+    ap.add_argument("--app-root", default=str(ROOT), help="checkout whose app.py and core/ to run")
+    ap.add_argument("--no-cli", action="store_true")
+    ap.add_argument("--only", default=None, help="comma-separated view names")
+    ap.add_argument("--json", default=None, help="write the numbers to this file")
+    args = ap.parse_args()
+
+    from tests.browser_util import CHROMIUM, CHROMIUM_FLAGS, _free_port
+
+    app_root = Path(args.app_root).resolve()
+    tmp = Path(tempfile.mkdtemp(prefix="platoscope-bench-app-"))
+    data_dir, study = tmp / "server", tmp / "server" / "study"
+    t0 = time.perf_counter()
+    make_study(study, args.n)
+    print(f"dataset: {args.n:,} items, widths {list(WIDTHS.values())}, generated in "
+          f"{time.perf_counter() - t0:.1f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    env = {**os.environ, "PLATOSCOPE_DATA_DIR": str(data_dir), "PLATOSCOPE_CACHE_DIR": str(tmp / "cache"),
+           "PLATOSCOPE_DEVICE": "cpu", "PYTHONPATH": str(app_root)}
+    port = _free_port()
+    log = open(tmp / "streamlit.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(app_root / "app.py"), "--server.port",
+                               str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+                               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                              cwd=app_root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    rows = []
+    try:
+        import urllib.request
+
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        from playwright.sync_api import sync_playwright
+
+        wanted = None if not args.only else set(args.only.split(","))
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+            # warm the server (imports, the dataset's first load) on the Home view, not counted
+            warm = visit(browser, url, {**views(args.n)[0], "numbers": "true"}, args.timeout, second=True)
+            print(f"warm-up (server start, first dataset load): {fmt(warm['paint'], args.timeout)} s")
+            for view in views(args.n):
+                if wanted and view["name"] not in wanted:
+                    continue
+                load = os.getloadavg()[0]
+                first = visit(browser, url, view, args.timeout)
+                again = visit(browser, url, view, args.timeout, second=True)
+                rows.append({"view": view["name"], **first, "second_visit": again["numbers"], "load": load})
+                print(f"  {view['name']}: {rows[-1]}", flush=True)
+            browser.close()
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+    if not args.no_cli:
+        for row, view in zip(rows, [v for v in views(args.n) if any(r["view"] == v["name"] for r in rows)]):
+            for field, cmd in (("cli", view.get("cli")), ("cli_all", view.get("cli_all"))):
+                if cmd:
+                    row[field] = run_cli(cmd, study, env, args.timeout)
+
+    t = args.timeout
+    print(f"\n| view | first paint (s) | first numbers (s) | idle (s) | second visit (s) | CLI (s) | app / CLI |"
+          f" load |\n|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        ref = r.get("numbers")
+        extra = ""
+        if r["view"] == "Universe":
+            extra = f" (PW+GPA+GCCA {fmt(r.get('three'), t)} s; all {fmt(r.get('idle'), t)} s)"
+            ref = r.get("three")
+        cli = r.get("cli")
+        ratio = "-" if cli is None or ref is None else f"{ref / cli:.2f}"
+        if r["view"] == "Universe" and r.get("cli_all") and r.get("idle"):
+            ratio += f"; all {r['idle'] / r['cli_all']:.2f} (CLI all {r['cli_all']:.1f} s)"
+        print(f"| {r['view']} | {fmt(r.get('paint'), t)} | {fmt(r.get('numbers'), t)}{extra} | "
+              f"{fmt(r.get('idle'), t)} | {fmt(r.get('second_visit'), t)} | {fmt(cli, t) if cli or 'cli' in r else '-'}"
+              f" | {ratio} | {r['load']:.1f} |")
+    for r in rows:
+        if r.get("gpa_note"):
+            print(f"Universe: {r['gpa_note']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
