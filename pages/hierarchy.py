@@ -8,7 +8,7 @@ from core.errors import DataError
 from core.hierarchy import (chain_layout, chain_pca, chain_table, chains_from_dataset, contradicting_chain,
                             exterior_angle_matrix, text_space_encoder, wide_tier_spaces)
 from core.hierarchy_eval import hierarchy_report
-from ui import cached, data
+from ui import cached, data, jobs
 from ui.encoders import check_allowed, encoder_for
 from ui.plots_hierarchy import angle_heatmap, before_after_bars, chain_view, radial_plot, training_curve
 from ui.presets import preset_control
@@ -92,14 +92,14 @@ def _build(progress):
 
 chains = None
 with guard():
-    chains = cached.computed(namespace, cached.result_key("hierarchy_chains", ds.fingerprint, params),
+    chains = jobs.computed(namespace, cached.result_key("hierarchy_chains", ds.fingerprint, params),
                              "Embedding the chains and the root", _build)
 if chains is None:
     st.stop()
 
 report = None
 with guard():
-    report = cached.computed(namespace, cached.result_key("hierarchy_report", ds.fingerprint, params),
+    report = jobs.computed(namespace, cached.result_key("hierarchy_report", ds.fingerprint, params),
                              "tau_d and retrieval",
                              lambda progress: hierarchy_report(chains, seed=seed, details=True, **preset.kwargs))
 if report is None:
@@ -194,7 +194,7 @@ with tab_ft:
     if train_now:
         ft = None
         with guard():
-            ft = cached.computed(
+            ft = jobs.computed(
                 namespace, cached.result_key("hierarchy_ft", ds.fingerprint, params, epochs),
                 "RE fine-tuning",
                 lambda progress: hierarchy_report(chains, finetune=True, seed=seed, details=True, **preset.kwargs,

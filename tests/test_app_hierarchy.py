@@ -7,6 +7,7 @@ import pytest
 from scipy.stats import kendalltau
 from streamlit.testing.v1 import AppTest
 
+from tests.app_jobs import finish_jobs
 from tests.conftest import ROOT
 
 N_CHAINS, D = 40, 12
@@ -55,7 +56,7 @@ def test_hierarchy_page_radial_inspector_and_finetune(server):
     at.query_params["dataset"] = "server:chains"
     at.query_params["epochs"] = "3"
     at.run()
-    at.switch_page("pages/hierarchy.py").run()
+    finish_jobs(at.switch_page("pages/hierarchy.py").run())
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert at.selectbox(key="url__root").value == "mean"
@@ -72,7 +73,7 @@ def test_hierarchy_page_radial_inspector_and_finetune(server):
     text = heat["data"][0]["text"]
     assert all(text[k][k] == "undefined" for k in range(len(text)))
     # fine-tuning side by side
-    at.toggle(key="url__ft").set_value(True).run()
+    finish_jobs(at.toggle(key="url__ft").set_value(True).run())
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
@@ -88,7 +89,7 @@ def test_hierarchy_page_explains_missing_chains(tmp_path, monkeypatch):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.query_params["dataset"] = "server:flat"
     at.run()
-    at.switch_page("pages/hierarchy.py").run()
+    finish_jobs(at.switch_page("pages/hierarchy.py").run())
     assert not at.exception
     assert any("caption chains" in i.value for i in at.info)
 
@@ -99,7 +100,7 @@ def test_hierarchy_page_under_the_paper_c_preset(server):
     at.query_params["dataset"] = "server:chains"
     at.query_params["preset"] = "paper_c"
     at.run()
-    at.switch_page("pages/hierarchy.py").run()
+    finish_jobs(at.switch_page("pages/hierarchy.py").run())
     assert not at.exception, at.exception
     rec = at.session_state["platoscope_current_preset"]
     assert rec["name"] == "paper_c" and rec["settings"]["tau"] == "argsort"
