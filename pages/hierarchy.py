@@ -82,16 +82,20 @@ params = {"text": text_src, "root": root_opt, "image": image_src, "seed": seed, 
           "encoder": text_enc["spec"] if text_src == ENCODE and text_enc else None}
 
 
+need_encoder = text_src == ENCODE or root_opt == "encoder" or (layout == "wide" and "neg_tier_0" in ds.items)
+enc = None
+
+
 def _build(progress):
-    need_encoder = text_src == ENCODE or root_opt == "encoder" or (layout == "wide" and "neg_tier_0" in ds.items)
-    enc = (encoder_for(text_enc["spec"], namespace, pooling=text_enc["pooling"])
-           if need_encoder and text_enc is not None else None)
+    # runs as a job: the encoder was resolved on the script thread (st.cache_resource), below
     return chains_from_dataset(ds, text_space=None if text_src == ENCODE else text_src, encoder=enc,
                                root=root_opt, image_space=None if image_src == "none" else image_src, seed=seed)
 
 
 chains = None
 with guard():
+    enc = (encoder_for(text_enc["spec"], namespace, pooling=text_enc["pooling"])
+           if need_encoder and text_enc is not None else None)
     chains = jobs.computed(namespace, cached.result_key("hierarchy_chains", ds.fingerprint, params),
                              "Embedding the chains and the root", _build)
 if chains is None:
