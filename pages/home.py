@@ -4,7 +4,6 @@ import streamlit as st
 from ui import cached, data, jobs
 from ui.maps import map_points_cap, show_map
 from ui.sidebar import FORMATS_HELP
-from ui.text import md
 from ui.widgets import guard, page_header, sync_url, url_key
 
 page_header("Platoscope", "home",
