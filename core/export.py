@@ -116,6 +116,11 @@ def build_manifest(*, view: str, params: dict | None = None, seeds: Iterable[int
     return manifest
 
 
+#: kaleido's errors that mean "no usable browser on this machine" (not worth a retry).
+_NO_BROWSER_ERRORS = frozenset({"ChromeNotFoundError", "BrowserDepsError", "BrowserFailedError"})
+_RENDER_ATTEMPTS = 3
+
+
 def figure_bytes(fig, fmt: str, *, width: int = 1100, height: int = 750, scale: float = 2.0) -> bytes:
     """Render a plotly figure as PNG, SVG or self-contained HTML bytes."""
     fmt = fmt.lower()
@@ -123,12 +128,19 @@ def figure_bytes(fig, fmt: str, *, width: int = 1100, height: int = 750, scale: 
         raise ValueError(f"unknown figure format {fmt!r}; use one of {FIGURE_FORMATS}")
     if fmt == "html":
         return fig.to_html(include_plotlyjs=True, full_html=True).encode("utf-8")
-    try:
-        return fig.to_image(format=fmt, width=width, height=height, scale=scale if fmt == "png" else 1)
-    except Exception as exc:  # kaleido raises several types when no browser is found
-        raise ExportUnavailable(
-            f"{fmt.upper()} export needs Chrome or Chromium for kaleido ({type(exc).__name__}: {exc}). "
-            "Install chromium, use the HTML export, or the camera icon on the chart's toolbar.") from None
+    last: Exception | None = None
+    for _attempt in range(_RENDER_ATTEMPTS):
+        try:
+            return fig.to_image(format=fmt, width=width, height=height, scale=scale if fmt == "png" else 1)
+        except Exception as exc:  # kaleido raises several types when no browser is found
+            last = exc
+            if type(exc).__name__ in _NO_BROWSER_ERRORS:
+                break  # no browser here: retrying cannot help
+            # otherwise the browser was found but its page was not ready (e.g. "kaleido_scopes is not defined"
+            # on a heavily loaded machine): a fresh attempt usually succeeds
+    raise ExportUnavailable(
+        f"{fmt.upper()} export needs Chrome or Chromium for kaleido ({type(last).__name__}: {last}). "
+        "Install chromium, use the HTML export, or the camera icon on the chart's toolbar.") from None
 
 
 #: A spreadsheet runs a cell as a formula when its text starts with one of these (OWASP "CSV injection").

@@ -87,3 +87,31 @@ def test_csv_cells_cannot_run_as_formulas():
     assert [r[0] for r in rows[1:]] == expected
     assert [float(r[1]) for r in rows[1:]] == table["score"].tolist()  # negative numbers stay numbers
     assert rows[1][1] == "-0.5"
+
+
+class _FlakyFigure:
+    """Stands in for a plotly figure whose renderer fails the first ``failures`` times with ``error``."""
+
+    def __init__(self, error: Exception, failures: int):
+        self.error, self.failures, self.calls = error, failures, 0
+
+    def to_image(self, **kwargs):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return b"\x89PNG-rendered"
+
+
+def test_figure_bytes_retries_a_page_that_was_not_ready():
+    # kaleido's page can miss its scripts on a loaded machine ("kaleido_scopes is not defined"): retried
+    fig = _FlakyFigure(RuntimeError("ReferenceError: kaleido_scopes is not defined"), failures=1)
+    assert figure_bytes(fig, "png") == b"\x89PNG-rendered"
+    assert fig.calls == 2
+
+
+def test_figure_bytes_does_not_retry_without_a_browser():
+    ChromeNotFoundError = type("ChromeNotFoundError", (RuntimeError,), {})
+    fig = _FlakyFigure(ChromeNotFoundError("no chrome"), failures=10)
+    with pytest.raises(ExportUnavailable, match="ChromeNotFoundError"):
+        figure_bytes(fig, "svg")
+    assert fig.calls == 1
