@@ -30,6 +30,9 @@ _LAZY = {
     "PCAProjection": "projection", "umap_embedding": "projection",
     # encoders and the demo
     "MiniLMEncoder": "encoders", "OpenCLIPEncoder": "encoders", "make_encoder": "encoders",
+    "HFTextEncoder": "encoders_text", "SentenceTransformerEncoder": "encoders_text",
+    "TimmEncoder": "encoders_vision", "TorchvisionEncoder": "encoders_vision", "PythonEncoder": "encoders_python",
+    "read_point_clouds": "pointclouds", "encode_dataset": "encode",
     "load_demo": "demo", "demo_point_clouds": "demo", "demo_token_space": "demo",
 }
 

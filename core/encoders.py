@@ -398,7 +398,10 @@ class OpenCLIPEncoder:
 
     family = "open_clip"
     input_kinds = ("text", "image")
-    n_layers = 0
+
+    @property
+    def n_layers(self) -> int:
+        return self.layers_count("text")
 
     @property
     def spec(self) -> str:
@@ -406,26 +409,30 @@ class OpenCLIPEncoder:
 
     label = spec
 
-    def layers_for(self, kind: str = "text", layers=True):
-        raise DataError("per-layer outputs are not available for open_clip models",
-                        hint="encode the tower's layers with hf: (text) or timm: (image) models, or drop --layers")
+    def layers_for(self, kind: str = "text", layers=True) -> tuple[int, ...]:
+        from .encoders_text import parse_layers
+        count = self.layers_count(kind)
+        out = parse_layers(layers, count, f"the {kind} tower of {self.spec}")
+        if 0 in out:
+            raise DataError(f"{self.spec}: {kind} layers are numbered 1..{count} (block outputs), not 0")
+        return out
 
     def encode_inputs(self, kind: str, inputs, *, layers=(), tokens: bool = False, progress=None) -> dict:
         """The family-independent entry point (see the module docstring)."""
         from .encoders_text import _check_kind
         _check_kind(self, kind)
-        if layers:
-            self.layers_for(kind, layers)
-        out = (self.encode_text(inputs, tokens=tokens, progress=progress) if kind == "text"
-               else self.encode_images(inputs, tokens=tokens, progress=progress))
-        return {**out, "layers": {}}
+        if kind == "text":
+            return self.encode_text(inputs, tokens=tokens, progress=progress, layers=layers)
+        return self.encode_images(inputs, tokens=tokens, progress=progress, layers=layers)
 
     def space_name(self, kind: str = "text") -> str:
         return f"{self.name}_{kind}"
 
     def space_info(self, kind: str = "text", layer: int | None = None, tokens: bool = False) -> dict:
         info = {"encoder": self.model_key, "spec": self.spec, "family": "open_clip", "input": kind,
-                "normalised": not tokens, "random_weights": self.pretrained is None}
+                "normalised": not tokens and layer is None, "random_weights": self.pretrained is None}
+        if layer is not None:
+            info.update(layer=int(layer), pooling="end-of-text token" if kind == "text" else "mean over patches")
         if tokens:
             info["tokens"] = "word pieces (last layer)" if kind == "text" else "patches (last block)"
         return info
@@ -477,24 +484,28 @@ class OpenCLIPEncoder:
 
     # -- text --------------------------------------------------------------------------------
     def encode_text(self, texts: Sequence[str], tokens: bool = False,
-                    progress: ProgressFn | None = None) -> dict:
-        """``{"embedding": n x d (L2-normalised)}`` plus ``"tokens"`` (n x T x w) and ``"mask"`` when asked.
+                    progress: ProgressFn | None = None, layers=()) -> dict:
+        """``{"embedding": n x d (L2-normalised), "layers": {k: n x w}}`` plus ``"tokens"`` (n x T x w) and
+        ``"mask"`` when asked.
 
         Token outputs are the last text-transformer layer after the final LayerNorm (width w, before the
-        projection). A DataError says so when the model does not provide them.
+        projection). Layer ``k`` (1..L) is block ``k``'s output at the end-of-text token (where CLIP pools its
+        text), before any norm. A DataError says so when the model does not provide them.
         """
         texts = check_texts(texts)
+        layers = self.layers_for("text", layers) if layers else ()
         return _cached(self.cache_namespace, self._run_text, sha256_texts(texts), self.model_key,
-                       {"tokens": bool(tokens), "tower": "text"}, (texts, bool(tokens)), progress)
+                       {"tokens": bool(tokens), "tower": "text", "layers": layers}, (texts, bool(tokens), layers),
+                       progress)
 
     def _run_text(self, payload, progress):
-        texts, want_tokens = payload
+        texts, want_tokens, layers = payload
         model, _, tokenizer = self.load()
         device = pick_device(self.device)
         pad_id = getattr(getattr(tokenizer, "tokenizer", None), "pad_token_id", None)
         pad_id = 0 if pad_id is None else int(pad_id)
         n = len(texts)
-        emb, chunks = [], []
+        emb, chunks, lay = [], [], {l: [] for l in layers}
         with torch.inference_mode():
             for start in range(0, n, self.batch_size):
                 ids = tokenizer(texts[start:start + self.batch_size]).to(device)
@@ -505,12 +516,46 @@ class OpenCLIPEncoder:
                     chunks.append((out["text_intermediates"][-1].float().cpu().numpy(), mask.cpu().numpy()))
                 else:
                     emb.append(model.encode_text(ids, normalize=True).float().cpu().numpy())
+                if layers:
+                    inter = self._intermediates(model, "text", ids, layers)
+                    eot = ids.argmax(dim=-1)
+                    rows = torch.arange(ids.shape[0], device=ids.device)
+                    for l, h in zip(layers, inter):
+                        lay[l].append(h[rows, eot].float().cpu().numpy())
                 if progress is not None:
                     progress(min(start + self.batch_size, n), n)
-        result = {"embedding": np.concatenate(emb)}
+        result = {"embedding": np.concatenate(emb), "layers": {l: np.concatenate(v) for l, v in lay.items()}}
         if want_tokens:
             result["tokens"], result["mask"] = stack_token_chunks(chunks)
         return result
+
+    def _intermediates(self, model, tower: str, x, layers=None):
+        """Raw outputs of blocks ``layers`` (1-based; None = all) of the ``tower`` ('text' or 'image')."""
+        indices = None if layers is None else [l - 1 for l in layers]
+        try:
+            out = model.forward_intermediates(**{tower: x, f"{tower}_indices": indices},
+                                              normalize_intermediates=False, intermediates_only=True)
+            return out[f"{tower}_intermediates"]
+        except (AttributeError, NotImplementedError, KeyError, TypeError, AssertionError) as err:
+            raise DataError(f"open_clip model {self.model_name!r} does not provide {tower} layer outputs "
+                            f"({type(err).__name__})", hint="encode without --layers") from None
+
+    def layers_count(self, kind: str = "text") -> int:
+        """Number of blocks of the text or image tower (layers 1..L)."""
+        if not hasattr(self, "_layer_counts"):
+            self._layer_counts = {}
+        if kind not in self._layer_counts:
+            model, preprocess, tokenizer = self.load()
+            device = next(model.parameters()).device
+            if kind == "text":
+                x = tokenizer(["a"]).to(device)
+            else:
+                size = getattr(model.visual, "image_size", 224)
+                size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+                x = torch.zeros(1, 3, *size, device=device)
+            with torch.inference_mode():
+                self._layer_counts[kind] = len(self._intermediates(model, kind, x))
+        return self._layer_counts[kind]
 
     def _text_intermediates(self, model, ids):
         try:
@@ -525,18 +570,21 @@ class OpenCLIPEncoder:
 
     # -- images ------------------------------------------------------------------------------
     def encode_images(self, images: ImageFiles, tokens: bool = False,
-                      progress: ProgressFn | None = None) -> dict:
+                      progress: ProgressFn | None = None, layers=()) -> dict:
         """Encode every decodable image of ``images``.
 
-        Returns ``{"embedding": m x d (L2-normalised), "names": the m kept names, "skipped": [(name, reason)]}``
-        plus ``"tokens"``/``"mask"`` (patch tokens of the last block, final norm applied) when asked.
+        Returns ``{"embedding": m x d (L2-normalised), "layers": {k: m x w}, "names": the m kept names,
+        "skipped": [(name, reason)]}`` plus ``"tokens"``/``"mask"`` (patch tokens of the last block, final norm
+        applied) when asked; layer ``k`` is block ``k``'s output averaged over patches (before any norm).
         Undecodable images are skipped and listed, never fatal (unless none decodes).
         """
         if not images.names:
             raise DataError("no image files found", file=images.source,
                             hint=f"image extensions: {', '.join(IMAGE_EXTENSIONS)}")
+        layers = self.layers_for("image", layers) if layers else ()
         result = _cached(self.cache_namespace, self._run_images, images.content_key(), self.model_key,
-                         {"tokens": bool(tokens), "tower": "image"}, (images, bool(tokens)), progress)
+                         {"tokens": bool(tokens), "tower": "image", "layers": layers},
+                         (images, bool(tokens), layers), progress)
         if not result["names"]:
             first = result["skipped"][0]
             raise DataError(f"none of the {len(images.names)} images could be decoded (e.g. {first[0]}: {first[1]})",
@@ -544,27 +592,34 @@ class OpenCLIPEncoder:
         return result
 
     def _run_images(self, payload, progress):
-        images, want_tokens = payload
+        from .encoders_vision import pool_feature_map
+        images, want_tokens, layers = payload
         model, preprocess, _ = self.load()
 
         def forward(x, layers, tokens):
-            if not tokens:
-                return {"embedding": torch.nn.functional.normalize(model.encode_image(x), dim=-1), "layers": {}}
-            try:
-                out = model.forward_intermediates(image=x, normalize=False, normalize_intermediates=True,
-                                                  image_indices=1, image_output_fmt="NLC")
-                feats, tok = out["image_features"], out["image_intermediates"][-1]
-            except (AttributeError, NotImplementedError, KeyError, TypeError, AssertionError) as err:
-                raise DataError(f"open_clip model {self.model_name!r} does not provide image token "
-                                f"outputs ({type(err).__name__})", hint="encode without --tokens") from None
-            if tok.ndim == 4:  # convolutional towers give NCHW maps: flatten the grid into tokens
-                tok = tok.flatten(2).transpose(1, 2)
-            return {"embedding": torch.nn.functional.normalize(feats, dim=-1), "layers": {}, "tokens": tok}
+            out = self._image_forward(model, x, tokens)
+            if layers:
+                out["layers"] = {l: pool_feature_map(h)
+                                 for l, h in zip(layers, self._intermediates(model, "image", x, layers))}
+            return out
 
-        result = run_image_batches(images, preprocess, forward, self.batch_size, pick_device(self.device),
-                                   progress, (), want_tokens)
-        result.pop("layers")
-        return result
+        return run_image_batches(images, preprocess, forward, self.batch_size, pick_device(self.device),
+                                 progress, layers, want_tokens)
+
+    def _image_forward(self, model, x, tokens):
+        """Final (normalised) image features of a batch, and the last block's patch tokens when asked."""
+        if not tokens:
+            return {"embedding": torch.nn.functional.normalize(model.encode_image(x), dim=-1), "layers": {}}
+        try:
+            out = model.forward_intermediates(image=x, normalize=False, normalize_intermediates=True,
+                                              image_indices=1, image_output_fmt="NLC")
+            feats, tok = out["image_features"], out["image_intermediates"][-1]
+        except (AttributeError, NotImplementedError, KeyError, TypeError, AssertionError) as err:
+            raise DataError(f"open_clip model {self.model_name!r} does not provide image token "
+                            f"outputs ({type(err).__name__})", hint="encode without --tokens") from None
+        if tok.ndim == 4:  # convolutional towers give NCHW maps: flatten the grid into tokens
+            tok = tok.flatten(2).transpose(1, 2)
+        return {"embedding": torch.nn.functional.normalize(feats, dim=-1), "layers": {}, "tokens": tok}
 
 
 def run_image_batches(images: ImageFiles, preprocess, forward, batch_size: int, device, progress=None,

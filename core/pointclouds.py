@@ -247,7 +247,12 @@ def _from_files(entries: Sequence[tuple[str, int, callable]], source: str, budge
     """Clouds of ``(name, size, read)`` entries (sorted by name), skipping files of other kinds."""
     names, clouds, skipped = [], [], []
     total = 0
+    from .archive import unsafe_member_name
     for name, size, read in sorted(entries, key=lambda e: e[0]):
+        unsafe = unsafe_member_name(name)
+        if unsafe:
+            skipped.append((name, unsafe))
+            continue
         base = PurePosixPath(name)
         if any(p.startswith(".") or p == "__MACOSX" for p in base.parts):
             continue
@@ -299,12 +304,10 @@ def read_point_clouds(path, max_bytes: int | None = None, display_name: str | No
             if name.lower().endswith(".npy"):
                 return PointClouds(*_npy_clouds(data, name, budget), name)
             return _from_zip(io.BytesIO(data), name, budget)
-        entries = []
-        for name, data in items:
-            if name.lower().endswith(".zip"):
-                inner = _from_zip(io.BytesIO(data), name, budget)
-                return inner if len(items) == 1 else _merge(inner, items, budget)
-            entries.append((name, len(data), (lambda d=data: d)))
+        if any(name.lower().endswith((".zip", ".npz")) for name, _ in items):
+            raise DataError("upload either one .zip / .npz, or loose point-cloud files, not both",
+                            file="uploaded files")
+        entries = [(name, len(data), (lambda d=data: d)) for name, data in items]
         return _from_files(entries, "uploaded files", budget)
     p = Path(path)
     display = display_name or p.name
@@ -350,7 +353,3 @@ def _from_zip(data, source: str, budget: int) -> PointClouds:
             raise BudgetError(f"would inflate to {declared / 2**20:.0f} MB, over the {budget / 2**20:.0f} MB limit",
                               file=source, hint="split the zip, or encode fewer clouds at a time")
         return _from_files(_zip_entries(zf), source, budget)
-
-
-def _merge(first: PointClouds, items, budget) -> PointClouds:
-    raise DataError("upload either one .zip or loose point-cloud files, not both", file=first.source)

@@ -373,3 +373,26 @@ def test_cli_encode_bad_model_specs(tmp_path, capsys, args, expected):
     code, _, err = _cli(["encode", "--text", str(csv), "-o", str(tmp_path / "o.npz"), *args], capsys)
     assert code == 2
     assert expected in err
+
+
+def test_open_clip_layers_of_both_towers(tiny_clip, image_folder):
+    from PIL import Image
+    enc = OpenCLIPEncoder(tiny_clip, None, batch_size=2, cache_namespace=None)
+    assert enc.layers_count("text") == 1 and enc.layers_count("image") == 1
+    out = enc.encode_inputs("text", TEXTS, layers="all")
+    model, preprocess, tokenizer = enc.load()
+    ids = tokenizer(TEXTS)
+    with torch.no_grad():  # the text transformer's block output at the end-of-text token, by hand
+        x = model.token_embedding(ids) + model.positional_embedding
+        h = model.transformer(x, attn_mask=model.attn_mask)
+    np.testing.assert_allclose(out["layers"][1], h[np.arange(len(TEXTS)), ids.argmax(-1)].numpy(), atol=1e-5)
+    files = list_images(image_folder)
+    img = enc.encode_inputs("image", files, layers=(1,))
+    xs = torch.stack([preprocess(Image.open(image_folder / n).convert("RGB")) for n in img["names"]])
+    with torch.no_grad():
+        inter = model.visual.forward_intermediates(xs, indices=[0], intermediates_only=True)
+    inter = inter["image_intermediates"] if isinstance(inter, dict) else inter
+    np.testing.assert_allclose(img["layers"][1], inter[0].mean(dim=(2, 3)).numpy(), atol=1e-5)
+    with pytest.raises(DataError, match=r"layers 1\.\.1"):
+        enc.encode_inputs("text", TEXTS, layers=(2,))
+    assert enc.space_info("text", layer=1)["pooling"] == "end-of-text token"

@@ -158,6 +158,12 @@ def test_read_point_clouds_every_layout(tmp_path):
             if p.is_file():
                 zf.write(p, p.relative_to(folder).as_posix())
     assert read_point_clouds(zpath).names == pc.names
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../etc/x.xyz", "1 2 3\n")
+        zf.writestr("ok.xyz", "1 2 3\n4 5 6\n")
+    got = read_point_clouds(evil)
+    assert got.names == ["ok.xyz"] and "path traversal" in dict(got.skipped)["../../etc/x.xyz"]
     uploads = [(p.name, p.read_bytes()) for p in sorted(folder.glob("*.ply"))]
     assert read_point_clouds(uploads).names == ["a.ply", "b.ply"]
     # arrays: n x P x 3 with ids, one cloud per member, .npy
