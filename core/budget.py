@@ -2,8 +2,7 @@
 
 Two limits apply to every load:
 
-* a per-load / per-session limit (``$PLATOSCOPE_SESSION_BUDGET_MB``, default 4096 MB in the app; the CLI uses
-  the server-wide limit unless the variable is set);
+* a per-load / per-session limit (``$PLATOSCOPE_SESSION_BUDGET_MB``, default 4096 MB, in the app and the CLI);
 * a server-wide limit shared by every session of the process (``$PLATOSCOPE_SERVER_BUDGET_MB``, default
   :data:`DEFAULT_SERVER_FRACTION` of the machine's RAM), tracked by the process-wide :data:`LEDGER`.
 
@@ -149,11 +148,11 @@ class MemoryBudget:
 
     def __init__(self, limit: int | None = None, *, reservation: Reservation | None = None,
                  label: str | None = None, hint: str | None = None):
+        server_bound = limit is None and server_budget_bytes() < session_budget_bytes()
         self.limit = default_load_limit() if limit is None else int(limit)
         self.reservation = reservation if reservation is not None else LEDGER.reservation("load")
-        self.label = label or ("the per-session memory budget (PLATOSCOPE_SESSION_BUDGET_MB)"
-                               if os.environ.get("PLATOSCOPE_SESSION_BUDGET_MB")
-                               else "the memory budget (PLATOSCOPE_SESSION_BUDGET_MB)")
+        self.label = label or ("the server-wide memory budget (PLATOSCOPE_SERVER_BUDGET_MB)" if server_bound
+                               else "the per-session memory budget (PLATOSCOPE_SESSION_BUDGET_MB)")
         self.hint = hint or ("use a format that is memory-mapped from disk (.npy, .safetensors, uncompressed .npz: "
                              "np.savez instead of np.savez_compressed), or raise PLATOSCOPE_SESSION_BUDGET_MB")
         self.used = 0
@@ -177,6 +176,6 @@ class MemoryBudget:
 
 
 def default_load_limit() -> int:
-    """A load's limit outside the app: $PLATOSCOPE_SESSION_BUDGET_MB if set, else the server-wide budget."""
-    env = _env_mb("PLATOSCOPE_SESSION_BUDGET_MB")
-    return env if env is not None else server_budget_bytes()
+    """A load's limit outside the app (CLI, notebooks): the per-session budget (4096 MB unless
+    $PLATOSCOPE_SESSION_BUDGET_MB says otherwise), never more than the server-wide budget."""
+    return min(session_budget_bytes(), server_budget_bytes())
