@@ -243,3 +243,44 @@ def test_generated_downloads_are_served_once():
         storage.get_file(name)  # the same link, fetched again (e.g. from another browser)
     again = mgr.execute_deferred(file_id)  # a new click makes it again
     assert storage.get_file(again.rsplit("/", 1)[-1]).content.startswith(b"id,score")
+
+
+def test_shared_result_is_computed_once_for_concurrent_first_requests():
+    import threading
+
+    from ui import cached
+
+    key = cached.result_key("test-lock", np.random.default_rng().integers(1 << 60))
+    calls, results = [], []
+    started = threading.Event()
+
+    def compute(progress):
+        calls.append(1)
+        started.set()
+        release.wait(30)
+        return {"value": 42}
+
+    release = threading.Event()
+    threads = [threading.Thread(target=lambda: results.append(cached.computed("shared", key, "x", compute)))
+               for _ in range(3)]
+    threads[0].start()
+    assert started.wait(30)
+    for t in threads[1:]:
+        t.start()
+    release.set()
+    for t in threads:
+        t.join(60)
+    assert len(calls) == 1 and len(results) == 3 and all(r == {"value": 42} for r in results)
+
+
+def test_upload_limit_applies_before_the_file_is_read(env, monkeypatch):
+    from streamlit import config
+
+    monkeypatch.setenv("PLATOSCOPE_MAX_FILE_MB", "3")
+    before = config.get_option("server.maxUploadSize")
+    try:
+        at = AppTest.from_file(APP, default_timeout=120).run()
+        assert config.get_option("server.maxUploadSize") == 3  # the server refuses bigger uploads mid-stream
+        assert at.file_uploader[0].proto.max_upload_size_mb == 3  # and the browser before sending them
+    finally:
+        config.set_option("server.maxUploadSize", before)
