@@ -146,9 +146,14 @@ def uploads(tmp: Path, n_uploads: int, mb: int) -> None:
             wait_idle(page, "home", plot=False)
             rss = [_rss_anon_mb(proc.pid)]
             for i, p in enumerate(files):
+                if not page.get_by_role("button", name="Load files").is_visible():
+                    page.get_by_text("Upload embeddings", exact=False).first.click()
                 page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(p))
-                page.get_by_text(p.name).first.wait_for()
-                page.get_by_role("button", name="Load files").click()
+                page.locator('[data-testid="stFileChipName"]', has_text=p.name).first.wait_for(state="attached")
+                button = page.get_by_role("button", name="Load files")
+                page.wait_for_function("() => [...document.querySelectorAll('button')].some("
+                                       "b => b.innerText.includes('Load files') && !b.disabled)")
+                button.click()
                 page.wait_for_function(f"() => document.body.innerText.includes('upload{i:02d}')")
                 wait_idle(page, "home", plot=False)
                 rss.append(_rss_anon_mb(proc.pid))
