@@ -96,7 +96,8 @@ chains = None
 with guard():
     enc = (encoder_for(text_enc["spec"], namespace, pooling=text_enc["pooling"])
            if need_encoder and text_enc is not None else None)
-    chains = jobs.computed(namespace, cached.result_key("hierarchy_chains", ds.fingerprint, params),
+    chains = jobs.computed(namespace, cached.result_key("hierarchy_chains", ds.fingerprint,
+                                                        {k: v for k, v in params.items() if k != "preset"}),
                              "Embedding the chains and the root", _build)
 if chains is None:
     st.stop()
