@@ -548,3 +548,24 @@ def test_cka_and_align_commands_record_the_paper_a_preset(tmp_path, capsys):
         "paper A preset, changed here: queries = 20; the authors' code uses 500 queries",
         "paper A preset, changed here: seeds = 1; the authors' code uses 3 seeds"]
     assert any("k = 4" in line for line in out["preset"]["differences"])
+
+
+def test_hierarchy_report_paper_pool_with_a_mapped_image_side_and_fine_tuning():
+    from dataclasses import replace
+    from core.hierarchy import hierarchy_report, make_negatives
+
+    rng = np.random.default_rng(4)
+    C, L = 30, 4
+    ch = _chains(np.sort(rng.uniform(0.2, 1.4, size=(C, L)), axis=1))
+    ch = make_negatives(replace(ch, images=rng.normal(size=(C, 6)).astype(np.float32), image_in_text_space=False),
+                        seed=0)
+    out = hierarchy_report(ch, finetune=True, seed=0, n_boot=0, retrieval_pool="all-chains", tau="argsort",
+                           tuner_params={"max_epochs": 2, "le_negatives": "shared"})
+    for when in ("before", "after"):
+        s = out["heldout"][when]
+        assert s["retrieval_pool"] == "all-chains" and s["n_pool"] == C * L
+        assert s["n_retrieval_queries"] == out["split"]["test"] and s["tau_method"] == "argsort"
+    assert out["training"]["params"]["le_negatives"] == "shared"
+    default = hierarchy_report(ch, seed=0, n_boot=0)
+    assert default["heldout"]["before"]["retrieval_pool"] == "per-chain"
+    assert default["heldout"]["before"]["n_pool"] < C * L       # only the held-out chains' texts
