@@ -552,7 +552,8 @@ def test_cka_and_align_commands_record_the_paper_a_preset(tmp_path, capsys):
 
 def test_hierarchy_report_paper_pool_with_a_mapped_image_side_and_fine_tuning():
     from dataclasses import replace
-    from core.hierarchy import hierarchy_report, make_negatives
+    from core.hierarchy import make_negatives
+    from core.hierarchy_eval import hierarchy_report
 
     rng = np.random.default_rng(4)
     C, L = 30, 4

@@ -11,15 +11,14 @@ for this page run so that every export manifest of the page records it (``preset
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import streamlit as st
 
 from core import presets as core_presets
+from ui.text import md
 
 _CURRENT = "platoscope_current_preset"
-_MD = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 
 
 @dataclass(frozen=True)
@@ -49,11 +48,6 @@ class PresetChoice:
         if self.paper == "B":
             return s.pointset_kwargs()
         return {}
-
-
-def _plain(text: str) -> str:
-    """Escape Markdown so a line shows as the text it is."""
-    return _MD.sub(r"\\\1", text)
 
 
 def current_record() -> dict | None:
@@ -88,6 +82,6 @@ def preset_control(paper: str, *, only: tuple | None = None, actual: dict | None
     if actual:
         settings = settings.replace(**actual)
     record = core_presets.record(paper, name, settings, only=only)
-    st.caption("  \n".join(_plain(line) for line in record["differences"]))
+    st.caption("  \n".join(md(line) for line in record["differences"]))
     st.session_state[_CURRENT] = record
     return PresetChoice(name, paper, settings, record)
