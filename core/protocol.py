@@ -69,6 +69,15 @@ def _check_inputs(X, Y, groups):
     return n, int(X.shape[1]), int(Y.shape[1]), groups
 
 
+def _prepare(X, Y, groups, methods, k):
+    """The checks every fixed-k protocol starts with: ``(n, p, q, groups, methods, k, adjustments)``."""
+    n, p, q, groups = _check_inputs(X, Y, groups)
+    methods = _check_methods(methods, p, q)
+    adjustments: list[str] = []
+    k = _resolve_k(k, p, q, adjustments, methods)
+    return n, p, q, groups, methods, k, adjustments
+
+
 def _check_methods(methods, p: int, q: int) -> list[str]:
     if isinstance(methods, str):
         methods = [methods]
@@ -206,10 +215,7 @@ def run_protocol(X, Y, methods=PAPER_A_METHODS, k: int = 50, n_anchors: int | No
     """
     t0 = time.perf_counter()
     progress = progress or _no_progress
-    n, p, q, groups = _check_inputs(X, Y, groups)
-    methods = _check_methods(methods, p, q)
-    adjustments: list[str] = []
-    k = _resolve_k(k, p, q, adjustments, methods)
+    n, p, q, groups, methods, k, adjustments = _prepare(X, Y, groups, methods, k)
     n_anchors_req, n_queries = _resolve_sizes(n, n_anchors, n_queries, groups, adjustments)
     seeds = list(seeds)
     if not seeds:
@@ -375,10 +381,7 @@ def sweep_anchors(X, Y, anchor_counts=DEFAULT_ANCHOR_COUNTS, methods=PAPER_A_MET
     """
     t0 = time.perf_counter()
     progress = progress or _no_progress
-    n, p, q, groups = _check_inputs(X, Y, groups)
-    methods = _check_methods(methods, p, q)
-    adjustments: list[str] = []
-    k = _resolve_k(k, p, q, adjustments, methods)
+    n, p, q, groups, methods, k, adjustments = _prepare(X, Y, groups, methods, k)
     counts = sorted({int(c) for c in anchor_counts})
     if not counts or counts[0] < 2:
         raise DataError(f"anchor counts must be integers >= 2, got {list(anchor_counts)}")

@@ -249,6 +249,21 @@ class _RETuner(Estimator):
 
     _fit_call = "fit(train, val)"
 
+    def __init__(self, lr: float, weight_decay: float, batch_size: int, max_epochs: int, patience: int,
+                 prior_weight: float, random_state, device, le_negatives: str, keep_best: bool):
+        # the training settings both fine-tuners share (each subclass lists them, with its defaults, in its own
+        # signature, as scikit-learn's get_params reads them from there)
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.prior_weight = prior_weight
+        self.random_state = random_state
+        self.device = device
+        self.le_negatives = le_negatives
+        self.keep_best = keep_best
+
     def _check_settings(self):
         if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
             raise DataError("batch_size, max_epochs and patience must be >= 1")
@@ -321,18 +336,10 @@ class RadialFineTuner(_RETuner):
                  weight_decay: float = 1e-4, batch_size: int = 256, max_epochs: int = 100, patience: int = 8,
                  prior_weight: float = PRIOR_WEIGHT, random_state=0, device=None, le_negatives: str = "all",
                  keep_best: bool = True):
-        self.le_negatives = le_negatives
-        self.keep_best = keep_best
         self.kind = kind
         self.hidden = hidden
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.prior_weight = prior_weight
-        self.random_state = random_state
-        self.device = device
+        super().__init__(lr, weight_decay, batch_size, max_epochs, patience, prior_weight, random_state, device,
+                         le_negatives, keep_best)
 
     _fitted_attributes = ("adapter_",)
 
@@ -479,16 +486,8 @@ class OpenCLIPTextTowerFineTuner(_RETuner):
                  max_epochs: int = 10, patience: int = 3, prior_weight: float = PRIOR_WEIGHT, random_state=0,
                  device=None, le_negatives: str = "all", keep_best: bool = True):
         self.n_blocks = n_blocks
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.prior_weight = prior_weight
-        self.random_state = random_state
-        self.device = device
-        self.le_negatives = le_negatives
-        self.keep_best = keep_best
+        super().__init__(lr, weight_decay, batch_size, max_epochs, patience, prior_weight, random_state, device,
+                         le_negatives, keep_best)
 
     # -- the tower -----------------------------------------------------------------------------
     def _prepare(self, encoder, dev):

@@ -898,12 +898,17 @@ def _permutations(n: int, n_permutations: int, seed: int) -> list[np.ndarray]:
     return [rng.permutation(n) for _ in range(int(n_permutations))]
 
 
-def _linear_null(X, Y, perms, kw, progress):
-    """Observed value and null values of linear CKA, reusing the parts a row shuffle of Y leaves alone."""
+def _resampling_setup(X, Y, draws, kw, progress, desc: str):
+    """What the linear-CKA null and bootstrap both start from: device, sizes and the (progress-wrapped) draws."""
     dev = _device(kw.get("device"))
     n, p = X.shape
-    q = Y.shape[1]
-    it = progress(perms, total=len(perms), desc="permutations") if progress else perms
+    it = progress(draws, total=len(draws), desc=desc) if progress else draws
+    return dev, n, p, Y.shape[1], it
+
+
+def _linear_null(X, Y, perms, kw, progress):
+    """Observed value and null values of linear CKA, reusing the parts a row shuffle of Y leaves alone."""
+    dev, n, p, q, it = _resampling_setup(X, Y, perms, kw, progress, "permutations")
     if _use_gram_null(n, p, q, kw.get("method", "auto")):
         K = _centred_gram(X, dev, "X")
         L = _centred_gram(Y, dev, "Y")
@@ -1069,10 +1074,7 @@ def permutation_test(X, Y, measure: str | Measure = "linear_cka", n_permutations
 
 
 def _linear_boot(X, Y, draws, kw, progress):
-    dev = _device(kw.get("device"))
-    n, p = X.shape
-    q = Y.shape[1]
-    it = progress(draws, total=len(draws), desc="bootstrap") if progress else draws
+    dev, n, p, q, it = _resampling_setup(X, Y, draws, kw, progress, "bootstrap")
     if _use_gram(n, p, q, kw.get("method", "auto")):
         Xs = _load(X, dev, "X")
         Ys = _load(Y, dev, "Y")
