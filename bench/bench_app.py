@@ -176,6 +176,14 @@ def main() -> int:
 
     from tests.browser_util import CHROMIUM, CHROMIUM_FLAGS, _free_port
 
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        print("bench_app needs the playwright package (and chromium); skipped")
+        return 0
+    if not Path(CHROMIUM).exists():
+        print(f"bench_app needs chromium at {CHROMIUM}; skipped")
+        return 0
     app_root = Path(args.app_root).resolve()
     tmp = Path(tempfile.mkdtemp(prefix="platoscope-bench-app-"))
     data_dir, study = tmp / "server", tmp / "server" / "study"

@@ -86,3 +86,27 @@ def test_subspace_groups_items_by_a_chosen_column(server):
     chance_grouped = float(grouped.split("chance ")[1].rstrip(")"))
     assert chance_grouped > chance_alone  # two true partners per query double the chance of a hit
     assert not any("share their caption" in i.value for i in at.info)
+
+
+def test_results_survive_a_server_restart(server):
+    """A finished job's result is on disk: with the server's memory gone, the page shows it without a new job."""
+    def open_page():
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+        at.query_params["dataset"] = "server:planted"
+        at.query_params["k"] = "6"
+        at.query_params["queries"] = "100"
+        at.query_params["methods"] = '["cca_affine"]'
+        at.run()
+        return at.switch_page("pages/subspace.py").run()
+
+    finish_jobs(open_page())
+    stored = list((server / "cache" / "shared" / "results").glob("*.joblib"))
+    assert len(stored) == 1
+    from ui import cached, jobs
+
+    cached._shared_results().clear()                 # what a restart loses: the in-memory results ...
+    for job in jobs.runner().jobs():                 # ... and the runner's table of jobs
+        jobs.runner().forget(job.key)
+    at = open_page()
+    assert not at.exception and not pending_jobs() and not jobs.runner().jobs()
+    assert "CCA + affine" in at.dataframe[0].value.index
