@@ -80,3 +80,23 @@ def test_every_universe_fit_reports_iterations_and_objective():
     assert g["objective"] == pytest.approx(g["history"][-1]["objective"])
     assert g["description"]["stop_reason"] in ("consensus", "objective", "max_iter")
     assert out["methods"]["gcpa"]["n_iter"] == out["methods"]["gcpa"]["description"]["stopped_epoch"]
+
+
+def test_universe_command_reports_iterations_and_objective(tmp_path, capsys):
+    import json
+
+    from core.cli import main
+    from core.universe_eval import split_train_test
+
+    sp = spaces(n=150, widths=(8, 10, 9))
+    paths = []
+    for name, X in sp.items():
+        np.save(tmp_path / f"{name}.npy", X.astype(np.float32))
+        paths.append(str(tmp_path / f"{name}.npy"))
+    assert main(["universe", *paths, "--method", "gpa", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["methods"]["gpa"]
+    train, _ = split_train_test(150, 0.2, seed=0)
+    ref = GPA().fit({k: sp[k].astype(np.float32)[train] for k in sp})
+    assert out["n_iter"] == ref.n_iter_ and out["objective"] == pytest.approx(ref.objective_, rel=1e-9)
+    assert main(["universe", *paths, "--method", "gpa"]) == 0
+    assert f"GPA: {ref.n_iter_} iterations, objective" in capsys.readouterr().out

@@ -195,6 +195,10 @@ def render(result: dict) -> str:
         cols = list(rows[0])
         lines.append(format_table(rows, cols, digits=3))
     for m, r in result["methods"].items():
+        if m == "gpa" and "n_iter" in r:
+            lines.append(f"GPA: {r['n_iter']} iterations, objective {r['objective']:.6g} (stopped on "
+                         f"{r['description'].get('stop_reason', '?')})")
+    for m, r in result["methods"].items():
         lines.append("")
         lines.append(f"{r.get('label') or METHOD_NAMES.get(m, m)}: Hits@1 (row = query space, column = retrieved "
                      "space)")
