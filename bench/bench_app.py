@@ -5,7 +5,7 @@ and 384 sharing a planted 48-d structure under space-specific noise; a 20-class 
 starts ``streamlit run app.py`` on 127.0.0.1 with a fresh cache, and for every view measures, from navigation:
 
 * first paint: the view's marker and its first control (or metric) are on screen;
-* first numbers: the view's first computed result (Home: the map; Similarity: the heatmap; Neighbours: the
+* first numbers: the view's first computed result (Home: the summary table, and the PCA map; Similarity: the heatmap; Neighbours: the
   neighbour lists; Query: the fitted alignment; Subspace: the "At one k" table; Universe: the first method);
 * Universe also: PW + GPA + GCCA shown, and everything (GCPA too);
 * idle: no job running and no script running;
@@ -70,7 +70,8 @@ def views(n: int) -> list[dict]:
     main = '[data-testid="stMain"]'
     return [
         {"name": "Home", "path": "", "marker": "home", "params": {"space": "text_1280"},
-         "numbers": "document.querySelector('.main-svg')",
+         "numbers": f"document.querySelector('{main} [data-testid=\"stDataFrame\"]')",
+         "map": "document.querySelector('.main-svg')",
          "cli": ["info", *files, "--meta", "meta.csv", "--json"]},
         {"name": "Similarity", "path": "similarity", "marker": "similarity", "params": {},
          "numbers": "document.querySelector('.main-svg')",
@@ -139,6 +140,8 @@ def visit(browser, url: str, view: dict, timeout_s: float, second: bool = False)
     if not second:
         if "three" in view:
             out["three"] = timed_wait(page, view["three"], t0, timeout_s)
+        if "map" in view:
+            out["map"] = timed_wait(page, view["map"], t0, timeout_s)
         out["idle"] = wait_idle_stable(page, t0, timeout_s)
         if view["name"] == "Universe":
             text = page.inner_text('[data-testid="stMain"]')
@@ -250,6 +253,8 @@ def main() -> int:
         if r["view"] == "Universe":
             extra = f" (PW+GPA+GCCA {fmt(r.get('three'), t)} s; all {fmt(r.get('idle'), t)} s)"
             ref = r.get("three")
+        if r["view"] == "Home":
+            extra = f" (summary table; PCA map {fmt(r.get('map'), t)} s)"
         cli = r.get("cli")
         ratio = "-" if cli is None or ref is None else f"{ref / cli:.2f}"
         if r["view"] == "Universe" and r.get("cli_all") and r.get("idle"):
