@@ -146,12 +146,11 @@ def bench_family(family: str, args, n_text: int, n_img: int, n_pc: int):
     def ours_layers():
         enc.encode_inputs(kind, inputs, layers="all")
 
-    has_layers = family != "open_clip"
     ours(), ref()  # warm-up (lazy init, allocator)
     t_ours, t_ref = timed_pair(ours, ref, args.repeats)
-    t_lay = timed_pair(ours_layers, lambda: None, args.repeats)[0] if has_layers else None
+    t_lay = timed_pair(ours_layers, lambda: None, args.repeats)[0]
     return {"family": family, "spec": spec if family != "python" else "python:core.demo.pointnet:platoscope_encoder",
-            "n": n, "ours": n / t_ours, "ref": n / t_ref, "layers": (n / t_lay) if t_lay else None,
+            "n": n, "ours": n / t_ours, "ref": n / t_ref, "layers": n / t_lay,
             "ratio": t_ref / t_ours}
 
 
@@ -171,7 +170,7 @@ def main(argv=None) -> int:
     print(f"{'family':<12} {'n':>5} {'ours':>9} {'ours+layers':>12} {'reference':>10} {'ratio':>6}  model")
     for family in [f.strip() for f in args.families.split(",") if f.strip()]:
         r = bench_family(family, args, n_text, n_img, n_pc)
-        lay = f"{r['layers']:>12.1f}" if r["layers"] else f"{'-':>12}"
+        lay = f"{r['layers']:>12.1f}"
         print(f"{r['family']:<12} {r['n']:>5} {r['ours']:>9.1f} {lay} {r['ref']:>10.1f} {r['ratio']:>6.2f}  "
               f"{r['spec']}", flush=True)
     return 0

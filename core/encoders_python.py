@@ -238,9 +238,14 @@ class PythonEncoder:
         return out
 
     def _pool(self, h, mask):
-        m = mask.bool().unsqueeze(-1)
+        full = bool(mask.all())
         if self.load()["pool"] == "max":
-            return h.masked_fill(~m, float("-inf")).max(dim=1).values
+            if full:  # every token real (point clouds of one size): no masked copy
+                return h.max(dim=1).values
+            return h.masked_fill(~mask.bool().unsqueeze(-1), float("-inf")).max(dim=1).values
+        if full:
+            return h.mean(dim=1)
+        m = mask.bool().unsqueeze(-1)
         mf = m.to(h.dtype)
         return (h * mf).sum(1) / mf.sum(1).clamp(min=1e-9)
 

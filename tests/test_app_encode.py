@@ -144,3 +144,35 @@ def test_encode_page_refuses_unlisted_python_module(tmp_path, monkeypatch):
         check_allowed("python:os:getcwd")
     monkeypatch.setenv("PLATOSCOPE_PYTHON_ENCODERS", "os:getcwd")
     check_allowed("python:os:getcwd")
+
+
+def test_encode_timm_images_of_a_zip_with_layers(env):
+    """timm (random weights) on a zip of images: every stage pooled, the undecodable member listed, .npz offered."""
+    import io
+    import zipfile
+
+    from PIL import Image
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(3):
+            img = io.BytesIO()
+            Image.new("RGB", (40, 32), (80 * i, 20, 200)).save(img, format="PNG")
+            zf.writestr(f"photos/p{i}.png", img.getvalue())
+        zf.writestr("photos/broken.png", b"not a png")
+    at = _encode_page()
+    at.radio(key="url__model").set_value("timm image model (timm:)").run()
+    at.text_input(key="url__timm_model").set_value("resnet18").run()
+    at.checkbox(key="url__random").check().run()
+    at.checkbox(key="url__layers").check().run()
+    assert not at.exception, at.exception
+    at.file_uploader(key="enc_images").upload("photos.zip", buf.getvalue()).run()
+    at.button(key="enc_go").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    res = at.session_state["enc_result"]["res"]
+    assert res["ids"] == ["photos.zip/photos/p0.png", "photos.zip/photos/p1.png", "photos.zip/photos/p2.png"]
+    names = sorted(res["arrays"])
+    assert "timm_resnet18_random" in names and "timm_resnet18_random_layer5" in names
+    assert res["arrays"]["timm_resnet18_random"].shape == (3, 512)
+    assert [s["name"].split("/")[-1] for s in res["skipped_images"]] == ["broken.png"]
+    assert any("Random weights" in w.value for w in at.warning)
