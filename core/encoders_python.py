@@ -9,7 +9,9 @@ either a tuple ``(module, input_kind, output)`` or a dict (the tuple's three ent
      "output": "tokens",               # "vector": forward gives b x d; "tokens": b x T x d (or (tokens, mask))
      "pool": "max",                    # tokens -> the final embedding: "mean" (default) or "max" over real tokens
      "layers": 3,                      # optional: module.forward_layers(x) returns that many outputs
-                                       #   (b x d, or b x T x d pooled like the tokens) -> layers 1..L
+                                       #   (b x d, or b x T x d pooled like the tokens) -> layers 1..L;
+                                       #   module.forward_all(x) -> (output, layer outputs), if the module
+                                       #   has it, gives both in one pass
      "name": "pointnet",               # optional: the space name (default: the factory's name)
      "preprocess": callable,           # optional: image (PIL RGB) or point cloud (P x 3 float32) -> tensor
      "version": "sha256 of my weights"}  # optional: part of the result-cache key (change it with the weights)
@@ -206,7 +208,11 @@ class PythonEncoder:
     def _forward(self, x, layers, want_tokens):
         spec = self.load()
         module = spec["module"]
-        raw = module(x)
+        per = None
+        if layers and hasattr(module, "forward_all"):  # one pass for the output and every layer
+            raw, per = module.forward_all(x)
+        else:
+            raw = module(x)
         mask = None
         if spec["output"] == "tokens":
             if isinstance(raw, (tuple, list)):
@@ -223,7 +229,7 @@ class PythonEncoder:
             emb = raw
         out = {"embedding": emb, "layers": {}}
         if layers:
-            per = module.forward_layers(x)
+            per = module.forward_layers(x) if per is None else per
             if len(per) != spec["layers"]:
                 raise DataError(f"{self.spec}: forward_layers gave {len(per)} outputs, the factory said "
                                 f"{spec['layers']}")

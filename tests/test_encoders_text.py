@@ -188,3 +188,12 @@ def test_chains_root_recomputed_from_the_space_info(tiny_bert):
     ref = hs[1].mean(0)
     np.testing.assert_allclose(chains.root, ref / np.linalg.norm(ref), atol=2e-6)
     assert "layer 1" in chains.root_source and f"hf:{tiny_bert}" in chains.root_source
+
+
+def test_st_offline_message_names_model_and_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("PLATOSCOPE_HF_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(encoders, "_reachable", lambda host, timeout=3.0: False)
+    with pytest.raises(DataError) as e:
+        make_encoder("st:platoscope-test/no-such-st-model", cache_namespace=None).encode(["x"])
+    text = str(e.value)
+    assert "sentence-transformers model 'platoscope-test/no-such-st-model'" in text and str(tmp_path / "hf") in text

@@ -163,6 +163,11 @@ class PointNetPoints(nn.Module):
                 out.append(x.transpose(1, 2))  # b x m x C after each of the three conv blocks
         return out
 
+    def forward_all(self, points: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``forward`` and ``forward_layers`` in one pass (the last layer is the per-point output)."""
+        layers = self.forward_layers(points)
+        return layers[-1], layers
+
 
 def platoscope_encoder(weights: str | Path | None = None) -> dict:
     """``python:core.demo.pointnet:platoscope_encoder``: the demo's trained PointNet for ``platoscope encode``.
