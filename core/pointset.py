@@ -42,6 +42,7 @@ from .base import Estimator, init_linear_, numpy_rng, torch_generator
 from .dataset import Space
 from .device import float64_device, pick_device
 from .errors import DataError
+from .training import EarlyStopping
 from .evaluate import DEFAULT_KS, evaluate_scores, split_anchors_queries, std_over_seeds
 
 __all__ = [
@@ -670,10 +671,8 @@ class PointSetSimilarity(Estimator):
                     fb.append(self._features_t(self.side_b_, *self._batch(B, mask_b, rows, dev)))
                 return float(info_nce_loss(torch.cat(fa), torch.cat(fb), self._scale()).item())
 
-        best = val_loss()
-        best_state = self._state_copy()
-        self.history_.append({"epoch": 0, "train_loss": None, "val_loss": best})
-        stale = 0
+        stopper = EarlyStopping(self.patience, 1e-6, self._state_copy).start(val_loss(), 0)
+        self.history_.append({"epoch": 0, "train_loss": None, "val_loss": stopper.best})
         for epoch in progress(range(1, int(self.max_epochs) + 1), total=int(self.max_epochs),
                               desc="training weights"):
             order = train_rows[rng.permutation(len(train_rows))]
@@ -700,16 +699,15 @@ class PointSetSimilarity(Estimator):
             self.history_.append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
                                   "val_loss": vl})
             self.n_epochs_ = epoch
-            if vl is None:
-                best_state, self.best_epoch_ = self._state_copy(), epoch
+            if vl is None:          # nothing held out: keep the latest state
+                stopper.take(None, epoch)
+                self.best_epoch_ = epoch
                 continue
-            if vl < best - 1e-6:
-                best, best_state, self.best_epoch_, stale = vl, self._state_copy(), epoch, 0
-            else:
-                stale += 1
-                if stale >= int(self.patience):
-                    break
-        self._load_state(best_state)
+            stop = stopper.update(vl, epoch)
+            self.best_epoch_ = stopper.best_at
+            if stop:
+                break
+        self._load_state(stopper.best_state)
 
     def _state_copy(self):
         return (copy.deepcopy(self.side_a_.state_dict()), copy.deepcopy(self.side_b_.state_dict()),

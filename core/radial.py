@@ -34,6 +34,7 @@ from torch import nn
 from .base import Estimator, init_linear_, torch_generator
 from .device import pick_device
 from .errors import DataError
+from .training import EarlyStopping
 from .hierarchy import DEGENERATE_EPS, Chains, make_negatives, normalize_rows
 
 __all__ = ["exterior_angle_torch", "radial_loss", "RadialAdapter", "RadialFineTuner", "OpenCLIPTextTowerFineTuner",
@@ -177,7 +178,7 @@ def _run_epochs(tuner, named: dict, n: int, dev, step_loss: Callable, evaluate: 
     first = evaluate("val")
     history = [{"epoch": 0, "train_loss": evaluate("train")["total"], "val_loss": first["total"],
                 **{f"val_{k}": first[k] for k in _VAL_KEYS}}]
-    best = (first["total"], 0, _snapshot(named))
+    stopper = EarlyStopping(tuner.patience, 1e-6, lambda: _snapshot(named)).start(first["total"], 0)
     epochs = range(1, tuner.max_epochs + 1)
     if progress is not None:
         epochs = progress(epochs, total=tuner.max_epochs, desc="RE fine-tuning (epochs)")
@@ -201,10 +202,9 @@ def _run_epochs(tuner, named: dict, n: int, dev, step_loss: Callable, evaluate: 
         ev = evaluate("val")
         history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": ev["total"],
                         **{f"val_{k}": ev[k] for k in _VAL_KEYS}})
-        if ev["total"] < best[0] - 1e-6:
-            best = (ev["total"], epoch, _snapshot(named))
-        elif epoch - best[1] >= tuner.patience:
+        if stopper.update(ev["total"], epoch):
             break
+    best = (stopper.best, stopper.best_at, stopper.best_state)
     if not getattr(tuner, "keep_best", True):   # the authors keep the last weights (no early stopping)
         best = (history[-1]["val_loss"], history[-1]["epoch"], _snapshot(named))
     return history, best, bad_steps

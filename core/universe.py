@@ -50,6 +50,7 @@ from .base import Estimator, init_linear_, torch_generator
 from .device import as_float64, pick_device, pick_float64_device, to_numpy
 from .errors import DataError
 from .numerics import sym_eig_desc as _sym_eig_desc
+from .training import EarlyStopping
 
 __all__ = ["UniversePreprocessor", "PairwiseProcrustes", "GPA", "GCCA", "GCPA", "METHODS", "METHOD_NAMES",
            "make_estimator", "check_spaces", "method_label", "PREPROCESS_ORDERS", "GCCA_VARIANTS", "GCPA_SCHEDULES"]
@@ -802,6 +803,10 @@ class _Corrector(torch.nn.Module):
         return _normalize(u_hat + g * delta)
 
 
+def _state_copy(net: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
 def _gcpa_loss(out, target, u_hat, preserve_weight, margin):
     cos_c = (out * target).sum(-1)
     cos_u = (out * u_hat).sum(-1)
@@ -919,14 +924,12 @@ class GCPA(_Universe):
             raise DataError(f"unknown GCPA schedule '{self.schedule}'", hint=f"use one of {', '.join(GCPA_SCHEDULES)}")
         if self.schedule == "sampled":
             return self._fit_sampled(net, opt, U_hat_d, C_d, tr_rows.to(dev), val_rows.to(dev), gen, progress, t0)
-        best = heldout_loss()
-        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        self.history_ = [{"epoch": 0, "train_loss": None, "heldout_loss": best}]
+        stopper = EarlyStopping(self.patience, 1e-7, lambda: _state_copy(net)).start(heldout_loss(), 0)
+        self.history_ = [{"epoch": 0, "train_loss": None, "heldout_loss": stopper.best}]
         self.best_epoch_ = 0
         bs = max(1, int(self.batch_size))
         n_tr = len(tr_rows)
         batches_per_space = max(1, math.ceil(n_tr / bs))
-        stale = 0
         epoch = 0
         for epoch in progress(range(1, int(self.max_epochs) + 1), total=int(self.max_epochs), desc="GCPA epochs"):
             net.train()
@@ -947,14 +950,13 @@ class GCPA(_Universe):
             net.eval()
             val = heldout_loss()
             self.history_.append({"epoch": epoch, "train_loss": total / (M * n_tr), "heldout_loss": val})
-            if n_val == 0 or val < best - 1e-7:
-                best, stale, self.best_epoch_ = val, 0, epoch
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            else:
-                stale += 1
-                if stale >= int(self.patience):
-                    break
-        net.load_state_dict(best_state)
+            if n_val == 0:          # nothing held out: keep the latest state
+                stopper.take(val, epoch)
+            elif stopper.update(val, epoch):
+                break
+            self.best_epoch_ = stopper.best_at
+        self.best_epoch_ = stopper.best_at
+        net.load_state_dict(stopper.best_state)
         self.net_ = net.cpu().eval()
         self.stopped_epoch_ = epoch
         self.fit_seconds_ = time.perf_counter() - t0
@@ -981,7 +983,8 @@ class GCPA(_Universe):
                 return float(np.mean([float(_gcpa_loss(net(u), c, u, pw, mg))
                                       for u, c in (draw(val_rows, vbs) for _ in range(int(self.val_batches)))]))
 
-        best, best_state, stale, step = math.inf, None, 0, 0
+        stopper = EarlyStopping(self.val_patience, 1e-7, lambda: _state_copy(net))   # the identity is no candidate
+        step = 0
         self.history_, self.best_epoch_, self.best_step_ = [], 0, 0
         running, epoch, stop = [], 0, False
         for epoch in progress(range(1, int(self.max_epochs) + 1), total=int(self.max_epochs), desc="GCPA epochs"):
@@ -1001,18 +1004,15 @@ class GCPA(_Universe):
                     self.history_.append({"step": step, "epoch": epoch, "train_loss": float(np.mean(running)),
                                           "heldout_loss": val})
                     running = []
-                    if val < best - 1e-7:
-                        best, stale, self.best_epoch_, self.best_step_ = val, 0, epoch, step
-                        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                    else:
-                        stale += 1
-                        if stale >= int(self.val_patience):
-                            stop = True
-                            break
+                    stop = stopper.update(val, (epoch, step))
+                    if stopper.best_at is not None:
+                        self.best_epoch_, self.best_step_ = stopper.best_at
+                    if stop:
+                        break
             if stop:
                 break
-        if best_state is not None:
-            net.load_state_dict(best_state)
+        if stopper.best_state is not None:
+            net.load_state_dict(stopper.best_state)
         self.net_ = net.cpu().eval()
         self.stopped_epoch_ = epoch
         self.n_steps_ = step
