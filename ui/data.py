@@ -237,7 +237,18 @@ def release_all_uploads() -> None:
         pass
 
 
-def spool_upload(uploaded, dest_dir: Path, chunk: int = 16 * 2**20) -> tuple[Path, str, int]:
+def release_freed_memory() -> None:
+    """Hand memory freed by an upload back to the OS (glibc keeps freed blocks in per-thread arenas, and every
+    script run is a new thread, so without this the server's RSS creeps up by about an upload per upload)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+def spool_upload(uploaded, dest_dir: Path, chunk: int = 4 * 2**20) -> tuple[Path, str, int]:
     """Write an uploaded file to disk in chunks, hashing as it goes. Returns (path, sha256, size)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     suffix = "".join(Path(uploaded.name).suffixes[-1:]).lower()
@@ -332,6 +343,7 @@ def ingest_uploads(files, metadata=None) -> Dataset:
         raise
     stem = "+".join(Path(f.name).stem for f in files)
     name = stem if len(stem) <= 40 else f"{Path(files[0].name).stem}+{len(files) - 1} more"
+    del every
     try:
         ds = load_dataset(paths, metadata=meta_path, name=name, display_names=names, origin="upload",
                           max_file_bytes=limit, memory=_load_budget(name))
@@ -343,6 +355,8 @@ def ingest_uploads(files, metadata=None) -> Dataset:
             if str(p) not in keep:
                 Path(p).unlink(missing_ok=True)
         raise
+    finally:
+        release_freed_memory()
 
 
 def session_upload_dir() -> Path:
