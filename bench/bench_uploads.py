@@ -160,7 +160,11 @@ def uploads(tmp: Path, n_uploads: int, mb: int) -> None:
                             if attempt == 5:
                                 raise
                     page.get_by_role("button", name="Load files").click()
-                    page.wait_for_function(f"() => document.body.innerText.includes('upload{i:02d}')")
+                    deadline = time.time() + 300
+                    while len(list(cache.glob("session-*/uploads/*.npy"))) < i + 1:  # spooled and registered
+                        if time.time() > deadline:
+                            raise TimeoutError(f"upload {i} never reached the session folder")
+                        time.sleep(0.5)
                     wait_idle(page, "home", plot=False)
                 except Exception:
                     page.screenshot(path=str(tmp.parent / "bench-uploads-failure.png"), full_page=True)
@@ -204,7 +208,10 @@ def main(argv=None) -> None:
     ap.add_argument("--mb", type=int, default=50)
     ap.add_argument("--skip-server", action="store_true")
     ap.add_argument("--skip-bombs", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="5 uploads of 20 MB")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.uploads, args.mb = 5, 20
     with tempfile.TemporaryDirectory(prefix="platoscope-bench-uploads-") as d:
         tmp = Path(d)
         if not args.skip_bombs:
