@@ -130,7 +130,7 @@ def test_hierarchy_root_from_any_text_encoder(server, tmp_path):
     at.run()
     at.switch_page("pages/hierarchy.py").run()
     at.selectbox(key="url__text").set_value("encode the captions with an encoder").run()
-    at.text_input(key="url__encoder").set_value(spec).run()
+    finish_jobs(at.text_input(key="url__encoder").set_value(spec).run())
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert at.selectbox(key="url__root").value == "encoder"
