@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.demo import demo_token_space, demo_token_space_files, demo_token_space_is_computed
 from core.export import build_manifest
 from core.pointset import KERNELS, SIMILARITIES, compare_pointset_similarities
 from core.projection import PCAProjection
@@ -23,8 +24,6 @@ KERNEL_LABELS = {"gauss": "Gaussian (sigma)", "imq": "inverse multiquadric (c)",
 
 @st.cache_resource(show_spinner="Computing the demo's token sets (once per server) ...", max_entries=4)
 def _demo_token_space(name: str):
-    from core.demo import demo_token_space
-
     return demo_token_space(name)
 
 
@@ -93,6 +92,17 @@ sync_url(a=name_a, b=name_b, kernel=kernel, D=int(n_features), queries=int(queri
 def _space(name):
     if name in ds.spaces:
         return ds[name]
+    if not demo_token_space_is_computed(name):
+        # the first request on a server encodes the demo's tokens / points (minutes on a busy CPU): a shared job,
+        # so the page paints at once and every session waits on the same computation
+        def _compute(job):
+            demo_token_space(name, progress=lambda done, total: job.report(done, total, f"encoding {name}"))
+            return True
+
+        if jobs.result("shared", cached.result_key("demo_token_space", name,
+                                                          [str(f) for f in demo_token_space_files(name)]),
+                       f"Computing the demo's token set {name} (once per server)", _compute) is None:
+            return None
     return _demo_token_space(name)
 
 

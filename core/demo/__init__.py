@@ -120,6 +120,21 @@ def _save_atomic(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def demo_token_space_files(name: str, n_points: int = 256) -> list[Path]:
+    """The files :func:`demo_token_space` keeps ``name`` in (all present once it has been computed)."""
+    if name not in TOKEN_SPACES:
+        raise DataError(f"no demo token space named '{name}'", hint=f"available: {', '.join(TOKEN_SPACES)}")
+    folder = _token_dir()
+    if name == "minilm_tokens":
+        return [folder / "minilm_tokens.npy", folder / "minilm_tokens_mask.npy"]
+    return [folder / f"pointnet_points_{int(n_points)}.npy"]
+
+
+def demo_token_space_is_computed(name: str, n_points: int = 256) -> bool:
+    """Whether :func:`demo_token_space` would only read files (no encoder run)."""
+    return all(p.exists() for p in demo_token_space_files(name, n_points))
+
+
 def demo_token_space(name: str, n_points: int = 256, progress=None) -> Space:
     """A demo token-set space, computed on first use into ``cache/shared/demo/<artifact hash>/`` (memory-mapped).
 
