@@ -224,3 +224,20 @@ def test_minilm_token_space(demo):
     pooled = space.vectors()
     pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
     np.testing.assert_allclose(pooled, demo["minilm"].data, atol=3e-3)
+
+
+def test_demo_token_space_is_computed_once_its_files_exist(tmp_path, monkeypatch):
+    # a fresh cache: nothing computed; after one computation the files exist, are what the space reads, and
+    # the check says so (the Point sets view uses it to decide whether a background job is needed)
+    from core.demo import demo_token_space, demo_token_space_files, demo_token_space_is_computed
+
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path))
+    assert not demo_token_space_is_computed("pointnet_points", n_points=2)
+    files = demo_token_space_files("pointnet_points", n_points=2)
+    assert all(str(f).startswith(str(tmp_path)) for f in files)
+    space = demo_token_space("pointnet_points", n_points=2)
+    assert demo_token_space_is_computed("pointnet_points", n_points=2)
+    assert np.array_equal(np.load(files[0]), np.asarray(space.data))
+    assert not demo_token_space_is_computed("pointnet_points", n_points=3)
+    with pytest.raises(DataError):
+        demo_token_space_is_computed("no_such_space")
