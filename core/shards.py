@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -39,7 +40,7 @@ from .dataset import SourceFile, Space, guess_modality
 from .errors import BudgetError, DataError
 
 __all__ = ["SHARD_EXTENSIONS", "ShardedArray", "Shard", "shard_files", "is_shard_folder", "load_shard_folder",
-           "open_sharded_space", "is_sharded", "max_materialize_bytes"]
+           "open_sharded_space", "is_sharded", "max_materialize_bytes", "release_pages"]
 
 SHARD_EXTENSIONS = (".npy", ".parquet")
 #: Parquet schema-metadata key of a shard holding JSON ``{column: {"modality", "info"}}`` (written by
@@ -88,6 +89,42 @@ def is_shard_folder(path: str | os.PathLike) -> bool:
         return False
     exts = {p.suffix.lower() for p in files}
     return len(files) > 0 and len(exts) == 1 and exts <= set(SHARD_EXTENSIONS)
+
+
+_LIBC = None
+
+
+def release_pages(arr: np.ndarray, start: int, stop: int) -> None:
+    """Drop the pages of rows [start, stop) of a read-only memmap from this process (Linux, best effort).
+
+    Reading a memmap maps its pages into the process, and they count as resident memory until the
+    mapping goes away; for a 3 GB file read once that is misleading and can crowd other work.
+    ``madvise(MADV_DONTNEED)`` on a read-only shared file mapping only unmaps pages; the data stays
+    in the file (and the page cache), and a later read faults it back in.
+    """
+    global _LIBC
+    if not isinstance(arr, np.ndarray) or not sys.platform.startswith("linux") or not arr.flags.c_contiguous:
+        return
+    base = arr                       # a memmap, or a plain view of one (e.g. np.asarray(memmap))
+    while isinstance(base, np.ndarray) and not isinstance(base, np.memmap):
+        base = base.base
+    if not isinstance(base, np.memmap) or getattr(base, "mode", None) != "r":
+        return
+    try:
+        import ctypes
+        import mmap
+        if _LIBC is None:
+            _LIBC = ctypes.CDLL(None, use_errno=True)
+        row_bytes = arr.strides[0]
+        page = mmap.PAGESIZE
+        begin = arr.ctypes.data + start * row_bytes
+        end = arr.ctypes.data + stop * row_bytes
+        begin_aligned = -(-begin // page) * page       # only whole pages inside the range
+        end_aligned = (end // page) * page
+        if end_aligned > begin_aligned:
+            _LIBC.madvise(ctypes.c_void_p(begin_aligned), ctypes.c_size_t(end_aligned - begin_aligned), 4)
+    except Exception:  # pragma: no cover - never fail a computation over this
+        pass
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,8 +244,6 @@ class ShardedArray:
         return block if block.dtype == self.dtype else block.astype(self.dtype)
 
     def _rows(self, start: int, stop: int) -> np.ndarray:
-        from .similarity import _release_pages
-
         out = np.empty((max(0, stop - start), self.width), dtype=self.dtype)
         if stop <= start:
             return out
@@ -225,7 +260,7 @@ class ShardedArray:
             out[pos:pos + b - a] = data[a:b]
             pos += b - a
             if isinstance(data, np.memmap):
-                _release_pages(data, a, b)
+                release_pages(data, a, b)
         return out
 
     def _take(self, rows: np.ndarray) -> np.ndarray:
@@ -318,7 +353,7 @@ def _validate_shard(arr: np.ndarray, display: str, name: str) -> tuple[bool, np.
                         hint="pool the token sets, or store them as one .npy / .npz / .safetensors file")
     check_shape(arr, file=display, array=name)
     scan_values(arr, file=display, array=name, check_variance=False)
-    first = np.asarray(arr[0])
+    first = np.array(arr[0])          # a copy: a view would keep the whole shard (or its mapped pages) alive
     same = True
     step = max(1, (64 << 20) // max(1, arr.shape[1] * arr.dtype.itemsize))
     for a in range(0, arr.shape[0], step):

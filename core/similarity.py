@@ -106,40 +106,7 @@ def _auto_chunk(chunk_rows: int | None, width: int) -> int:
     return int(min(65536, max(256, _CHUNK_BYTES // (8 * max(width, 1)))))
 
 
-_LIBC = None
-
-
-def _release_pages(arr: np.ndarray, start: int, stop: int) -> None:
-    """Drop the pages of rows [start, stop) of a read-only memmap from this process (Linux, best effort).
-
-    Reading a memmap maps its pages into the process, and they count as resident memory until the
-    mapping goes away; for a 3 GB file read once that is misleading and can crowd other work.
-    ``madvise(MADV_DONTNEED)`` on a read-only shared file mapping only unmaps pages; the data stays
-    in the file (and the page cache), and a later read faults it back in.
-    """
-    global _LIBC
-    if not isinstance(arr, np.ndarray) or not sys.platform.startswith("linux") or not arr.flags.c_contiguous:
-        return
-    base = arr                       # a memmap, or a plain view of one (e.g. np.asarray(memmap))
-    while isinstance(base, np.ndarray) and not isinstance(base, np.memmap):
-        base = base.base
-    if not isinstance(base, np.memmap) or getattr(base, "mode", None) != "r":
-        return
-    try:
-        import ctypes
-        import mmap
-        if _LIBC is None:
-            _LIBC = ctypes.CDLL(None, use_errno=True)
-        row_bytes = arr.strides[0]
-        page = mmap.PAGESIZE
-        begin = arr.ctypes.data + start * row_bytes
-        end = arr.ctypes.data + stop * row_bytes
-        begin_aligned = -(-begin // page) * page       # only whole pages inside the range
-        end_aligned = (end // page) * page
-        if end_aligned > begin_aligned:
-            _LIBC.madvise(ctypes.c_void_p(begin_aligned), ctypes.c_size_t(end_aligned - begin_aligned), 4)
-    except Exception:  # pragma: no cover - never fail a computation over this
-        pass
+from .shards import release_pages as _release_pages  # noqa: E402  (torch-free, shared with core.shards)
 
 
 def _chunk(X: np.ndarray, start: int, stop: int, device: torch.device, name: str,

@@ -259,3 +259,41 @@ def test_server_folder_dataset_opens_shard_subfolders(tmp_path, rng, monkeypatch
     assert sorted(ds.space_names) == ["extra", "minilm", "pointnet"] and ds.origin == "server"
     assert isinstance(ds["pointnet"].data, ShardedArray) and ds["pointnet"].modality == "3d"
     assert ds.items["caption"].iloc[7] == "caption 7"
+
+
+_MEMORY_PROBE = """
+import sys, tracemalloc
+import numpy as np, pyarrow as pa
+from core.io import load_file
+total = int(sys.argv[2])
+pool = pa.default_memory_pool()
+tracemalloc.start()
+arr = load_file(sys.argv[1]).spaces[0].data
+load_peak = tracemalloc.get_traced_memory()[1] + pool.max_memory()
+kept = tracemalloc.get_traced_memory()[0] + pa.total_allocated_bytes()
+tracemalloc.reset_peak()
+s = np.zeros(arr.shape[1])
+for start in range(0, arr.n, 1500):
+    s += arr[start:start + 1500].sum(axis=0)
+stream_peak = tracemalloc.get_traced_memory()[1] + pool.max_memory()
+print(load_peak / total, kept / total, stream_peak / total)
+"""
+
+
+def test_memory_stays_bounded_by_a_shard_when_opening_and_streaming(tmp_path, rng):
+    """Python-heap (tracemalloc) plus Arrow-pool peaks, in a fresh process, as a share of the whole space."""
+    import os
+
+    n_shards, rows, d = 24, 5000, 128
+    Y = rng.normal(size=(n_shards * rows, d)).astype(np.float32)
+    write_parquet_shards(tmp_path / "y", Y, ids=[str(i) for i in range(len(Y))],
+                         bounds=[(i * rows, (i + 1) * rows) for i in range(n_shards)], caption=False)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(__import__("tests.conftest").conftest.ROOT),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(tmp_path / "y"), str(Y.nbytes)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    load_peak, kept, stream_peak = (float(v) for v in out.stdout.split())
+    assert load_peak < 0.7, load_peak       # one shard decoded at a time (+ ids, read buffers, Arrow's pool)
+    assert kept < 0.3, kept                 # nothing of the shards kept after the checks
+    assert stream_peak < 0.7, stream_peak   # a streamed pass holds one decoded shard

@@ -172,7 +172,7 @@ def _run_ray(args: argparse.Namespace, progress, t0: float) -> dict:
             "spaces": spaces, "skipped_images": [], "skipped_points": [], "dropped_rows": [], "device": "ray",
             "random_weights": ":none" in str(args.model).lower(),
             "shards": {"total": res["n_shards"], "written": len(res["written"]), "skipped": res["skipped"],
-                       "rows_per_shard": args.shard_rows},
+                       "rows_per_shard": args.shard_rows, "pipeline_seconds": res["seconds"]},
             "engine": {"name": "ray", "address": info["address"], "actors": res["actors"],
                        "gpus_per_actor": res["gpus_per_actor"], "resources": info["resources"]},
             "batch_size": args.batch_size, "seconds": round(time.perf_counter() - t0, 3),
