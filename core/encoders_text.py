@@ -228,8 +228,11 @@ class TransformerTextEncoder:
                 mask = enc.get("attention_mask")
                 if mask is None:
                     mask = torch.ones(enc["input_ids"].shape, dtype=torch.long, device=device)
-                out = model(**enc, output_hidden_states=True, return_dict=True)
-                hs = out.hidden_states
+                out = model(**enc, output_hidden_states=bool(layers), return_dict=True)
+                last = getattr(out, "last_hidden_state", None)
+                if not layers and last is None:  # a model without last_hidden_state: ask for every layer
+                    out = model(**enc, output_hidden_states=True, return_dict=True)
+                hs = out.hidden_states if layers or last is None else (last,)
                 final = self._final(batch, hs, mask).float().cpu().numpy()
                 if emb is None:
                     emb = np.empty((n, final.shape[1]), np.float32)
