@@ -38,7 +38,12 @@ test_size = c2.select_slider("Held-out fraction", [0.1, 0.2, 0.3, 0.4, 0.5], key
 seed = c3.number_input("Seed (split, GCPA)", 0, 10_000, key=url_key("seed", 0))
 width = c4.selectbox("Width matching", ["pca", "pad"], key=url_key("width", "pca", ["pca", "pad"]),
                      format_func={"pca": "PCA to the smallest width", "pad": "zero-pad to the largest"}.get)
-epochs = c5.number_input("GCPA max epochs", 0, 2000, key=url_key("epochs", 100))
+authors_epochs = preset.settings.universe_kwargs().get("gcpa_epochs") if preset.is_preset else None
+if authors_epochs is not None:   # the preset fixes the authors' epoch count; "custom" gives the box back
+    epochs = c5.number_input("GCPA max epochs", 0, 2000, value=int(authors_epochs), disabled=True,
+                             key="universe_preset_epochs", help="the authors' code trains GCPA for 50 epochs")
+else:
+    epochs = c5.number_input("GCPA max epochs", 0, 2000, key=url_key("epochs", 100))
 label_options = ["(none)"] + [c for c in ds.metadata_columns()
                               if 2 <= ds.items[c].nunique(dropna=True) <= 200 and ds.items[c].nunique() < ds.n]
 c6, c7, c8 = st.columns([2, 2, 1])
@@ -47,8 +52,9 @@ label_col = c6.selectbox("Label column for clustering", label_options,
 standardize = c8.checkbox("z-score features", key=url_key("zscore", True))
 metric = c7.selectbox("Retrieval metric to draw", list(METRIC_LABELS), format_func=METRIC_LABELS.get,
                       key=url_key("metric", "hits_at_1", list(METRIC_LABELS)))
-sync_url(spaces=chosen, methods=methods, test=float(test_size), seed=int(seed), width=width, epochs=int(epochs),
-         labels=label_col, zscore=bool(standardize), metric=metric)
+sync_url(spaces=chosen, methods=methods, test=float(test_size), seed=int(seed), width=width,
+         labels=label_col, zscore=bool(standardize), metric=metric,
+         **({} if authors_epochs is not None else {"epochs": int(epochs)}))
 
 if len(chosen) < 2:
     st.info("Choose at least two spaces (three or more make the comparison with pairwise maps meaningful).")

@@ -138,6 +138,9 @@ def test_universe_page_paper_d_preset_from_the_url(server):
     at = _open({"preset": "paper_d", "methods": json.dumps(["gpa", "gcca"])})
     assert not at.exception, at.exception
     assert at.segmented_control(key="url__preset").value == "paper_d"
+    # the preset fixes GCPA's epochs at the authors' 50 (METHODS.md 7.4), whatever the URL asked for
+    epochs_box = at.number_input(key="universe_preset_epochs")
+    assert epochs_box.value == 50 and epochs_box.disabled
     captions = " ".join(c.value for c in at.caption).replace("\\", "")     # markdown escapes removed
     assert "paper D preset" in captions and "the project's default instead: z-score, then PCA" in captions
     table = at.dataframe[0].value
@@ -162,3 +165,4 @@ def test_universe_page_paper_d_preset_from_the_url(server):
     at.segmented_control(key="url__preset").set_value("custom").run()
     at = finish_jobs(at)
     assert "custom: z" in " ".join(c.value for c in at.caption).replace("\\", "")
+    assert at.number_input(key="url__epochs").value == 5 and not at.number_input(key="url__epochs").disabled
