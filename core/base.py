@@ -73,7 +73,7 @@ def numpy_rng(seed: int) -> np.random.Generator:
 def init_linear_(layer: torch.nn.Module, generator: torch.Generator) -> torch.nn.Module:
     """Re-draw a linear or convolution layer's parameters exactly as its ``reset_parameters`` does (Kaiming
     uniform weights, uniform bias), but from ``generator``: a seeded fit neither depends on nor touches torch's
-    global RNG, and draws the same numbers as ``torch.manual_seed(seed)`` followed by building the layer."""
+    global RNG, and draws the same numbers as seeding the global generator with ``seed`` and then building the layer."""
     with torch.no_grad():
         torch.nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
         if layer.bias is not None:
