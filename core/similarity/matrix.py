@@ -39,10 +39,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .device import float64_device, pick_device, pick_float64_device
-from .errors import DataError
-from .moments import StreamingMoments
-from .numerics import spearman, sym_eig_desc
+from ..device import float64_device, pick_device, pick_float64_device
+from ..errors import DataError
+from ..moments import StreamingMoments
+from ..numerics import spearman, sym_eig_desc
 
 __all__ = [
     "linear_cka", "debiased_cka", "rbf_cka", "mutual_knn_alignment", "cknna", "svcca", "pwcca",
@@ -106,7 +106,7 @@ def _auto_chunk(chunk_rows: int | None, width: int) -> int:
     return int(min(65536, max(256, _CHUNK_BYTES // (8 * max(width, 1)))))
 
 
-from .shards import release_pages as _release_pages  # noqa: E402  (torch-free, shared with core.shards)
+from ..shards import release_pages as _release_pages  # noqa: E402  (torch-free, shared with core.shards)
 
 
 def _chunk(X: np.ndarray, start: int, stop: int, device: torch.device, name: str,
