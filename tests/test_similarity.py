@@ -371,7 +371,7 @@ def test_linear_permutation_fast_path_equals_naive_null(rng, method):
 def test_linear_permutation_streaming_without_resident_copy(rng, monkeypatch):
     X, Y = related(rng, n=60, p=4, q=3, noise=3.0)
     fast = S.permutation_test(X, Y, "linear_cka", n_permutations=10, seed=2, method="features")
-    monkeypatch.setattr(S, "_RESIDENT_BYTES", 0)
+    monkeypatch.setattr(S.nulls, "_RESIDENT_BYTES", 0)
     streamed = S.permutation_test(X, Y, "linear_cka", n_permutations=10, seed=2, method="features", chunk_rows=7)
     assert streamed["null_mean"] == pytest.approx(fast["null_mean"], rel=1e-10)
     assert streamed["p_value"] == fast["p_value"]
