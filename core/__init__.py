@@ -1,8 +1,9 @@
 """Platoscope's compute core: load embedding spaces, measure and align them.
 
 The public API is listed in README.md ("Python API"); every function and estimator has a numpy-style docstring.
-Nothing here imports streamlit. Sub-modules: dataset, io, validate, summary, projection, similarity, align,
-evaluate, protocol, hierarchy, radial, universe, pointset, encoders, demo, export, cache, device, cli.
+Nothing here imports streamlit. Sub-modules: dataset, io, validate, summary, projection, similarity (a package: one
+module per family of measures), align, pointset, hierarchy, radial, universe (the estimators, one module per paper),
+evaluation (a package: metrics, splits and one protocol module per paper), encoders, demo, export, cache, device, cli.
 
 The names below are importable from ``core`` directly; the heavier ones are imported on first use.
 """
@@ -23,9 +24,10 @@ _LAZY = {
     # pairwise alignment and its evaluation
     "AffineMap": "align", "ProcrustesMap": "align", "CCA": "align", "LocalCKA": "align",
     "PairwiseAligner": "align", "score_matrix": "align", "save_map": "align", "load_map": "align",
-    "evaluate_scores": "evaluate", "split_anchors_queries": "evaluate", "matching_accuracy": "evaluate",
-    "retrieval_topk": "evaluate", "mean_reciprocal_rank": "evaluate",
-    "run_protocol": "protocol", "sweep_k": "protocol", "sweep_anchors": "protocol",
+    "evaluate_scores": "evaluation.metrics", "split_anchors_queries": "evaluation.splits",
+    "matching_accuracy": "evaluation.metrics", "retrieval_topk": "evaluation.metrics",
+    "mean_reciprocal_rank": "evaluation.metrics",
+    "run_protocol": "evaluation.alignment", "sweep_k": "evaluation.alignment", "sweep_anchors": "evaluation.alignment",
     # projections
     "PCAProjection": "projection", "umap_embedding": "projection",
     # encoders and the demo

@@ -9,7 +9,7 @@ All of them need the anchors only through their means and centred second moments
 (``Xc^T Xc``, ``Yc^T Yc``, ``Xc^T Yc``), which :class:`AnchorMoments` accumulates in one streaming pass
 (row chunks, float64 accumulators, every chunk shifted by the first chunk's means). Each estimator therefore
 also has ``fit_moments(moments)``, so that one pass over the anchors serves several methods
-(see :mod:`core.protocol`).
+(see :mod:`core.evaluation.alignment`).
 
 Estimators
 ----------

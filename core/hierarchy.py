@@ -23,7 +23,7 @@ side; :func:`chains_from_dataset` builds it from a :class:`~core.dataset.Dataset
   ``<prefix>_tier0 .. <prefix>_tierK``.
 
 The RE fine-tuning (loss and adapter) lives in :mod:`core.radial`; the whole report (split, tau_d, retrieval,
-fine-tuning) in :mod:`core.hierarchy_eval`.
+fine-tuning) in :mod:`core.evaluation.hierarchy`.
 """
 from __future__ import annotations
 

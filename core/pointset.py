@@ -23,7 +23,7 @@ shared by both sides (:class:`RandomFourierFeatures`). :func:`exact_pointset_sim
   uniform or learned (trained) weights; ``score_matrix`` gives query x query similarities;
 * :func:`similarity_spectrum` - singular values of a similarity matrix (the rank diagnostic);
 * :func:`compare_pointset_similarities` - cosine of mean-pooled vectors vs uniform-weight vs learned-weight point-set
-  similarity on held-out pairs, mean +- std over seeds (judged with :func:`core.evaluate.evaluate_scores`).
+  similarity on held-out pairs, mean +- std over seeds (judged with :func:`core.evaluation.metrics.evaluate_scores`).
 
 Feature computations run in torch (float32, GPU when present) in chunks of items, so memory-mapped ``n x T x d``
 arrays never need to fit in memory; the exact path and the spectra run in float64.
@@ -43,7 +43,8 @@ from .dataset import Space
 from .device import float64_device, pick_device
 from .errors import DataError
 from .training import EarlyStopping
-from .evaluate import DEFAULT_KS, evaluate_scores, split_anchors_queries, std_over_seeds
+from .evaluation.metrics import DEFAULT_KS, evaluate_scores, std_over_seeds
+from .evaluation.splits import split_anchors_queries
 
 __all__ = [
     "KERNELS", "DEFAULT_A1", "DEFAULT_A2", "LOGIT_SCALE_INIT", "LOGIT_SCALE_MIN", "LOGIT_SCALE_MAX",
@@ -871,10 +872,10 @@ def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str
                                   head_bias: bool = True, logit_scale_param: str = "log") -> dict:
     """Cosine of mean-pooled vectors vs uniform-weight vs learned-weight point-set similarity, on held-out pairs.
 
-    For every seed: disjoint anchors and queries (:func:`core.evaluate.split_anchors_queries`, group-aware); on the
+    For every seed: disjoint anchors and queries (:func:`core.evaluation.splits.split_anchors_queries`, group-aware); on the
     anchors a projection when needed (see :class:`PointSetSimilarity`; the cosine baseline uses the same CCA on the
     pooled vectors), RFF drawn from the seed; then the three ``Q x Q`` score matrices of the queries, each judged with
-    :func:`core.evaluate.evaluate_scores`. With ``train=False`` the learned similarity is skipped.
+    :func:`core.evaluation.metrics.evaluate_scores`. With ``train=False`` the learned similarity is skipped.
 
     Parameters
     ----------

@@ -199,7 +199,7 @@ class HierarchySettings(_Settings):
 # ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class UniverseSettings(_Settings):
-    """Many spaces at once (METHODS.md 7.4): keyword arguments of :func:`core.universe_eval.evaluate_universe`."""
+    """Many spaces at once (METHODS.md 7.4): keyword arguments of :func:`core.evaluation.universe.evaluate_universe`."""
 
     paper = "D"
     preprocess_order: str = _f("zscore-pca", "preprocessing order", {

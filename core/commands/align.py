@@ -42,7 +42,7 @@ from pathlib import Path
 from ..align import METHODS, PairwiseAligner, normalize_method, save_map
 from ..errors import DataError
 from ..presets import PROTOCOL_FIELDS, cli_choices, record, settings_for
-from ..protocol import run_protocol, sweep_anchors, sweep_k
+from ..evaluation.alignment import run_protocol, sweep_anchors, sweep_k
 from ._common import add_ray_argument, format_number, format_table, max_file_bytes, ray_session, to_jsonable
 
 NAME = "align"

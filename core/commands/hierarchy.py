@@ -124,7 +124,7 @@ def _image_side(chains, ds, encoder, progress, notes):
 def run(args: argparse.Namespace, progress) -> dict:
     from ..encoders import make_encoder
     from ..hierarchy import chains_from_dataset
-    from ..hierarchy_eval import hierarchy_report
+    from ..evaluation.hierarchy import hierarchy_report
 
     if not 0 < args.test_fraction < 1:
         raise DataError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")

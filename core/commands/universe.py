@@ -54,7 +54,7 @@ import numpy as np
 from ..errors import DataError
 from ..presets import cli_choices, record, settings_for
 from ..universe import METHOD_NAMES, METHODS
-from ..universe_eval import evaluate_universe
+from ..evaluation.universe import evaluate_universe
 from ._common import add_input_arguments, format_number, format_table, max_file_bytes
 
 NAME = "universe"

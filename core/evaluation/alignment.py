@@ -4,7 +4,7 @@
 * :func:`sweep_k` - the curve over the subspace dimension ``k``.
 * :func:`sweep_anchors` - the curve over the number of anchors.
 
-Each seed draws its own anchors and queries (:func:`core.evaluate.split_anchors_queries`, group-aware). Within a
+Each seed draws its own anchors and queries (:func:`core.evaluation.splits.split_anchors_queries`, group-aware). Within a
 seed the anchors are read once (:class:`core.align.AnchorMoments`) and everything that can be shared is fitted
 once: CCA (or PCA) at the largest ``k``, then the top-``k`` columns for smaller ``k`` - valid because the top-k
 canonical directions of one decomposition are nested - while the affine map / local CKA after the projection is
@@ -14,7 +14,7 @@ When the dataset is smaller than ``n_anchors + n_queries``, the protocol shrinks
 n // 5)`` and the anchors are all remaining rows; ``k`` is capped at ``min(p, q)``. Every change is listed in
 the result's ``"adjustments"``.
 
-Results are JSON-ready dicts. Metrics (see :func:`core.evaluate.evaluate_scores`): ``matching_accuracy``,
+Results are JSON-ready dicts. Metrics (see :func:`core.evaluation.metrics.evaluate_scores`): ``matching_accuracy``,
 ``top{1,5,10}_x_to_y``, ``top{1,5,10}_y_to_x``, ``mrr_x_to_y``, ``mrr_y_to_x`` and ``mrr`` (mean of both
 directions). ``x_to_y``: each X query (the source, e.g. text in paper A's Text -> 3D) ranks the Y queries.
 """
@@ -24,10 +24,11 @@ import time
 
 import numpy as np
 
-from .align import (CCA, K_METHODS, METHODS, PAPER_A_METHODS, AnchorMoments, MomentAccumulator, PairedPCA,
+from ..align import (CCA, K_METHODS, METHODS, PAPER_A_METHODS, AnchorMoments, MomentAccumulator, PairedPCA,
                     PairwiseAligner, normalize_method)
-from .errors import DataError
-from .evaluate import DEFAULT_KS, evaluate_scores, split_anchors_queries, std_over_seeds
+from ..errors import DataError
+from .metrics import DEFAULT_KS, evaluate_scores, std_over_seeds
+from .splits import split_anchors_queries
 
 __all__ = ["run_protocol", "sweep_k", "sweep_anchors", "METRICS", "DEFAULT_SWEEP_KS", "DEFAULT_ANCHOR_COUNTS",
            "summarize_records"]
@@ -196,7 +197,7 @@ def run_protocol(X, Y, methods=PAPER_A_METHODS, k: int = 50, n_anchors: int | No
     k : subspace dimension of the ``cca_*`` and ``pca_affine`` methods (capped at ``min(p, q)``).
     n_anchors, n_queries : per seed (shrunk when the dataset is too small; ``None`` anchors = all remaining).
     seeds : one split (and one matching shuffle) per seed.
-    groups : optional group id per item (true partners; see :mod:`core.evaluate`).
+    groups : optional group id per item (true partners; see :mod:`core.evaluation.metrics`).
     reg, ridge : CCA's and the affine map's relative ridges.
     ks : retrieval cut-offs.
     progress : tqdm-like ``progress(iterable, total=None, desc="")``.

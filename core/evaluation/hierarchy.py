@@ -12,10 +12,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .hierarchy import (N_THRESHOLDS, RETRIEVAL_POOLS, Chains, fit_image_side, hierarchical_retrieval,
+from ..errors import DataError
+from ..hierarchy import (N_THRESHOLDS, RETRIEVAL_POOLS, Chains, fit_image_side, hierarchical_retrieval,
                         hierarchical_retrieval_by_image, radial_order, split_chains)
-from .radial import OpenCLIPTextTowerFineTuner, RadialFineTuner
+from ..radial import OpenCLIPTextTowerFineTuner, RadialFineTuner
 
 __all__ = ["hierarchy_report"]
 

@@ -1,4 +1,4 @@
-"""Judging an alignment from a score matrix (METHODS.md section 3).
+"""Judging an alignment from a score matrix (docs/METHODS.md section 3).
 
 Every function takes a ``Q x Q`` score matrix ``S``: row ``i`` is source query ``i`` (the X side), column ``j``
 is target query ``j`` (the Y side), and the true pair of row ``i`` is column ``i`` (the diagonal). Higher scores
@@ -26,11 +26,11 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.special import gammaln
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = [
     "matching_accuracy", "true_ranks", "retrieval_topk", "mean_reciprocal_rank", "chance_levels",
-    "split_anchors_queries", "evaluate_scores", "DEFAULT_KS", "std_over_seeds"]
+    "evaluate_scores", "DEFAULT_KS", "std_over_seeds"]
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -208,7 +208,7 @@ def evaluate_scores(S, groups=None, ks=DEFAULT_KS, seed: int = 0) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-# anchors / queries
+# spread over seeds
 # ------------------------------------------------------------------------------------------------
 def std_over_seeds(values) -> float:
     """The spread reported beside every mean over seeds: the sample standard deviation (ddof=1), 0 for one seed.
@@ -216,51 +216,3 @@ def std_over_seeds(values) -> float:
     The one ddof of the project (protocols, point sets, universes, clustering)."""
     v = np.asarray(values, dtype=np.float64)
     return float(v.std(ddof=1)) if len(v) > 1 else 0.0
-
-
-def split_anchors_queries(n: int, n_anchors: int, n_queries: int, seed: int = 0, groups=None):
-    """Draw disjoint anchor and query rows, seeded and group-aware.
-
-    Without groups: a seeded permutation of ``range(n)``; the first ``n_queries`` are the queries, the next
-    ``n_anchors`` the anchors. With ``groups`` (one id per row), whole groups are drawn in a seeded order: rows of
-    the first groups become queries until ``n_queries`` rows are reached (the group at the boundary is trimmed and
-    its remaining rows are used nowhere), and anchors come only from later groups, so no group straddles anchors
-    and queries.
-
-    Returns
-    -------
-    (anchor_rows, query_rows): sorted int64 arrays of lengths ``n_anchors`` and ``n_queries``.
-    Raises :class:`DataError` when there are not enough rows (or whole groups).
-    """
-    n, n_anchors, n_queries = int(n), int(n_anchors), int(n_queries)
-    if n_anchors < 0 or n_queries < 0:
-        raise DataError("anchor and query counts must be >= 0")
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        if n_anchors + n_queries > n:
-            raise DataError(f"{n_anchors} anchors + {n_queries} queries need {n_anchors + n_queries} rows, "
-                            f"but there are only {n}", hint="use fewer anchors or queries")
-        perm = rng.permutation(n)
-        return np.sort(perm[n_queries:n_queries + n_anchors]), np.sort(perm[:n_queries])
-    g = np.asarray(groups)
-    if g.shape != (n,):
-        raise DataError(f"groups must hold one id per row ({n}), got shape {g.shape}")
-    _, codes = np.unique(g, return_inverse=True)
-    codes = codes.reshape(-1)
-    n_groups = int(codes.max()) + 1 if n else 0
-    order = rng.permutation(n_groups)
-    position = np.empty(n_groups, dtype=np.int64)
-    position[order] = np.arange(n_groups)
-    # rows sorted by their group's drawn position (rows within a group shuffled too)
-    jitter = rng.permutation(n)
-    rows = np.lexsort((jitter, position[codes]))
-    queries = rows[:n_queries]
-    if len(queries) < n_queries:
-        raise DataError(f"{n_queries} queries requested but there are only {n} rows")
-    used_groups = np.unique(codes[queries]) if n_queries else np.array([], dtype=np.int64)
-    rest = rows[n_queries:]
-    rest = rest[~np.isin(codes[rest], used_groups)]
-    if len(rest) < n_anchors:
-        raise DataError(f"{n_anchors} anchors requested, but only {len(rest)} rows remain outside the query "
-                        f"groups", hint="use fewer anchors or queries")
-    return np.sort(rest[:n_anchors]), np.sort(queries)

@@ -1,12 +1,12 @@
 """Judging a universe of M spaces (METHODS.md section 5): any-to-any retrieval, cycle-consistency, clustering,
 GPA-ADD against a refit, and a 2-D map of every space's copy of the same items.
 
-Items are split once (seeded, group-aware: :func:`core.evaluate.split_anchors_queries`) into training items, on
+Items are split once (seeded, group-aware: :func:`core.evaluation.splits.split_anchors_queries`) into training items, on
 which the universe is fitted, and held-out test items, on which everything here is judged.
 
 * :func:`any_to_any_retrieval` - for every ordered pair (a, b), cosine scores between a's test items and b's
-  (in the universe; for PW, a mapped into b's frame) ranked with :func:`core.evaluate.retrieval_topk` and
-  :func:`core.evaluate.mean_reciprocal_rank` (ties count against the true item; items of one group are
+  (in the universe; for PW, a mapped into b's frame) ranked with :func:`core.evaluation.metrics.retrieval_topk` and
+  :func:`core.evaluation.metrics.mean_reciprocal_rank` (ties count against the true item; items of one group are
   partners): M x M matrices of Hits@1, Hits@5 and MRR, with the mean and the worst off-diagonal pair.
 * :func:`cycle_consistency` - relative error ``||x - (a -> b -> c -> a)(x)|| / ||x||`` on test items in a's
   preprocessed coordinates, for every ordered triple of distinct spaces (a seeded sample beyond ``max_triples``).
@@ -26,10 +26,11 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .align import cosine_similarity_matrix
-from .errors import DataError
-from .evaluate import chance_levels, mean_reciprocal_rank, retrieval_topk, split_anchors_queries, std_over_seeds
-from .universe import GPA, METHODS, PairwiseProcrustes, check_spaces, make_estimator, method_label
+from ..align import cosine_similarity_matrix
+from ..errors import DataError
+from .metrics import chance_levels, mean_reciprocal_rank, retrieval_topk, std_over_seeds
+from .splits import split_anchors_queries
+from ..universe import GPA, METHODS, PairwiseProcrustes, check_spaces, make_estimator, method_label
 
 __all__ = ["split_train_test", "any_to_any_retrieval", "cycle_consistency", "clustering_scores",
            "add_space_vs_refit", "universe_map", "evaluate_universe", "RETRIEVAL_METRICS"]
@@ -260,7 +261,7 @@ def universe_map(model, test_spaces: Mapping[str, np.ndarray], rows: np.ndarray 
     ``rows`` picks which test rows to draw (default all). For PW the universe is the reference space's frame.
     Returns ``{"spaces": [...], "rows": [...], "coords": M x len(rows) x 2 list, "explained": [r1, r2]}``.
     """
-    from .projection import PCAProjection
+    from ..projection import PCAProjection
 
     names = list(names or [m for m in test_spaces if m in model.space_names_])
     Q = int(next(iter(test_spaces.values())).shape[0])
