@@ -7,6 +7,13 @@ evaluation (a package: metrics, splits and one protocol module per paper), encod
 
 The names below are importable from ``core`` directly; the heavier ones are imported on first use.
 """
+import os as _os
+
+# OpenMP worker threads (torch's, MKL's, scikit-learn's) sleep while they wait for work instead of spinning: on a
+# shared or busy machine spinning threads starve each other, and a 384 x 384 SVD took 2.2 s instead of 0.04 s
+# (docs/UI.md, "threads"). Only takes effect when core is imported before torch; an explicit value is kept.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .errors import BudgetError, DataError, PlatoscopeError
 from .dataset import MODALITIES, Dataset, SourceFile, Space, array_sha256, guess_modality
 from .io import load_dataset, load_file, load_hierarcaps, load_metadata

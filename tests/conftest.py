@@ -1,5 +1,7 @@
 import os
 import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as core/__init__.py does, before numpy/torch load
 from pathlib import Path
 
 import numpy as np
