@@ -38,6 +38,7 @@ import torch
 from .dataset import Dataset
 from .device import as_float64, pick_float64_device
 from .errors import DataError
+from .evaluation.splits import split_chains
 
 __all__ = [
     "Chains", "N_THRESHOLDS", "normalize_rows", "root_embedding", "text_space_encoder", "text_space_layer",
@@ -848,22 +849,6 @@ def make_negatives(chains: Chains, seed: int = 0) -> Chains:
         neg_texts[k] = texts[j]
         neg_emb[k] = chains.embeddings[j]
     return replace(chains, neg_texts=neg_texts, neg_embeddings=neg_emb)
-
-
-def split_chains(n_chains: int, test_fraction: float = 0.2, val_fraction: float = 0.1, seed: int = 0
-                 ) -> dict[str, np.ndarray]:
-    """Seeded split of chain indices into 'train', 'val' (early stopping) and 'test' (held out for reporting).
-
-    At least one chain goes to each part (so at least 3 chains are needed).
-    """
-    if n_chains < 3:
-        raise DataError(f"{n_chains} chains cannot be split into train / validation / test",
-                        hint="give at least 3 chains (many more for a meaningful result)")
-    perm = np.random.default_rng(seed).permutation(n_chains)
-    n_test = min(n_chains - 2, max(1, int(round(test_fraction * n_chains))))
-    n_val = min(n_chains - n_test - 1, max(1, int(round(val_fraction * n_chains))))
-    return {"test": np.sort(perm[:n_test]), "val": np.sort(perm[n_test:n_test + n_val]),
-            "train": np.sort(perm[n_test + n_val:])}
 
 
 def fit_image_side(chains: Chains, fit_chains, ridge: float = 1e-2) -> tuple[np.ndarray, dict]:

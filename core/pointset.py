@@ -44,7 +44,7 @@ from .device import float64_device, pick_device
 from .errors import DataError
 from .training import EarlyStopping
 from .evaluation.metrics import DEFAULT_KS, evaluate_scores, std_over_seeds
-from .evaluation.splits import split_anchors_queries
+from .evaluation.splits import resolve_sizes, split_anchors_queries
 
 __all__ = [
     "KERNELS", "DEFAULT_A1", "DEFAULT_A2", "LOGIT_SCALE_INIT", "LOGIT_SCALE_MIN", "LOGIT_SCALE_MAX",
@@ -843,24 +843,6 @@ def numerical_rank(singular_values, rtol: float = 1e-8) -> int:
 _std = std_over_seeds
 
 
-def _sizes(n: int, n_anchors, n_queries: int, adjustments: list) -> tuple[int, int]:
-    n_queries = int(n_queries)
-    if n_anchors is not None and int(n_anchors) + n_queries <= n:
-        return int(n_anchors), n_queries
-    if n_anchors is None and n_queries <= n // 2:
-        return n - n_queries, n_queries
-    q = min(n_queries, n // 5)
-    if q < 2:
-        raise DataError(f"only {n} items: too few to split into anchors and at least 2 queries",
-                        hint="the comparison needs about 10 items or more")
-    if q != n_queries:
-        adjustments.append(f"queries shrunk from {n_queries} to {q} (min({n_queries}, n // 5) with n = {n})")
-    a = n - q if n_anchors is None else min(int(n_anchors), n - q)
-    if n_anchors is not None and a != int(n_anchors):
-        adjustments.append(f"anchors shrunk from {int(n_anchors)} to {a} (every item outside the queries)")
-    return a, q
-
-
 def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str = "gauss", train: bool = True,
                                   n_anchors: int | None = None, n_queries: int = 500, seeds=(0, 1, 2),
                                   groups=None, n_features: int = 1024, sigma: float = 0.5, c: float = 0.5,
@@ -917,7 +899,7 @@ def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str
         raise DataError("at least one seed is needed")
     progress = progress or _no_progress
     adjustments: list[str] = []
-    n_anc, n_q = _sizes(n, n_anchors, n_queries, adjustments)
+    n_anc, n_q = resolve_sizes(n, n_anchors, n_queries, adjustments, fit_rest=False, what="the comparison")
     if groups is not None:
         groups = np.asarray(groups)
     pooled_a, pooled_b = pooled_vectors(data_a, mask_a), pooled_vectors(data_b, mask_b)

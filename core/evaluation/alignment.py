@@ -28,7 +28,7 @@ from ..align import (CCA, K_METHODS, METHODS, PAPER_A_METHODS, AnchorMoments, Mo
                     PairwiseAligner, normalize_method)
 from ..errors import DataError
 from .metrics import DEFAULT_KS, evaluate_scores, std_over_seeds
-from .splits import split_anchors_queries
+from .splits import resolve_sizes, split_anchors_queries, split_rows
 
 __all__ = ["run_protocol", "sweep_k", "sweep_anchors", "METRICS", "DEFAULT_SWEEP_KS", "DEFAULT_ANCHOR_COUNTS",
            "summarize_records"]
@@ -95,24 +95,6 @@ def _check_methods(methods, p: int, q: int) -> list[str]:
     return out
 
 
-def _resolve_sizes(n: int, n_anchors, n_queries: int, groups, adjustments: list) -> tuple[int | None, int]:
-    """Queries and anchors that fit the dataset (``None`` anchors = every row outside the query groups)."""
-    n_queries = int(n_queries)
-    if n_anchors is not None and int(n_anchors) + n_queries <= n:
-        return int(n_anchors), n_queries
-    shrunk_q = min(n_queries, n // 5)
-    if shrunk_q < 2:
-        raise DataError(f"only {n} items: too few to split into anchors and at least 2 queries",
-                        hint="the protocol needs about 10 items or more")
-    if shrunk_q != n_queries:
-        adjustments.append(f"queries shrunk from {n_queries} to {shrunk_q} (min({n_queries}, n // 5) with "
-                           f"n = {n} items)")
-    wanted = "all" if n_anchors is None else str(int(n_anchors))
-    adjustments.append(f"anchors: {wanted} requested, using every item outside the queries"
-                       f"{' and their groups' if groups is not None else ''} (n = {n})")
-    return None, shrunk_q
-
-
 def _split(n, n_anchors, n_queries, seed, groups, adjustments=None):
     if n_anchors is not None and groups is not None:
         try:
@@ -126,11 +108,8 @@ def _split(n, n_anchors, n_queries, seed, groups, adjustments=None):
                 adjustments.append(msg)
             return a_idx, q_idx
     if n_anchors is None:
-        # every row outside the query groups: ask for the queries first, then take all the rest
-        anchors, queries = split_anchors_queries(n, 0, n_queries, seed, groups)
-        rest = np.setdiff1d(np.arange(n), queries)
-        if groups is not None:
-            rest = rest[~np.isin(groups[rest], groups[queries])]
+        # every row outside the query groups: the queries first, then all the rest
+        queries, rest = split_rows(n, [n_queries, None], seed, groups, names=("queries", "anchors"))
         return rest, queries
     return split_anchors_queries(n, n_anchors, n_queries, seed, groups)
 
@@ -217,7 +196,7 @@ def run_protocol(X, Y, methods=PAPER_A_METHODS, k: int = 50, n_anchors: int | No
     t0 = time.perf_counter()
     progress = progress or _no_progress
     n, p, q, groups, methods, k, adjustments = _prepare(X, Y, groups, methods, k)
-    n_anchors_req, n_queries = _resolve_sizes(n, n_anchors, n_queries, groups, adjustments)
+    n_anchors_req, n_queries = resolve_sizes(n, n_anchors, n_queries, adjustments, groups=groups)
     seeds = list(seeds)
     if not seeds:
         raise DataError("at least one seed is needed")
@@ -330,7 +309,7 @@ def sweep_k(X, Y, k_values=DEFAULT_SWEEP_KS, methods=SWEEP_K_METHODS, n_anchors:
         if not k_list:
             k_list = [min(p, q)]
             adjustments.append(f"using k = {min(p, q)} instead")
-    n_anchors_req, n_queries = _resolve_sizes(n, n_anchors, n_queries, groups, adjustments)
+    n_anchors_req, n_queries = resolve_sizes(n, n_anchors, n_queries, adjustments, groups=groups)
     seeds = list(seeds)
 
     flat = [m for m in methods if m not in K_METHODS]
@@ -386,7 +365,7 @@ def sweep_anchors(X, Y, anchor_counts=DEFAULT_ANCHOR_COUNTS, methods=PAPER_A_MET
     counts = sorted({int(c) for c in anchor_counts})
     if not counts or counts[0] < 2:
         raise DataError(f"anchor counts must be integers >= 2, got {list(anchor_counts)}")
-    _, n_queries = _resolve_sizes(n, counts[-1], n_queries, groups, adjustments)
+    _, n_queries = resolve_sizes(n, counts[-1], n_queries, adjustments, groups=groups)
     seeds = list(seeds)
 
     per_seed = []

@@ -29,7 +29,7 @@ import pandas as pd
 from ..align import cosine_similarity_matrix
 from ..errors import DataError
 from .metrics import chance_levels, mean_reciprocal_rank, retrieval_topk, std_over_seeds
-from .splits import split_anchors_queries
+from .splits import split_train_test
 from ..universe import GPA, METHODS, PairwiseProcrustes, check_spaces, make_estimator, method_label
 
 __all__ = ["split_train_test", "any_to_any_retrieval", "cycle_consistency", "clustering_scores",
@@ -41,29 +41,6 @@ RETRIEVAL_METRICS = ("hits_at_1", "hits_at_5", "mrr")
 
 def _identity(iterable, total=None, desc=""):
     return iterable
-
-
-def split_train_test(n: int, test_size: float | int = 0.2, seed: int = 0, groups=None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of ``n`` items into training and test rows (whole groups on one side).
-
-    ``test_size`` is a fraction (< 1) or a count. Returns sorted int64 arrays ``(train_rows, test_rows)``.
-    """
-    n = int(n)
-    n_test = int(round(test_size * n)) if float(test_size) < 1 else int(test_size)
-    n_test = max(2, min(n_test, n - 3))
-    if n < 5:
-        raise DataError(f"at least 5 items are needed to hold some out, got {n}")
-    if groups is None:
-        return split_anchors_queries(n, n - n_test, n_test, seed=seed)
-    # with groups some rows at the boundary group are used nowhere: take every remaining row for training
-    g = np.asarray(groups)
-    _, test = split_anchors_queries(n, 0, n_test, seed=seed, groups=g)
-    test_groups = np.unique(g[test])
-    train = np.flatnonzero(~np.isin(g, test_groups))
-    if len(train) < 3:
-        raise DataError("too few training items remain outside the test groups", hint="lower the test fraction")
-    return train.astype(np.int64), test
 
 
 def _rows(spaces: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
