@@ -37,7 +37,12 @@ import numpy as np
 import pandas as pd
 
 from .dataset import SourceFile, Space, guess_modality
+from .budget import MemoryBudget
+from .cache import sha256_file as file_sha256
 from .errors import BudgetError, DataError
+from .formats import (LoadedFile, _check_file, _corrupt, _is_nested_numeric_list, _is_numeric_list, _pickle_error,
+                      _read_npy_header, _read_parquet, _spaces_description, default_max_file_bytes,
+                      list_column_to_array, parquet_decoded_bytes)
 
 __all__ = ["SHARD_EXTENSIONS", "ShardedArray", "Shard", "shard_files", "is_shard_folder", "load_shard_folder",
            "open_sharded_space", "is_sharded", "max_materialize_bytes", "release_pages"]
@@ -57,7 +62,6 @@ def is_sharded(arr) -> bool:
 def max_materialize_bytes() -> int:
     """Largest sharded space ``np.asarray`` may load whole: $PLATOSCOPE_MAX_FILE_MB (the per-file limit), else
     2048 MB. The streamed computations never need it."""
-    from .io import default_max_file_bytes
 
     return default_max_file_bytes()
 
@@ -146,8 +150,6 @@ class Shard:
 
 
 def _read_parquet_vectors(path: str, display: str, column: str) -> np.ndarray:
-    from .budget import MemoryBudget
-    from .io import _read_parquet, list_column_to_array, parquet_decoded_bytes
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -373,7 +375,6 @@ def _check_variance(flags: list[tuple[bool, np.ndarray]], n: int, display: str, 
 
 
 def _npy_shards(files: list[Path], folder_display: str, name: str, max_file_bytes) -> tuple[ShardedArray, list]:
-    from .io import _check_file, _pickle_error, _read_npy_header
 
     shards, flags = [], []
     width = dtype = None
@@ -388,7 +389,6 @@ def _npy_shards(files: list[Path], folder_display: str, name: str, max_file_byte
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError) as err:
-            from .io import _corrupt
             raise _corrupt(display, "a .npy array", err) from None
         flags.append(_validate_shard(arr, display, name))
         if width is None:
@@ -407,7 +407,6 @@ def _npy_shards(files: list[Path], folder_display: str, name: str, max_file_byte
 
 def _parquet_shards(files: list[Path], folder_display: str, folder_name: str, max_file_bytes):
     """ShardedArrays (one per vector column), ids and metadata of a folder of parquet shards."""
-    from .io import _check_file, _is_nested_numeric_list, _is_numeric_list, _read_parquet, list_column_to_array
 
     vector_cols: list[str] | None = None
     meta_cols: list[str] = []
@@ -424,7 +423,6 @@ def _parquet_shards(files: list[Path], folder_display: str, folder_name: str, ma
         _check_file(path, display, max_file_bytes)
         table = _read_parquet(path, display)
         if vector_cols is None and table.schema.metadata and SPACES_KEY.encode() in table.schema.metadata:
-            from .io import _spaces_description
             raw = table.schema.metadata[SPACES_KEY.encode()].decode("utf-8", "replace")
             described = _spaces_description(np.array(raw), display)
         cols = [c for c in table.column_names if _is_numeric_list(table.column(c).type)]
@@ -501,7 +499,6 @@ def load_shard_folder(path: str | os.PathLike, display: str | None = None, *, ma
     Raises :class:`~core.errors.DataError` naming the shard file and its row for any problem a single file would
     raise for, plus mixed formats, differing widths / columns across shards and an empty folder.
     """
-    from .io import LoadedFile, file_sha256
 
     path = Path(path)
     display = display or path.name
