@@ -125,7 +125,7 @@ def encode_dataset(encoder, table: pd.DataFrame | None = None, column: str = "ca
     kinds = tuple(encoder.input_kinds)
     for kind, given in (("text", table), ("image", images), ("pointcloud", points)):
         if given is not None and kind not in kinds:
-            from .encoders_text import _check_kind
+            from .encoders_base import _check_kind
             _check_kind(encoder, kind)
     arrays: dict[str, np.ndarray] = {}
     described: dict[str, dict] = {}

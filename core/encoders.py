@@ -34,28 +34,27 @@ tokens of item ``i``.
 from __future__ import annotations
 
 import difflib
-import io
 import os
-import zipfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from .cache import get_memory, namespace_dir, sha256_bytes, sha256_texts
-from .dataset import Space
+from . import encoders_base
+from .cache import namespace_dir, sha256_texts
 from .device import pick_device
-from .encoders_text import SentenceTransformerEncoder
+# the shared pieces live in core.encoders_base; imported here too, so that their old home keeps working
+from .encoders_base import (IMAGE_EXTENSIONS, ImageFiles, ProgressFn, _cached, _check_kind, _hf_offline,  # noqa: F401
+                            check_texts, decode_image, parse_layers, run_image_batches, stack_token_chunks)
+from .encoders_python import PythonEncoder
+from .encoders_text import HFTextEncoder, SentenceTransformerEncoder
+from .encoders_vision import TimmEncoder, TorchvisionEncoder, pool_feature_map
 from .errors import DataError
 
-ProgressFn = Callable[[int, int], None]
 
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_LAYERS = (1, 2, 3, 4, 5, 6)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,43 +91,6 @@ def _offline_hub():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def check_texts(texts: Sequence, column: str | None = None, file: str | None = None) -> list[str]:
-    """The texts as a list of str, or a DataError naming the first empty / non-text row."""
-    out = []
-    for i, t in enumerate(texts):
-        if t is None or (isinstance(t, float) and np.isnan(t)):
-            raise DataError("a caption is empty", file=file, column=column, row=i,
-                            hint="every row needs a non-empty caption; drop the empty rows")
-        if isinstance(t, bytes):
-            try:
-                t = t.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(f"the text is not UTF-8 (byte offset {err.start} of this row)", file=file,
-                                column=column, row=i, hint="save the file as UTF-8") from None
-        t = str(t)
-        if not t.strip():
-            raise DataError("a caption is empty", file=file, column=column, row=i,
-                            hint="every row needs a non-empty caption; drop the empty rows")
-        out.append(t)
-    if not out:
-        raise DataError("there are no captions to encode", file=file, column=column,
-                        hint="the caption column has no rows")
-    return out
-
-
-def _cached(namespace: str, func, content_key: str, model_key: str, options: dict, payload, progress):
-    """Run ``func(payload, progress)`` through the joblib cache keyed by (content_key, model_key, options)."""
-    if namespace is None:
-        return func(payload, progress)
-    memory = get_memory(namespace)
-    cached = memory.cache(_cache_entry, ignore=["func", "payload", "progress"])
-    return cached(content_key, model_key, options, func=func, payload=payload, progress=progress)
-
-
-def _cache_entry(content_key, model_key, options, *, func, payload, progress):  # noqa: ARG001 - keys hash the call
-    return func(payload, progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,32 +143,6 @@ class MiniLMEncoder(SentenceTransformerEncoder):
 # ---------------------------------------------------------------------------------------------
 # images
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class ImageFiles:
-    """Image files found in a folder or a zip: ``names`` (relative paths) and a reader of their bytes.
-
-    ``ignored`` lists ``(name, reason)`` for files that are not images by their extension.
-    """
-
-    names: list[str]
-    read: Callable[[str], bytes]
-    source: str
-    ignored: list[tuple[str, str]] = field(default_factory=list)
-
-    def content_key(self) -> str:
-        import hashlib
-        h = hashlib.sha256()
-        for name in self.names:
-            h.update(name.encode("utf-8", "surrogatepass") + b"\0")
-            h.update(sha256_bytes(self.read(name)).encode())
-        return h.hexdigest()
-
-
-def _hidden(name: str) -> bool:
-    parts = Path(name).parts
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
-
-
 def list_images(path: str | os.PathLike | Sequence[tuple[str, bytes]], limits=None) -> ImageFiles:
     """Image files of a folder (recursively), a ``.zip``, or a list of ``(name, bytes)`` (uploads).
 
@@ -219,17 +155,6 @@ def list_images(path: str | os.PathLike | Sequence[tuple[str, bytes]], limits=No
 
     found = scan_images(path, limits)
     return ImageFiles(found.names, found.read, found.source, found.ignored)
-
-
-def decode_image(data: bytes):
-    """A PIL RGB image from bytes, or raise ValueError with the decoder's reason."""
-    from PIL import Image
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return im.convert("RGB")
-    except Exception as err:  # PIL raises many types (UnidentifiedImageError, OSError, DecompressionBombError...)
-        raise ValueError(f"{type(err).__name__}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,22 +252,6 @@ _NETWORK_WORDS = ("connect", "offline", "network", "resolve", "timed out", "time
                   "localentrynotfound", "couldn't", "could not")
 
 
-@contextmanager
-def _hf_offline():
-    """Force huggingface_hub offline (cache only) for the duration (it reads its constants at call time)."""
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    old = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = old
-
-
 def _weights_host(model_name: str, tag: str) -> str | None:
     """The host the weights of (model, tag) come from (huggingface.co or the URL's host)."""
     import open_clip
@@ -354,16 +263,6 @@ def _weights_host(model_name: str, tag: str) -> str | None:
     if cfg.get("hf_hub"):
         return "huggingface.co"
     return urlparse(cfg["url"]).hostname if cfg.get("url") else None
-
-
-def _reachable(host: str, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to ``host``:443 opens within ``timeout`` seconds."""
-    import socket
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 class OpenCLIPEncoder:
@@ -410,7 +309,6 @@ class OpenCLIPEncoder:
     label = spec
 
     def layers_for(self, kind: str = "text", layers=True) -> tuple[int, ...]:
-        from .encoders_text import parse_layers
         count = self.layers_count(kind)
         out = parse_layers(layers, count, f"the {kind} tower of {self.spec}")
         if 0 in out:
@@ -419,7 +317,6 @@ class OpenCLIPEncoder:
 
     def encode_inputs(self, kind: str, inputs, *, layers=(), tokens: bool = False, progress=None) -> dict:
         """The family-independent entry point (see the module docstring)."""
-        from .encoders_text import _check_kind
         _check_kind(self, kind)
         if kind == "text":
             return self.encode_text(inputs, tokens=tokens, progress=progress, layers=layers)
@@ -462,7 +359,7 @@ class OpenCLIPEncoder:
                         model, _, preprocess = create()
                 except Exception:
                     host = _weights_host(self.model_name, self.pretrained)
-                    if host and not _reachable(host):
+                    if host and not encoders_base._reachable(host):
                         raise self._offline_error(cache_dir, f"cannot reach {host}") from None
                     try:
                         model, _, preprocess = create()
@@ -592,7 +489,6 @@ class OpenCLIPEncoder:
         return result
 
     def _run_images(self, payload, progress):
-        from .encoders_vision import pool_feature_map
         images, want_tokens, layers = payload
         model, preprocess, _ = self.load()
 
@@ -622,69 +518,6 @@ class OpenCLIPEncoder:
         return {"embedding": torch.nn.functional.normalize(feats, dim=-1), "layers": {}, "tokens": tok}
 
 
-def run_image_batches(images: ImageFiles, preprocess, forward, batch_size: int, device, progress=None,
-                      layers=(), want_tokens: bool = False) -> dict:
-    """Decode, preprocess and encode ``images`` in batches (undecodable files skipped and listed).
-
-    ``forward(x, layers, want_tokens)`` maps a ``b x 3 x H x W`` batch to ``{"embedding": b x d, "layers":
-    {k: b x d}, "tokens": b x T x d}`` tensors. Returns ``{"embedding", "layers", "names", "skipped"}`` (numpy)
-    plus ``"tokens"`` / ``"mask"`` (all True) when asked.
-    """
-    names, skipped, emb, lay, chunks = [], [], [], {l: [] for l in layers}, []
-    batch, batch_names = [], []
-    n = len(images.names)
-
-    def flush():
-        if not batch:
-            return
-        with torch.inference_mode():
-            out = forward(torch.stack(batch).to(device), layers, want_tokens)
-        emb.append(out["embedding"].float().cpu().numpy())
-        for l in layers:
-            lay[l].append(out["layers"][l].float().cpu().numpy())
-        if want_tokens:
-            tok = out["tokens"].float().cpu().numpy()
-            chunks.append((tok, np.ones(tok.shape[:2], bool)))
-        names.extend(batch_names)
-        batch.clear()
-        batch_names.clear()
-
-    for i, name in enumerate(images.names):
-        try:
-            batch.append(preprocess(decode_image(images.read(name))))
-            batch_names.append(name)
-        except ValueError as err:
-            skipped.append((name, str(err)[:200]))
-        if len(batch) >= batch_size:
-            flush()
-        if progress is not None and (len(batch) == 0 or i == n - 1):
-            progress(i + 1, n)
-    flush()
-    if progress is not None:
-        progress(n, n)
-    result = {"embedding": np.concatenate(emb) if emb else np.zeros((0, 0), np.float32),
-              "layers": {l: np.concatenate(v) for l, v in lay.items() if v},
-              "names": names, "skipped": skipped + list(images.ignored)}
-    if want_tokens and chunks:
-        result["tokens"], result["mask"] = stack_token_chunks(chunks)
-    return result
-
-
-def stack_token_chunks(chunks):
-    """Stack ``[(b x T_i x d tokens, b x T_i mask)]`` batches into ``n x T x d`` + ``n x T`` (padded, masked)."""
-    T = max(c[0].shape[1] for c in chunks)
-    d = chunks[0][0].shape[2]
-    n = sum(c[0].shape[0] for c in chunks)
-    toks = np.zeros((n, T, d), np.float32)
-    mask = np.zeros((n, T), bool)
-    row = 0
-    for h, mk in chunks:
-        toks[row:row + len(h), :h.shape[1]] = h
-        mask[row:row + len(h), :mk.shape[1]] = mk
-        row += len(h)
-    return toks, mask
-
-
 def make_encoder(spec: str, device=None, batch_size: int = 64, cache_namespace: str | None = "shared", *,
                  pooling: str = "mean", max_length: int | None = None, model_kwargs: dict | None = None):
     """The encoder a model spec names (see :func:`parse_model_spec` and the module docstring).
@@ -700,18 +533,13 @@ def make_encoder(spec: str, device=None, batch_size: int = 64, cache_namespace: 
     if family == "minilm":
         return MiniLMEncoder(**common, **text_kw)
     if family == "hf":
-        from .encoders_text import HFTextEncoder
         return HFTextEncoder(model, pooling=pooling, **common, **text_kw)
     if family == "st":
-        from .encoders_text import SentenceTransformerEncoder
         return SentenceTransformerEncoder(model, **common, **text_kw)
     if family == "timm":
-        from .encoders_vision import TimmEncoder
         return TimmEncoder(model, pretrained=extra is None, model_kwargs=model_kwargs, **common)
     if family == "torchvision":
-        from .encoders_vision import TorchvisionEncoder
         return TorchvisionEncoder(model, weights=None if extra == "none" else extra, **common)
     if family == "python":
-        from .encoders_python import PythonEncoder
         return PythonEncoder(model, extra, **common)
     return OpenCLIPEncoder(model, extra, **common)

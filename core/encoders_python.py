@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from .device import pick_device
-from .encoders_text import _check_kind, parse_layers, safe_name
+from .encoders_base import (_cached, _check_kind, check_texts, decode_image, parse_layers, safe_name,
+                            stack_token_chunks)
 from .errors import DataError
 
 INPUT_KINDS = ("text", "image", "pointcloud")
@@ -179,7 +180,6 @@ class PythonEncoder:
         """Encode texts (list of str), images (:class:`core.encoders.ImageFiles`) or point clouds
         (:class:`core.pointclouds.PointClouds`): ``{"embedding", "layers", "names", "skipped"}`` (+ tokens, mask)."""
         from .cache import sha256_texts
-        from .encoders import _cached, check_texts
         _check_kind(self, kind)
         if tokens and self.load()["output"] != "tokens":
             raise DataError(f"{self.spec} gives one vector per item, no token features",
@@ -256,7 +256,6 @@ class PythonEncoder:
         return (h * mf).sum(1) / mf.sum(1).clamp(min=1e-9)
 
     def _run(self, payload, progress):
-        from .encoders import decode_image, stack_token_chunks
         kind, inputs, layers, want_tokens = payload
         spec = self.load()
         device = pick_device(self.device)

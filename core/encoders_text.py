@@ -31,8 +31,10 @@ import numpy as np
 import torch
 
 from .cache import cache_root, sha256_texts
+from . import encoders_base
 from .dataset import Space
 from .device import pick_device
+from .encoders_base import _cached, _check_kind, check_texts, parse_layers, safe_name  # noqa: F401
 from .errors import DataError
 
 POOLINGS = ("mean", "cls", "last", "max")
@@ -43,14 +45,6 @@ def hf_cache_dir() -> Path:
     path = Path(os.environ.get("PLATOSCOPE_HF_CACHE") or cache_root() / "hf")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def safe_name(text: str, limit: int = 48) -> str:
-    """A space-name-safe lower-case slug of ``text`` (letters, digits, underscores)."""
-    slug = "".join(c if c.isalnum() else "_" for c in str(text)).strip("_").lower()
-    while "__" in slug:
-        slug = slug.replace("__", "_")
-    return slug[:limit].strip("_") or "model"
 
 
 def pool_tokens(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -67,24 +61,6 @@ def pool_tokens(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch
     if pooling == "max":
         return hidden.masked_fill(~mask.bool().unsqueeze(-1), float("-inf")).max(dim=1).values
     raise DataError(f"unknown pooling {pooling!r}", hint=f"use one of {', '.join(POOLINGS)}")
-
-
-def parse_layers(layers, n_layers: int, label: str) -> tuple[int, ...]:
-    """``layers`` as a tuple of ints: None/False/() = none, True/'all' = the blocks 1..L, or ints in 0..L."""
-    if layers is None or layers is False:
-        return ()
-    if layers is True or (isinstance(layers, str) and layers.strip().lower() == "all"):
-        return tuple(range(1, n_layers + 1))
-    if isinstance(layers, str):
-        try:
-            layers = [int(p) for p in layers.replace(" ", "").split(",") if p]
-        except ValueError:
-            raise DataError(f"layers {layers!r}: give 'all' or comma-separated layer numbers, e.g. 1,4,6") from None
-    out = tuple(dict.fromkeys(int(l) for l in layers))
-    bad = [l for l in out if not 0 <= l <= n_layers]
-    if bad:
-        raise DataError(f"{label} has layers 1..{n_layers} (and 0, the embeddings), not {bad}")
-    return out
 
 
 def _stamp(path: Path) -> str:
@@ -188,7 +164,6 @@ class TransformerTextEncoder:
 
     def encode_all(self, texts: Sequence[str], layers=(), tokens: bool = False, progress=None) -> dict:
         """One pass giving ``{"embedding", "layers": {k: array}, "tokens", "mask"}`` (tokens only if asked)."""
-        from .encoders import _cached, check_texts
         texts = check_texts(texts)
         layers = self.layers_for("text", layers) if layers else ()
         options = {"layers": layers, "tokens": bool(tokens), "max_length": self.max_length,
@@ -296,16 +271,6 @@ class TransformerTextEncoder:
         return spaces
 
 
-def _check_kind(encoder, kind: str) -> None:
-    if kind not in encoder.input_kinds:
-        what = {"text": "texts", "image": "images", "pointcloud": "point clouds"}.get(kind, kind)
-        raise DataError(f"{encoder.label} cannot encode {what}: it takes {', '.join(encoder.input_kinds)}",
-                        hint={"image": "use an image encoder (timm:..., open_clip:...)",
-                              "text": "use a text encoder (minilm, hf:..., st:..., open_clip:...)",
-                              "pointcloud": "use a point-cloud encoder (python:core.demo.pointnet:platoscope_encoder "
-                                            "or your own python:module:factory)"}.get(kind))
-
-
 # ---------------------------------------------------------------------------------------------
 # loading from the hub or a folder
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +285,6 @@ def _offline_error(model_id: str, cache_dir: Path, cause: str, family: str) -> D
 
 def load_from_hub(model_id: str, loader, family: str):
     """``loader(local_files_only: bool)`` from a local folder, the cache, or the hub; a DataError when it cannot."""
-    from .encoders import _reachable
     cache_dir = hf_cache_dir()
     if Path(model_id).expanduser().is_dir():
         try:
@@ -335,7 +299,7 @@ def load_from_hub(model_id: str, loader, family: str):
         return loader(True)
     except Exception:  # noqa: BLE001 - not in the cache yet
         pass
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _reachable("huggingface.co"):
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not encoders_base._reachable("huggingface.co"):
         raise _offline_error(model_id, cache_dir, "cannot reach huggingface.co", family)
     try:
         return loader(False)

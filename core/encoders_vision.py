@@ -1,6 +1,6 @@
 """Image encoders: any timm model (``timm:``) and any torchvision classification model (``torchvision:``).
 
-Each image is decoded (:func:`core.encoders.decode_image`; undecodable files are skipped and listed, never fatal),
+Each image is decoded (:func:`core.encoders_base.decode_image`; undecodable files are skipped and listed, never fatal),
 preprocessed by the model's own pipeline and run in batches. One pass gives
 
 * the final embedding: the model's pooled pre-logits features (timm: ``forward_head(forward_features(x),
@@ -28,7 +28,9 @@ import torch
 
 from .cache import cache_root
 from .device import pick_device
-from .encoders_text import _check_kind, parse_layers, safe_name
+from . import encoders_base
+from .encoders_base import (IMAGE_EXTENSIONS, _cached, _check_kind, _hf_offline, parse_layers, run_image_batches,
+                            safe_name)
 from .errors import DataError
 
 
@@ -113,7 +115,6 @@ class ImageModelEncoder:
         Returns ``{"embedding": m x d, "layers": {k: m x d}, "names": the m kept names, "skipped": [(name, reason)]}``
         plus ``"tokens"`` / ``"mask"`` when asked.
         """
-        from .encoders import IMAGE_EXTENSIONS, _cached
         if not images.names:
             raise DataError("no image files found", file=images.source,
                             hint=f"image extensions: {', '.join(IMAGE_EXTENSIONS)}")
@@ -132,7 +133,6 @@ class ImageModelEncoder:
         return self.encode_images(inputs, layers=layers, tokens=tokens, progress=progress)
 
     def _run_images(self, payload, progress):
-        from .encoders import run_image_batches
         images, layers, want_tokens = payload
         _, preprocess = self.load()
         return run_image_batches(images, preprocess, self._forward, self.batch_size, pick_device(self.device),
@@ -189,7 +189,6 @@ class TimmEncoder(ImageModelEncoder):
         if self._loaded is None:
             import timm
             from timm.data import create_transform, resolve_data_config
-            from .encoders import _hf_offline, _reachable
 
             def create():
                 return timm.create_model(self.model_name, pretrained=self.pretrained,
@@ -206,7 +205,7 @@ class TimmEncoder(ImageModelEncoder):
                         raise DataError(f"timm has no pretrained weights for {self.model_name!r}",
                                         hint="add the pretrained tag (timm.list_pretrained()) or use "
                                              f"timm:{self.model_name}:none for random weights") from None
-                    if not _reachable(host):
+                    if not encoders_base._reachable(host):
                         raise _offline_error(self.model_name, timm_cache_dir(), f"cannot reach {host}") from None
                     try:
                         model = create()
@@ -354,7 +353,6 @@ class TorchvisionEncoder(ImageModelEncoder):
         if self._loaded is None:
             import torchvision
             from torchvision import transforms
-            from .encoders import _reachable
             if self.weights is None:
                 model = torchvision.models.get_model(self.model_name, weights=None)
                 preprocess = transforms.Compose([
@@ -368,7 +366,7 @@ class TorchvisionEncoder(ImageModelEncoder):
                 if not (folder / fname).exists():
                     from urllib.parse import urlparse
                     host = urlparse(w.url).hostname
-                    if host and not _reachable(host):
+                    if host and not encoders_base._reachable(host):
                         raise _offline_error(self.model_name, folder, f"cannot reach {host}")
                 model = torchvision.models.get_model(self.model_name, weights=None,
                                                      num_classes=len(w.meta["categories"]))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import encoders
+from core import encoders_base
 from core.encoders import (MiniLMEncoder, OpenCLIPEncoder, check_texts, list_images, make_encoder,
                            parse_model_spec)
 from core.errors import DataError
@@ -134,7 +134,7 @@ def test_open_clip_unknown_model_and_tag_list_close_matches():
 
 
 def test_open_clip_offline_message_names_model(monkeypatch, tmp_path):
-    monkeypatch.setattr(encoders, "_reachable", lambda host, timeout=3.0: False)
+    monkeypatch.setattr(encoders_base, "_reachable", lambda host, timeout=3.0: False)
     enc = OpenCLIPEncoder("RN50", "openai", cache_namespace=None)
     with pytest.raises(DataError) as e:
         enc.load()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import encoders
+from core import encoders_base
 from core.encoders import make_encoder, parse_model_spec
 from core.encoders_text import HFTextEncoder, SentenceTransformerEncoder, pool_tokens
 from core.errors import DataError
@@ -107,7 +107,7 @@ def test_hf_missing_folder_offline_and_unknown(tmp_path, monkeypatch):
     empty.mkdir()
     with pytest.raises(DataError, match="is not a Hugging Face model"):
         make_encoder(f"hf:{empty}").encode(["x"])
-    monkeypatch.setattr(encoders, "_reachable", lambda host, timeout=3.0: False)
+    monkeypatch.setattr(encoders_base, "_reachable", lambda host, timeout=3.0: False)
     with pytest.raises(DataError) as e:
         make_encoder("hf:platoscope-test/no-such-model", cache_namespace=None).encode(["x"])
     text = str(e.value)
@@ -192,7 +192,7 @@ def test_chains_root_recomputed_from_the_space_info(tiny_bert):
 
 def test_st_offline_message_names_model_and_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("PLATOSCOPE_HF_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setattr(encoders, "_reachable", lambda host, timeout=3.0: False)
+    monkeypatch.setattr(encoders_base, "_reachable", lambda host, timeout=3.0: False)
     with pytest.raises(DataError) as e:
         make_encoder("st:platoscope-test/no-such-st-model", cache_namespace=None).encode(["x"])
     text = str(e.value)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import encoders
+from core import encoders_base
 from core.encoders import list_images, make_encoder
 from core.encoders_vision import TimmEncoder, TorchvisionEncoder
 from core.errors import DataError
@@ -75,7 +75,7 @@ def test_timm_layer_numbers_and_unknown_model(tiny_vit):
 
 def test_timm_offline_message_names_model_and_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("PLATOSCOPE_TIMM_CACHE", str(tmp_path / "timm"))
-    monkeypatch.setattr(encoders, "_reachable", lambda host, timeout=3.0: False)
+    monkeypatch.setattr(encoders_base, "_reachable", lambda host, timeout=3.0: False)
     enc = make_encoder("timm:resnet18.a1_in1k", cache_namespace=None)
     with pytest.raises(DataError) as e:
         enc.load()
