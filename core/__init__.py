@@ -15,7 +15,7 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import BudgetError, DataError, PlatoscopeError
-from .dataset import MODALITIES, Dataset, SourceFile, Space, array_sha256, guess_modality
+from .dataset import MODALITIES, Dataset, LazySpace, SourceFile, Space, array_sha256, guess_modality
 from .io import load_dataset, load_file, load_hierarcaps, load_metadata
 from .summary import dataset_overview, summarize_dataset
 
@@ -58,7 +58,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "DataError", "BudgetError", "PlatoscopeError", "Dataset", "Space", "SourceFile", "guess_modality",
+    "DataError", "BudgetError", "PlatoscopeError", "Dataset", "Space", "LazySpace", "SourceFile", "guess_modality",
     "array_sha256", "MODALITIES", "load_dataset", "load_file", "load_hierarcaps", "load_metadata",
     "summarize_dataset", "dataset_overview", "__version__", *_LAZY,
 ]

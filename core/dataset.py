@@ -7,7 +7,7 @@ A :class:`Dataset` holds
   (plus whatever metadata the user brings);
 * ``spaces`` - named :class:`Space` objects. A space is either a set of vectors (``n x d``) or a set of
   token sets (``n x T x d``, with an optional ``n x T`` mask and/or weights). Row ``i`` of every space
-  describes item ``i``.
+  describes item ``i``. A :class:`LazySpace` is computed on first use (e.g. per-token outputs of an encoder).
 
 Arrays may be ``numpy.memmap`` views of files on disk; nothing here copies them unless asked.
 """
@@ -58,7 +58,10 @@ class Space:
 
     ``mask`` (bool, ``n x T``) marks the real tokens of a token set; ``weights`` (float, ``n x T``) are
     optional per-token weights. ``modality`` is one of :data:`MODALITIES`; ``source`` names the file it
-    came from; ``info`` holds free-form provenance (encoder, layer, ...), JSON-safe values only.
+    came from; ``info`` holds free-form provenance (encoder, layer, ...), JSON-safe values only. Two keys mean
+    something to the library: ``primary`` (True: the dataset's main space of its modality, chosen first by
+    :func:`core.retrieval.resolve_space`) and ``coordinates`` (the name of a width-3 token-set space whose first
+    ``T`` points per item are where this token set's points lie).
     """
 
     name: str
@@ -160,6 +163,127 @@ class Space:
                      self.modality, self.source, dict(self.info))
 
 
+class LazySpace(Space):
+    """A space whose arrays are produced on first use: by ``load(progress)``, which returns ``data`` or
+    ``(data, mask, weights)`` (e.g. an encoder run whose output is kept in files and memory-mapped from there).
+
+    Everything but the values is known up front: ``shape`` gives ``n`` and ``d`` (and ``T`` for token sets; ``None``
+    where it is only known once computed), so listing, pairing and choosing spaces never computes one. Touching
+    :attr:`data`, :attr:`mask` or :attr:`weights` computes it (once, thread-safe); :meth:`materialize` does the same
+    with a ``progress(done, total)`` callback, e.g. from a background job. ``files`` (paths, or a callable returning
+    them) are where ``load`` keeps its result: when they all exist, :attr:`ready` is True (loading only reads).
+    """
+
+    def __init__(self, name: str, load, shape: tuple, *, modality: str = "other", source: str | None = None,
+                 info: dict | None = None, files=None):
+        import threading
+
+        if len(shape) not in (2, 3) or shape[0] is None or shape[-1] is None:
+            raise DataError(f"a lazy space needs its shape (n, d) or (n, T, d), got {shape}", array=name)
+        if modality not in MODALITIES:
+            raise DataError(f"unknown modality {modality!r}; use one of {', '.join(MODALITIES)}", array=name)
+        self.name, self.modality, self.source, self.info = name, modality, source, dict(info or {})
+        self._load, self._shape, self._files = load, tuple(shape), files
+        self._arrays: tuple | None = None
+        self._lock = threading.Lock()
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def materialized(self) -> bool:
+        """Whether the arrays are in this object (memory or memory-mapped)."""
+        return self._arrays is not None
+
+    def files(self) -> list:
+        """The files ``load`` keeps its result in (empty when it keeps none)."""
+        from pathlib import Path
+        files = self._files() if callable(self._files) else self._files
+        return [Path(f) for f in (files or ())]
+
+    @property
+    def ready(self) -> bool:
+        """True when the values are here or only need reading from :meth:`files` (no computation)."""
+        files = self.files()
+        return self.materialized or (bool(files) and all(f.exists() for f in files))
+
+    def materialize(self, progress=None) -> "LazySpace":
+        """Compute (or read) the arrays now; ``progress(done, total)`` is passed to the loader. Returns self."""
+        with self._lock:
+            if self._arrays is None:
+                out = self._load(progress)
+                data, mask, weights = out if isinstance(out, tuple) else (out, None, None)
+                Space(self.name, data, mask, weights, self.modality, self.source)   # the same checks
+                expected = self._shape
+                if (data.ndim != len(expected)
+                        or any(e is not None and e != a for e, a in zip(expected, data.shape))):
+                    raise DataError(f"the computed space has shape {data.shape}, expected "
+                                    f"{' x '.join('?' if e is None else str(e) for e in expected)}",
+                                    array=self.name)
+                self._arrays = (data, mask, weights)
+        return self
+
+    # -- the values (computed on first use) ----------------------------------------------------------
+    @property
+    def data(self) -> np.ndarray:
+        return self.materialize()._arrays[0]
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        return self.materialize()._arrays[1]
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        return self.materialize()._arrays[2]
+
+    # -- shape without computing -------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return "vectors" if len(self._shape) == 2 else "tokens"
+
+    @property
+    def n(self) -> int:
+        return int(self._shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self._shape[-1])
+
+    @property
+    def n_tokens(self) -> int | None:
+        if self.kind == "vectors":
+            return None
+        return int(self._shape[1]) if self._shape[1] is not None else int(self.data.shape[1])
+
+    @property
+    def shape_text(self) -> str:
+        shape = self.data.shape if self.materialized else self._shape
+        return " x ".join("?" if s is None else str(s) for s in shape)
+
+    @property
+    def resident_nbytes(self) -> int:
+        return super().resident_nbytes if self.materialized else 0
+
+    def take(self, rows) -> "Space":
+        """The space restricted to ``rows``: an in-memory copy when computed, else a lazy space that computes this
+        one and takes the rows."""
+        if self.materialized:
+            return super().take(rows)
+        rows = np.asarray(rows)
+        n = int(rows.sum()) if rows.dtype == bool else len(rows)
+        parent = self
+
+        def load(progress=None):
+            parent.materialize(progress)
+            part = Space.take(parent, rows)
+            return part.data, part.mask, part.weights
+
+        return LazySpace(self.name, load, (n, *self._shape[1:]), modality=self.modality, source=self.source,
+                         info=dict(self.info))
+
+    def __repr__(self) -> str:
+        state = "computed" if self.materialized else ("on disk" if self.ready else "not computed")
+        return f"LazySpace({self.name!r}, {self.shape_text}, {state})"
+
+
 def _is_mmap_view(arr: np.ndarray) -> bool:
     base = arr
     while isinstance(base, np.ndarray):
@@ -210,12 +334,20 @@ class Dataset:
 
     @property
     def space_names(self) -> list[str]:
-        return list(self.spaces)
+        """The spaces views list and compute over by default: all but those computed on demand
+        (:class:`LazySpace`, see :meth:`on_demand_space_names`), which are opened by name or by kind."""
+        return [k for k, s in self.spaces.items() if not isinstance(s, LazySpace)]
+
+    def on_demand_space_names(self) -> list[str]:
+        """The spaces computed on first use (:class:`LazySpace`, e.g. per-token encoder outputs)."""
+        return [k for k, s in self.spaces.items() if isinstance(s, LazySpace)]
 
     def vector_space_names(self) -> list[str]:
+        """The ``n x d`` spaces (on-demand ones included; the kind is known without computing)."""
         return [k for k, s in self.spaces.items() if s.kind == "vectors"]
 
     def token_space_names(self) -> list[str]:
+        """The ``n x T x d`` token-set spaces (on-demand ones included)."""
         return [k for k, s in self.spaces.items() if s.kind == "tokens"]
 
     @property
@@ -297,7 +429,8 @@ class Dataset:
                 h.update("\0".join(self.space_names).encode())
             else:
                 h.update(pd.util.hash_pandas_object(self.items.astype(str), index=False).values.tobytes())
-                for name, space in self.spaces.items():
+                for name in self.space_names:       # on-demand spaces are derived: never computed here
+                    space = self.spaces[name]
                     h.update(name.encode())
                     h.update(array_sha256(space.data).encode())
                     for extra in (space.mask, space.weights):

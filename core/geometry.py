@@ -470,12 +470,9 @@ def geometry_vs_semantics(X, D_geo, rows, *, partner=None, labels=None, metric: 
 def item_point_clouds(ds) -> np.ndarray | None:
     """The point cloud of every item of ``ds`` (``n x P x 3``, row ``i`` = item ``i``), or None when it has none.
 
-    The built-in demo's clouds follow its items' ``cloud_index``; any other dataset may carry clouds as a token-set
-    space of width 3 (``n x P x 3``).
+    Clouds are a token-set space of width 3 (``n x P x 3``; the first one, an on-demand space included, which is
+    computed or read here).
     """
-    if ds.origin == "demo" and "cloud_index" in ds.items.columns:
-        from .demo import demo_point_clouds
-        return demo_point_clouds()[ds.items["cloud_index"].to_numpy(dtype=np.int64)]
     for name in ds.token_space_names():
         if ds[name].dim == 3:
             return ds[name].data

@@ -405,9 +405,6 @@ def cached_alignment(X_source, Y_target, content_key: str, *, method: str = DEFA
 # ------------------------------------------------------------------------------------------------
 # choosing spaces by modality
 # ------------------------------------------------------------------------------------------------
-_PREFERRED = {"3d": ("pointnet",), "text": ("minilm",)}
-
-
 def default_space(ds, modality: str, exclude: str | None = None) -> str:
     """:func:`resolve_space` for a modality, falling back to the first other vector space (for widget defaults)."""
     try:
@@ -419,9 +416,9 @@ def default_space(ds, modality: str, exclude: str | None = None) -> str:
 def resolve_space(ds, want: str, exclude: str | None = None) -> str:
     """A space name of ``ds`` from a name or a modality ('text', '3d', 'image', ...).
 
-    For a modality: the learned / sentence-level space when the dataset has one (e.g. ``pointnet`` before the
-    hand-crafted ``descriptor_3d``; for 'text' a space with a known text encoder first), else the first space of that
-    modality. Raises :class:`DataError` listing the spaces when nothing fits.
+    For a modality: the space marked ``info["primary"]`` (the dataset's learned / sentence-level space of that
+    modality, e.g. a trained encoder before a hand-crafted descriptor); for 'text' then a space with a known text
+    encoder; else the first space of that modality. Raises :class:`DataError` listing the spaces when nothing fits.
     """
     if want in ds.spaces:
         return want
@@ -432,9 +429,9 @@ def resolve_space(ds, want: str, exclude: str | None = None) -> str:
     names = [n for n in ds.vector_space_names() if ds[n].modality == want and n != exclude]
     if not names:
         raise DataError(f"the dataset has no {want} space", hint=f"spaces: {', '.join(ds.space_names)}")
-    for pref in _PREFERRED.get(want, ()):
-        if pref in names:
-            return pref
+    primary = [n for n in names if ds[n].info.get("primary")]
+    if primary:
+        return primary[0]
     if want == "text":
         with_encoder = [n for n in names if text_encoder_spec(ds[n])]
         if with_encoder:

@@ -3,7 +3,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.demo import demo_token_space, demo_token_space_files, demo_token_space_is_computed
 from core.export import build_manifest
 from core.pointset import KERNELS, SIMILARITIES, compare_pointset_similarities
 from core.projection import PCAProjection
@@ -18,13 +17,7 @@ page_header("Point sets", "point-sets",
             "Items as weighted sets of token / point vectors (paper B): the cosine of mean-pooled vectors against a "
             "point-set kernel similarity with uniform and with learned weights, judged on held-out pairs.")
 
-DEMO_TOKEN_SPACES = ("minilm_tokens", "pointnet_points")
 KERNEL_LABELS = {"gauss": "Gaussian (sigma)", "imq": "inverse multiquadric (c)", "linear": "linear only"}
-
-
-@st.cache_resource(show_spinner="Computing the demo's token sets (once per server) ...", max_entries=4)
-def _demo_token_space(name: str):
-    return demo_token_space(name)
 
 
 @st.cache_resource(show_spinner=False, max_entries=1)
@@ -51,9 +44,7 @@ if ds is None:
             "upload files in the sidebar.")
     st.stop()
 
-options = list(ds.token_space_names())
-if ds.origin == "demo":
-    options += [n for n in DEMO_TOKEN_SPACES if n not in options]
+options = list(ds.token_space_names())      # on-demand ones included (computed below, as a job)
 if len(options) < 2:
     st.info(f"This view needs two token-set spaces (3-D arrays n x T x d, with an optional `<name>_mask`); "
             f"this dataset has {len(options)}: {md(', '.join(options)) or 'none'}. Upload per-token or per-point "
@@ -90,20 +81,19 @@ sync_url(a=name_a, b=name_b, kernel=kernel, D=int(n_features), queries=int(queri
 
 
 def _space(name):
-    if name in ds.spaces:
-        return ds[name]
-    if not demo_token_space_is_computed(name):
-        # the first request on a server encodes the demo's tokens / points (minutes on a busy CPU): a shared job,
-        # so the page paints at once and every session waits on the same computation
-        def _compute(job):
-            demo_token_space(name, progress=lambda done, total: job.report(done, total, f"encoding {name}"))
-            return True
+    space = ds[name]
+    if getattr(space, "ready", True):
+        return space
+    # an on-demand space (e.g. the demo's tokens / points: an encoder run, minutes on a busy CPU) is computed by a
+    # job in the dataset's namespace, so the page paints at once and every session waits on the same computation
+    def _compute(job):
+        space.materialize(progress=lambda done, total: job.report(done, total, f"encoding {name}"))
+        return True
 
-        if jobs.result("shared", cached.result_key("demo_token_space", name,
-                                                          [str(f) for f in demo_token_space_files(name)]),
-                       f"Computing the demo's token set {name} (once per server)", _compute) is None:
-            return None
-    return _demo_token_space(name)
+    key = cached.result_key("on_demand_space", ds.space_fingerprint(name), [str(f) for f in space.files()])
+    if jobs.result(data.cache_namespace(ds), key, f"Computing the token set {name} (once)", _compute) is None:
+        return None
+    return space
 
 
 space_a = space_b = None
@@ -203,10 +193,9 @@ with tab_item:
                 st.markdown(f"**{md(name)}** ({len(w)} {'tokens' if space.modality == 'text' else 'points'}; "
                             f"weights from {w.min():.2f} to {w.max():.2f})")
                 if space.modality == "3d" or (space.modality != "text" and real.shape[1] == 3):
-                    if name == "pointnet_points" and ds.origin == "demo":
-                        from core.demo import demo_point_clouds
-                        idx = int(ds.items["cloud_index"].iloc[row]) if "cloud_index" in ds.items else row
-                        xyz, axes = demo_point_clouds()[idx, :space.n_tokens][mask[0]], ("x", "y", "z")
+                    coords = space.info.get("coordinates")
+                    if coords in ds.spaces and ds[coords].dim == 3:     # where these points lie
+                        xyz, axes = np.asarray(ds[coords].data[row, :space.n_tokens])[mask[0]], ("x", "y", "z")
                     elif real.shape[1] == 3:
                         xyz, axes = real, ("x", "y", "z")
                     else:

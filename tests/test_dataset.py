@@ -65,3 +65,61 @@ def test_subset_and_modality_guess(rng):
     assert guess_modality("clip_image") == "image"
     assert guess_modality("minilm_tier3") == "text"
     assert guess_modality("foo") == "other"
+
+
+def test_lazy_space_computes_once_on_first_use_and_lists_apart(rng):
+    from core import LazySpace
+
+    tokens = rng.normal(size=(4, 3, 2))
+    mask = np.array([[1, 1, 0]] * 4, dtype=bool)
+    calls = []
+
+    def load(progress=None):
+        calls.append(progress)
+        if progress is not None:
+            progress(1, 1)
+        return tokens, mask, None
+
+    lazy = LazySpace("tok", load, (4, None, 2), modality="text")
+    ds = Dataset(None, [Space("v", rng.normal(size=(4, 5))), lazy])
+    # listing, pairing, choosing by kind, subsetting, fingerprinting and repr compute nothing
+    assert ds.space_names == ["v"] and ds.on_demand_space_names() == ["tok"]
+    assert ds.token_space_names() == ["tok"] and ds.vector_space_names() == ["v"]
+    assert lazy.kind == "tokens" and lazy.n == 4 and lazy.dim == 2 and lazy.shape_text == "4 x ? x 2"
+    assert lazy.resident_nbytes == 0 and not lazy.ready
+    sub = ds.subset([2, 0])
+    fp = ds.fingerprint
+    assert "not computed" in repr(lazy) and calls == []
+    assert fp == Dataset(None, [ds["v"]]).fingerprint      # derived spaces do not change the identity
+    # first use computes once (with the caller's progress), later uses read what is held
+    seen = []
+    lazy.materialize(progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 1)] and lazy.ready and lazy.n_tokens == 3
+    np.testing.assert_array_equal(lazy.data, tokens)
+    naive = tokens[:, :2].mean(axis=1)
+    np.testing.assert_allclose(lazy.vectors(np.float64), naive)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(sub["tok"].data, tokens[[2, 0]])
+    np.testing.assert_array_equal(sub["tok"].mask, mask[[2, 0]])
+
+
+def test_lazy_space_ready_from_its_files_and_checks_the_computed_shape(tmp_path, rng):
+    from core import LazySpace
+
+    path = tmp_path / "v.npy"
+
+    def load(progress=None):
+        if not path.exists():
+            np.save(path, np.ones((3, 2)))
+        return np.load(path, mmap_mode="r")
+
+    lazy = LazySpace("v", load, (3, 2), files=lambda: [path])
+    assert not lazy.ready
+    np.save(path, np.zeros((3, 2)))
+    assert lazy.ready and not lazy.materialized           # only reading is left
+    assert lazy.data.sum() == 0 and lazy.resident_nbytes == 0   # memory-mapped
+    wrong = LazySpace("w", lambda progress=None: np.zeros((3, 4)), (3, 2))
+    with pytest.raises(DataError, match=r"expected 3 x 2"):
+        wrong.data
+    with pytest.raises(DataError, match="needs its shape"):
+        LazySpace("x", load, (None, 2))

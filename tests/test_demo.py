@@ -241,3 +241,40 @@ def test_demo_token_space_is_computed_once_its_files_exist(tmp_path, monkeypatch
     assert not demo_token_space_is_computed("pointnet_points", n_points=3)
     with pytest.raises(DataError):
         demo_token_space_is_computed("no_such_space")
+
+
+def test_demo_token_sets_and_clouds_are_lazy_spaces_of_the_dataset(tmp_path, monkeypatch):
+    # the Dataset carries them without computing anything; the point clouds are the items' clouds; a token set
+    # computed through the Dataset is the one demo_token_space returns (same files)
+    from core import LazySpace
+    from core.geometry import item_point_clouds
+
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path))
+    demo = load_demo()
+    assert demo.on_demand_space_names() == ["minilm_tokens", "pointnet_points", "point_clouds"]
+    assert not set(demo.on_demand_space_names()) & set(demo.space_names)
+    tokens = demo["minilm_tokens"]
+    assert isinstance(tokens, LazySpace) and not tokens.ready and tokens.dim == demo["minilm"].dim
+    points = demo["pointnet_points"]
+    assert points.kind == "tokens" and points.n_tokens == 256 and points.dim == demo["pointnet"].dim
+    assert points.info["coordinates"] == "point_clouds" and demo["point_clouds"].modality == "3d"
+    assert not any(f.exists() for f in points.files() + tokens.files())
+    clouds = item_point_clouds(demo)
+    assert clouds.shape == (demo.n, 1024, 3)
+    np.testing.assert_array_equal(clouds, demo_point_clouds()[demo.items["cloud_index"].to_numpy()])
+    assert not points.ready and not tokens.ready           # reading the clouds computed no token set
+    small = demo.subset(np.arange(3))
+    np.testing.assert_array_equal(small["point_clouds"].data, clouds[:3])
+    assert demo["pointnet"].info.get("primary") and demo["minilm"].info.get("primary")
+    assert not demo["descriptor_3d"].info.get("primary")
+
+
+def test_demo_lazy_point_set_is_demo_token_space(tmp_path, monkeypatch):
+    from core.demo import _token_space
+
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path))
+    lazy = _token_space("pointnet_points", load_demo().n, n_points=2)
+    assert not lazy.ready
+    direct = demo_token_space("pointnet_points", n_points=2)
+    assert lazy.ready and not lazy.materialized           # the files are there: only reading is left
+    np.testing.assert_array_equal(np.asarray(lazy.data), np.asarray(direct.data))

@@ -52,12 +52,13 @@ def encoder_for(spec: str, namespace: str, batch_size: int = 64, pooling: str = 
 
 
 def current_point_clouds(ds):
-    """The point clouds of ``ds``, one per item, when the dataset has them (the demo: items' ``cloud_index``
-    into its clouds), else None."""
-    if ds is None or ds.origin != "demo" or "cloud_index" not in ds.items.columns:
+    """The point clouds of ``ds``, one per item, when the dataset has them (a token-set space of width 3, see
+    :func:`core.geometry.item_point_clouds`), else None."""
+    if ds is None:
         return None
-    from core.demo import demo_point_clouds
+    from core.geometry import item_point_clouds
     from core.pointclouds import PointClouds
-    clouds = demo_point_clouds()
-    index = ds.items["cloud_index"].to_numpy()
-    return PointClouds([str(i) for i in ds.ids], [clouds[int(k)] for k in index], "demo point clouds")
+    clouds = item_point_clouds(ds)
+    if clouds is None:
+        return None
+    return PointClouds([str(i) for i in ds.ids], list(clouds), f"{ds.name} point clouds")

@@ -7,7 +7,8 @@ the true parameters). What is real: the text encoder (all-MiniLM-L6-v2). See dat
 * :func:`load_demo` - the Dataset (items + vector spaces, float32 from the float16 artifact);
 * :func:`demo_point_clouds` - the ``n x 1024 x 3`` clouds (items' ``cloud_index`` points into it);
 * :func:`demo_token_space` - the token sets (``minilm_tokens``, ``pointnet_points``), computed on first use into
-  ``cache/shared/demo/`` and memory-mapped from there.
+  ``cache/shared/demo/`` and memory-mapped from there; :func:`load_demo`'s Dataset carries them (and the point clouds)
+  as lazy spaces.
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..dataset import Dataset, SourceFile, Space
+from ..dataset import Dataset, LazySpace, SourceFile, Space
 from ..errors import DataError
 from .paths import ARTIFACT_DIR, _artifact_dir
+from .shapes import N_POINTS
 
 DEMO_LINE = ("Demo: 2,016 synthetic 3D objects (14 categories) with template captions; the shapes and captions are "
              "synthetic, the text encoder (all-MiniLM-L6-v2) is real.")
@@ -76,7 +78,9 @@ def load_demo() -> Dataset:
 
     Spaces: ``minilm`` (most specific caption), ``minilm_tier0..3`` (tier texts; tier 3 = the caption),
     ``minilm_layer1..6`` (mean-pooled hidden states), ``descriptor_3d``, ``pointnet`` (pooled). Values are float32
-    widened from the float16 artifact. Item columns: id, label, super, tier_0..tier_3, caption, chain,
+    widened from the float16 artifact. Computed on first use (:class:`core.dataset.LazySpace`, not in
+    ``space_names``): the token sets ``minilm_tokens`` and ``pointnet_points`` (256 points; see
+    :func:`demo_token_space`) and ``point_clouds`` (``n x 1024 x 3``, the items' clouds). Item columns: id, label, super, tier_0..tier_3, caption, chain,
     neg_tier_0..3, width_m, depth_m, height_m, scale_m, attributes (JSON), params (JSON), cloud_index.
     """
     path = _artifact_dir()
@@ -87,7 +91,12 @@ def load_demo() -> Dataset:
         modality = "3d" if name in ("descriptor_3d", "pointnet") else "text"
         info = dict(_SPACE_INFO.get(name, {"encoder": "all-MiniLM-L6-v2"}))
         info["stored_as"] = "float16"
+        if name in ("minilm", "pointnet"):
+            info["primary"] = True      # the learned / sentence-level space of its modality (chosen first)
         spaces.append(Space(name, arrays[name], modality=modality, source="demo", info=info))
+    # on demand: the token sets (an encoder run the first time) and the objects' point clouds
+    spaces += [_token_space(name, len(items)) for name in TOKEN_SPACES]
+    spaces.append(_point_clouds_space(items["cloud_index"].to_numpy()))
     sources = [SourceFile(f"demo/{f}", meta["sha256"], meta["bytes"]) for f, meta in manifest["files"].items()]
     return Dataset(items.copy(), spaces, name="demo", origin="demo", sources=sources)
 
@@ -120,14 +129,22 @@ def _save_atomic(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def demo_token_space_files(name: str, n_points: int = 256) -> list[Path]:
-    """The files :func:`demo_token_space` keeps ``name`` in (all present once it has been computed)."""
+def _check_token_space(name: str, n_points: int) -> int:
     if name not in TOKEN_SPACES:
         raise DataError(f"no demo token space named '{name}'", hint=f"available: {', '.join(TOKEN_SPACES)}")
+    n_points = int(n_points)
+    if name == "pointnet_points" and not 1 <= n_points <= 1024:
+        raise DataError(f"n_points must be in 1..1024, got {n_points}")
+    return n_points
+
+
+def demo_token_space_files(name: str, n_points: int = 256) -> list[Path]:
+    """The files :func:`demo_token_space` keeps ``name`` in (all present once it has been computed)."""
+    n_points = _check_token_space(name, n_points)
     folder = _token_dir()
     if name == "minilm_tokens":
         return [folder / "minilm_tokens.npy", folder / "minilm_tokens_mask.npy"]
-    return [folder / f"pointnet_points_{int(n_points)}.npy"]
+    return [folder / f"pointnet_points_{n_points}.npy"]
 
 
 def demo_token_space_is_computed(name: str, n_points: int = 256) -> bool:
@@ -135,8 +152,54 @@ def demo_token_space_is_computed(name: str, n_points: int = 256) -> bool:
     return all(p.exists() for p in demo_token_space_files(name, n_points))
 
 
+def _minilm_tokens(progress=None):
+    data_path, mask_path = demo_token_space_files("minilm_tokens")
+    if not (data_path.exists() and mask_path.exists()):
+        from ..encoders import MiniLMEncoder
+        items, _ = _arrays(str(_artifact_dir()))
+        tokens, mask = MiniLMEncoder(cache_namespace=None).encode_tokens(items["caption"].tolist(), progress)
+        _save_atomic(mask_path, mask)
+        _save_atomic(data_path, tokens.astype(np.float16))
+    return np.load(data_path, mmap_mode="r"), np.load(mask_path), None
+
+
+def _pointnet_points(n_points: int, progress=None):
+    (data_path,) = demo_token_space_files("pointnet_points", n_points)
+    if not data_path.exists():
+        from ..device import pick_device
+        from .pointnet import load_pointnet, pointnet_features
+        model = load_pointnet(_artifact_dir() / "pointnet.safetensors")
+        clouds = demo_point_clouds()[:, :n_points]
+        feats = pointnet_features(model, clouds, per_point=True, device=pick_device(), progress=progress)
+        _save_atomic(data_path, feats.astype(np.float16))
+    return np.load(data_path, mmap_mode="r")
+
+
+def _token_space(name: str, n: int, n_points: int = 256) -> LazySpace:
+    """The lazy Space of a demo token set (computed on first use, see :func:`demo_token_space`)."""
+    n_points = _check_token_space(name, n_points)
+    _, arrays = _arrays(str(_artifact_dir()))     # the pooled spaces have the token sets' widths
+    if name == "minilm_tokens":
+        return LazySpace(name, _minilm_tokens, (n, None, arrays["minilm"].shape[1]), modality="text", source="demo",
+                         info={"encoder": "all-MiniLM-L6-v2", "layer": 6, "tokens": "word pieces"},
+                         files=lambda: demo_token_space_files("minilm_tokens"))
+    return LazySpace(name, functools.partial(_pointnet_points, n_points), (n, n_points, arrays["pointnet"].shape[1]),
+                     modality="3d",
+                     source="demo", info={"encoder": "PointNet per-point features", "points": n_points,
+                                          "coordinates": "point_clouds"},
+                     files=lambda: demo_token_space_files("pointnet_points", n_points))
+
+
+def _point_clouds_space(cloud_index: np.ndarray) -> LazySpace:
+    index = np.asarray(cloud_index, dtype=np.int64)
+    return LazySpace("point_clouds", lambda progress=None: demo_point_clouds()[index], (len(index), N_POINTS, 3),
+                     modality="3d", source="demo",
+                     info={"encoder": "none (the objects' surface points, x y z in units of the farthest point)"})
+
+
 def demo_token_space(name: str, n_points: int = 256, progress=None) -> Space:
-    """A demo token-set space, computed on first use into ``cache/shared/demo/<artifact hash>/`` (memory-mapped).
+    """A demo token-set space, computed now (if it was not) into ``cache/shared/demo/<artifact hash>/`` and
+    memory-mapped from there. :func:`load_demo` carries the same spaces lazily (computed on first use).
 
     * ``minilm_tokens`` - MiniLM last-layer word-piece outputs of each caption, ``n x T x 384`` float16 with a mask
       (T = the longest caption in word pieces, [CLS]/[SEP] included).
@@ -146,29 +209,5 @@ def demo_token_space(name: str, n_points: int = 256, progress=None) -> Space:
 
     ``progress(done, total)`` is called while computing.
     """
-    if name not in TOKEN_SPACES:
-        raise DataError(f"no demo token space named '{name}'", hint=f"available: {', '.join(TOKEN_SPACES)}")
-    folder = _token_dir()
-    if name == "minilm_tokens":
-        data_path, mask_path = folder / "minilm_tokens.npy", folder / "minilm_tokens_mask.npy"
-        if not (data_path.exists() and mask_path.exists()):
-            from ..encoders import MiniLMEncoder
-            items, _ = _arrays(str(_artifact_dir()))
-            tokens, mask = MiniLMEncoder(cache_namespace=None).encode_tokens(items["caption"].tolist(), progress)
-            _save_atomic(mask_path, mask)
-            _save_atomic(data_path, tokens.astype(np.float16))
-        return Space(name, np.load(data_path, mmap_mode="r"), mask=np.load(mask_path), modality="text",
-                     source="demo", info={"encoder": "all-MiniLM-L6-v2", "layer": 6, "tokens": "word pieces"})
-    n_points = int(n_points)
-    if not 1 <= n_points <= 1024:
-        raise DataError(f"n_points must be in 1..1024, got {n_points}")
-    data_path = folder / f"pointnet_points_{n_points}.npy"
-    if not data_path.exists():
-        from ..device import pick_device
-        from .pointnet import load_pointnet, pointnet_features
-        model = load_pointnet(_artifact_dir() / "pointnet.safetensors")
-        clouds = demo_point_clouds()[:, :n_points]
-        feats = pointnet_features(model, clouds, per_point=True, device=pick_device(), progress=progress)
-        _save_atomic(data_path, feats.astype(np.float16))
-    return Space(name, np.load(data_path, mmap_mode="r"), modality="3d", source="demo",
-                 info={"encoder": "PointNet per-point features", "points": n_points})
+    items, _ = _arrays(str(_artifact_dir()))
+    return _token_space(name, len(items), n_points).materialize(progress)
