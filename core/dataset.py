@@ -133,26 +133,13 @@ class Space:
         return np.ones(self.data.shape[:2], dtype=bool)
 
     def vectors(self, dtype=np.float32, chunk: int = 65536) -> np.ndarray:
-        """The space as ``n x d`` vectors: itself, or the masked (weighted) mean of each token set.
-
-        Weighted pooling uses ``sum_t w_t m_t v_t / sum_t |w_t| m_t`` (weights may be negative).
-        """
+        """The space as ``n x d`` vectors: itself, or the pooled mean of each token set (:func:`pool_token_sets`:
+        ``(1/M) sum_t m_t w_t v_t`` over the ``M`` real tokens; weights may be negative)."""
         if self.kind == "vectors":
             if getattr(self.data, "is_sharded", False):   # core.shards: stays on disk, converted as read
                 return self.data.astype(dtype)
             return np.asarray(self.data, dtype=dtype)
-        out = np.empty((self.n, self.dim), dtype=dtype)
-        mask = self.token_mask()
-        for start in range(0, self.n, chunk):
-            sl = slice(start, start + chunk)
-            tokens = np.asarray(self.data[sl], dtype=np.float64)
-            w = mask[sl].astype(np.float64)
-            if self.weights is not None:
-                w = w * np.asarray(self.weights[sl], dtype=np.float64)
-            denom = np.abs(w).sum(axis=1, keepdims=True)
-            denom[denom == 0] = 1.0
-            out[sl] = (np.einsum("nt,ntd->nd", w, tokens) / denom).astype(dtype)
-        return out
+        return pool_token_sets(self.data, self.mask, self.weights, dtype=dtype, chunk=chunk)
 
     def take(self, rows) -> "Space":
         """The space restricted to ``rows`` (an index array or boolean mask), as an in-memory copy."""
@@ -282,6 +269,26 @@ class LazySpace(Space):
     def __repr__(self) -> str:
         state = "computed" if self.materialized else ("on disk" if self.ready else "not computed")
         return f"LazySpace({self.name!r}, {self.shape_text}, {state})"
+
+
+def pool_token_sets(tokens, mask=None, weights=None, *, dtype=np.float32, chunk: int = 4096) -> np.ndarray:
+    """Pooled ``n x d`` vectors of ``n x T x d`` token sets (memmap fine; read ``chunk`` items at a time, in
+    float64): ``(1/M) sum_t m_t w_t v_t`` with ``M`` the number of real tokens (:func:`core.numerics.pool_tokens`,
+    the one definition). ``mask`` (``n x T`` bool) defaults to all tokens, ``weights`` (``n x T``) to 1."""
+    import torch
+
+    from .numerics import pool_tokens
+
+    n, T, d = tokens.shape
+    out = np.empty((n, d), dtype=dtype)
+    for start in range(0, n, chunk):
+        sl = slice(start, min(n, start + chunk))
+        x = torch.from_numpy(np.array(tokens[sl], dtype=np.float64))     # a writable float64 copy of the chunk
+        m = (torch.ones(x.shape[:2], dtype=torch.float64) if mask is None
+             else torch.from_numpy(np.asarray(mask[sl]).astype(np.float64)))
+        w = None if weights is None else torch.from_numpy(np.array(weights[sl], dtype=np.float64))
+        out[sl] = pool_tokens(x, m, w).numpy().astype(dtype)
+    return out
 
 
 def _is_mmap_view(arr: np.ndarray) -> bool:

@@ -3,6 +3,7 @@
 * :func:`fix_signs` - the sign convention of every decomposition: each column's largest-magnitude entry is positive.
 * :func:`sym_eig_desc` - eigendecomposition of a symmetric matrix, eigenvalues descending, signs fixed.
 * :func:`average_ranks`, :func:`pearson`, :func:`spearman` - rank correlation on torch vectors (float64).
+* :func:`pool_coefficients`, :func:`pool_tokens` - the one pooling of token sets: ``(1/M) sum_t m_t w_t v_t``.
 
 Torch in, torch out, on the input's device; callers convert with :mod:`core.device`.
 """
@@ -12,7 +13,7 @@ import math
 
 import torch
 
-__all__ = ["fix_signs", "sym_eig_desc", "average_ranks", "pearson", "spearman"]
+__all__ = ["fix_signs", "sym_eig_desc", "average_ranks", "pearson", "spearman", "pool_coefficients", "pool_tokens"]
 
 _F64 = torch.float64
 
@@ -69,3 +70,22 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float | None:
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float | None:
     """Spearman correlation: :func:`pearson` of the :func:`average_ranks`; None when one side is constant."""
     return pearson(average_ranks(a), average_ranks(b))
+
+
+def pool_coefficients(mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The coefficients ``m_t w_t / M`` of the pooled mean of token sets (``B x T``; ``M`` = the number of real
+    tokens of the set, at least 1; ``w = 1`` without weights).
+
+    The one definition of pooling (paper B's ``mean_i w_i v_i`` over the ``M`` unmasked tokens): without weights the
+    masked mean, with weights their sum over the real tokens divided by the token count (not by ``sum w``: the
+    weights' scale is part of the pooled vector, as in the point-set features); a set with no real token pools to 0.
+    """
+    m = mask.to(weights.dtype if weights is not None else torch.float64)
+    M = m.sum(1).clamp_min(1.0)
+    return (m if weights is None else weights * m) / M[:, None]
+
+
+def pool_tokens(tokens: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Pooled vectors ``(1/M) sum_t m_t w_t v_t`` of a batch of token sets (``B x T x d`` -> ``B x d``), see
+    :func:`pool_coefficients`."""
+    return torch.einsum("bt,btd->bd", pool_coefficients(mask, weights).to(tokens.dtype), tokens)

@@ -39,9 +39,10 @@ import torch
 
 from .align import CCA
 from .base import Estimator, init_linear_, numpy_rng, torch_generator
-from .dataset import Space
+from .dataset import Space, pool_token_sets
 from .device import float64_device, pick_device
 from .errors import DataError
+from .numerics import pool_coefficients
 from .training import EarlyStopping
 from .evaluation.metrics import DEFAULT_KS, evaluate_scores, std_over_seeds
 from .evaluation.splits import resolve_sizes, split_anchors_queries
@@ -118,7 +119,8 @@ def _check_kernel(kernel: str) -> str:
 
 
 def pooled_vectors(tokens, mask=None, chunk: int = 4096) -> np.ndarray:
-    """Masked (unweighted) mean of each token set: ``n x d`` float32 (a set with no tokens gives zeros).
+    """Masked (unweighted) mean of each token set: ``n x d`` float32 (a set with no tokens gives zeros); the
+    uniform-weight case of :func:`core.dataset.pool_token_sets` (paper B's mean-pooled baseline).
 
     Parameters
     ----------
@@ -127,15 +129,7 @@ def pooled_vectors(tokens, mask=None, chunk: int = 4096) -> np.ndarray:
     chunk : items per chunk.
     """
     data, mask, _ = _tokens(tokens, mask)
-    n, T, d = data.shape
-    out = np.empty((n, d), dtype=np.float32)
-    for start in range(0, n, chunk):
-        sl = slice(start, min(n, start + chunk))
-        x = np.asarray(data[sl], dtype=np.float64)
-        m = _mask_rows(mask, sl, T, x.shape[0]).astype(np.float64)
-        denom = np.maximum(m.sum(1, keepdims=True), 1.0)
-        out[sl] = (np.einsum("nt,ntd->nd", m, x) / denom).astype(np.float32)
-    return out
+    return pool_token_sets(data, mask, chunk=chunk)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -257,8 +251,7 @@ def _set_features_t(v: torch.Tensor, m: torch.Tensor, w: torch.Tensor, rff: Rand
                     a1: float, a2: float, normalize_linear: bool = False) -> torch.Tensor:
     """f = [sqrt(a1) mean_i w_i v^_i, sqrt(a2) mean_i w_i phi(v^_i)] for a batch (B x T x d, B x T, B x T)."""
     vh = torch.nn.functional.normalize(v, dim=-1)
-    M = m.sum(1).clamp_min(1.0)
-    wm = w * m / M[:, None]
+    wm = pool_coefficients(m, w)          # the one pooling: (1/M) sum_i m_i w_i (.)
     lin = torch.einsum("bt,btd->bd", wm, vh)
     if normalize_linear:
         lin = torch.nn.functional.normalize(lin, dim=-1)

@@ -26,9 +26,9 @@ def summarize_dataset(ds: Dataset, progress: Callable | None = None) -> pd.DataF
     (the non-fatal problems of :func:`core.validate.find_problems`, joined by "; ", "" when none) and
     ``source`` (the file the space was read from).
     """
-    names: Iterable[str] = list(ds.spaces)
+    names: Iterable[str] = ds.space_names       # on-demand spaces are not computed for a summary
     if progress is not None:
-        names = progress(names, total=len(ds.spaces), desc="scanning spaces")
+        names = progress(names, total=len(ds.space_names), desc="scanning spaces")
     rows = []
     for name in names:
         space = ds.spaces[name]

@@ -90,3 +90,36 @@ def test_point_sets_training_and_item_view(server):
     assert any("ps-token-weights" in h.proto.body for h in at.get("html"))
     # the width note says no projection was needed (equal widths)
     assert any("Projection: none" in c.value for c in at.caption)
+
+
+def test_demo_token_sets_are_on_demand_spaces_computed_by_a_job(tmp_path, monkeypatch):
+    # the demo's per-point features are a lazy space of the demo Dataset: listed with its token sets, computed by a
+    # background job the first time (never in the script thread), then read from the cache
+    from core.demo import demo_token_space_files
+    from ui.jobs import runner
+
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PLATOSCOPE_DATA_DIR", str(tmp_path / "server"))
+    monkeypatch.setenv("PLATOSCOPE_DEVICE", "cpu")
+    (tmp_path / "server").mkdir()
+    (points_file,) = demo_token_space_files("pointnet_points")
+    assert not points_file.exists()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params["dataset"] = "demo"
+    for k, v in {"a": "point_clouds", "b": "pointnet_points", "kernel": "linear", "train": "false",
+                 "queries": "40", "seeds": "1", "k": "3"}.items():
+        at.query_params[k] = v
+    at.run()
+    at.switch_page("pages/point_sets.py").run()
+    assert not at.exception, at.exception
+    options = at.selectbox(key="url__a").options
+    assert {"minilm_tokens", "pointnet_points", "point_clouds"} <= set(options)
+    labels = [j.label for j in runner().jobs()]
+    assert any("token set pointnet_points" in label for label in labels), labels
+    finish_jobs(at)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert points_file.exists()
+    table = at.dataframe[0].value
+    assert "cosine of mean-pooled vectors" in table.index
+    assert any("2016 x 256 x 128" in c.value for c in at.caption)

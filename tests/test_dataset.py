@@ -19,8 +19,41 @@ def test_space_kinds_and_pooling_against_naive_mean(rng):
 def test_weighted_pooling_hand_worked():
     tokens = np.array([[[1.0, 0.0], [0.0, 1.0]]])
     s = Space("t", tokens, weights=np.array([[3.0, -1.0]]))
-    # (3*[1,0] - 1*[0,1]) / (3 + 1)
-    np.testing.assert_allclose(s.vectors(np.float64), [[0.75, -0.25]])
+    # (3*[1,0] - 1*[0,1]) / M with M = 2 real tokens: paper B's mean_i w_i v_i (METHODS.md section 6).
+    # Changed deliberately (issue 12, one pooling): Space.vectors divided by sum |w| = 4 before, giving
+    # [0.75, -0.25], unlike the point-set features; unweighted token sets pool as before.
+    np.testing.assert_allclose(s.vectors(np.float64), [[1.5, -0.5]])
+    masked = Space("t", np.array([[[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]]), mask=np.array([[True, True, False]]),
+                   weights=np.array([[3.0, -1.0, 5.0]]))
+    np.testing.assert_allclose(masked.vectors(np.float64), [[1.5, -0.5]])    # masked tokens count for nothing
+    empty = Space("t", tokens, mask=np.zeros((1, 2), bool), weights=np.array([[3.0, -1.0]]))
+    np.testing.assert_array_equal(empty.vectors(np.float64), [[0.0, 0.0]])
+
+
+def test_one_pooling_for_vectors_baseline_and_point_set_features(rng):
+    # Space.vectors, pointset.pooled_vectors and the linear part of pointset_features are one definition:
+    # (1/M) sum_t m_t w_t v_t, checked against a naive loop over items
+    from core.dataset import pool_token_sets
+    from core.pointset import pointset_features, pooled_vectors
+
+    tokens = rng.normal(size=(7, 5, 3))
+    mask = rng.random((7, 5)) > 0.4
+    mask[0] = False
+    weights = rng.normal(size=(7, 5))
+    naive = np.zeros((7, 3))
+    for i in range(7):
+        real = np.flatnonzero(mask[i])
+        if len(real):
+            naive[i] = sum(weights[i, t] * tokens[i, t] for t in real) / len(real)
+    np.testing.assert_allclose(pool_token_sets(tokens, mask, weights, dtype=np.float64, chunk=3), naive,
+                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(Space("t", tokens, mask=mask, weights=weights).vectors(np.float64), naive,
+                               rtol=1e-12, atol=1e-15)
+    uniform = np.stack([tokens[i][mask[i]].mean(0) if mask[i].any() else np.zeros(3) for i in range(7)])
+    np.testing.assert_allclose(pooled_vectors(tokens, mask), uniform, rtol=1e-5, atol=1e-6)
+    unit = tokens / np.linalg.norm(tokens, axis=-1, keepdims=True)
+    feats = pointset_features(tokens, mask, weights, kernel="linear", device="cpu")
+    np.testing.assert_allclose(feats, Space("u", unit, mask=mask, weights=weights).vectors(), rtol=1e-5, atol=1e-6)
 
 
 def test_dataset_rejects_mismatched_rows_and_duplicate_ids(rng):

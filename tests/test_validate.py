@@ -127,9 +127,10 @@ def test_scan_token_sets_pools_with_mask_and_weights():
     mask = rng.random((10, 4)) > 0.3
     mask[0] = False  # an empty token set
     weights = rng.random((10, 4)) + 0.5
-    # naive pooling: sum_t w m v / sum_t |w| m
+    # naive pooling: sum_t w m v / sum_t m (the one pooling, paper B's mean_i w_i v_i; issue 12 changed the
+    # weighted case from dividing by sum_t |w| m)
     w = weights * mask
-    denom = np.abs(w).sum(1, keepdims=True)
+    denom = mask.sum(1, keepdims=True).astype(float)
     denom[denom == 0] = 1
     pooled = np.einsum("nt,ntd->nd", w, data) / denom
     scan = scan_space(Space("t", data, mask=mask, weights=weights), chunk_bytes=200)
