@@ -44,7 +44,7 @@ from .device import to_numpy as _np
 from .errors import DataError
 from .moments import StreamingMoments
 from .numerics import fix_signs as _fix_signs
-from .numerics import sym_eig_desc
+from .numerics import pca_components
 
 __all__ = [
     "AnchorMoments", "AffineMap", "ProcrustesMap", "PairedPCA", "CCA", "LocalCKA", "PairwiseAligner",
@@ -60,7 +60,7 @@ PAPER_A_METHODS = ("affine", "local_cka", "cca_affine", "cca_local_cka")
 K_METHODS = ("pca_affine", "cca_affine", "cca_local_cka")
 
 _FORMAT = "platoscope-map"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2     # 2: PCA components stored k x d (scikit-learn's layout); 1 stored them d x k
 _CHUNK_ROWS = 8192
 
 
@@ -367,13 +367,14 @@ def _ridge_solve(G: torch.Tensor, B: torch.Tensor, alpha: float, what: str) -> t
 class PairedPCA(_Fitted):
     """PCA of each side of the anchors to ``n_components`` (centred with the anchors' means).
 
-    ``transform(X) = (X - mean_x) components_x_`` and ``transform(Y, side="y") = (Y - mean_y) components_y_``.
-    Component signs are fixed (largest-magnitude loading positive) so fits are reproducible.
+    ``transform(X) = (X - mean_x) components_x_^T`` and ``transform(Y, side="y") = (Y - mean_y) components_y_^T``
+    (:func:`core.numerics.pca_components`; components in rows, scikit-learn's layout). Component signs are fixed
+    (largest-magnitude loading positive) so fits are reproducible.
     The top-``k`` components of a fit are nested: :meth:`truncate` gives the fit for a smaller ``k``.
 
     Attributes
     ----------
-    mean_x_, mean_y_, components_x_ (p x k), components_y_ (q x k), explained_variance_x_, explained_variance_y_.
+    mean_x_, mean_y_, components_x_ (k x p), components_y_ (k x q), explained_variance_x_, explained_variance_y_.
     """
 
     _tensors = ("mean_x_", "mean_y_", "components_x_", "components_y_",
@@ -387,8 +388,8 @@ class PairedPCA(_Fitted):
     def fit_moments(self, moments: AnchorMoments) -> "PairedPCA":
         m = moments
         k = _check_k(self.n_components, m.p, m.q, "PCA")
-        vx, Px = sym_eig_desc(m.Cxx, k)
-        vy, Py = sym_eig_desc(m.Cyy, k)
+        vx, Px = pca_components(m.Cxx, k)
+        vy, Py = pca_components(m.Cyy, k)
         denom = max(m.n - 1, 1)
         self.mean_x_, self.mean_y_ = _np(m.mean_x), _np(m.mean_y)
         self.components_x_, self.components_y_ = _np(Px), _np(Py)
@@ -399,17 +400,17 @@ class PairedPCA(_Fitted):
     def truncate(self, k: int) -> "PairedPCA":
         """The same fit keeping only the first ``k`` components (a new object)."""
         self._require_fitted()
-        k = _check_k(k, self.components_x_.shape[1], self.components_y_.shape[1], "PCA")
+        k = _check_k(k, self.components_x_.shape[0], self.components_y_.shape[0], "PCA")
         out = PairedPCA(k, self.device)
         out.mean_x_, out.mean_y_ = self.mean_x_, self.mean_y_
-        out.components_x_, out.components_y_ = self.components_x_[:, :k], self.components_y_[:, :k]
+        out.components_x_, out.components_y_ = self.components_x_[:k], self.components_y_[:k]
         out.explained_variance_x_ = self.explained_variance_x_[:k]
         out.explained_variance_y_ = self.explained_variance_y_[:k]
         out.n_anchors_ = self.n_anchors_
         return out
 
     def _bases_t(self, dev):
-        return torch.as_tensor(self.components_x_, device=dev), torch.as_tensor(self.components_y_, device=dev)
+        return _basis_t(self.components_x_, dev), _basis_t(self.components_y_, dev)
 
     def project_moments(self, moments: AnchorMoments) -> AnchorMoments:
         """Moments of the projected anchors (needs the moments the fit came from)."""
@@ -417,15 +418,18 @@ class PairedPCA(_Fitted):
         return moments.project(Px, Py)
 
     def _transform_t(self, x):
-        return (x - torch.as_tensor(self.mean_x_, device=x.device)) @ torch.as_tensor(self.components_x_,
-                                                                                     device=x.device)
+        return (x - torch.as_tensor(self.mean_x_, device=x.device)) @ _basis_t(self.components_x_, x.device)
 
     def _transform_target_t(self, y):
-        return (y - torch.as_tensor(self.mean_y_, device=y.device)) @ torch.as_tensor(self.components_y_,
-                                                                                     device=y.device)
+        return (y - torch.as_tensor(self.mean_y_, device=y.device)) @ _basis_t(self.components_y_, y.device)
 
     def _widths(self):
-        return self.components_x_.shape[0], self.components_y_.shape[0]
+        return self.components_x_.shape[1], self.components_y_.shape[1]
+
+
+def _basis_t(components, dev):
+    """``d x k`` contiguous basis (columns = axes) of ``k x d`` components, for ``(x - mean) @ basis``."""
+    return torch.as_tensor(components, device=dev).T.contiguous()
 
 
 def _check_k(k, p: int, q: int, what: str) -> int:
@@ -448,9 +452,10 @@ class ProcrustesMap(_Fitted):
 
     ``R = U V^T`` from the SVD of ``Xr^T Yr`` where ``Xr``, ``Yr`` are the centred anchors. When ``p != q`` (or
     ``dim`` is given and smaller), *both sides are first reduced by PCA* to ``dim`` (default ``min(p, q)``)
-    components; the PCA bases are stored in ``components_x_`` / ``components_y_`` (``None`` when no reduction
-    was needed). ``transform(X) = (X - mean_x) components_x_ R`` lands in Y's (centred, possibly reduced)
-    coordinates, which ``transform(Y, side="y") = (Y - mean_y) components_y_`` gives for Y rows.
+    components; the PCA components are stored in ``components_x_`` / ``components_y_`` (``dim x p`` / ``dim x q``,
+    scikit-learn's layout; ``None`` when no reduction was needed). ``transform(X) = (X - mean_x) components_x_^T R``
+    lands in Y's (centred, possibly reduced) coordinates, which ``transform(Y, side="y") = (Y - mean_y)
+    components_y_^T`` gives for Y rows.
 
     Parameters
     ----------
@@ -473,9 +478,9 @@ class ProcrustesMap(_Fitted):
         d = _check_k(self.dim, m.p, m.q, "Procrustes")
         Px = Py = None
         if d != m.p or d != m.q:
-            _, Px = sym_eig_desc(m.Cxx, d)
-            _, Py = sym_eig_desc(m.Cyy, d)
-        M = m.project(Px, Py).Cxy
+            _, Px = pca_components(m.Cxx, d)
+            _, Py = pca_components(m.Cyy, d)
+        M = m.project(None if Px is None else Px.T, None if Py is None else Py.T).Cxy
         U, _, Vh = torch.linalg.svd(M)
         self.R_ = _np(U @ Vh)
         self.mean_x_, self.mean_y_ = _np(m.mean_x), _np(m.mean_y)
@@ -491,14 +496,14 @@ class ProcrustesMap(_Fitted):
         dev = x.device
         x = x - torch.as_tensor(self.mean_x_, device=dev)
         if self.components_x_ is not None:
-            x = x @ torch.as_tensor(self.components_x_, device=dev)
+            x = x @ _basis_t(self.components_x_, dev)
         return x @ torch.as_tensor(self.R_, device=dev)
 
     def _transform_target_t(self, y):
         dev = y.device
         y = y - torch.as_tensor(self.mean_y_, device=dev)
         if self.components_y_ is not None:
-            y = y @ torch.as_tensor(self.components_y_, device=dev)
+            y = y @ _basis_t(self.components_y_, dev)
         return y
 
     def _widths(self):
@@ -931,4 +936,6 @@ def load_map(path, device=None):
     if int(meta.get("format_version", "0")) > _FORMAT_VERSION:
         raise DataError(f"map format version {meta['format_version']} is newer than this Platoscope "
                         f"understands ({_FORMAT_VERSION})", file=path.name, hint="upgrade Platoscope")
+    if int(meta.get("format_version", "0")) < 2:    # version 1 kept PCA bases d x k (columns)
+        tensors = {name: (v.T if name in ("components_x_", "components_y_") else v) for name, v in tensors.items()}
     return _build(meta["class"], json.loads(meta["params"]), tensors, json.loads(meta["state"]), device)

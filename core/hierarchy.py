@@ -903,10 +903,10 @@ def contradicting_chain(chains: Chains, c: int) -> tuple[np.ndarray, np.ndarray,
 
 def chain_pca(embeddings, root) -> np.ndarray:
     """2-D PCA coordinates of ``[root; embeddings]`` (row 0 is the root), centred on their mean."""
+    from .projection import PCAProjection
+
     X = np.vstack([normalize_rows(np.asarray(root)[None]), normalize_rows(embeddings)]).astype(np.float64)
-    Xc = X - X.mean(axis=0)
-    _, _, Vt = np.linalg.svd(Xc, full_matrices=False)
-    coords = Xc @ Vt[:2].T
+    coords = PCAProjection(2, device="cpu").fit_transform(X)     # the one PCA (signs fixed)
     if coords.shape[1] < 2:
         coords = np.hstack([coords, np.zeros((len(coords), 2 - coords.shape[1]))])
     return coords

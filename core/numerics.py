@@ -2,6 +2,7 @@
 
 * :func:`fix_signs` - the sign convention of every decomposition: each column's largest-magnitude entry is positive.
 * :func:`sym_eig_desc` - eigendecomposition of a symmetric matrix, eigenvalues descending, signs fixed.
+* :func:`pca_components` - PCA from a covariance (or scatter) matrix: variances and ``k x d`` components.
 * :func:`average_ranks`, :func:`pearson`, :func:`spearman` - rank correlation on torch vectors (float64).
 * :func:`pool_coefficients`, :func:`pool_tokens` - the one pooling of token sets: ``(1/M) sum_t m_t w_t v_t``.
 
@@ -13,7 +14,7 @@ import math
 
 import torch
 
-__all__ = ["fix_signs", "sym_eig_desc", "average_ranks", "pearson", "spearman", "pool_coefficients", "pool_tokens"]
+__all__ = ["fix_signs", "sym_eig_desc", "pca_components", "average_ranks", "pearson", "spearman", "pool_coefficients", "pool_tokens"]
 
 _F64 = torch.float64
 
@@ -44,6 +45,17 @@ def sym_eig_desc(C: torch.Tensor, k: int | None = None, signs: bool = True) -> t
     if signs:
         vecs, _ = fix_signs(vecs)
     return vals, vecs
+
+
+def pca_components(C: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one PCA: principal variances (descending) and components of the covariance (or scatter) matrix ``C``.
+
+    Returns ``(variances, components)`` with ``components`` ``k x d`` (scikit-learn's layout: row ``j`` is the
+    ``j``-th unit axis; signs fixed by :func:`fix_signs`), so that ``(x - mean) @ components.T`` projects. The
+    variances are ``C``'s eigenvalues: pass ``Cxx / (n - 1)`` for sample variances. ``k`` keeps the top ``k``.
+    """
+    vals, vecs = sym_eig_desc(C, k)
+    return vals, vecs.T
 
 
 def average_ranks(v: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 from .base import Estimator
 from .device import pick_float64_device, to_numpy
 from .moments import StreamingMoments
-from .numerics import sym_eig_desc
+from .numerics import pca_components
 
 
 class PCAProjection(Estimator):
@@ -47,8 +47,8 @@ class PCAProjection(Estimator):
         k = min(self.n_components, d)
         m = StreamingMoments(pick_float64_device(self.device), self.chunk_rows).update(X)
         cov = m.cxx() / (n - 1)
-        evals, comps = sym_eig_desc(cov)            # descending, signs fixed (largest loading positive)
-        evals, comps = evals.clamp_min(0), comps[:, :k].T
+        evals, comps = pca_components(cov)          # descending, signs fixed (largest loading positive)
+        evals, comps = evals.clamp_min(0), comps[:k]
         total = torch.clamp(evals.sum(), min=1e-300)
         self.mean_ = to_numpy(m.mean_x())
         self.components_ = to_numpy(comps)

@@ -119,7 +119,8 @@ def test_procrustes_unequal_widths_reduces_by_pca_like_sklearn_then_scipy():
     X, Y = _data(300, 9, 5, seed=6)
     Xa, Ya, Xq, Yq = X[:250], Y[:250], X[250:], Y[250:]
     fit = ProcrustesMap().fit(Xa, Ya)
-    assert fit.dim_ == 5 and fit.components_x_.shape == (9, 5) and fit.components_y_.shape == (5, 5)
+    # components in rows, scikit-learn's layout (k x d; issue 12 changed it from d x k)
+    assert fit.dim_ == 5 and fit.components_x_.shape == (5, 9) and fit.components_y_.shape == (5, 5)
     px, py = SkPCA(5, svd_solver="full").fit(Xa), SkPCA(5, svd_solver="full").fit(Ya)
     R, _ = orthogonal_procrustes(px.transform(Xa), py.transform(Ya))
     ref = _cos_ref(px.transform(Xq) @ R, py.transform(Yq))   # invariant to the PCA sign conventions
@@ -328,3 +329,42 @@ def test_load_map_rejects_foreign_files(tmp_path):
     junk.write_bytes(b"not a safetensors file at all")
     with pytest.raises(DataError):
         load_map(junk)
+
+
+def test_pca_components_have_one_layout_and_match_sklearn():
+    # PairedPCA, ProcrustesMap and PCAProjection share one PCA (core.numerics.pca_components): components k x d
+    # as in scikit-learn, equal to its axes up to sign, and to each other exactly
+    from core.projection import PCAProjection
+
+    X, Y = _data(200, 9, 6, seed=21)
+    paired = PairedPCA(4).fit(X, Y)
+    proc = ProcrustesMap(dim=4).fit(X, Y)
+    proj = PCAProjection(4).fit(X)
+    sk = SkPCA(4, svd_solver="full").fit(X)
+    assert paired.components_x_.shape == proc.components_x_.shape == proj.components_.shape == (4, 9)
+    assert paired.components_y_.shape == (4, 6)
+    np.testing.assert_allclose(np.abs(paired.components_x_), np.abs(sk.components_), atol=1e-9)
+    np.testing.assert_allclose(paired.components_x_, proc.components_x_, atol=0)
+    np.testing.assert_allclose(paired.components_x_, proj.components_, atol=1e-12)
+    np.testing.assert_allclose(paired.explained_variance_x_, sk.explained_variance_, rtol=1e-9)
+    # projecting is (x - mean) @ components.T, as in scikit-learn
+    np.testing.assert_allclose(paired.transform(X[:7]), (X[:7] - X.mean(0)) @ paired.components_x_.T, atol=1e-12)
+    np.testing.assert_allclose(paired.truncate(2).components_x_, paired.components_x_[:2], atol=0)
+
+
+def test_load_map_reads_format_1_pca_bases(tmp_path):
+    # maps saved before the layout change kept the PCA bases d x k: they load transposed, with the same transform
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    X, Y = _data(150, 8, 5, seed=22)
+    for est in (PairedPCA(3).fit(X, Y), ProcrustesMap().fit(X, Y)):
+        path = save_map(est, tmp_path / "new.safetensors")
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        old = {k: (np.ascontiguousarray(v.T) if k.startswith("components_") else v) for k, v in tensors.items()}
+        save_file(old, str(tmp_path / "old.safetensors"), metadata={**meta, "format_version": "1"})
+        back = load_map(tmp_path / "old.safetensors")
+        np.testing.assert_array_equal(back.components_x_, est.components_x_)
+        np.testing.assert_array_equal(back.transform(X[:9]), est.transform(X[:9]))

@@ -439,3 +439,19 @@ def test_cli_hierarchy_json(tmp_path, monkeypatch, capsys):
     assert out["all"]["median_radius_per_tier"] == pytest.approx(np.median(np.array(radii), axis=0).tolist(),
                                                                  abs=1e-4)
     assert out["root"].startswith("embedding of the empty string")
+
+
+def test_chain_pca_is_sklearn_pca_of_root_and_chain():
+    from sklearn.decomposition import PCA as SkPCA
+
+    from core.hierarchy import chain_pca
+
+    rng = np.random.default_rng(4)
+    E, root = rng.normal(size=(6, 10)), rng.normal(size=10)
+    X = np.vstack([root / np.linalg.norm(root), E / np.linalg.norm(E, axis=1, keepdims=True)])
+    ref = SkPCA(2, svd_solver="full").fit_transform(X)
+    coords = chain_pca(E, root)
+    assert coords.shape == (7, 2)
+    # the same axes up to sign (normalize_rows works in float32)
+    np.testing.assert_allclose(np.abs(coords), np.abs(ref), atol=1e-6)
+    assert chain_pca(E[:1, :1], root[:1]).shape == (2, 2)                  # one dimension: padded
