@@ -4,7 +4,7 @@
   server process and shared read-only; they can be opened by URL (``?dataset=demo``, ``?dataset=server:NAME``).
 * Uploads are spooled to disk under the session's own cache namespace (``cache/session-<id>/uploads``), parsed from
   there (memory-mapped where the format allows), kept in that session's state only, and removed by
-  :func:`forget_my_data`. They are never reachable by URL. As soon as a file is spooled its bytes are dropped from
+  :func:`ui.forget.forget_my_data`. They are never reachable by URL. As soon as a file is spooled its bytes are dropped from
   Streamlit's upload store; a refused file is deleted at once. What a load builds in RAM is charged against the
   session's and the server's budgets (core.budget) from headers, before anything is inflated; spooled files count
   against the disk cache limit ($PLATOSCOPE_CACHE_MB). Folders of ended sessions are removed
@@ -471,28 +471,6 @@ def holds_anything() -> bool:
         return True
     return (core_cache.cache_root() / session_namespace()).exists() if "platoscope_sid" in st.session_state \
         else False
-
-
-def forget_my_data() -> bool:
-    """Remove this session's uploads, spooled files, cached results (disk, memory, shared stores) - and nothing
-    of any other session. Returns whether anything was there."""
-    from ui import cached, jobs
-
-    jobs.cancel_namespace(session_namespace())     # this session's private jobs stop; they write nothing
-    had = holds_anything()
-    fingerprints = session_fingerprints()
-    cached.forget_session_results(fingerprints)
-    for key in FORGET_STATE_KEYS:
-        st.session_state.pop(key, None)
-    st.session_state[_STATE_UPLOADS] = {}
-    if str(st.session_state.get(_STATE_KEY, "")).startswith("upload:"):
-        st.session_state.pop(_STATE_KEY, None)
-    res = st.session_state.get("platoscope_reservation")
-    if isinstance(res, core_budget.Reservation):
-        res.release()
-    release_all_uploads()
-    removed = core_cache.forget_namespace(session_namespace())
-    return had or removed
 
 
 # -- choosing --------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import streamlit as st
 from core import cache as core_cache
 from core.jobs import CANCELLED, DONE, FAILED, QUEUED, Job, JobRunner, ResultStore
 from ui import cached
+from ui.errors import show_error
 from ui.text import md
 
 POLL_SECONDS = 1.0
@@ -123,8 +124,6 @@ def result(namespace: str, key: str, label: str, compute: Callable[[Job], Any], 
     if job.state == DONE:
         return lookup(namespace, key)
     if job.state == FAILED:
-        from ui.widgets import show_error
-
         show_error(job.error or RuntimeError("the job failed"))
         st.button("Try again", key=f"job_retry_{key[:16]}", on_click=_request_restart, args=(key,))
         return None

@@ -17,6 +17,7 @@ import streamlit as st
 
 from core import presets as core_presets
 from ui.text import md
+from ui.url_state import sync_url, url_key
 
 _CURRENT = "platoscope_current_preset"
 
@@ -65,8 +66,6 @@ def preset_control(paper: str, *, only: tuple | None = None, actual: dict | None
     ``preset``, with the one-line differences below it. ``only`` restricts the settings shown to those the page
     uses (e.g. :data:`core.presets.PROTOCOL_FIELDS`); ``actual`` holds settings the page's own widgets decide
     (e.g. ``k``), which are then compared with the authors' values too."""
-    from ui.widgets import sync_url, url_key
-
     paper = paper.upper()
     preset = core_presets.PRESETS[f"paper_{paper.lower()}"]
     options = [core_presets.CUSTOM, preset.name]

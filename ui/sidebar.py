@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.errors import DataError
-from ui import data
+from ui import data, forget
 from ui.errors import show_error
 
 FORMATS_HELP = (
@@ -64,7 +64,7 @@ def render() -> None:
             if st.button("Forget my data", icon=":material/delete:", key="sb_forget",
                          help="Remove this session's uploads, their spooled files and every result computed "
                               "from them (nothing of other sessions)"):
-                data.forget_my_data()
+                forget.forget_my_data()
                 st.session_state["platoscope_forgot"] = True
                 st.rerun()
         if st.session_state.pop("platoscope_forgot", False):

@@ -1,11 +1,11 @@
-"""Widgets every page shares: page header + test marker, error display, URL-bound settings, export control."""
+"""Widgets every page shares: page header + test marker, error display, URL-bound settings (:mod:`ui.url_state`),
+export control."""
 from __future__ import annotations
 
 import contextlib
 import functools
 import json
 import logging
-from typing import Any, Iterable
 
 import streamlit as st
 
@@ -13,6 +13,8 @@ from core.errors import DataError, PlatoscopeError
 from core import export as core_export
 from ui.errors import guard, show_error  # noqa: F401  (re-exported: pages import them from here)
 from ui import private_downloads
+# URL-bound settings live in ui.url_state (ui.presets needs them too); re-exported: pages import them from here
+from ui.url_state import _kept_settings, sync_url, url_key, url_value  # noqa: F401
 
 private_downloads.install()  # export links work once, for the session that clicked (ui/private_downloads.py)
 
@@ -45,62 +47,6 @@ def _route_through_app() -> None:
     from ui.navigation import set_page_config
 
     set_page_config()
-
-
-# -- settings in the URL ---------------------------------------------------------------------------
-def url_value(name: str, default: Any, options: Iterable | None = None) -> Any:
-    """The value of setting ``name`` from the URL (JSON-decoded) when valid, else ``default``."""
-    raw = st.query_params.get(name)
-    if raw is None:
-        raw = _kept_settings().get(name)   # the view's own last settings in this session (left and came back)
-    if raw is None:
-        return default
-    try:
-        value = json.loads(raw) if not isinstance(default, str) else raw
-    except (ValueError, TypeError):
-        return default
-    if options is not None:
-        opts = list(options)
-        if isinstance(value, list):
-            value = [v for v in value if v in opts]
-        elif value not in opts:
-            return default
-    if not isinstance(default, str) and default is not None and type(value) is not type(default):
-        if isinstance(default, float) and isinstance(value, int):
-            return float(value)
-        return default
-    return value
-
-
-def url_key(name: str, default: Any, options: Iterable | None = None) -> str:
-    """Session-state key for a widget bound to URL setting ``name``, seeded from the URL on first use."""
-    key = f"url__{name}"
-    if key not in st.session_state:
-        st.session_state[key] = url_value(name, default, options)
-    elif options is not None:
-        opts = list(options)
-        cur = st.session_state[key]
-        if isinstance(cur, list):
-            st.session_state[key] = [v for v in cur if v in opts]
-        elif cur not in opts:
-            st.session_state[key] = default
-    return key
-
-
-def _kept_settings() -> dict:
-    """This session's last settings of the current view (widget state is dropped when the view is left)."""
-    page = st.session_state.get("platoscope_page", "")
-    return st.session_state.setdefault("platoscope_settings", {}).setdefault(page, {})
-
-
-def sync_url(**settings: Any) -> None:
-    """Write the page's current settings into the URL (JSON-safe values only) and keep them for the session."""
-    kept = _kept_settings()
-    for name, value in settings.items():
-        text = value if isinstance(value, str) else json.dumps(core_export.json_safe(value))
-        kept[name] = text
-        if st.query_params.get(name) != text:
-            st.query_params[name] = text
 
 
 # -- export ----------------------------------------------------------------------------------------
