@@ -18,6 +18,7 @@ from .errors import BudgetError, DataError, PlatoscopeError
 from .dataset import MODALITIES, Dataset, LazySpace, SourceFile, Space, array_sha256, guess_modality
 from .io import load_dataset, load_file, load_hierarcaps, load_metadata
 from .summary import dataset_overview, summarize_dataset
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -46,15 +47,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'core' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -19,6 +19,7 @@ The metrics and splits are imported here directly; the protocols (which pull in 
 first use. The old modules ``core.evaluate``, ``core.protocol``, ``core.hierarchy_eval`` and
 ``core.universe_eval`` re-export the same names for one release.
 """
+from .._lazy import lazy_exports
 from .metrics import (DEFAULT_KS, chance_levels, evaluate_scores, matching_accuracy, mean_reciprocal_rank,
                       retrieval_topk, std_over_seeds, true_ranks)
 from .splits import resolve_sizes, split_anchors_queries, split_chains, split_rows, split_train_test
@@ -34,15 +35,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'core.evaluation' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = ["DEFAULT_KS", "chance_levels", "evaluate_scores", "matching_accuracy", "mean_reciprocal_rank",
