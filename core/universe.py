@@ -36,10 +36,12 @@ float32. Inputs may be numpy arrays (memmaps included); outputs are numpy arrays
 """
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
@@ -52,7 +54,7 @@ from .errors import DataError
 from .numerics import sym_eig_desc as _sym_eig_desc
 from .training import EarlyStopping
 
-__all__ = ["UniversePreprocessor", "PairwiseProcrustes", "GPA", "GCCA", "GCPA", "METHODS", "METHOD_NAMES",
+__all__ = ["UniversePreprocessor", "PreparedSpaces", "prepare_spaces", "PairwiseProcrustes", "GPA", "GCCA", "GCPA", "METHODS", "METHOD_NAMES",
            "make_estimator", "check_spaces", "method_label", "PREPROCESS_ORDERS", "GCCA_VARIANTS", "GCPA_SCHEDULES"]
 
 #: The four methods, in the order they are reported.
@@ -299,6 +301,36 @@ class UniversePreprocessor(Estimator):
         return out
 
 
+@dataclass(frozen=True)
+class PreparedSpaces:
+    """Fitted preprocessing and the preprocessed training rows, computed once and shared by several fits.
+
+    Pass it as ``fit(spaces, prepared=...)`` to any universe estimator whose preprocessing settings
+    (``standardize``, ``width``, ``dim``, ``preprocess_order``) match: the fit then skips refitting the z-score
+    and PCA steps (the most expensive part of PW and GCCA on wide spaces) and gives the same numbers. Each fit
+    keeps its own copy of the preprocessor (GPA-ADD extends it); the tensors ``Z`` are shared, read only.
+
+    Attributes: ``preprocessor`` (a fitted :class:`UniversePreprocessor`), ``Z`` (name -> ``n x d`` float64
+    tensor, the preprocessed training rows, in the order of the spaces).
+    """
+
+    preprocessor: UniversePreprocessor
+    Z: dict
+
+    @property
+    def n_rows(self) -> int:
+        return int(next(iter(self.Z.values())).shape[0])
+
+
+def prepare_spaces(spaces: Mapping[str, np.ndarray], *, standardize: bool = True, width: str = "pca",
+                   dim: int | None = None, device=None, order: str = "zscore-pca") -> PreparedSpaces:
+    """Fit :class:`UniversePreprocessor` on ``spaces`` and preprocess their rows (see :class:`PreparedSpaces`)."""
+    spaces = check_spaces(spaces)
+    pre = UniversePreprocessor(standardize, width, dim, device, order=order).fit(spaces)
+    dev = _dev64(device)
+    return PreparedSpaces(pre, {name: pre.transform_t(name, X, dev) for name, X in spaces.items()})
+
+
 # ------------------------------------------------------------------------------------------------
 # base class
 # ------------------------------------------------------------------------------------------------
@@ -317,13 +349,33 @@ class _Universe(Estimator):
         self._require_fitted()
         return list(self.preprocessor_.names_)
 
-    def _prepare(self, spaces) -> dict[str, torch.Tensor]:
+    def _prepare(self, spaces, prepared: PreparedSpaces | None = None) -> dict[str, torch.Tensor]:
         spaces = check_spaces(spaces)
-        self.preprocessor_ = UniversePreprocessor(self.standardize, self.width, self.dim, self.device,
-                                                  order=getattr(self, "preprocess_order", "zscore-pca")).fit(spaces)
-        dev = self._dev()
+        order = getattr(self, "preprocess_order", "zscore-pca")
+        if prepared is None:
+            prepared = prepare_spaces(spaces, standardize=self.standardize, width=self.width, dim=self.dim,
+                                      device=self.device, order=order)
+            self.preprocessor_ = prepared.preprocessor
+        else:
+            self._check_prepared(spaces, prepared, order)
+            self.preprocessor_ = copy.deepcopy(prepared.preprocessor)
         self.n_train_ = int(next(iter(spaces.values())).shape[0])
-        return {name: self.preprocessor_.transform_t(name, X, dev) for name, X in spaces.items()}
+        return dict(prepared.Z)
+
+    def _check_prepared(self, spaces: dict, prepared: PreparedSpaces, order: str) -> None:
+        pre = prepared.preprocessor
+        mine = {"standardize": self.standardize, "width": self.width, "dim": self.dim, "order": order}
+        theirs = {"standardize": pre.standardize, "width": pre.width, "dim": pre.dim, "order": pre.order}
+        if mine != theirs:
+            raise DataError("the prepared spaces were preprocessed with other settings than this estimator's",
+                            hint=f"prepared with {theirs}; this estimator uses {mine}")
+        if list(prepared.Z) != list(spaces):
+            raise DataError("the prepared spaces are not the spaces given to fit",
+                            hint=f"prepared: {', '.join(map(str, prepared.Z))}; given: {', '.join(map(str, spaces))}")
+        n = int(next(iter(spaces.values())).shape[0])
+        if prepared.n_rows != n:
+            raise DataError(f"the prepared spaces have {prepared.n_rows} rows, the spaces given to fit have {n}",
+                            hint="prepare the same training rows that fit sees")
 
     def preprocess(self, space: str, X) -> np.ndarray:
         """Rows of ``space`` after the recorded preprocessing (``m x d``)."""
@@ -420,10 +472,12 @@ class PairwiseProcrustes(_Invertible):
         self.device = device
         self.preprocess_order = preprocess_order
 
-    def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None) -> "PairwiseProcrustes":
+    def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None,
+            prepared: PreparedSpaces | None = None) -> "PairwiseProcrustes":
+        """Fit on ``spaces`` (``prepared``: their preprocessing, already fitted; see :class:`PreparedSpaces`)."""
         progress = progress or _identity
         t0 = time.perf_counter()
-        Z = self._prepare(spaces)
+        Z = self._prepare(spaces, prepared)
         names = list(Z)
         d = self.preprocessor_.dim_
         self.R_ = {}
@@ -488,19 +542,21 @@ def _gpa_iterate(Z: dict[str, torch.Tensor], max_iter: int, tol: float, progress
     eye = torch.eye(d, dtype=torch.float64, device=dev)
     R = torch.cat([eye] * M, dim=0)                                # Md x d, block m = R_m
 
-    def sqnorm(D):                                                 # ||sum_k X_k D_k||^2 / M^2
-        return float(torch.sum(D * (C @ D))) / (M * M)
+    def quad(D, CD):                                               # ||sum_k X_k D_k||^2 / M^2, CD = C @ D
+        return float(torch.sum(D * CD)) / (M * M)
 
-    u_norm2 = sqnorm(R)
+    CR = C @ R                                                     # one Md x Md x d product per iteration
+    u_norm2 = quad(R, CR)
     objective = max(total - M * u_norm2, 0.0)
     history = []
     converged, reason = False, "max_iter"
     for it in progress(range(max_iter), total=max_iter, desc="GPA iterations"):
-        V = (C @ R) / M                                            # block m = X_m^T U
+        V = CR / M                                                 # block m = X_m^T U
         R_new = torch.cat([_polar(V[i * d:(i + 1) * d]) for i in range(M)], dim=0)
-        change = math.sqrt(max(sqnorm(R_new - R), 0.0) / max(u_norm2, 1e-300))
-        R = R_new
-        u_norm2 = sqnorm(R)
+        CR_new = C @ R_new
+        change = math.sqrt(max(quad(R_new - R, CR_new - CR), 0.0) / max(u_norm2, 1e-300))
+        R, CR = R_new, CR_new
+        u_norm2 = quad(R, CR)
         previous, objective = objective, max(total - M * u_norm2, 0.0)
         objective_change = abs(previous - objective) / max(previous, 1e-300)
         history.append({"iteration": it + 1, "relative_change": change, "residual": objective / (M * n),
@@ -555,10 +611,12 @@ class GPA(_Invertible):
         self.device = device
         self.preprocess_order = preprocess_order
 
-    def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None) -> "GPA":
+    def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None,
+            prepared: PreparedSpaces | None = None) -> "GPA":
+        """Fit on ``spaces`` (``prepared``: their preprocessing, already fitted; see :class:`PreparedSpaces`)."""
         progress = progress or _identity
         t0 = time.perf_counter()
-        Z = self._prepare(spaces)
+        Z = self._prepare(spaces, prepared)
         R, U, history, converged, reason = _gpa_iterate(
             Z, int(self.max_iter), float(self.tol), progress,
             None if self.objective_tol is None else float(self.objective_tol))
@@ -681,7 +739,9 @@ class GCCA(_Universe):
         r = getattr(self, "reg_", self.reg)
         return "GCCA (MAXVAR, ridge " + ("0.1 n" if r is None else f"{r:.4g}") + ")"
 
-    def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None) -> "GCCA":
+    def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None,
+            prepared: PreparedSpaces | None = None) -> "GCCA":
+        """Fit on ``spaces`` (``prepared``: their preprocessing, already fitted; see :class:`PreparedSpaces`)."""
         progress = progress or _identity
         if self.variant not in GCCA_VARIANTS:
             raise DataError(f"unknown GCCA variant '{self.variant}'", hint=f"use one of {', '.join(GCCA_VARIANTS)}")
@@ -689,7 +749,7 @@ class GCCA(_Universe):
             raise DataError("RACING-GCCA (the authors' variant) has no ridge",
                             hint="drop the ridge, or use variant='maxvar-ridge'")
         t0 = time.perf_counter()
-        Z = self._prepare(spaces)
+        Z = self._prepare(spaces, prepared)
         if self.variant == "racing":
             self._fit_racing(Z, progress)
         else:
@@ -874,16 +934,19 @@ class GCPA(_Universe):
 
     _fitted_attributes = ("net_",)
 
-    def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None, gpa: GPA | None = None
-            ) -> "GCPA":
-        """Fit GPA (or reuse ``gpa``, already fitted on the same rows) and train the corrector."""
+    def fit(self, spaces: Mapping[str, np.ndarray], progress: Callable | None = None, gpa: GPA | None = None,
+            prepared: PreparedSpaces | None = None) -> "GCPA":
+        """Fit GPA (or reuse ``gpa``, already fitted on the same rows) and train the corrector.
+
+        ``prepared``: the spaces' preprocessing, already fitted (:class:`PreparedSpaces`), for the GPA fit and
+        the universe coordinates of the training rows."""
         progress = progress or _identity
         t0 = time.perf_counter()
         spaces = check_spaces(spaces)
         if gpa is None:
             gpa = GPA(standardize=self.standardize, width=self.width, dim=self.dim, max_iter=self.gpa_max_iter,
                       tol=self.gpa_tol, device=self.device, preprocess_order=self.preprocess_order
-                      ).fit(spaces, progress=progress)
+                      ).fit(spaces, progress=progress, prepared=prepared)
         elif not gpa.is_fitted or not set(spaces) <= set(gpa.space_names_):
             raise DataError("the GPA given to GCPA.fit must be fitted on the same spaces",
                             hint=f"it was fitted on {', '.join(map(str, gpa.space_names_)) if gpa.is_fitted else 'nothing'}"
@@ -895,8 +958,13 @@ class GCPA(_Universe):
         self.preprocessor_ = gpa.preprocessor_
         self.n_train_ = gpa.n_train_
         names = list(spaces)
-        U = torch.stack([torch.as_tensor(gpa.to_universe(m, spaces[m]), dtype=torch.float32)
-                         for m in names])                                    # M x n x d
+        if prepared is not None:
+            self._check_prepared(spaces, prepared, self.preprocess_order)
+            U = torch.stack([gpa._universe_t(m, prepared.Z[m]).to(device="cpu", dtype=torch.float32)
+                             for m in names])                                # M x n x d
+        else:
+            U = torch.stack([torch.as_tensor(gpa.to_universe(m, spaces[m]), dtype=torch.float32)
+                             for m in names])                                # M x n x d
         dev = pick_device(self.device)
         self.device_ = str(dev)
         seed = self._seed()
