@@ -501,6 +501,11 @@ class PairwiseProcrustes(_Invertible):
     def _map_t(self, z, source, target):
         return z @ self._R(source, target, z.device)
 
+    def map_matrix(self, source: str, target: str) -> np.ndarray:
+        """The d x d map ``R_(source, target)`` between preprocessed coordinates."""
+        self._require_fitted()
+        return _np(self._R(source, target, torch.device("cpu")))
+
     def _universe_t(self, space, z):
         return z @ self._R(space, self.reference_, z.device)
 
@@ -830,6 +835,13 @@ class GCCA(_Universe):
         if self.variant == "racing":
             return u @ self._Wt(target, z.device).T        # Q_a Q_b^T, as the authors' code
         return u @ torch.linalg.pinv(self._Wt(target, z.device))
+
+    def map_matrix(self, source: str, target: str) -> np.ndarray:
+        """The d x d map between preprocessed coordinates: ``W_source W_target^+`` (RACING: ``Q_a Q_b^T``)."""
+        self._require_fitted()
+        dev = torch.device("cpu")
+        back = (self._Wt(target, dev).T if self.variant == "racing" else torch.linalg.pinv(self._Wt(target, dev)))
+        return _np(self._Wt(source, dev) @ back)
 
     def describe(self) -> dict:
         out = super().describe()

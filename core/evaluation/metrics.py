@@ -29,7 +29,8 @@ from scipy.special import gammaln
 from ..errors import DataError
 
 __all__ = [
-    "matching_accuracy", "true_ranks", "retrieval_topk", "mean_reciprocal_rank", "chance_levels",
+    "matching_accuracy", "true_ranks", "topk_from_ranks", "mrr_from_ranks", "retrieval_topk",
+    "mean_reciprocal_rank", "chance_levels",
     "evaluate_scores", "DEFAULT_KS", "std_over_seeds"]
 
 DEFAULT_KS = (1, 5, 10)
@@ -120,10 +121,25 @@ def true_ranks(S, groups=None, axis: int = 1) -> np.ndarray:
     elif axis != 1:
         raise ValueError(f"axis must be 0 or 1, got {axis}")
     Q = S.shape[0]
-    partners = _partners(_check_groups(groups, Q), Q)
+    codes = _check_groups(groups, Q)
+    if codes is None:
+        # one partner, on the diagonal: rank = #{j : S_ij >= S_ii} (the diagonal counts itself once, the "1 +")
+        return (S >= np.diagonal(S)[:, None]).sum(axis=1).astype(np.int64)
+    partners = _partners(codes, Q)
     best = np.where(partners, S, -np.inf).max(axis=1)
     ahead = (S >= best[:, None]) & ~partners
     return 1 + ahead.sum(axis=1).astype(np.int64)
+
+
+def topk_from_ranks(ranks, ks=DEFAULT_KS) -> dict[int, float]:
+    """Fraction of queries whose true partner's rank (:func:`true_ranks`) is <= k, for each ``k``."""
+    ranks = np.asarray(ranks)
+    return {int(k): float((ranks <= k).mean()) for k in ks}
+
+
+def mrr_from_ranks(ranks) -> float:
+    """Mean of ``1 / rank`` over queries (ranks from :func:`true_ranks`)."""
+    return float((1.0 / np.asarray(ranks, dtype=np.float64)).mean())
 
 
 def retrieval_topk(S, ks=DEFAULT_KS, groups=None, axis: int = 1) -> dict[int, float]:
@@ -132,13 +148,12 @@ def retrieval_topk(S, ks=DEFAULT_KS, groups=None, axis: int = 1) -> dict[int, fl
     ``axis=1`` is X -> Y (rows rank columns), ``axis=0`` is Y -> X. Ties count against the true item; with
     ``groups`` a hit is any member of the true group. Returns ``{k: accuracy}``.
     """
-    ranks = true_ranks(S, groups, axis)
-    return {int(k): float((ranks <= k).mean()) for k in ks}
+    return topk_from_ranks(true_ranks(S, groups, axis), ks)
 
 
 def mean_reciprocal_rank(S, groups=None, axis: int = 1) -> float:
     """Mean of ``1 / rank`` of the true partner (see :func:`true_ranks`) over queries."""
-    return float((1.0 / true_ranks(S, groups, axis)).mean())
+    return mrr_from_ranks(true_ranks(S, groups, axis))
 
 
 def _log_comb(n, k):

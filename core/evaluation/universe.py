@@ -28,11 +28,17 @@ import pandas as pd
 
 from ..align import cosine_similarity_matrix
 from ..errors import DataError
-from .metrics import chance_levels, mean_reciprocal_rank, retrieval_topk, std_over_seeds
+from ..device import to_numpy
+from .metrics import chance_levels, mrr_from_ranks, std_over_seeds, topk_from_ranks, true_ranks
 from .splits import split_train_test
-from ..universe import GPA, METHODS, PairwiseProcrustes, check_spaces, make_estimator, method_label
+import threading
 
-__all__ = ["split_train_test", "any_to_any_retrieval", "cycle_consistency", "clustering_scores",
+import torch
+
+from ..universe import (GPA, METHODS, PairwiseProcrustes, PreparedSpaces, check_spaces, make_estimator,
+                        method_label, prepare_spaces)
+
+__all__ = ["split_train_test", "UniverseStudy", "any_to_any_retrieval", "cycle_consistency", "clustering_scores",
            "add_space_vs_refit", "universe_map", "evaluate_universe", "RETRIEVAL_METRICS"]
 
 #: JSON keys of the retrieval matrices.
@@ -44,19 +50,16 @@ def _identity(iterable, total=None, desc=""):
 
 
 def _rows(spaces: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v[rows], dtype=np.float64) for k, v in spaces.items()}
+    # the rows keep their dtype: every estimator converts to float64 (exactly) when it preprocesses them
+    return {k: np.asarray(v[rows]) for k, v in spaces.items()}
 
 
-def _embeddings(model, test_spaces, names):
-    if isinstance(model, PairwiseProcrustes):
-        return None
-    return {m: model.to_universe(m, test_spaces[m]) for m in names}
-
-
-def _pair(model, cache, a, Xa, b, Xb):
-    if cache is None:
-        return model.pair_embeddings(a, Xa, b, Xb)
-    return cache[a], cache[b]
+def _preprocessed(model, test_spaces, names, preprocessed=None) -> dict[str, torch.Tensor]:
+    """Each space's held-out rows in the model's preprocessed coordinates (float64 tensors), computed once."""
+    dev = model._dev()
+    if preprocessed is not None:
+        return {m: torch.as_tensor(preprocessed[m], dtype=torch.float64, device=dev) for m in names}
+    return {m: model.preprocessor_.transform_t(m, test_spaces[m], dev) for m in names}
 
 
 def _summary(matrix: np.ndarray, names: list[str]) -> dict:
@@ -70,7 +73,7 @@ def _summary(matrix: np.ndarray, names: list[str]) -> dict:
 
 
 def any_to_any_retrieval(model, test_spaces: Mapping[str, np.ndarray], groups=None, names: Sequence[str] | None = None,
-                         progress: Callable | None = None) -> dict:
+                         progress: Callable | None = None, preprocessed: Mapping | None = None) -> dict:
     """Hits@1, Hits@5 and MRR for every ordered pair of spaces on held-out items, by cosine in the universe.
 
     Parameters
@@ -79,6 +82,12 @@ def any_to_any_retrieval(model, test_spaces: Mapping[str, np.ndarray], groups=No
     test_spaces : name -> held-out rows (raw features, rows paired).
     groups : optional group id per test row (partners count as hits).
     names : the spaces to judge (default: every space of ``test_spaces`` that the model knows).
+    preprocessed : optional name -> the same rows already in the model's preprocessed coordinates (skips
+        preprocessing them again; :class:`UniverseStudy` passes them).
+
+    One score matrix serves both directions of a pair: in a shared universe ``S_ba = S_ab^T``; for pairwise
+    Procrustes too, since ``R_ba = R_ab^T`` is orthogonal and ``cos(x_a R_ab, x_b) = cos(x_a, x_b R_ab^T)``.
+    Each direction's ranks (:func:`core.evaluation.metrics.true_ranks`) give all three metrics.
 
     Returns
     -------
@@ -88,18 +97,26 @@ def any_to_any_retrieval(model, test_spaces: Mapping[str, np.ndarray], groups=No
     """
     progress = progress or _identity
     names = list(names or [m for m in test_spaces if m in model.space_names_])
-    Q = int(next(iter(test_spaces.values())).shape[0])
-    cache = _embeddings(model, test_spaces, names)
+    first = names[0] if names else next(iter(test_spaces))
+    Q = int((preprocessed or test_spaces)[first].shape[0])
+    Z = _preprocessed(model, test_spaces, names, preprocessed)
+    pairwise = isinstance(model, PairwiseProcrustes)
+    E = None if pairwise else {m: to_numpy(model._universe_t(m, Z[m])) for m in names}
     mats = {k: np.full((len(names), len(names)), np.nan) for k in RETRIEVAL_METRICS}
-    pairs = [(i, j) for i in range(len(names)) for j in range(len(names)) if i != j]
+    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
     for i, j in progress(pairs, total=len(pairs), desc="any-to-any retrieval"):
         a, b = names[i], names[j]
-        Ea, Eb = _pair(model, cache, a, test_spaces[a], b, test_spaces[b])
-        S = cosine_similarity_matrix(Ea, Eb)
-        top = retrieval_topk(S, ks=(1, 5), groups=groups, axis=1)
-        mats["hits_at_1"][i, j] = top[1]
-        mats["hits_at_5"][i, j] = top[5]
-        mats["mrr"][i, j] = mean_reciprocal_rank(S, groups=groups, axis=1)
+        if pairwise:
+            S = cosine_similarity_matrix(to_numpy(model._map_t(Z[a], a, b)), to_numpy(Z[b]))
+        else:
+            S = cosine_similarity_matrix(E[a], E[b])
+        for (q, r), axis in (((i, j), 1), ((j, i), 0)):      # a -> b ranks the columns, b -> a the rows
+            ranks = true_ranks(S, groups, axis)
+            top = topk_from_ranks(ranks, (1, 5))
+            mats["hits_at_1"][q, r] = top[1]
+            mats["hits_at_5"][q, r] = top[5]
+            mats["mrr"][q, r] = mrr_from_ranks(ranks)
+        del S
     chance = chance_levels(Q, groups, ks=(1, 5))
     out = {"spaces": names, "n_queries": Q}
     for k, mat in mats.items():
@@ -110,7 +127,7 @@ def any_to_any_retrieval(model, test_spaces: Mapping[str, np.ndarray], groups=No
 
 
 def cycle_consistency(model, test_spaces: Mapping[str, np.ndarray], names: Sequence[str] | None = None,
-                      max_triples: int = 120, seed: int = 0) -> dict:
+                      max_triples: int = 120, seed: int = 0, preprocessed: Mapping | None = None) -> dict:
     """Cycle error a -> b -> c -> a of the model's maps between spaces, on held-out rows.
 
     For each ordered triple of distinct spaces, ``mean_i ||x_i - cycle(x_i)|| / ||x_i||`` with ``x`` the test rows
@@ -127,11 +144,16 @@ def cycle_consistency(model, test_spaces: Mapping[str, np.ndarray], names: Seque
         pick = np.random.default_rng(seed).choice(len(triples), size=max_triples, replace=False)
         triples = [triples[i] for i in sorted(pick)]
         sampled = True
-    pre = {m: model.preprocess(m, test_spaces[m]) for m in names}
+    Z = _preprocessed(model, test_spaces, names, preprocessed)
+    pre = {m: to_numpy(Z[m]) for m in names}
+    linear = getattr(model, "map_matrix", None)     # linear maps: compose the d x d matrices, one product per triple
     rows = []
     for a, b, c in triples:
         x = pre[a]
-        y = model.map_between(model.map_between(model.map_between(x, a, b), b, c), c, a)
+        if linear is not None:
+            y = x @ (linear(a, b) @ linear(b, c) @ linear(c, a))
+        else:
+            y = model.map_between(model.map_between(model.map_between(x, a, b), b, c), c, a)
         norms = np.linalg.norm(x, axis=1)
         ok = norms > 1e-12
         err = float((np.linalg.norm(y - x, axis=1)[ok] / norms[ok]).mean()) if ok.any() else 0.0
@@ -172,7 +194,8 @@ def kmeans_scores(X: np.ndarray, labels, seeds: Sequence[int] = (0, 1, 2), n_clu
 
 
 def clustering_scores(model, test_spaces: Mapping[str, np.ndarray], labels, seeds: Sequence[int] = (0, 1, 2),
-                      names: Sequence[str] | None = None, n_clusters: int | None = None) -> dict:
+                      names: Sequence[str] | None = None, n_clusters: int | None = None,
+                      preprocessed: Mapping | None = None) -> dict:
     """k-means on each space's L2-normalised universe coordinates of held-out items, ARI / NMI vs ``labels``.
 
     Rows whose label is missing are left out. Returns ``{"spaces": {name: kmeans_scores(...)}, "mean_ari",
@@ -182,9 +205,10 @@ def clustering_scores(model, test_spaces: Mapping[str, np.ndarray], labels, seed
     labels = pd.Series(np.asarray(labels, dtype=object))
     keep = labels.notna().to_numpy()
     lab = labels[keep].astype(str).to_numpy()
+    Z = _preprocessed(model, test_spaces, names, preprocessed)
     out = {}
     for m in names:
-        U = _normalize_rows(model.to_universe(m, test_spaces[m]))[keep]
+        U = _normalize_rows(to_numpy(model._universe_t(m, Z[m])))[keep]
         out[m] = kmeans_scores(U, lab, seeds, n_clusters)
     return {"spaces": out, "mean_ari": float(np.mean([v["ari"] for v in out.values()])),
             "mean_nmi": float(np.mean([v["nmi"] for v in out.values()])), "seeds": [int(s) for s in seeds],
@@ -232,7 +256,7 @@ def add_space_vs_refit(base: GPA, train_spaces: Mapping[str, np.ndarray], test_s
 
 
 def universe_map(model, test_spaces: Mapping[str, np.ndarray], rows: np.ndarray | None = None,
-                 names: Sequence[str] | None = None) -> dict:
+                 names: Sequence[str] | None = None, preprocessed: Mapping | None = None) -> dict:
     """2-D PCA (shared by all spaces) of the L2-normalised universe coordinates of held-out items.
 
     ``rows`` picks which test rows to draw (default all). For PW the universe is the reference space's frame.
@@ -241,9 +265,14 @@ def universe_map(model, test_spaces: Mapping[str, np.ndarray], rows: np.ndarray 
     from ..projection import PCAProjection
 
     names = list(names or [m for m in test_spaces if m in model.space_names_])
-    Q = int(next(iter(test_spaces.values())).shape[0])
+    Q = int(next(iter((preprocessed or test_spaces).values())).shape[0])
     rows = np.arange(Q) if rows is None else np.asarray(rows, dtype=np.int64)
-    U = [_normalize_rows(model.to_universe(m, np.asarray(test_spaces[m])[rows])) for m in names]
+    if preprocessed is not None:
+        Z = _preprocessed(model, test_spaces, names, preprocessed)
+        U = [_normalize_rows(to_numpy(model._universe_t(m, Z[m][torch.as_tensor(rows, device=Z[m].device)])))
+             for m in names]
+    else:
+        U = [_normalize_rows(model.to_universe(m, np.asarray(test_spaces[m])[rows])) for m in names]
     stacked = np.concatenate(U)
     pca = PCAProjection(2).fit(stacked)
     coords = pca.transform(stacked).reshape(len(names), len(rows), -1)
@@ -251,6 +280,156 @@ def universe_map(model, test_spaces: Mapping[str, np.ndarray], rows: np.ndarray 
         coords = np.concatenate([coords, np.zeros(coords.shape[:2] + (2 - coords.shape[2],))], axis=2)
     return {"spaces": names, "rows": rows.tolist(), "coords": coords.tolist(),
             "explained": [float(v) for v in pca.explained_variance_ratio_]}
+
+
+class UniverseStudy:
+    """One held-out split and one preprocessing of several spaces, shared by every method fitted on them.
+
+    :func:`evaluate_universe` is a loop over this; the app keeps one per dataset and settings, so that the jobs
+    of the methods (and the later clustering and GCPA jobs) reuse the split, the preprocessed rows and the fitted
+    models instead of recomputing them. Thread-safe: two jobs asking for the same model wait for one fit.
+
+    Parameters are those of :func:`evaluate_universe` (preprocessing, split and per-method settings).
+
+    Attributes (after :meth:`prepare`, which every method calls first)
+    ----------
+    train_rows_, test_rows_ : the split (sorted row indices).
+    prepared_ : :class:`core.universe.PreparedSpaces` of the training rows (the fitted spaces, ``add`` left out).
+    test_preprocessed_ : name -> held-out rows in preprocessed coordinates (float64 tensors).
+    prepare_seconds_ : time of the split and preprocessing (counted in every method's ``fit_seconds``).
+    """
+
+    def __init__(self, spaces: Mapping[str, np.ndarray], *, groups=None, add: str | None = None,
+                 test_size: float = 0.2, seed: int = 0, standardize: bool = True, width: str = "pca",
+                 dim: int | None = None, gcca_reg: float | None = None, gcca_components: int | None = None,
+                 gcpa_epochs: int = 100, gcpa_patience: int = 15, device=None,
+                 preprocess_order: str = "zscore-pca", gcca_variant: str = "maxvar-ridge",
+                 gcpa_schedule: str = "epochs"):
+        self.spaces = check_spaces(spaces)
+        n = int(next(iter(self.spaces.values())).shape[0])
+        if add is not None:
+            if add not in self.spaces:
+                raise DataError(f"no space named '{add}' to add", hint=f"spaces: {', '.join(self.spaces)}")
+            if len(self.spaces) < 3:
+                raise DataError("adding a space needs at least 2 other spaces to form the universe first")
+        self.n_items = n
+        self.add = add
+        self.groups = None if groups is None else np.asarray(groups)
+        self.test_size, self.seed = test_size, int(seed)
+        self.names = [m for m in self.spaces if m != add]
+        self.params = dict(standardize=standardize, width=width, dim=dim, device=device, seed=seed,
+                           reg=gcca_reg, n_components=gcca_components, max_epochs=gcpa_epochs,
+                           patience=gcpa_patience, preprocess_order=preprocess_order, variant=gcca_variant,
+                           schedule=gcpa_schedule)
+        self._lock = threading.RLock()
+        self._models: dict = {}
+        self.prepared_ = None
+        # the split is cheap and needed by everyone (test rows, groups): done at once
+        self.train_rows_, self.test_rows_ = split_train_test(n, test_size, seed, self.groups)
+        self.test_groups_ = None if self.groups is None else self.groups[self.test_rows_]
+
+    def prepare(self, progress: Callable | None = None) -> "UniverseStudy":
+        """Preprocess the training rows (fit) and the held-out rows, once."""
+        with self._lock:
+            if self.prepared_ is not None:
+                return self
+            t0 = time.perf_counter()
+            p = self.params
+            fit_train = _rows({m: self.spaces[m] for m in self.names}, self.train_rows_)
+            self.prepared_ = prepare_spaces(fit_train, standardize=p["standardize"], width=p["width"],
+                                            dim=p["dim"], device=p["device"], order=p["preprocess_order"])
+            self.fit_train_ = fit_train
+            pre = self.prepared_.preprocessor
+            dev = next(iter(self.prepared_.Z.values())).device
+            test = _rows({m: self.spaces[m] for m in self.names}, self.test_rows_)
+            self.test_preprocessed_ = {m: pre.transform_t(m, test[m], dev) for m in self.names}
+            self.test_spaces_ = test
+            self.prepare_seconds_ = time.perf_counter() - t0
+            return self
+
+    def model(self, method: str, progress: Callable | None = None):
+        """The fitted estimator for ``method`` (fitted on first use; GCPA reuses the study's GPA)."""
+        method = _check_method(method)
+        with self._lock:
+            if method in self._models:
+                return self._models[method]
+            self.prepare(progress)
+            est = make_estimator(method, **self.params)
+            t0 = time.perf_counter()
+            if method == "gcpa":
+                gpa = self.model("gpa", progress)
+                est.fit(self.fit_train_, progress=progress, gpa=gpa, prepared=self.prepared_)
+                seconds = time.perf_counter() - t0 + self._fit_seconds["gpa"]
+            else:
+                est.fit(self.fit_train_, progress=progress, prepared=self.prepared_)
+                seconds = time.perf_counter() - t0 + self.prepare_seconds_
+            self._fit_seconds = {**getattr(self, "_fit_seconds", {}), method: seconds}
+            self._models[method] = est
+            return est
+
+    def fit_seconds(self, method: str) -> float:
+        """Seconds to fit ``method``, its share of the preprocessing included (GCPA: its GPA's too)."""
+        self.model(method)
+        return self._fit_seconds[_check_method(method)]
+
+    def evaluate(self, method: str, *, map_items: int = 0, max_triples: int = 120,
+                 progress: Callable | None = None) -> dict:
+        """One method's entry of :func:`evaluate_universe`'s ``"methods"``, without the clustering (see
+        :meth:`clustering`): name, label, fit seconds, description, retrieval, cycle (and history, map)."""
+        progress = progress or _identity
+        method = _check_method(method)
+        est = self.model(method, progress)
+        Zt = self.test_preprocessed_
+        res = {"name": method, "label": method_label(est), "fit_seconds": self.fit_seconds(method),
+               "description": est.describe(),
+               "retrieval": {**any_to_any_retrieval(est, self.test_spaces_, self.test_groups_, self.names,
+                                                    progress=progress, preprocessed=Zt),
+                             "label": method_label(est)},
+               "cycle": cycle_consistency(est, self.test_spaces_, self.names, max_triples=max_triples,
+                                          seed=self.seed, preprocessed=Zt),
+               "clustering": None}
+        if method in ("gpa", "gcpa"):
+            res["history"] = est.history_
+        if method == "gpa":
+            res["n_iter"], res["objective"] = int(est.n_iter_), float(est.objective_)
+        if method == "gcpa":
+            res["n_iter"] = int(est.stopped_epoch_)
+        rows = self.map_rows(map_items)
+        if rows is not None:
+            res["map"] = universe_map(est, self.test_spaces_, rows, self.names, preprocessed=Zt)
+        return res
+
+    def clustering(self, method: str, labels, cluster_seeds: Sequence[int] = (0, 1, 2),
+                   progress: Callable | None = None) -> dict:
+        """:func:`clustering_scores` of ``method``'s universe on the held-out items (``labels``: one per item)."""
+        est = self.model(method, progress)
+        test_labels = np.asarray(labels, dtype=object)[self.test_rows_]
+        return clustering_scores(est, self.test_spaces_, test_labels, cluster_seeds, self.names,
+                                 preprocessed=self.test_preprocessed_)
+
+    def map_rows(self, map_items: int) -> np.ndarray | None:
+        """The seeded sample of held-out rows (positions in the test rows) drawn on the maps."""
+        if not map_items:
+            return None
+        rng = np.random.default_rng(self.seed)
+        Q = len(self.test_rows_)
+        return np.sort(rng.choice(Q, size=min(int(map_items), Q), replace=False))
+
+    def add_space(self) -> dict:
+        """:func:`add_space_vs_refit` of the study's ``add`` space onto its GPA."""
+        if self.add is None:
+            raise DataError("this study has no space to add")
+        self.prepare()
+        train_sp = _rows(self.spaces, self.train_rows_)
+        return add_space_vs_refit(self.model("gpa"), train_sp, _rows(self.spaces, self.test_rows_), self.add,
+                                  self.test_groups_)
+
+
+def _check_method(method: str) -> str:
+    m = str(method).lower()
+    if m not in METHODS:
+        raise DataError(f"unknown universe method '{method}'", hint=f"use one of {', '.join(METHODS)}")
+    return m
 
 
 def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] = METHODS, *, labels=None,
@@ -295,76 +474,28 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
          "add": add_space_vs_refit(...) or None}
     """
     progress = progress or _identity
-    spaces = check_spaces(spaces)
-    methods = [str(m).lower() for m in methods]
-    for m in methods:
-        if m not in METHODS:
-            raise DataError(f"unknown universe method '{m}'", hint=f"use one of {', '.join(METHODS)}")
+    methods = [_check_method(m) for m in methods]
     methods = [m for m in METHODS if m in methods]   # GPA before GCPA, so GCPA reuses it
     if not methods:
         raise DataError("choose at least one method")
-    n = int(next(iter(spaces.values())).shape[0])
-    if add is not None:
-        if add not in spaces:
-            raise DataError(f"no space named '{add}' to add", hint=f"spaces: {', '.join(spaces)}")
-        if len(spaces) < 3:
-            raise DataError("adding a space needs at least 2 other spaces to form the universe first")
-    g = None if groups is None else np.asarray(groups)
-    train, test = split_train_test(n, test_size, seed, g)
-    train_sp, test_sp = _rows(spaces, train), _rows(spaces, test)
-    test_groups = None if g is None else g[test]
-    base_names = [m for m in spaces if m != add]
-    fit_train = {m: train_sp[m] for m in base_names}
-    params = dict(standardize=standardize, width=width, dim=dim, device=device, seed=seed,
-                  reg=gcca_reg, n_components=gcca_components, max_epochs=gcpa_epochs, patience=gcpa_patience,
-                  preprocess_order=preprocess_order, variant=gcca_variant, schedule=gcpa_schedule)
-    out = {"spaces": base_names, "n_items": n, "n_train": int(len(train)), "n_test": int(len(test)),
-           "seed": int(seed), "test_size": test_size, "labels": labels is not None, "methods": {}, "add": None}
-    models = {}
-    map_rows = None
-    if map_items:
-        rng = np.random.default_rng(seed)
-        map_rows = np.sort(rng.choice(len(test), size=min(int(map_items), len(test)), replace=False))
-    test_labels = None
-    if labels is not None:
-        test_labels = np.asarray(labels, dtype=object)[test]
-    gpa_model = None
+    study = UniverseStudy(spaces, groups=groups, add=add, test_size=test_size, seed=seed, standardize=standardize,
+                          width=width, dim=dim, gcca_reg=gcca_reg, gcca_components=gcca_components,
+                          gcpa_epochs=gcpa_epochs, gcpa_patience=gcpa_patience, device=device,
+                          preprocess_order=preprocess_order, gcca_variant=gcca_variant, gcpa_schedule=gcpa_schedule)
+    out = {"spaces": study.names, "n_items": study.n_items, "n_train": int(len(study.train_rows_)),
+           "n_test": int(len(study.test_rows_)), "seed": int(seed), "test_size": test_size,
+           "labels": labels is not None, "methods": {}, "add": None}
     for method in progress(methods, total=len(methods), desc="fitting methods"):
-        est = make_estimator(method, **params)
-        t0 = time.perf_counter()
-        if method == "gcpa" and gpa_model is not None:
-            # reuse the already fitted GPA (same rows, same preprocessing); its time counts toward GCPA's
-            est.fit(fit_train, progress=progress, gpa=gpa_model)
-            fit_seconds = time.perf_counter() - t0 + gpa_model.fit_seconds_
-        else:
-            est.fit(fit_train, progress=progress)
-            fit_seconds = time.perf_counter() - t0
-        if method == "gpa":
-            gpa_model = est
-        models[method] = est
-        res = {"name": method, "label": method_label(est), "fit_seconds": fit_seconds,
-               "description": est.describe(),
-               "retrieval": {**any_to_any_retrieval(est, test_sp, test_groups, base_names),
-                             "label": method_label(est)},
-               "cycle": cycle_consistency(est, test_sp, base_names, max_triples=max_triples, seed=seed),
-               "clustering": None}
-        if test_labels is not None:
-            res["clustering"] = clustering_scores(est, test_sp, test_labels, cluster_seeds, base_names)
-        if method in ("gpa", "gcpa"):
-            res["history"] = est.history_
-        if method == "gpa":
-            res["n_iter"], res["objective"] = int(est.n_iter_), float(est.objective_)
-        if method == "gcpa":
-            res["n_iter"] = int(est.stopped_epoch_)
-        if map_rows is not None:
-            res["map"] = universe_map(est, test_sp, map_rows, base_names)
+        res = study.evaluate(method, map_items=map_items, max_triples=max_triples, progress=progress)
+        if labels is not None:
+            res["clustering"] = study.clustering(method, labels, cluster_seeds)
         out["methods"][method] = res
     if add is not None:
-        base = gpa_model or make_estimator("gpa", **params).fit(fit_train)
-        out["add"] = add_space_vs_refit(base, train_sp, test_sp, add, test_groups)
-    if map_rows is not None:
-        out["map_rows"] = test[map_rows].tolist()
-    out["test_rows"] = test.tolist()
+        out["add"] = study.add_space()
+    rows = study.map_rows(map_items)
+    if rows is not None:
+        out["map_rows"] = study.test_rows_[rows].tolist()
+    out["test_rows"] = study.test_rows_.tolist()
     if keep_models:
-        out["models"] = models
+        out["models"] = {m: study.model(m) for m in methods}
     return out
