@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.export import build_manifest
 from core.universe import METHODS
-from core.universe_eval import evaluate_universe
+from core.evaluation.universe import UniverseStudy, evaluate_universe
 from ui import cached, data, jobs
 from ui.plots_universe import (METHOD_LABELS, METRIC_LABELS, add_vs_refit_figure, clustering_bars, mean_worst_bars,
                                retrieval_heatmaps, universe_map_figure)
@@ -77,20 +77,37 @@ st.caption(f"{ds.n:,} items; {widths}. Scores are cosine similarities in univers
            f"(pairwise Procrustes: a mapped into b's frame). "
            f"{'Items of one group count as true partners and stay on one side of the split. ' if groups is not None else ''}")
 
-vectors = {n: ds[n].vectors() for n in chosen}
-fit_args = dict(labels=labels, groups=groups, test_size=float(test_size), seed=int(seed), width=width,
-                standardize=bool(standardize), map_items=MAP_ITEMS, **preset.kwargs)
-shared_params = {k: v for k, v in params.items() if k not in ("methods", "gcpa_epochs")}
+study_args = dict(groups=groups, test_size=float(test_size), seed=int(seed), width=width,
+                  standardize=bool(standardize), gcpa_epochs=int(epochs), **preset.kwargs)
+# the method jobs share one split, one preprocessing and the fitted models (GCPA reuses GPA): one live study per
+# dataset and settings; the labels only matter to the clustering, which is its own job
+shared_params = {k: v for k, v in params.items() if k not in ("methods", "gcpa_epochs", "labels")}
+study_key = cached.result_key("universe_study", ds.fingerprint, shared_params, int(epochs))
+
+
+def study() -> UniverseStudy:
+    return jobs.shared(namespace, study_key,
+                       lambda: UniverseStudy({n: ds[n].vectors() for n in chosen}, **study_args))
+
+
+def method_key(m):
+    return cached.result_key("universe_method", ds.fingerprint, shared_params, m,
+                             {"gcpa_epochs": int(epochs)} if m == "gcpa" else {})
 
 
 def method_result(m):
     """One job per method: PW, GPA and GCCA first; GCPA (training) after them, at a lower priority."""
-    extra = {"gcpa_epochs": int(epochs)} if m == "gcpa" else {}
-    key = cached.result_key("universe_method", ds.fingerprint, shared_params, m, extra)
-    return jobs.result(namespace, key, f"{METHOD_LABELS[m]} on {len(chosen)} spaces",
-                       lambda job: evaluate_universe(vectors, [m], gcpa_epochs=int(epochs), progress=job.progress,
-                                                     **fit_args),
+    def compute(job):
+        return {**_header(study()), "method": study().evaluate(m, map_items=MAP_ITEMS, progress=job.progress)}
+
+    return jobs.result(namespace, method_key(m), f"{METHOD_LABELS[m]} on {len(chosen)} spaces", compute,
                        priority=1 if m == "gcpa" else 0)
+
+
+def _header(s: UniverseStudy) -> dict:
+    rows = s.map_rows(MAP_ITEMS)
+    return {"n_train": int(len(s.train_rows_)), "n_test": int(len(s.test_rows_)), "seed": s.seed,
+            "map_rows": None if rows is None else s.test_rows_[rows].tolist()}
 
 
 outputs = {}
@@ -104,7 +121,7 @@ if not outputs:
     st.stop()
 
 res = next(iter(outputs.values()))
-results = {m: out["methods"][m] for m, out in outputs.items()}
+results = {m: out["method"] for m, out in outputs.items()}
 METHOD_LABELS = {**METHOD_LABELS, **{m: r["label"] for m, r in results.items() if r.get("label")}}
 retrieval = {m: r["retrieval"] for m, r in results.items()}
 pre = next(iter(results.values()))["description"]["preprocessing"]
@@ -232,7 +249,20 @@ elif view == "Add a space":
 else:  # clustering
     if labels is None:
         st.info("Choose a label column above to see k-means clustering scores in the universe.")
-    else:
+        st.stop()
+    clustered = {}
+    for m in results:               # one job per method, started when this view is opened
+        with guard():
+            def compute_clusters(job, m=m):
+                return study().clustering(m, labels, progress=job.progress)
+
+            ckey = cached.result_key("universe_clusters", method_key(m), label_col)
+            c = jobs.result(namespace, ckey, f"k-means clustering in the {METHOD_LABELS[m]} universe",
+                            compute_clusters)
+            if c is not None:
+                clustered[m] = {**results[m], "clustering": c}
+    if clustered:
+        results = clustered
         fig = clustering_bars(results)
         st.plotly_chart(safe_figure(fig), key="universe_cluster", width="stretch")
         crow = []

@@ -100,9 +100,26 @@ def test_universe_page_shows_methods_and_numbers(server):
     mp = next(s for s, t in zip(specs, titles) if "universe:" in t)
     markers = [t for t in mp["data"] if t.get("mode") == "markers"]
     assert len(markers) == 3 and all(len(_decode(t["x"])) == 48 for t in markers)
-    # clustering with the label column, and the add-a-space flow (extra_text is left out by default)
+    # clustering with the label column (computed only when its view is opened: one more result per method),
+    # and the add-a-space flow (extra_text is left out by default)
+    from core import cache as core_cache
+
+    results_dir = core_cache.namespace_dir("shared") / "results"
+    before = len(list(results_dir.glob("*.joblib")))
+    assert before == 4                                           # the four methods, no clustering yet
     specs, titles = _specs(_view(at, "Clustering"))
     assert any("k-means" in t for t in titles)
+    assert len(list(results_dir.glob("*.joblib"))) == before + 4
+    ctable = next(d.value for d in at.dataframe if "ARI" in d.value.columns)
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    Ut = gpa.to_universe("shape_3d", spaces["shape_3d"].astype(np.float32)[test])
+    Ut = Ut / np.linalg.norm(Ut, axis=1, keepdims=True)
+    aris = [adjusted_rand_score(np.array([f"c{v}" for v in lab])[test],
+                                KMeans(n_clusters=3, n_init=1, random_state=s).fit_predict(Ut)) for s in (0, 1, 2)]
+    shown = ctable[(ctable["method"] == "GPA") & (ctable["space"] == "shape_3d")]["ARI"].iloc[0]
+    assert shown == pytest.approx(np.mean(aris), abs=1e-9)
     at = _view(at, "Add a space")
     assert not pending_jobs() and not any(t.startswith("Adding") for t in _specs(at)[1])   # only on request
     at.button(key="universe_add_go").click().run()

@@ -170,3 +170,12 @@ def test_split_is_group_aware():
     with pytest.raises(DataError):
         split_anchors_queries(200, 195, 30, seed=0, groups=groups)
 
+
+
+def test_true_ranks_match_the_definition_on_scores_with_many_ties():
+    rng = np.random.default_rng(3)
+    S = rng.integers(0, 4, size=(30, 30)).astype(float)          # ties everywhere
+    for axis in (1, 0):
+        T = S if axis == 1 else S.T
+        naive = [1 + sum(T[i, j] >= T[i, i] for j in range(30) if j != i) for i in range(30)]
+        np.testing.assert_array_equal(true_ranks(S, axis=axis), naive)

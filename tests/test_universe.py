@@ -236,3 +236,34 @@ def test_bad_inputs_raise_data_errors():
     from sklearn.exceptions import NotFittedError
     with pytest.raises(NotFittedError):
         GCPA().to_universe("a", rng.normal(size=(2, 3)))
+
+
+def test_fit_with_prepared_spaces_gives_the_same_fit_and_checks_settings():
+    from core.universe import prepare_spaces
+
+    sp = noisy(seed=5)
+    prepared = prepare_spaces(sp)
+    for method in ("pw", "gpa", "gcca"):
+        plain = make_estimator(method).fit(sp)
+        shared = make_estimator(method).fit(sp, prepared=prepared)
+        for name in sp:
+            np.testing.assert_array_equal(plain.to_universe(name, sp[name]), shared.to_universe(name, sp[name]))
+        assert shared.preprocessor_ is not prepared.preprocessor       # GPA-ADD must not extend a shared one
+    gpa = GPA().fit(sp, prepared=prepared)
+    a = GCPA(max_epochs=3, patience=10).fit(sp, gpa=gpa)
+    b = GCPA(max_epochs=3, patience=10).fit(sp, gpa=gpa, prepared=prepared)
+    np.testing.assert_array_equal(a.to_universe("v0", sp["v0"]), b.to_universe("v0", sp["v0"]))
+    with pytest.raises(DataError, match="other settings"):
+        GPA(standardize=False).fit(sp, prepared=prepared)
+    with pytest.raises(DataError, match="not the spaces"):
+        GPA().fit({k: sp[k] for k in ("v0", "v1")}, prepared=prepared)
+    with pytest.raises(DataError, match="rows"):
+        GPA().fit({k: v[:100] for k, v in sp.items()}, prepared=prepared)
+
+
+def test_map_matrix_is_the_map_between_preprocessed_coordinates():
+    sp = noisy(seed=6)
+    for est in (PairwiseProcrustes().fit(sp), GPA().fit(sp), GCCA(reg=1.0).fit(sp),
+                GCCA(variant="racing").fit(sp)):
+        z = est.preprocess("v0", sp["v0"])
+        np.testing.assert_allclose(z @ est.map_matrix("v0", "v2"), est.map_between(z, "v0", "v2"), atol=1e-10)

@@ -236,3 +236,57 @@ def test_clustering_spread_uses_the_one_ddof():
     ari = [p["ari"] for p in res["per_seed"]]
     assert res["ari_std"] == pytest.approx(np.std(ari, ddof=1), rel=1e-12)
     assert std_over_seeds([0.5]) == 0.0 and std_over_seeds([1.0, 3.0]) == pytest.approx(np.sqrt(2.0))
+
+
+def test_universe_study_shares_one_preprocessing_and_its_models():
+    from core.evaluation.universe import UniverseStudy
+
+    sp = views(seed=7)
+    study = UniverseStudy(sp, seed=2, gcpa_epochs=3)
+    gpa = study.model("gpa")
+    assert study.model("gpa") is gpa                            # fitted once
+    assert study.model("gcpa").gpa_ is gpa                      # GCPA builds on the study's GPA
+    # the study's numbers are those of fitting on the split by hand
+    train, test = split_train_test(len(sp["v0"]), 0.2, seed=2)
+    ref = GPA().fit({k: v[train] for k, v in sp.items()})
+    res = study.evaluate("gpa")
+    direct = any_to_any_retrieval(ref, {k: v[test] for k, v in sp.items()})
+    assert res["retrieval"]["hits_at_1"] == direct["hits_at_1"]
+    assert res["retrieval"]["summary"]["mrr"]["mean"] == pytest.approx(direct["summary"]["mrr"]["mean"], abs=1e-12)
+    assert res["clustering"] is None and res["n_iter"] == ref.n_iter_
+
+
+def test_universe_study_clustering_matches_sklearn_on_its_universe():
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    from core.evaluation.universe import UniverseStudy
+
+    sp, lab = views(seed=8, labels=True)
+    study = UniverseStudy(sp, seed=0)
+    res = study.clustering("gcca", lab, cluster_seeds=(0,))
+    gcca = study.model("gcca")
+    test = study.test_rows_
+    U = gcca.to_universe("v1", sp["v1"][test])
+    U = U / np.linalg.norm(U, axis=1, keepdims=True)
+    k = len(np.unique(lab))
+    pred = KMeans(n_clusters=k, n_init=1, random_state=0).fit_predict(U)
+    assert res["spaces"]["v1"]["ari"] == pytest.approx(adjusted_rand_score(np.asarray(lab)[test].astype(str), pred))
+
+
+def test_retrieval_with_groups_matches_naive_ranks_both_directions():
+    sp = views(seed=9)
+    gcca = GCCA(reg=1.0).fit(sp)
+    groups = np.repeat(np.arange(40), 4)
+    res = any_to_any_retrieval(gcca, sp, groups=groups)
+    names = list(sp)
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if i == j:
+                continue
+            S = naive_cos(gcca.to_universe(a, sp[a]), gcca.to_universe(b, sp[b]))
+            same = groups[:, None] == groups[None, :]
+            best = np.where(same, S, -np.inf).max(1)
+            rank = 1 + ((S >= best[:, None]) & ~same).sum(1)
+            assert res["hits_at_1"][i][j] == pytest.approx((rank == 1).mean())
+            assert res["mrr"][i][j] == pytest.approx((1 / rank).mean())

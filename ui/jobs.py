@@ -93,8 +93,32 @@ def submit(namespace: str, key: str, label: str, compute: Callable[[Job], Any], 
                            on_success=lambda value: disk.save(key, value))
 
 
+#: live objects that several jobs of one computation share (e.g. a core.evaluation.UniverseStudy: one split, one
+#: preprocessing and the fitted models behind the Universe view's per-method jobs); a few, least recently used
+#: dropped first. Results themselves live in the result store; these only save recomputing shared inputs.
+SHARED_KEPT = 2
+_SHARED: "dict[tuple, Any]" = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(namespace: str, key: str, build: Callable[[], Any]) -> Any:
+    """The live object for ``(namespace, key)``, built by ``build()`` on first use (on the caller's thread)."""
+    with _SHARED_LOCK:
+        k = (namespace, key)
+        obj = _SHARED.pop(k, None)
+        if obj is None:
+            obj = build()
+        _SHARED[k] = obj                        # most recent last
+        while len(_SHARED) > SHARED_KEPT:
+            _SHARED.pop(next(iter(_SHARED)))
+        return obj
+
+
 def cancel_namespace(namespace: str) -> None:
-    """Cancel every job of one namespace (a session's "forget my data")."""
+    """Cancel every job of one namespace (a session's "forget my data") and drop its shared objects."""
+    with _SHARED_LOCK:
+        for k in [k for k in _SHARED if k[0] == namespace]:
+            del _SHARED[k]
     r = runner()
     for job in r.jobs():
         if isinstance(job.key, tuple) and job.key[0] == namespace:
