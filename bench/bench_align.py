@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.align import CCA, LocalCKA, PAPER_A_METHODS, PairwiseAligner  # noqa: E402
 from core.device import pick_device  # noqa: E402
-from core.evaluate import evaluate_scores, split_anchors_queries  # noqa: E402
-from core.protocol import run_protocol, sweep_k  # noqa: E402
+from core.evaluation import evaluate_scores, split_anchors_queries  # noqa: E402
+from core.evaluation.alignment import run_protocol, sweep_k  # noqa: E402
 
 
 def timed(fn, repeats: int):

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.dataset import Dataset, Space  # noqa: E402
 from core.hierarchy import (Chains, chains_from_dataset, hierarchical_retrieval,  # noqa: E402
                             kendall_tau_tiers, normalize_rows)
-from core.hierarchy_eval import hierarchy_report  # noqa: E402
+from core.evaluation.hierarchy import hierarchy_report  # noqa: E402
 
 
 def naive_retrieval(chains: Chains, images: np.ndarray, n_thresholds: int = 50):

@@ -115,7 +115,7 @@ def main(argv=None):
     except Exception as exc:  # noqa: BLE001
         print(f"demo: skipped ({exc})")
         return
-    from core.universe_eval import evaluate_universe
+    from core.evaluation.universe import evaluate_universe
 
     names = ["minilm", "descriptor_3d", "pointnet", "minilm_layer3"]
     spaces = {k: ds[k].vectors() for k in names}

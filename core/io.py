@@ -649,6 +649,15 @@ def _chains_items(table: pd.DataFrame, display: str) -> pd.DataFrame:
     return table
 
 
+def _chain_table_items(table: pd.DataFrame, display: str) -> pd.DataFrame | None:
+    """The items of a HierarCaps file or a chains table; None when the table is neither."""
+    if _is_hierarcaps(table.columns):
+        return _hierarcaps_items(table, display)
+    if _is_chains(table.columns):
+        return _chains_items(table, display)
+    return None
+
+
 def _table_source(path: Path, display: str, size: int) -> SourceFile:
     return SourceFile(display, file_sha256(path), size)
 
@@ -669,11 +678,8 @@ def load_hierarcaps(path: str | os.PathLike, display_name: str | None = None, *,
     size = _check_file(path, display, max_file_bytes)
     try:
         table = _read_table(path, display)
-        if _is_hierarcaps(table.columns):
-            items = _hierarcaps_items(table, display)
-        elif _is_chains(table.columns):
-            items = _chains_items(table, display)
-        else:
+        items = _chain_table_items(table, display)
+        if items is None:
             raise DataError("is neither a HierarCaps file (columns id, captions, image_url) nor a chains table "
                             "(columns chain, tier, caption)", file=display,
                             hint=f"columns found: {', '.join(map(str, table.columns[:10]))}")
@@ -687,12 +693,8 @@ def load_hierarcaps(path: str | os.PathLike, display_name: str | None = None, *,
 # public entry points
 # ----------------------------------------------------------------------------------------------
 def _load_chains_file(path: Path, display: str, size: int) -> LoadedFile:
-    table = _read_table(path, display)
-    if _is_hierarcaps(table.columns):
-        items = _hierarcaps_items(table, display)
-    elif _is_chains(table.columns):
-        items = _chains_items(table, display)
-    else:
+    items = _chain_table_items(_read_table(path, display), display)
+    if items is None:
         raise DataError("a CSV file among the embedding files must be a HierarCaps file (columns id, "
                         "captions, image_url) or a chains table (chain, tier, caption)", file=display,
                         hint="pass a metadata table with --meta")

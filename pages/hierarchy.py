@@ -7,7 +7,7 @@ from core.export import build_manifest
 from core.errors import DataError
 from core.hierarchy import (chain_layout, chain_pca, chain_table, chains_from_dataset, contradicting_chain,
                             exterior_angle_matrix, text_space_encoder, wide_tier_spaces)
-from core.hierarchy_eval import hierarchy_report
+from core.evaluation.hierarchy import hierarchy_report
 from ui import cached, data, jobs
 from ui.encoders import check_allowed, encoder_for
 from ui.plots_hierarchy import angle_heatmap, before_after_bars, chain_view, radial_plot, training_curve

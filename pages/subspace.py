@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.align import METHODS, PAPER_A_METHODS
 from core.export import build_manifest
-from core.protocol import DEFAULT_ANCHOR_COUNTS, DEFAULT_SWEEP_KS, run_protocol, sweep_anchors, sweep_k
+from core.evaluation.alignment import DEFAULT_ANCHOR_COUNTS, DEFAULT_SWEEP_KS, run_protocol, sweep_anchors, sweep_k
 from ui import cached, data, jobs
 from ui.plots import METHOD_LABELS, METRIC_LABELS, bars_with_errors, curve, spectrum
 from core.presets import PROTOCOL_FIELDS
