@@ -126,7 +126,7 @@ def main(argv=None):
     print(f"demo ({', '.join(res['spaces'])}; {res['n_train']} train / {res['n_test']} test items), "
           f"total {time.perf_counter() - t0:.1f} s:")
     for m, r in res["methods"].items():
-        s = r["retrieval"]["summary"]["hits_at_1"]
+        s = r["retrieval"]["summary"]["top1"]
         print(f"  {m:5s} fit {r['fit_seconds']:7.2f} s   Hits@1 mean {s['mean']:.3f}  worst {s['worst']:.3f} "
               f"({' -> '.join(s['worst_pair'])})   cycle {r['cycle']['mean']:.2e}   ARI {r['clustering']['mean_ari']:.3f}")
     if res["add"]:

@@ -51,7 +51,7 @@ label_col = c6.selectbox("Label column for clustering", label_options,
                          key=url_key("labels", "label" if "label" in label_options else "(none)", label_options))
 standardize = c8.checkbox("z-score features", key=url_key("zscore", True))
 metric = c7.selectbox("Retrieval metric to draw", list(METRIC_LABELS), format_func=METRIC_LABELS.get,
-                      key=url_key("metric", "hits_at_1", list(METRIC_LABELS)))
+                      key=url_key("metric", "top1", list(METRIC_LABELS)))
 sync_url(spaces=chosen, methods=methods, test=float(test_size), seed=int(seed), width=width,
          labels=label_col, zscore=bool(standardize), metric=metric,
          **({} if authors_epochs is not None else {"epochs": int(epochs)}))
@@ -90,8 +90,11 @@ def study() -> UniverseStudy:
                        lambda: UniverseStudy({n: ds[n].vectors() for n in chosen}, **study_args))
 
 
+RESULTS_VERSION = 2     # typed results with top1 / top5 keys (results stored by older versions are not reused)
+
+
 def method_key(m):
-    return cached.result_key("universe_method", ds.fingerprint, shared_params, m,
+    return cached.result_key("universe_method", RESULTS_VERSION, ds.fingerprint, shared_params, m,
                              {"gcpa_epochs": int(epochs)} if m == "gcpa" else {})
 
 
@@ -147,7 +150,7 @@ if view == "Retrieval and cycles":
         rows.append({"method": METHOD_LABELS[m], "fit seconds": round(r["fit_seconds"], 3),
                      **{f"{METRIC_LABELS[k]} mean": s[k]["mean"] for k in METRIC_LABELS},
                      **{f"{METRIC_LABELS[k]} worst": s[k]["worst"] for k in METRIC_LABELS},
-                     "worst pair (Hits@1)": " -> ".join(s["hits_at_1"]["worst_pair"] or [])})
+                     "worst pair (Hits@1)": " -> ".join(s["top1"]["worst_pair"] or [])})
     table = pd.DataFrame(rows)
     export_controls("platoscope-universe-retrieval", fig=fig, table=table,
                     manifest=build_manifest(view="universe/retrieval", dataset=ds, seeds=[int(seed)], params=params))
@@ -155,7 +158,7 @@ if view == "Retrieval and cycles":
     st.plotly_chart(safe_figure(bars), key="universe_bars", width="stretch")
     st.dataframe(table.set_index("method"), width="stretch")
     ch = next(iter(retrieval.values()))["chance"]
-    st.caption(f"Chance: Hits@1 {ch['hits_at_1']:.4f}, Hits@5 {ch['hits_at_5']:.4f}, MRR {ch['mrr']:.4f}. "
+    st.caption(f"Chance: Hits@1 {ch['top1']:.4f}, Hits@5 {ch['top5']:.4f}, MRR {ch['mrr']:.4f}. "
                "Paper D: strict isometry (GPA) is weaker than GCCA at retrieval; GCPA beats both while keeping "
                "GPA's geometry.")
     st.subheader("Cycle-consistency (a -> b -> c -> a)")
@@ -217,7 +220,7 @@ elif view == "Add a space":
         sync_url(add=new)
         add_res = None
         with guard():
-            akey = cached.result_key("universe_add", ds.fingerprint, shared_params, new)
+            akey = cached.result_key("universe_add", RESULTS_VERSION, ds.fingerprint, shared_params, new)
             label = f"GPA-ADD of {new} against a refit"
 
             def compute_add(job):
@@ -238,11 +241,11 @@ elif view == "Add a space":
                        "stays as it was. The refit re-estimates all of them with the new space in the consensus.")
             cols = st.columns(2)
             for col, (label, k) in zip(cols, (("GPA-ADD", "add"), ("refit GPA", "refit"))):
-                col.plotly_chart(safe_figure(retrieval_heatmaps({"gpa": add_res[k]}, "hits_at_1").update_layout(
+                col.plotly_chart(safe_figure(retrieval_heatmaps({"gpa": add_res[k]}, "top1").update_layout(
                     title=f"{label}: Hits@1", height=380)), key=f"universe_add_{k}", width="stretch")
             export_controls("platoscope-universe-add", fig=fig, table=pd.DataFrame(
-                [{"way": w, "seconds": add_res[f"{w}_seconds"], "hits_at_1_new_pairs": add_res["new_pairs"][w],
-                  "hits_at_1_other_pairs": add_res["base_pairs"][w]} for w in ("add", "refit")]),
+                [{"way": w, "seconds": add_res[f"{w}_seconds"], "top1_new_pairs": add_res["new_pairs"][w],
+                  "top1_other_pairs": add_res["base_pairs"][w]} for w in ("add", "refit")]),
                 manifest=build_manifest(view="universe/add", dataset=ds, seeds=[int(seed)],
                                         params={**params, "added": new}))
 

@@ -179,3 +179,25 @@ def test_true_ranks_match_the_definition_on_scores_with_many_ties():
         T = S if axis == 1 else S.T
         naive = [1 + sum(T[i, j] >= T[i, i] for j in range(30) if j != i) for i in range(30)]
         np.testing.assert_array_equal(true_ranks(S, axis=axis), naive)
+
+
+def test_every_standard_deviation_in_core_states_its_ddof():
+    # one ddof (1) for spreads over seeds: every std / var call in core/ (the demo's build aside) passes ddof=1
+    # (numpy) or unbiased=True (torch) explicitly, or is std_over_seeds itself
+    import ast
+
+    from tests.conftest import ROOT
+
+    offenders = []
+    for path in sorted((ROOT / "core").rglob("*.py")):
+        if "demo" in path.relative_to(ROOT / "core").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("std", "var"):
+                kw = {k.arg: k.value for k in node.keywords}
+                ok = any(isinstance(kw.get(a), ast.Constant) and kw[a].value in (1, True) for a in ("ddof", "unbiased"))
+                if not ok:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
+    from core.evaluate import std_over_seeds
+    assert std_over_seeds([0.2, 0.4, 0.9]) == pytest.approx(np.std([0.2, 0.4, 0.9], ddof=1)) and std_over_seeds([3]) == 0

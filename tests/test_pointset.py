@@ -315,6 +315,9 @@ def test_compare_matches_direct_computation_on_equal_widths():
     entry = res["results"]["cosine_pooled"]["top1_x_to_y"]
     assert entry["chance"] == pytest.approx(1 / 40)
     assert entry["mean"] == pytest.approx(np.mean(entry["per_seed"]))
+    for metrics in res["results"].values():      # the one ddof of spreads over seeds
+        for m in metrics.values():
+            assert m["std"] == pytest.approx(np.std(m["per_seed"], ddof=1), abs=1e-15)
     assert res["spectra"]["rank_bound"] == d + 1
     assert res["spectra"]["numerical_rank"]["cosine_pooled"] <= d
     assert res["rff_error"] is None   # linear kernel: nothing to approximate

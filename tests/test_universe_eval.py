@@ -71,19 +71,19 @@ def test_any_to_any_retrieval_matches_naive_ranks():
     for i, a in enumerate(names):
         for j, b in enumerate(names):
             if i == j:
-                assert res["hits_at_1"][i][j] is None
+                assert res["top1"][i][j] is None
                 continue
             S = naive_cos(gcca.to_universe(a, sp[a]), gcca.to_universe(b, sp[b]))
             rank = 1 + (S > np.diag(S)[:, None]).sum(1)   # continuous data: no ties
-            assert res["hits_at_1"][i][j] == pytest.approx((rank == 1).mean())
-            assert res["hits_at_5"][i][j] == pytest.approx((rank <= 5).mean())
+            assert res["top1"][i][j] == pytest.approx((rank == 1).mean())
+            assert res["top5"][i][j] == pytest.approx((rank <= 5).mean())
             assert res["mrr"][i][j] == pytest.approx((1 / rank).mean())
-    off = [res["hits_at_1"][i][j] for i in range(3) for j in range(3) if i != j]
-    assert res["summary"]["hits_at_1"]["mean"] == pytest.approx(np.mean(off))
-    assert res["summary"]["hits_at_1"]["worst"] == pytest.approx(min(off))
-    a, b = res["summary"]["hits_at_1"]["worst_pair"]
-    assert res["hits_at_1"][names.index(a)][names.index(b)] == min(off)
-    assert res["chance"]["hits_at_1"] == pytest.approx(1 / 160)
+    off = [res["top1"][i][j] for i in range(3) for j in range(3) if i != j]
+    assert res["summary"]["top1"]["mean"] == pytest.approx(np.mean(off))
+    assert res["summary"]["top1"]["worst"] == pytest.approx(min(off))
+    a, b = res["summary"]["top1"]["worst_pair"]
+    assert res["top1"][names.index(a)][names.index(b)] == min(off)
+    assert res["chance"]["top1"] == pytest.approx(1 / 160)
 
 
 def test_pairwise_retrieval_maps_a_into_b():
@@ -93,7 +93,7 @@ def test_pairwise_retrieval_maps_a_into_b():
     Xa, Xb = pw.preprocess("v1", sp["v1"]), pw.preprocess("v2", sp["v2"])
     S = naive_cos(Xa @ pw.R_[("v1", "v2")], Xb)
     rank = 1 + (S > np.diag(S)[:, None]).sum(1)
-    assert res["hits_at_1"][1][2] == pytest.approx((rank == 1).mean())
+    assert res["top1"][1][2] == pytest.approx((rank == 1).mean())
 
 
 def test_cycle_consistency_zero_for_gpa_positive_for_pw():
@@ -149,8 +149,8 @@ def test_add_space_vs_refit_keeps_base_and_reports_both():
     res = add_space_vs_refit(base, tr, te, "v3")
     assert set(base.R_) == {"v0", "v1", "v2"} and all(np.array_equal(base.R_[k], R_before[k]) for k in R_before)
     base_only = any_to_any_retrieval(base, te, names=["v0", "v1", "v2"])
-    sub = [row[:3] for row in res["add"]["hits_at_1"][:3]]
-    assert sub == base_only["hits_at_1"]        # GPA-ADD leaves the base pairs exactly as they were
+    sub = [row[:3] for row in res["add"]["top1"][:3]]
+    assert sub == base_only["top1"]        # GPA-ADD leaves the base pairs exactly as they were
     assert res["add_seconds"] > 0 and res["refit_seconds"] > 0
     assert 0 <= res["new_pairs"]["add"] <= 1 and 0 <= res["new_pairs"]["refit"] <= 1
     assert res["refit"]["spaces"] == ["v0", "v1", "v2", "v3"]
@@ -181,7 +181,7 @@ def test_evaluate_universe_end_to_end_json():
     assert back["n_train"] + back["n_test"] == 200
     assert not set(groups[back["test_rows"]]) & set(np.delete(groups, back["test_rows"]))
     for m in back["methods"].values():
-        assert len(m["retrieval"]["hits_at_1"]) == 3
+        assert len(m["retrieval"]["top1"]) == 3
         assert m["clustering"]["spaces"]["v0"]["n_clusters"] == 4
         assert np.array(m["map"]["coords"]).shape == (3, 20, 2)
     assert back["methods"]["gpa"]["cycle"]["max"] < 1e-10
@@ -215,7 +215,7 @@ def test_universe_command_json_text_and_errors(tmp_path, capsys):
     gpa = GPA().fit({k: sp[k].astype(np.float32)[train] for k in ("v0", "v1", "v2")})
     S = naive_cos(gpa.to_universe("v0", sp["v0"].astype(np.float32)[test]),
                   gpa.to_universe("v1", sp["v1"].astype(np.float32)[test]))
-    assert out["methods"]["gpa"]["retrieval"]["hits_at_1"][0][1] == pytest.approx(
+    assert out["methods"]["gpa"]["retrieval"]["top1"][0][1] == pytest.approx(
         (S.argmax(1) == np.arange(len(test))).mean())
     assert main(args) == 0
     text = capsys.readouterr().out
@@ -251,7 +251,7 @@ def test_universe_study_shares_one_preprocessing_and_its_models():
     ref = GPA().fit({k: v[train] for k, v in sp.items()})
     res = study.evaluate("gpa")
     direct = any_to_any_retrieval(ref, {k: v[test] for k, v in sp.items()})
-    assert res["retrieval"]["hits_at_1"] == direct["hits_at_1"]
+    assert res["retrieval"]["top1"] == direct["top1"]
     assert res["retrieval"]["summary"]["mrr"]["mean"] == pytest.approx(direct["summary"]["mrr"]["mean"], abs=1e-12)
     assert res["clustering"] is None and res["n_iter"] == ref.n_iter_
 
@@ -288,5 +288,39 @@ def test_retrieval_with_groups_matches_naive_ranks_both_directions():
             same = groups[:, None] == groups[None, :]
             best = np.where(same, S, -np.inf).max(1)
             rank = 1 + ((S >= best[:, None]) & ~same).sum(1)
-            assert res["hits_at_1"][i][j] == pytest.approx((rank == 1).mean())
+            assert res["top1"][i][j] == pytest.approx((rank == 1).mean())
             assert res["mrr"][i][j] == pytest.approx((1 / rank).mean())
+
+
+def test_results_are_typed_and_the_renamed_keys_stay_as_aliases(tmp_path, capsys):
+    # typed results read like the dicts they replaced; the JSON (CLI --json) carries the deprecated hits_at_1 /
+    # hits_at_5 keys beside top1 / top5 with the same values, and reading an old key in Python warns
+    from core.cli import main
+    from core.evaluation.universe import (RENAMED_KEYS, RetrievalMatrices, UniverseEvaluation,
+                                          UniverseMethodResult)
+
+    sp = views(n=120, widths=(6, 7, 8), seed=9)
+    res = evaluate_universe(sp, ["gpa", "gcca"], keep_models=True)
+    assert isinstance(res, UniverseEvaluation) and isinstance(res.methods["gpa"], UniverseMethodResult)
+    ret = res.methods["gpa"].retrieval
+    assert isinstance(ret, RetrievalMatrices) and ret["top1"] is ret.top1 and "n_iter" in res.methods["gpa"]
+    assert "objective" not in res.methods["gcca"]                      # a GPA-only key: absent, not None
+    assert "models" in res and "models" not in res.to_dict()           # fitted models stay out of JSON
+    with pytest.warns(DeprecationWarning, match="'hits_at_1' is deprecated; use 'top1'"):
+        assert ret["top1"] == ret.top1
+    with pytest.warns(DeprecationWarning):
+        assert ret["summary"]["top5"] == ret.summary["top5"]
+    paths = []
+    for name, X in sp.items():
+        np.save(tmp_path / f"{name}.npy", X.astype(np.float32))
+        paths.append(str(tmp_path / f"{name}.npy"))
+    assert main(["universe", *paths, "--method", "gpa", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    r = out["methods"]["gpa"]["retrieval"]
+    for old, new in RENAMED_KEYS.items():
+        assert r[old] == r[new] and r["summary"][old] == r["summary"][new] and r["chance"][old] == r["chance"][new]
+    assert r["chance"]["top1"] == pytest.approx(1 / len(out["test_rows"]))
+    # the CLI prints the typed result's to_dict(): the same keys and numbers (timings aside)
+    direct = evaluate_universe({k: v.astype(np.float32) for k, v in sp.items()}, ["gpa"]).to_dict()
+    assert set(out) == set(direct) | {"preset"} and out["test_rows"] == direct["test_rows"]
+    assert out["methods"]["gpa"]["retrieval"] == json.loads(json.dumps(direct["methods"]["gpa"]["retrieval"]))

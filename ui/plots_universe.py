@@ -8,7 +8,7 @@ from plotly.subplots import make_subplots
 from ui.plots import PALETTE
 
 METHOD_LABELS = {"pw": "pairwise Procrustes", "gpa": "GPA", "gcca": "GCCA", "gcpa": "GCPA"}
-METRIC_LABELS = {"hits_at_1": "Hits@1", "hits_at_5": "Hits@5", "mrr": "MRR"}
+METRIC_LABELS = {"top1": "Hits@1", "top5": "Hits@5", "mrr": "MRR"}     # result keys -> paper D's names
 
 
 def _short(name: str, width: int = 14) -> str:
@@ -21,7 +21,7 @@ def _label(results: dict, m: str) -> str:
     return r.get("label") or METHOD_LABELS.get(m, m)
 
 
-def retrieval_heatmaps(results: dict, metric: str = "hits_at_1") -> go.Figure:
+def retrieval_heatmaps(results: dict, metric: str = "top1") -> go.Figure:
     """One M x M heatmap per method, side by side, on one 0..1 colour scale (row = query space)."""
     methods = list(results)
     fig = make_subplots(rows=1, cols=max(1, len(methods)), horizontal_spacing=0.06,
@@ -46,7 +46,7 @@ def retrieval_heatmaps(results: dict, metric: str = "hits_at_1") -> go.Figure:
     return fig
 
 
-def mean_worst_bars(results: dict, metric: str = "hits_at_1") -> go.Figure:
+def mean_worst_bars(results: dict, metric: str = "top1") -> go.Figure:
     """Mean and worst off-diagonal pair per method, with chance as a dashed line."""
     methods = list(results)
     labels = [_label(results, m) for m in methods]

@@ -27,10 +27,10 @@ JSON output::
          "description": {"method", "parameters", "preprocessing": {"standardize", "width_matching", "dim",
                          "spaces": {name: {"input_width", "width_step"}}}, "n_train", ...method facts...},
          "retrieval": {"spaces": [...], "n_queries": Q,
-                       "hits_at_1": [[float | null, ...], ...],   # M x M, row = query space, column = retrieved
-                       "hits_at_5": [[...]], "mrr": [[...]],      # null on the diagonal
-                       "summary": {"hits_at_1": {"mean", "worst", "worst_pair": [a, b]}, "hits_at_5": ..., "mrr": ...},
-                       "chance": {"hits_at_1", "hits_at_5", "mrr"}},
+                       "top1": [[float | null, ...], ...],        # M x M, row = query space, column = retrieved
+                       "top5": [[...]], "mrr": [[...]],           # null on the diagonal
+                       "summary": {"top1": {"mean", "worst", "worst_pair": [a, b]}, "top5": ..., "mrr": ...},
+                       "chance": {"top1", "top5", "mrr"}},        # (+ the deprecated hits_at_1 / hits_at_5)
          "cycle": {"mean", "max", "n_triples", "sampled", "triples": [{"cycle": [a, b, c], "error"}]},
          "clustering": {"spaces": {name: {"ari", "ari_std", "nmi", "nmi_std", "n_clusters", "per_seed"}},
                         "mean_ari", "mean_nmi", "seeds", "n_items"} | null,
@@ -43,6 +43,8 @@ JSON output::
      "preset": {"name": "custom" | "paper_d", "paper": "D", "settings": {...}, "differences": [str, ...]}}
 
 Each method also carries ``"label"`` (e.g. ``"GCCA (RACING, no ridge)"`` or ``"GCCA (MAXVAR, ridge 160)"``).
+``top1`` / ``top5`` are paper D's Hits@1 / Hits@5; the old keys ``hits_at_1`` / ``hits_at_5`` are still emitted
+beside them (same values) for one release, deprecated (README, "Renamed JSON keys").
 """
 from __future__ import annotations
 
@@ -177,15 +179,15 @@ def render(result: dict) -> str:
         lines.append(f"preprocessing: {pre['standardize']}, width matching '{pre['width_matching']}' to "
                      f"{pre['dim']} ({steps})")
         ch = any_method["retrieval"]["chance"]
-        lines.append(f"chance: Hits@1 {format_number(ch['hits_at_1'], 3)}, Hits@5 {format_number(ch['hits_at_5'], 3)}")
+        lines.append(f"chance: Hits@1 {format_number(ch['top1'], 3)}, Hits@5 {format_number(ch['top5'], 3)}")
     lines.append("")
     rows = []
     for m, r in result["methods"].items():
         s = r["retrieval"]["summary"]
         row = {"method": r.get("label") or METHOD_NAMES.get(m, m), "fit s": r["fit_seconds"],
-               "Hits@1 mean": s["hits_at_1"]["mean"], "Hits@1 worst": s["hits_at_1"]["worst"],
-               "worst pair": " -> ".join(s["hits_at_1"]["worst_pair"] or []),
-               "Hits@5 mean": s["hits_at_5"]["mean"], "MRR mean": s["mrr"]["mean"],
+               "Hits@1 mean": s["top1"]["mean"], "Hits@1 worst": s["top1"]["worst"],
+               "worst pair": " -> ".join(s["top1"]["worst_pair"] or []),
+               "Hits@5 mean": s["top5"]["mean"], "MRR mean": s["mrr"]["mean"],
                "cycle error": r["cycle"]["mean"]}
         if r.get("clustering"):
             row["ARI"] = r["clustering"]["mean_ari"]
@@ -202,7 +204,7 @@ def render(result: dict) -> str:
         lines.append("")
         lines.append(f"{r.get('label') or METHOD_NAMES.get(m, m)}: Hits@1 (row = query space, column = retrieved "
                      "space)")
-        lines.extend(_matrix_lines(r["retrieval"]["spaces"], r["retrieval"]["hits_at_1"]))
+        lines.extend(_matrix_lines(r["retrieval"]["spaces"], r["retrieval"]["top1"]))
     add = result.get("add")
     if add:
         lines.append("")

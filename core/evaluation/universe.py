@@ -7,27 +7,35 @@ which the universe is fitted, and held-out test items, on which everything here 
 * :func:`any_to_any_retrieval` - for every ordered pair (a, b), cosine scores between a's test items and b's
   (in the universe; for PW, a mapped into b's frame) ranked with :func:`core.evaluation.metrics.retrieval_topk` and
   :func:`core.evaluation.metrics.mean_reciprocal_rank` (ties count against the true item; items of one group are
-  partners): M x M matrices of Hits@1, Hits@5 and MRR, with the mean and the worst off-diagonal pair.
+  partners): M x M matrices of top-1 and top-5 accuracy (paper D's Hits@1 / Hits@5) and MRR, with the mean and
+  the worst off-diagonal pair.
 * :func:`cycle_consistency` - relative error ``||x - (a -> b -> c -> a)(x)|| / ||x||`` on test items in a's
   preprocessed coordinates, for every ordered triple of distinct spaces (a seeded sample beyond ``max_triples``).
 * :func:`clustering_scores` - k-means (scikit-learn, one run per seed) on the L2-normalised universe coordinates
   of each space's test items, ARI and NMI (scikit-learn) against a label column, averaged over seeds.
 * :func:`add_space_vs_refit` - GPA-ADD of one more space against refitting GPA on all of them: time and retrieval.
 * :func:`universe_map` - a shared 2-D PCA of the normalised universe coordinates of every space's test items.
-* :func:`evaluate_universe` - all of it for several methods; returns a JSON-ready dict (the CLI's output).
+* :func:`evaluate_universe` - all of it for several methods.
+
+Each returns a typed result (:class:`core.results.Result`: a dataclass read like a dict, ``to_dict()`` for JSON;
+:class:`UniverseEvaluation` is the CLI's ``--json`` output). Metric keys follow the project's scheme (``top1``,
+``top5``, ``mrr``; the matrices' rows are the query spaces, columns the retrieved ones); the old ``hits_at_1`` /
+``hits_at_5`` keys are deprecated aliases for one release (read with a warning, emitted beside the new ones in JSON).
 """
 from __future__ import annotations
 
 import copy
 import itertools
 import time
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..align import cosine_similarity_matrix
 from ..errors import DataError
+from ..results import ABSENT, Result, with_aliases
 from ..device import to_numpy
 from .metrics import chance_levels, mrr_from_ranks, std_over_seeds, topk_from_ranks, true_ranks
 from .splits import split_train_test
@@ -39,10 +47,148 @@ from ..universe import (GPA, METHODS, PairwiseProcrustes, PreparedSpaces, check_
                         method_label, prepare_spaces)
 
 __all__ = ["split_train_test", "UniverseStudy", "any_to_any_retrieval", "cycle_consistency", "clustering_scores",
-           "add_space_vs_refit", "universe_map", "evaluate_universe", "RETRIEVAL_METRICS"]
+           "add_space_vs_refit", "universe_map", "evaluate_universe", "RETRIEVAL_METRICS", "RENAMED_KEYS",
+           "RetrievalMatrices", "CycleConsistency", "KMeansScores", "ClusteringScores", "AddSpaceResult",
+           "UniverseMap", "UniverseMethodResult", "UniverseEvaluation"]
 
-#: JSON keys of the retrieval matrices.
-RETRIEVAL_METRICS = ("hits_at_1", "hits_at_5", "mrr")
+#: Keys of the retrieval matrices (and of their summary and chance).
+RETRIEVAL_METRICS = ("top1", "top5", "mrr")
+#: Deprecated keys (until the next release) -> their names in the project's metric scheme.
+RENAMED_KEYS = {"hits_at_1": "top1", "hits_at_5": "top5"}
+
+
+class _MetricDict(dict):
+    """A dict keyed by metric that still answers the deprecated keys (with a warning)."""
+
+    def __missing__(self, key):
+        if key in RENAMED_KEYS:
+            import warnings
+            warnings.warn(f"the result key '{key}' is deprecated; use '{RENAMED_KEYS[key]}'", DeprecationWarning,
+                          stacklevel=2)
+            return self[RENAMED_KEYS[key]]
+        raise KeyError(key)
+
+
+@dataclass(eq=False)
+class RetrievalMatrices(Result):
+    """Any-to-any retrieval of M spaces on held-out items (:func:`any_to_any_retrieval`).
+
+    ``top1``, ``top5``, ``mrr``: M x M lists (None on the diagonal; row = query space, column = retrieved space);
+    ``summary``: {metric: {"mean", "worst", "worst_pair"}} over the off-diagonal cells; ``chance``: {metric: value}.
+    """
+
+    spaces: list
+    n_queries: int
+    top1: list
+    top5: list
+    mrr: list
+    summary: dict
+    chance: dict
+    label: Any = ABSENT
+
+    _aliases = RENAMED_KEYS
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out["summary"] = with_aliases(out["summary"], RENAMED_KEYS)
+        out["chance"] = with_aliases(out["chance"], RENAMED_KEYS)
+        return out
+
+
+@dataclass(eq=False)
+class CycleConsistency(Result):
+    """Cycle error a -> b -> c -> a (:func:`cycle_consistency`)."""
+
+    mean: float | None
+    max: float | None
+    n_triples: int
+    sampled: bool
+    triples: list
+
+
+@dataclass(eq=False)
+class KMeansScores(Result):
+    """k-means ARI / NMI against labels, mean and std over seeds (:func:`kmeans_scores`)."""
+
+    ari: float
+    ari_std: float
+    nmi: float
+    nmi_std: float
+    n_clusters: int
+    per_seed: list
+
+
+@dataclass(eq=False)
+class ClusteringScores(Result):
+    """:class:`KMeansScores` per space and their means (:func:`clustering_scores`)."""
+
+    spaces: dict
+    mean_ari: float
+    mean_nmi: float
+    seeds: list
+    n_items: int
+
+
+@dataclass(eq=False)
+class AddSpaceResult(Result):
+    """GPA-ADD of one space against refitting GPA (:func:`add_space_vs_refit`); the pair means are top-1."""
+
+    space: str
+    add_seconds: float
+    refit_seconds: float
+    speedup: float
+    add: RetrievalMatrices
+    refit: RetrievalMatrices
+    new_pairs: dict
+    base_pairs: dict
+
+
+@dataclass(eq=False)
+class UniverseMap(Result):
+    """Shared 2-D PCA of every space's universe coordinates of the same items (:func:`universe_map`)."""
+
+    spaces: list
+    rows: list
+    coords: list
+    explained: list
+
+
+@dataclass(eq=False)
+class UniverseMethodResult(Result):
+    """One method of :func:`evaluate_universe`: its fit and how it is judged."""
+
+    name: str
+    label: str
+    fit_seconds: float
+    description: dict
+    retrieval: RetrievalMatrices
+    cycle: CycleConsistency
+    clustering: ClusteringScores | None = None
+    history: Any = ABSENT          # GPA iterations / GCPA epochs
+    n_iter: Any = ABSENT           # GPA iterations / GCPA epochs run
+    objective: Any = ABSENT        # GPA only
+    map: Any = ABSENT              # UniverseMap, with map_items
+
+
+@dataclass(eq=False)
+class UniverseEvaluation(Result):
+    """What :func:`evaluate_universe` returns (the CLI's ``--json``; ``models`` is kept out of JSON)."""
+
+    spaces: list
+    n_items: int
+    n_train: int
+    n_test: int
+    seed: int
+    test_size: float
+    labels: Any
+    methods: dict
+    add: AddSpaceResult | None = None
+    map_rows: Any = ABSENT
+    test_rows: Any = ABSENT
+    models: Any = ABSENT
+    preset: Any = ABSENT           # set by the CLI: the preset record
+
+    _not_json = ("models",)
 
 
 def _identity(iterable, total=None, desc=""):
@@ -73,8 +219,9 @@ def _summary(matrix: np.ndarray, names: list[str]) -> dict:
 
 
 def any_to_any_retrieval(model, test_spaces: Mapping[str, np.ndarray], groups=None, names: Sequence[str] | None = None,
-                         progress: Callable | None = None, preprocessed: Mapping | None = None) -> dict:
-    """Hits@1, Hits@5 and MRR for every ordered pair of spaces on held-out items, by cosine in the universe.
+                         progress: Callable | None = None, preprocessed: Mapping | None = None) -> RetrievalMatrices:
+    """Top-1, top-5 (Hits@1, Hits@5) and MRR for every ordered pair of spaces on held-out items, by cosine in the
+    universe.
 
     Parameters
     ----------
@@ -91,9 +238,9 @@ def any_to_any_retrieval(model, test_spaces: Mapping[str, np.ndarray], groups=No
 
     Returns
     -------
-    ``{"spaces": [...], "n_queries": Q, "hits_at_1": M x M list (None on the diagonal; row = query space a,
-    column = retrieved space b), "hits_at_5": ..., "mrr": ..., "summary": {metric: {"mean", "worst",
-    "worst_pair"}} over the off-diagonal cells, "chance": {metric: value}}``.
+    :class:`RetrievalMatrices`: ``{"spaces": [...], "n_queries": Q, "top1": M x M list (None on the diagonal;
+    row = query space a, column = retrieved space b), "top5": ..., "mrr": ..., "summary": {metric: {"mean",
+    "worst", "worst_pair"}} over the off-diagonal cells, "chance": {metric: value}}``.
     """
     progress = progress or _identity
     names = list(names or [m for m in test_spaces if m in model.space_names_])
@@ -113,29 +260,28 @@ def any_to_any_retrieval(model, test_spaces: Mapping[str, np.ndarray], groups=No
         for (q, r), axis in (((i, j), 1), ((j, i), 0)):      # a -> b ranks the columns, b -> a the rows
             ranks = true_ranks(S, groups, axis)
             top = topk_from_ranks(ranks, (1, 5))
-            mats["hits_at_1"][q, r] = top[1]
-            mats["hits_at_5"][q, r] = top[5]
+            mats["top1"][q, r] = top[1]
+            mats["top5"][q, r] = top[5]
             mats["mrr"][q, r] = mrr_from_ranks(ranks)
         del S
     chance = chance_levels(Q, groups, ks=(1, 5))
-    out = {"spaces": names, "n_queries": Q}
-    for k, mat in mats.items():
-        out[k] = [[None if i == j else float(mat[i, j]) for j in range(len(names))] for i in range(len(names))]
-    out["summary"] = {k: _summary(mats[k], names) for k in RETRIEVAL_METRICS}
-    out["chance"] = {"hits_at_1": chance["top1"], "hits_at_5": chance["top5"], "mrr": chance["mrr"]}
-    return out
+    lists = {k: [[None if i == j else float(mat[i, j]) for j in range(len(names))] for i in range(len(names))]
+             for k, mat in mats.items()}
+    return RetrievalMatrices(names, Q, **lists,
+                             summary=_MetricDict({k: _summary(mats[k], names) for k in RETRIEVAL_METRICS}),
+                             chance=_MetricDict({k: chance[k] for k in RETRIEVAL_METRICS}))
 
 
 def cycle_consistency(model, test_spaces: Mapping[str, np.ndarray], names: Sequence[str] | None = None,
-                      max_triples: int = 120, seed: int = 0, preprocessed: Mapping | None = None) -> dict:
+                      max_triples: int = 120, seed: int = 0, preprocessed: Mapping | None = None) -> CycleConsistency:
     """Cycle error a -> b -> c -> a of the model's maps between spaces, on held-out rows.
 
     For each ordered triple of distinct spaces, ``mean_i ||x_i - cycle(x_i)|| / ||x_i||`` with ``x`` the test rows
     of a in a's preprocessed coordinates (0 = perfectly cycle-consistent). With more than ``max_triples`` triples
     a seeded sample is used. Needs at least 3 spaces (else ``{"n_triples": 0, ...}``).
 
-    Returns ``{"mean": float | None, "max": float | None, "n_triples": int, "sampled": bool,
-    "triples": [{"cycle": [a, b, c], "error": float}, ...]}``.
+    Returns :class:`CycleConsistency`: ``{"mean": float | None, "max": float | None, "n_triples": int,
+    "sampled": bool, "triples": [{"cycle": [a, b, c], "error": float}, ...]}``.
     """
     names = list(names or [m for m in test_spaces if m in model.space_names_])
     triples = list(itertools.permutations(names, 3))
@@ -159,19 +305,20 @@ def cycle_consistency(model, test_spaces: Mapping[str, np.ndarray], names: Seque
         err = float((np.linalg.norm(y - x, axis=1)[ok] / norms[ok]).mean()) if ok.any() else 0.0
         rows.append({"cycle": [a, b, c], "error": err})
     errors = [r["error"] for r in rows]
-    return {"mean": float(np.mean(errors)) if errors else None, "max": float(np.max(errors)) if errors else None,
-            "n_triples": len(rows), "sampled": sampled, "triples": rows}
+    return CycleConsistency(float(np.mean(errors)) if errors else None, float(np.max(errors)) if errors else None,
+                            len(rows), sampled, rows)
 
 
 def _normalize_rows(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
-def kmeans_scores(X: np.ndarray, labels, seeds: Sequence[int] = (0, 1, 2), n_clusters: int | None = None) -> dict:
+def kmeans_scores(X: np.ndarray, labels, seeds: Sequence[int] = (0, 1, 2),
+                  n_clusters: int | None = None) -> KMeansScores:
     """k-means (scikit-learn, ``n_init=1`` per seed) on the rows of ``X``; ARI and NMI against ``labels``.
 
-    Returns ``{"ari": mean, "ari_std", "nmi": mean, "nmi_std", "n_clusters", "per_seed": [{"seed", "ari",
-    "nmi"}]}``.
+    Returns :class:`KMeansScores`: ``{"ari": mean, "ari_std", "nmi": mean, "nmi_std", "n_clusters",
+    "per_seed": [{"seed", "ari", "nmi"}]}`` (std over seeds with ddof = 1, :func:`std_over_seeds`).
     """
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -189,17 +336,16 @@ def kmeans_scores(X: np.ndarray, labels, seeds: Sequence[int] = (0, 1, 2), n_clu
                     "nmi": float(normalized_mutual_info_score(labels, pred))})
     ari = np.array([p["ari"] for p in per])
     nmi = np.array([p["nmi"] for p in per])
-    return {"ari": float(ari.mean()), "ari_std": std_over_seeds(ari), "nmi": float(nmi.mean()),
-            "nmi_std": std_over_seeds(nmi), "n_clusters": k, "per_seed": per}
+    return KMeansScores(float(ari.mean()), std_over_seeds(ari), float(nmi.mean()), std_over_seeds(nmi), k, per)
 
 
 def clustering_scores(model, test_spaces: Mapping[str, np.ndarray], labels, seeds: Sequence[int] = (0, 1, 2),
                       names: Sequence[str] | None = None, n_clusters: int | None = None,
-                      preprocessed: Mapping | None = None) -> dict:
+                      preprocessed: Mapping | None = None) -> ClusteringScores:
     """k-means on each space's L2-normalised universe coordinates of held-out items, ARI / NMI vs ``labels``.
 
-    Rows whose label is missing are left out. Returns ``{"spaces": {name: kmeans_scores(...)}, "mean_ari",
-    "mean_nmi", "seeds", "n_items"}``.
+    Rows whose label is missing are left out. Returns :class:`ClusteringScores`: ``{"spaces": {name:
+    kmeans_scores(...)}, "mean_ari", "mean_nmi", "seeds", "n_items"}``.
     """
     names = list(names or [m for m in test_spaces if m in model.space_names_])
     labels = pd.Series(np.asarray(labels, dtype=object))
@@ -210,21 +356,20 @@ def clustering_scores(model, test_spaces: Mapping[str, np.ndarray], labels, seed
     for m in names:
         U = _normalize_rows(to_numpy(model._universe_t(m, Z[m])))[keep]
         out[m] = kmeans_scores(U, lab, seeds, n_clusters)
-    return {"spaces": out, "mean_ari": float(np.mean([v["ari"] for v in out.values()])),
-            "mean_nmi": float(np.mean([v["nmi"] for v in out.values()])), "seeds": [int(s) for s in seeds],
-            "n_items": int(keep.sum())}
+    return ClusteringScores(out, float(np.mean([v.ari for v in out.values()])),
+                            float(np.mean([v.nmi for v in out.values()])), [int(s) for s in seeds], int(keep.sum()))
 
 
 def add_space_vs_refit(base: GPA, train_spaces: Mapping[str, np.ndarray], test_spaces: Mapping[str, np.ndarray],
-                       new: str, groups=None) -> dict:
+                       new: str, groups=None) -> AddSpaceResult:
     """GPA-ADD of space ``new`` to the fitted ``base`` universe, against refitting GPA on every space.
 
     ``train_spaces`` / ``test_spaces`` hold the base spaces and ``new`` (training / held-out rows). ``base`` is
     not changed (GPA-ADD runs on a copy).
 
-    Returns ``{"space", "add_seconds", "refit_seconds", "speedup", "add": retrieval dict, "refit": retrieval
-    dict, "new_pairs": {"add": mean Hits@1 over pairs involving new, "refit": ...}, "base_pairs": {"add": ...,
-    "refit": ...}}`` (retrieval dicts as :func:`any_to_any_retrieval`).
+    Returns :class:`AddSpaceResult`: ``{"space", "add_seconds", "refit_seconds", "speedup", "add": retrieval,
+    "refit": retrieval, "new_pairs": {"add": mean top-1 over pairs involving new, "refit": ...}, "base_pairs":
+    {"add": ..., "refit": ...}}`` (retrieval as :func:`any_to_any_retrieval`).
     """
     if new not in train_spaces:
         raise DataError(f"no space named '{new}' to add")
@@ -241,7 +386,7 @@ def add_space_vs_refit(base: GPA, train_spaces: Mapping[str, np.ndarray], test_s
     res_refit = any_to_any_retrieval(refit, test_spaces, groups, names)
 
     def split_mean(res):
-        H = res["hits_at_1"]
+        H = res.top1
         new_idx = len(names) - 1
         new_vals = [H[i][j] for i in range(len(names)) for j in range(len(names))
                     if i != j and new_idx in (i, j)]
@@ -250,17 +395,17 @@ def add_space_vs_refit(base: GPA, train_spaces: Mapping[str, np.ndarray], test_s
 
     na, ba = split_mean(res_add)
     nr, br = split_mean(res_refit)
-    return {"space": new, "add_seconds": add_seconds, "refit_seconds": refit_seconds,
-            "speedup": refit_seconds / max(add_seconds, 1e-9), "add": res_add, "refit": res_refit,
-            "new_pairs": {"add": na, "refit": nr}, "base_pairs": {"add": ba, "refit": br}}
+    return AddSpaceResult(new, add_seconds, refit_seconds, refit_seconds / max(add_seconds, 1e-9), res_add,
+                          res_refit, {"add": na, "refit": nr}, {"add": ba, "refit": br})
 
 
 def universe_map(model, test_spaces: Mapping[str, np.ndarray], rows: np.ndarray | None = None,
-                 names: Sequence[str] | None = None, preprocessed: Mapping | None = None) -> dict:
+                 names: Sequence[str] | None = None, preprocessed: Mapping | None = None) -> UniverseMap:
     """2-D PCA (shared by all spaces) of the L2-normalised universe coordinates of held-out items.
 
     ``rows`` picks which test rows to draw (default all). For PW the universe is the reference space's frame.
-    Returns ``{"spaces": [...], "rows": [...], "coords": M x len(rows) x 2 list, "explained": [r1, r2]}``.
+    Returns :class:`UniverseMap`: ``{"spaces": [...], "rows": [...], "coords": M x len(rows) x 2 list,
+    "explained": [r1, r2]}``.
     """
     from ..projection import PCAProjection
 
@@ -278,8 +423,7 @@ def universe_map(model, test_spaces: Mapping[str, np.ndarray], rows: np.ndarray 
     coords = pca.transform(stacked).reshape(len(names), len(rows), -1)
     if coords.shape[2] < 2:
         coords = np.concatenate([coords, np.zeros(coords.shape[:2] + (2 - coords.shape[2],))], axis=2)
-    return {"spaces": names, "rows": rows.tolist(), "coords": coords.tolist(),
-            "explained": [float(v) for v in pca.explained_variance_ratio_]}
+    return UniverseMap(names, rows.tolist(), coords.tolist(), [float(v) for v in pca.explained_variance_ratio_])
 
 
 class UniverseStudy:
@@ -373,34 +517,32 @@ class UniverseStudy:
         return self._fit_seconds[_check_method(method)]
 
     def evaluate(self, method: str, *, map_items: int = 0, max_triples: int = 120,
-                 progress: Callable | None = None) -> dict:
+                 progress: Callable | None = None) -> UniverseMethodResult:
         """One method's entry of :func:`evaluate_universe`'s ``"methods"``, without the clustering (see
         :meth:`clustering`): name, label, fit seconds, description, retrieval, cycle (and history, map)."""
         progress = progress or _identity
         method = _check_method(method)
         est = self.model(method, progress)
         Zt = self.test_preprocessed_
-        res = {"name": method, "label": method_label(est), "fit_seconds": self.fit_seconds(method),
-               "description": est.describe(),
-               "retrieval": {**any_to_any_retrieval(est, self.test_spaces_, self.test_groups_, self.names,
-                                                    progress=progress, preprocessed=Zt),
-                             "label": method_label(est)},
-               "cycle": cycle_consistency(est, self.test_spaces_, self.names, max_triples=max_triples,
-                                          seed=self.seed, preprocessed=Zt),
-               "clustering": None}
+        retrieval = any_to_any_retrieval(est, self.test_spaces_, self.test_groups_, self.names, progress=progress,
+                                         preprocessed=Zt)
+        retrieval.label = method_label(est)
+        res = UniverseMethodResult(method, method_label(est), self.fit_seconds(method), est.describe(), retrieval,
+                                   cycle_consistency(est, self.test_spaces_, self.names, max_triples=max_triples,
+                                                     seed=self.seed, preprocessed=Zt))
         if method in ("gpa", "gcpa"):
-            res["history"] = est.history_
+            res.history = est.history_
         if method == "gpa":
-            res["n_iter"], res["objective"] = int(est.n_iter_), float(est.objective_)
+            res.n_iter, res.objective = int(est.n_iter_), float(est.objective_)
         if method == "gcpa":
-            res["n_iter"] = int(est.stopped_epoch_)
+            res.n_iter = int(est.stopped_epoch_)
         rows = self.map_rows(map_items)
         if rows is not None:
-            res["map"] = universe_map(est, self.test_spaces_, rows, self.names, preprocessed=Zt)
+            res.map = universe_map(est, self.test_spaces_, rows, self.names, preprocessed=Zt)
         return res
 
     def clustering(self, method: str, labels, cluster_seeds: Sequence[int] = (0, 1, 2),
-                   progress: Callable | None = None) -> dict:
+                   progress: Callable | None = None) -> ClusteringScores:
         """:func:`clustering_scores` of ``method``'s universe on the held-out items (``labels``: one per item)."""
         est = self.model(method, progress)
         test_labels = np.asarray(labels, dtype=object)[self.test_rows_]
@@ -415,7 +557,7 @@ class UniverseStudy:
         Q = len(self.test_rows_)
         return np.sort(rng.choice(Q, size=min(int(map_items), Q), replace=False))
 
-    def add_space(self) -> dict:
+    def add_space(self) -> AddSpaceResult:
         """:func:`add_space_vs_refit` of the study's ``add`` space onto its GPA."""
         if self.add is None:
             raise DataError("this study has no space to add")
@@ -439,7 +581,7 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
                       gcpa_epochs: int = 100, gcpa_patience: int = 15, map_items: int = 0,
                       max_triples: int = 120, device=None, progress: Callable | None = None,
                       keep_models: bool = False, preprocess_order: str = "zscore-pca",
-                      gcca_variant: str = "maxvar-ridge", gcpa_schedule: str = "epochs") -> dict:
+                      gcca_variant: str = "maxvar-ridge", gcpa_schedule: str = "epochs") -> UniverseEvaluation:
     """Fit every method on the training items and judge it on the held-out items.
 
     Parameters
@@ -464,7 +606,7 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
 
     Returns
     -------
-    JSON-ready dict::
+    :class:`UniverseEvaluation` (``to_dict()`` is the JSON)::
 
         {"spaces": [...], "n_items", "n_train", "n_test", "seed", "test_size", "labels": bool,
          "methods": {method: {"name", "label" (e.g. "GCCA (RACING, no ridge)"), "fit_seconds", "description": {...preprocessing and fit facts...},
@@ -482,20 +624,19 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
                           width=width, dim=dim, gcca_reg=gcca_reg, gcca_components=gcca_components,
                           gcpa_epochs=gcpa_epochs, gcpa_patience=gcpa_patience, device=device,
                           preprocess_order=preprocess_order, gcca_variant=gcca_variant, gcpa_schedule=gcpa_schedule)
-    out = {"spaces": study.names, "n_items": study.n_items, "n_train": int(len(study.train_rows_)),
-           "n_test": int(len(study.test_rows_)), "seed": int(seed), "test_size": test_size,
-           "labels": labels is not None, "methods": {}, "add": None}
+    out = UniverseEvaluation(study.names, study.n_items, int(len(study.train_rows_)), int(len(study.test_rows_)),
+                             int(seed), test_size, labels is not None, {})
     for method in progress(methods, total=len(methods), desc="fitting methods"):
         res = study.evaluate(method, map_items=map_items, max_triples=max_triples, progress=progress)
         if labels is not None:
-            res["clustering"] = study.clustering(method, labels, cluster_seeds)
-        out["methods"][method] = res
+            res.clustering = study.clustering(method, labels, cluster_seeds)
+        out.methods[method] = res
     if add is not None:
-        out["add"] = study.add_space()
+        out.add = study.add_space()
     rows = study.map_rows(map_items)
     if rows is not None:
-        out["map_rows"] = study.test_rows_[rows].tolist()
-    out["test_rows"] = study.test_rows_.tolist()
+        out.map_rows = study.test_rows_[rows].tolist()
+    out.test_rows = study.test_rows_.tolist()
     if keep_models:
-        out["models"] = {m: study.model(m) for m in methods}
+        out.models = {m: study.model(m) for m in methods}
     return out
