@@ -307,9 +307,9 @@ def test_results_are_typed_and_the_renamed_keys_stay_as_aliases(tmp_path, capsys
     assert "objective" not in res.methods["gcca"]                      # a GPA-only key: absent, not None
     assert "models" in res and "models" not in res.to_dict()           # fitted models stay out of JSON
     with pytest.warns(DeprecationWarning, match="'hits_at_1' is deprecated; use 'top1'"):
-        assert ret["top1"] == ret.top1
+        assert ret["hits_at_1"] == ret.top1
     with pytest.warns(DeprecationWarning):
-        assert ret["summary"]["top5"] == ret.summary["top5"]
+        assert ret["summary"]["hits_at_5"] == ret.summary["top5"]
     paths = []
     for name, X in sp.items():
         np.save(tmp_path / f"{name}.npy", X.astype(np.float32))
