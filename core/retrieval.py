@@ -30,7 +30,8 @@ from .device import float64_device, pick_device
 from .errors import DataError
 
 __all__ = ["top_k", "nearest_neighbours", "CrossModalRetriever", "embed_query_text", "check_text_encoder",
-           "neighbours_before_after", "cached_alignment", "text_encoder_spec", "DEFAULT_METHOD", "DEFAULT_K"]
+           "neighbours_before_after", "subspace_cca", "subspace_index_key", "cached_alignment", "text_encoder_spec",
+           "DEFAULT_METHOD", "DEFAULT_K"]
 
 DEFAULT_METHOD = "cca_affine"
 DEFAULT_K = 50
@@ -325,9 +326,29 @@ def check_text_encoder(encoder, space_vectors, texts, n_check: int = 3, min_cosi
 # ------------------------------------------------------------------------------------------------
 # neighbours before / after alignment
 # ------------------------------------------------------------------------------------------------
+def subspace_cca(X, partner, dim: int = DEFAULT_K, reg: float = 1e-3, anchors=None, device=None):
+    """The :class:`core.align.CCA` of ``X`` with ``partner`` that :func:`neighbours_before_after` searches in:
+    ``dim`` components (capped at the widths and the anchors), fitted on ``anchors`` (default all items).
+
+    Fitting it once and passing it as ``cca=`` makes each further item's neighbours a search only."""
+    from .align import CCA
+
+    Xa, P = np.asarray(X), np.asarray(partner)
+    a = None if anchors is None else np.asarray(anchors)
+    n_a = Xa.shape[0] if a is None else len(a)
+    dim = int(min(dim, Xa.shape[1], P.shape[1], max(1, n_a - 1)))
+    return CCA(dim, reg, device=device).fit(Xa if a is None else Xa[a], P if a is None else P[a])
+
+
+def subspace_index_key(index_key: str, cca, anchors=None) -> str:
+    """The name of the faiss index of a :func:`subspace_cca` subspace (its spaces' ``index_key`` and the fit)."""
+    anchors_key = "all" if anchors is None else hashlib.sha256(np.ascontiguousarray(anchors, np.int64)).hexdigest()
+    return f"{index_key}:cca:{int(cca.W_x_.shape[1])}:{cca.reg!r}:{anchors_key}"
+
+
 def neighbours_before_after(X, partner, row: int, k: int = 8, *, dim: int = DEFAULT_K, reg: float = 1e-3,
                             metric: str = "cosine", anchors=None, cca=None, device=None, index_key: str | None = None,
-                            index_namespace: str | None = None) -> dict:
+                            index_namespace: str | None = None, subspace_key: str | None = None) -> dict:
     """An item's ``k`` nearest neighbours in the original space ``X`` beside those in the CCA subspace of ``X``
     fitted with ``partner`` (paper A, section 3).
 
@@ -339,24 +360,19 @@ def neighbours_before_after(X, partner, row: int, k: int = 8, *, dim: int = DEFA
     row : the query item.  k : neighbours.  metric : 'cosine' or 'euclidean'.
     index_key, index_namespace : name and cache the faiss indexes of large spaces (see :func:`nearest_neighbours`;
         ``index_key`` should identify both spaces, e.g. their two fingerprints).
+    subspace_key : with a given ``cca``, the name of its subspace's index (e.g. ``index_key`` plus the fit's
+        settings; see :func:`subspace_index_key`); without one the subspace is searched without a cached index.
 
     Returns
     -------
     ``{"row", "original": {"rows", "distances"}, "subspace": {"rows", "distances"}, "k": dim used}``.
     """
-    from .align import CCA
-
     Xa = np.asarray(X)
-    sub_key = None
+    sub_key = subspace_key
     if cca is None:
-        P = np.asarray(partner)
-        a = None if anchors is None else np.asarray(anchors)
-        n_a = Xa.shape[0] if a is None else len(a)
-        dim = int(min(dim, Xa.shape[1], P.shape[1], max(1, n_a - 1)))
-        cca = CCA(dim, reg, device=device).fit(Xa if a is None else Xa[a], P if a is None else P[a])
+        cca = subspace_cca(Xa, partner, dim=dim, reg=reg, anchors=anchors, device=device)
         if index_key is not None:
-            anchors_key = "all" if a is None else hashlib.sha256(np.ascontiguousarray(a, np.int64)).hexdigest()
-            sub_key = f"{index_key}:cca:{dim}:{reg!r}:{anchors_key}"
+            sub_key = subspace_index_key(index_key, cca, anchors)
     step = 65536
     Z = np.concatenate([cca.transform(Xa[s:s + step]) for s in range(0, max(Xa.shape[0], 1), step)])
     keys = dict(index_namespace=index_namespace)

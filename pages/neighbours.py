@@ -9,7 +9,7 @@ import streamlit as st
 from core.errors import DataError
 from core.export import build_manifest
 from core.geometry import check_distance_matrix, dataset_geometry_vs_semantics, item_point_clouds
-from core.retrieval import default_space, neighbours_before_after
+from core.retrieval import default_space, neighbours_before_after, subspace_cca, subspace_index_key
 from ui import cached, data, jobs
 from ui.plots import scatter_map, selected_rows
 from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_thumbnails, distance_scatter, short
@@ -47,8 +47,8 @@ if "nb_item" not in st.session_state:
     st.session_state["nb_item"] = ids[0] if str(st.query_params.get("item", "")) not in ids else st.query_params["item"]
 if "nb_pending" in st.session_state:   # picked on the map (drawn further down) in the previous run
     st.session_state["nb_item"] = st.session_state.pop("nb_pending")
-item = st.selectbox("Query item (type to search the captions)", ids, key="nb_item",
-                    format_func=lambda i: f"{i} - {short(captions[ids.index(i)], 90)}")
+item_labels = {i: f"{i} - {short(c, 90)}" for i, c in zip(ids, captions)}   # one pass (a lookup per option)
+item = st.selectbox("Query item (type to search the captions)", ids, key="nb_item", format_func=item_labels.get)
 row = ids.index(item)
 sync_url(space=space, partner=partner, k=k, dim=dim, metric=metric, item=item)
 
@@ -59,13 +59,17 @@ with guard():
 
 res = None
 with guard():
-    key = cached.result_key("neighbours", ds.fingerprint, space, partner, dim, metric, k, row)
-    res = jobs.computed(namespace, key, "Fitting the CCA subspace and finding neighbours",
-                          lambda progress: neighbours_before_after(ds[space].vectors(), ds[partner].vectors(), row,
-                                                                   k, dim=dim, metric=metric,
-                                                                   index_key=f"{ds.space_fingerprint(space)}:"
-                                                                             f"{ds.space_fingerprint(partner)}",
-                                                                   index_namespace=namespace))
+    # the CCA subspace is fitted once per (space, partner, dim); each item's neighbours are then a search only
+    index_key = f"{ds.space_fingerprint(space)}:{ds.space_fingerprint(partner)}"
+    ckey = cached.result_key("neighbours_cca", ds.fingerprint, space, partner, dim)
+    cca = jobs.computed(namespace, ckey, f"Fitting the CCA subspace of '{space}' with '{partner}'",
+                        lambda progress: subspace_cca(ds[space].vectors(), ds[partner].vectors(), dim=dim))
+    if cca is not None:
+        key = cached.result_key("neighbours", ds.fingerprint, space, partner, dim, metric, k, row)
+        res = jobs.computed(namespace, key, "Finding the neighbours",
+                            lambda progress: neighbours_before_after(
+                                ds[space].vectors(), None, row, k, metric=metric, cca=cca, index_key=index_key,
+                                subspace_key=subspace_index_key(index_key, cca), index_namespace=namespace))
 
 if res is not None:
     q_label = labels[row] if labels is not None else None
@@ -110,7 +114,8 @@ if res is not None:
 with st.expander("Or pick the query item on a map (click a point)", expanded=False):
     with guard():
         m = cached.pca_map(ds.fingerprint, space, 5000, ds)
-        fig_map = scatter_map(m["coords"], m["rows"], ds.hover_text(), color=ds.items["label"].iloc[m["rows"]]
+        texts = ds.hover_text()
+        fig_map = scatter_map(m["coords"], m["rows"], [texts[i] for i in m["rows"]], color=ds.items["label"].iloc[m["rows"]]
                               .reset_index(drop=True) if labels is not None else None, color_name="label",
                               title=f"PCA of '{space}'")
         event = st.plotly_chart(safe_figure(fig_map), key="nb_map", on_select="rerun", selection_mode="points", width="stretch")

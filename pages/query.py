@@ -78,22 +78,26 @@ with tab_text:
                 raise DataError(f"the space '{source}' has no text encoder, so a typed query cannot be placed in it",
                                 hint="pick a MiniLM / open_clip text space as the query space, or use the Item tab")
             from ui.encoders import encoder_for
-            encoder = encoder_for(spec, namespace)
             ckey = cached.result_key("encoder_check", ds.fingerprint, source, spec)
-            cached.computed(namespace, ckey, f"Checking that {spec} made '{source}'",
-                            lambda progress: check_text_encoder(encoder, ds[source].vectors(), list(captions),
-                                                                space_name=f"the space '{source}'"))
-            t0 = time.perf_counter()
-            query_vec = expand_query(embed_query_text(text, encoder), ds[source].vectors(), int(expand),
-                                     index_key=ds.space_fingerprint(source), index_namespace=namespace)
-            query_desc = f'"{text.strip()}"' + (f" (expanded with its {int(expand)} nearest '{source}' items)"
-                                                 if int(expand) else "")
-            st.session_state["query_embed_s"] = time.perf_counter() - t0
-            sync_url(q=text, expand=int(expand))
+            # loading the encoder (once per server) and re-encoding a few captions run as a job
+            checked = jobs.computed(namespace, ckey, f"Loading {spec} and checking that it made '{source}'",
+                                    lambda progress: check_text_encoder(encoder_for(spec, namespace),
+                                                                        ds[source].vectors(), list(captions),
+                                                                        space_name=f"the space '{source}'"))
+            if checked is not None:   # else its progress box (or its error) is drawn here
+                encoder = encoder_for(spec, namespace)
+                t0 = time.perf_counter()
+                query_vec = expand_query(embed_query_text(text, encoder), ds[source].vectors(), int(expand),
+                                         index_key=ds.space_fingerprint(source), index_namespace=namespace)
+                query_desc = f'"{text.strip()}"' + (f" (expanded with its {int(expand)} nearest '{source}' items)"
+                                                     if int(expand) else "")
+                st.session_state["query_embed_s"] = time.perf_counter() - t0
+                sync_url(q=text, expand=int(expand))
 
 with tab_item:
+    item_labels = {None: "(none)", **{i: f"{i} - {short(c, 90)}" for i, c in zip(ids, captions)}}
     pick = st.selectbox("Query with an item of the query space", [None] + ids, key="query_item",
-                        format_func=lambda i: "(none)" if i is None else f"{i} - {short(captions[ids.index(i)], 90)}")
+                        format_func=item_labels.get)
     if pick is not None and query_vec is None:
         r = ids.index(pick)
         query_vec = np.asarray(ds[source].vectors()[r:r + 1], dtype=np.float64)

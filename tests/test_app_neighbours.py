@@ -91,3 +91,66 @@ def test_neighbours_page_without_geometry_says_what_is_missing(server):
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     assert not any(t["type"] == "scatter3d" for s in specs for t in s["data"])
 
+
+
+def test_neighbours_new_item_reuses_the_fitted_subspace(server, monkeypatch):
+    """The CCA subspace is fitted once per (space, partner, dim): picking another item only searches."""
+    import core.retrieval as retrieval
+
+    calls = []
+    real = retrieval.subspace_cca
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(retrieval, "subspace_cca", counting)
+    at = _open("server:flat", dim="3", k="4", item="5")
+    assert not at.exception, at.exception
+    assert len(calls) == 1
+    at.selectbox(key="nb_item").set_value("7")
+    finish_jobs(at.run())
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert len(calls) == 1, "a new query item refitted the subspace"
+    frames = [d.value for d in at.dataframe]
+    D = cdist(server["shape"], server["shape"], "cosine")
+    assert frames[0]["id"].tolist() == [str(j) for j in np.argsort(D[7], kind="stable") if j != 7][:4]
+    # the subspace list equals the one-call path (fit and search together)
+    one_call = retrieval.neighbours_before_after(server["shape"].astype(np.float32),
+                                                 np.load(server["tmp"] / "server" / "flat" / "emb.npz")["text"],
+                                                 7, 4, dim=3)
+    assert frames[1]["id"].tolist() == [str(j) for j in one_call["subspace"]["rows"]]
+    assert np.allclose(frames[1]["cosine distance"], np.round(one_call["subspace"]["distances"], 4))
+
+
+def test_neighbours_map_of_a_sample_of_a_large_dataset(tmp_path, monkeypatch):
+    """Over 5,000 items the map draws a seeded sample of 5,000 rows, each with its own item's hover text."""
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PLATOSCOPE_DATA_DIR", str(tmp_path / "server"))
+    monkeypatch.setenv("PLATOSCOPE_DEMO", "0")
+    n = 5200
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(n, 3))
+    folder = tmp_path / "server" / "big"
+    folder.mkdir(parents=True)
+    np.savez(folder / "emb.npz", a=(z @ rng.normal(size=(3, 6))).astype(np.float32),
+             b=(z @ rng.normal(size=(3, 5))).astype(np.float32),
+             label=np.where(z[:, 0] > 0, "cup", "lamp"), caption=np.array([f"item number {i}" for i in range(n)]))
+    at = _open("server:big", dim="2", k="3")
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    spec = next(s for s in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+                if s["data"] and s["data"][0].get("type") == "scattergl")
+    texts = [t for trace in spec["data"] for t in trace["text"]]
+    rows = [r for trace in spec["data"] for r in _ints(trace["customdata"])]
+    assert len(rows) == len(texts) == 5000
+    assert texts == [f"item number {r}" for r in rows]
+
+
+def _ints(value):
+    if isinstance(value, dict):   # numpy arrays arrive base64-encoded
+        import base64
+
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
+    return list(value)

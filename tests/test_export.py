@@ -115,3 +115,29 @@ def test_figure_bytes_does_not_retry_without_a_browser():
     with pytest.raises(ExportUnavailable, match="ChromeNotFoundError"):
         figure_bytes(fig, "svg")
     assert fig.calls == 1
+
+
+def test_static_export_check_runs_off_the_script_thread(monkeypatch):
+    """The kaleido check (a render through Chrome, seconds) runs once, on its own thread: a page asking for it
+    gets None (unknown) at once, then the answer."""
+    import threading
+
+    from ui import widgets
+
+    release = threading.Event()
+    calls = []
+
+    def slow_render(fig, fmt, **kw):
+        calls.append(threading.current_thread().name)
+        release.wait(60)
+        raise ExportUnavailable("no browser here")
+
+    monkeypatch.setattr(widgets.core_export, "figure_bytes", slow_render)
+    monkeypatch.setattr(widgets, "_STATIC_EXPORT", {"ok": None, "thread": None})
+    assert widgets._static_export_ok() is None          # answered while the check is still rendering
+    assert widgets._static_export_ok() is None
+    release.set()
+    widgets._STATIC_EXPORT["thread"].join(60)
+    assert widgets._static_export_ok() is False
+    assert calls == ["platoscope-kaleido-probe"]          # once, not on the caller's thread
+    assert widgets._figure_formats() == ("html",)

@@ -3,9 +3,9 @@ export control."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
+import threading
 
 import streamlit as st
 
@@ -50,20 +50,44 @@ def _route_through_app() -> None:
 
 
 # -- export ----------------------------------------------------------------------------------------
-@st.cache_resource(show_spinner=False)
-@functools.lru_cache(maxsize=1)
-def _static_export_ok() -> bool:
-    """Whether kaleido can render figures here: checked once per server process (the check renders a figure
-    through Chrome: about 6 s, too slow for every rerun of every page)."""
+_STATIC_EXPORT: dict = {"ok": None, "thread": None}
+_STATIC_EXPORT_LOCK = threading.Lock()
+
+
+def _probe_static_export() -> None:
     import plotly.graph_objects as go
 
     try:
         core_export.figure_bytes(go.Figure(go.Scatter(x=[0, 1], y=[0, 1])), "svg", width=50, height=50)
-        return True
-    except core_export.ExportUnavailable:
-        return False
-    except Exception:  # noqa: BLE001
-        return False
+        ok = True
+    except Exception:  # noqa: BLE001 - ExportUnavailable, or kaleido failing in another way: no static export
+        ok = False
+    _STATIC_EXPORT["ok"] = ok
+
+
+def _static_export_ok() -> bool | None:
+    """Whether kaleido can render figures here: True / False once known, None while the check runs.
+
+    The check renders a figure through Chrome (about 4 to 6 s), once per server process, on a background thread
+    started by the first call: a page never waits for it (it used to run on the script thread of the first page
+    that showed an export control)."""
+    if _STATIC_EXPORT["ok"] is not None:
+        return _STATIC_EXPORT["ok"]
+    with _STATIC_EXPORT_LOCK:
+        if _STATIC_EXPORT["thread"] is None:
+            _STATIC_EXPORT["thread"] = threading.Thread(target=_probe_static_export, name="platoscope-kaleido-probe",
+                                                        daemon=True)
+            _STATIC_EXPORT["thread"].start()
+    return _STATIC_EXPORT["ok"]
+
+
+def _figure_formats() -> tuple[str, ...]:
+    """The figure formats of the zip bundle, decided when it is downloaded (the check has finished by then,
+    or is waited for: the user asked for the file)."""
+    thread = _STATIC_EXPORT["thread"]
+    if _STATIC_EXPORT["ok"] is None and thread is not None:
+        thread.join(30)
+    return ("html", "svg", "png") if _STATIC_EXPORT["ok"] else ("html",)
 
 
 def export_controls(name: str, *, manifest: dict, fig=None, table=None, key: str | None = None) -> None:
@@ -82,12 +106,14 @@ def export_controls(name: str, *, manifest: dict, fig=None, table=None, key: str
             cols = st.columns(3)
             for col, fmt in zip(cols, ("png", "svg", "html")):
                 disabled = fmt in ("png", "svg") and not static_ok
+                why = ("checking whether Chrome/Chromium is available for kaleido (a few seconds after the server "
+                       "starts)" if static_ok is None else "needs Chrome/Chromium on the server (kaleido)")
                 col.download_button(
                     fmt.upper(), data=(lambda f=fmt: core_export.figure_bytes(fig, f)),
                     file_name=f"{name}.{fmt}", mime={"png": "image/png", "svg": "image/svg+xml",
                                                      "html": "text/html"}[fmt],
                     key=f"exp_{key}_{fmt}", on_click="ignore", disabled=disabled,
-                    help="needs Chrome/Chromium on the server (kaleido)" if disabled else None)
+                    help=why if disabled else None)
         if table is not None:
             cols = st.columns(2)
             cols[0].download_button("CSV", data=lambda: core_export.table_bytes(table, "csv"),
@@ -96,10 +122,9 @@ def export_controls(name: str, *, manifest: dict, fig=None, table=None, key: str
             cols[1].download_button("JSON", data=lambda: core_export.table_bytes(table, "json", manifest),
                                     file_name=f"{name}.json", mime="application/json",
                                     key=f"exp_{key}_json", on_click="ignore")
-        formats = ("html", "svg", "png") if static_ok else ("html",)
         st.download_button("Everything (.zip with manifest.json)",
                            data=lambda: core_export.export_bundle(name=name, manifest=manifest, fig=fig,
-                                                                  table=table, figure_formats=formats),
+                                                                  table=table, figure_formats=_figure_formats()),
                            file_name=f"{name}.zip", mime="application/zip", key=f"exp_{key}_zip",
                            on_click="ignore", type="primary")
         st.download_button("manifest.json", data=lambda: json.dumps(manifest, indent=2),
