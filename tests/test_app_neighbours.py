@@ -105,7 +105,7 @@ def test_neighbours_new_item_reuses_the_fitted_subspace(server, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(retrieval, "subspace_cca", counting)
-    at = _open("server:flat", dim="3", k="4", item="5")
+    at = _open("server:flat", dim="2", k="4", item="5")   # a dim no other test fits (results are server-wide)
     assert not at.exception, at.exception
     assert len(calls) == 1
     at.selectbox(key="nb_item").set_value("7")
@@ -119,7 +119,7 @@ def test_neighbours_new_item_reuses_the_fitted_subspace(server, monkeypatch):
     # the subspace list equals the one-call path (fit and search together)
     one_call = retrieval.neighbours_before_after(server["shape"].astype(np.float32),
                                                  np.load(server["tmp"] / "server" / "flat" / "emb.npz")["text"],
-                                                 7, 4, dim=3)
+                                                 7, 4, dim=2)
     assert frames[1]["id"].tolist() == [str(j) for j in one_call["subspace"]["rows"]]
     assert np.allclose(frames[1]["cosine distance"], np.round(one_call["subspace"]["distances"], 4))
 
