@@ -220,20 +220,17 @@ def neighbour_index(X, metric: str = "cosine", *, content_key: str | None = None
         if key in _MEMORY:
             _MEMORY.move_to_end(key)
             return _MEMORY[key]
-    path = None
+    from .cache import namespace_file
+
     index = None
-    if namespace is not None:
-        from .cache import namespace_dir
-        folder = namespace_dir(namespace) / "ann"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{key}.faiss"
-        if path.exists():
-            try:
-                index = NeighbourIndex.load(path, metric, resolved)
-                if (index.n_, index.dim_) != (n, d):
-                    index = None
-            except Exception:  # a damaged cache file: rebuild it
+    path = namespace_file(namespace, "ann", f"{key}.faiss")
+    if path is not None and path.exists():
+        try:
+            index = NeighbourIndex.load(path, metric, resolved)
+            if (index.n_, index.dim_) != (n, d):
                 index = None
+        except Exception:  # a damaged cache file: rebuild it
+            index = None
     if index is None:
         index = probe.fit(X)
         if path is not None:

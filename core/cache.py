@@ -46,6 +46,16 @@ def namespace_dir(namespace: str = "shared") -> Path:
     return path
 
 
+def namespace_file(namespace: str | None, folder: str, name: str) -> Path | None:
+    """Path of the cache file ``name`` in the namespace's sub-folder ``folder`` (created); None without a namespace
+    (nothing is cached)."""
+    if namespace is None:
+        return None
+    path = namespace_dir(namespace) / folder
+    path.mkdir(parents=True, exist_ok=True)
+    return path / name
+
+
 def get_memory(namespace: str = "shared") -> joblib.Memory:
     """A joblib.Memory writing under the namespace's folder."""
     return joblib.Memory(location=str(namespace_dir(namespace) / "joblib"), verbose=0)

@@ -399,17 +399,14 @@ def cached_alignment(X_source, Y_target, content_key: str, *, method: str = DEFA
     params = {"method": normalize_method(method), "k": k, "reg": reg, "ridge": ridge, "content": content_key,
               "shape": [list(X.shape), list(Y.shape)]}
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:32]
-    path = None
-    if namespace is not None:
-        from .cache import namespace_dir
-        folder = namespace_dir(namespace) / "maps"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{key}.safetensors"
-        if path.exists():
-            try:
-                return load_map(path, device=device), True
-            except DataError:
-                path.unlink(missing_ok=True)
+    from .cache import namespace_file
+
+    path = namespace_file(namespace, "maps", f"{key}.safetensors")
+    if path is not None and path.exists():
+        try:
+            return load_map(path, device=device), True
+        except DataError:
+            path.unlink(missing_ok=True)
     retr = CrossModalRetriever(method, k, reg, ridge, device).fit(X, Y)
     if path is not None:
         tmp = Path(str(path) + ".tmp.safetensors")

@@ -98,6 +98,17 @@ def format_table(rows: Sequence[dict], columns: Sequence[str], headers: Sequence
     return "\n".join(out)
 
 
+def matrix_lines(names: Sequence[str], cells: Sequence[Sequence[str]]) -> list[str]:
+    """A square matrix of pre-formatted cells as text lines: a header of column names, then one row per name,
+    every column right-aligned to its widest entry."""
+    first = max(len(n) for n in names)
+    widths = [max(len(names[j]), *(len(row[j]) for row in cells)) for j in range(len(names))]
+    lines = [" " * first + "  " + "  ".join(n.rjust(w) for n, w in zip(names, widths))]
+    for name, row in zip(names, cells):
+        lines.append(name.ljust(first) + "  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    return lines
+
+
 def add_ray_argument(parser: argparse.ArgumentParser, what: str) -> None:
     """Add ``--ray [ADDRESS]``: run ``what`` as Ray tasks (a local instance without an address)."""
     parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",

@@ -32,7 +32,8 @@ import warnings
 from ..errors import DataError
 from ..presets import SIMILARITY_FIELDS, cli_choices, record, settings_for
 from ..similarity import MEASURE_ALIASES, MEASURES, resolve_measure, similarity_matrix
-from ._common import add_input_arguments, add_ray_argument, format_number, load_inputs, ray_session
+from ._common import (add_input_arguments, add_ray_argument, format_number, load_inputs, matrix_lines,
+                      ray_session)
 
 NAME = "cka"
 HELP = "similarity (linear / debiased / RBF CKA, mutual k-NN, CKNNA, SVCCA, PWCCA, Procrustes, RSA) of every pair of spaces"
@@ -138,13 +139,7 @@ def _run_ray(args: argparse.Namespace, measure, spaces: dict) -> dict:
 
 
 def _matrix_text(names, matrix, digits: int = 4) -> list[str]:
-    cells = [[format_number(v, digits) for v in row] for row in matrix]
-    first = max(len(n) for n in names)
-    widths = [max(len(names[j]), *(len(row[j]) for row in cells)) for j in range(len(names))]
-    lines = [" " * first + "  " + "  ".join(n.rjust(w) for n, w in zip(names, widths))]
-    for name, row in zip(names, cells):
-        lines.append(name.ljust(first) + "  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)))
-    return lines
+    return matrix_lines(names, [[format_number(v, digits) for v in row] for row in matrix])
 
 
 def render(result: dict) -> str:

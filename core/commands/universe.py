@@ -57,7 +57,7 @@ from ..errors import DataError
 from ..presets import cli_choices, record, settings_for
 from ..universe import METHOD_NAMES, METHODS
 from ..evaluation.universe import evaluate_universe
-from ._common import add_input_arguments, format_number, format_table, max_file_bytes
+from ._common import add_input_arguments, format_number, format_table, matrix_lines, max_file_bytes
 
 NAME = "universe"
 HELP = "align M spaces at once (pairwise Procrustes, GPA, GCCA, GCPA) and judge any-to-any retrieval"
@@ -156,13 +156,7 @@ def run(args: argparse.Namespace, progress) -> dict:
 
 
 def _matrix_lines(names: list[str], matrix, digits: int = 3) -> list[str]:
-    cells = [["-" if v is None else f"{v:.{digits}f}" for v in row] for row in matrix]
-    first = max(len(n) for n in names)
-    widths = [max(len(names[j]), *(len(r[j]) for r in cells)) for j in range(len(names))]
-    lines = [" " * first + "  " + "  ".join(n.rjust(w) for n, w in zip(names, widths))]
-    for name, row in zip(names, cells):
-        lines.append(name.ljust(first) + "  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)))
-    return lines
+    return matrix_lines(names, [["-" if v is None else f"{v:.{digits}f}" for v in row] for row in matrix])
 
 
 def render(result: dict) -> str:
