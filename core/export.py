@@ -65,6 +65,8 @@ def json_safe(value: Any) -> Any:
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.ndarray):
         return json_safe(value.tolist())
+    if isinstance(value, dict) and type(value) is not dict and callable(getattr(value, "to_dict", None)):
+        return value.to_dict()          # a typed result (core.results.Result): its own JSON form
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

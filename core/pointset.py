@@ -33,6 +33,8 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +46,8 @@ from .device import float64_device, pick_device
 from .errors import DataError
 from .numerics import pool_coefficients
 from .training import EarlyStopping
-from .evaluation.metrics import DEFAULT_KS, evaluate_scores, std_over_seeds
+from .evaluation.metrics import DEFAULT_KS, evaluate_scores, std_over_seeds, summarize_over_seeds
+from .results import ABSENT, Result
 from .evaluation.splits import resolve_sizes, split_anchors_queries
 
 __all__ = [
@@ -836,6 +839,24 @@ def numerical_rank(singular_values, rtol: float = 1e-8) -> int:
 _std = std_over_seeds
 
 
+@dataclass(eq=False)
+class PointSetComparison(Result):
+    """What :func:`compare_pointset_similarities` returns (``models`` is kept out of JSON)."""
+
+    settings: dict
+    adjustments: list
+    projection: str
+    results: dict
+    spectra: dict
+    training: list
+    rff_error: Any
+    query_rows: Any
+    seconds: float
+    models: Any = ABSENT
+
+    _not_json = ("models",)
+
+
 def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str = "gauss", train: bool = True,
                                   n_anchors: int | None = None, n_queries: int = 500, seeds=(0, 1, 2),
                                   groups=None, n_features: int = 1024, sigma: float = 0.5, c: float = 0.5,
@@ -844,7 +865,7 @@ def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str
                                   patience: int = 5, normalize_linear: bool = True, exact_check: int = 100,
                                   ks=DEFAULT_KS, device=None,
                                   progress=None, keep_models: bool = False, rff_redraw: bool = False,
-                                  head_bias: bool = True, logit_scale_param: str = "log") -> dict:
+                                  head_bias: bool = True, logit_scale_param: str = "log") -> "PointSetComparison":
     """Cosine of mean-pooled vectors vs uniform-weight vs learned-weight point-set similarity, on held-out pairs.
 
     For every seed: disjoint anchors and queries (:func:`core.evaluation.splits.split_anchors_queries`, group-aware); on the
@@ -872,8 +893,8 @@ def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str
 
     Returns
     -------
-    dict with ``"settings"``, ``"adjustments"``, ``"results"`` ({similarity: {metric: {"mean", "std", "chance",
-    "per_seed"}}}, similarities in :data:`SIMILARITIES`), ``"spectra"`` (first seed: {"cosine_pooled",
+    :class:`PointSetComparison` (read like a dict; ``to_dict()`` for JSON) with ``"settings"``, ``"adjustments"``,
+    ``"results"`` ({similarity: {metric: MetricSummary {"mean", "std", "chance", "per_seed"}}}, similarities in :data:`SIMILARITIES`), ``"spectra"`` (first seed: {"cosine_pooled",
     "pointset_uniform", "pointset_learned"}: singular values; ``"common_dim"``, ``"rank_bound"`` = common_dim + 1,
     ``"numerical_rank"``), ``"training"`` (per seed: seconds, epochs, best epoch, logit scale, history),
     ``"rff_error"`` (first seed: max and mean absolute error, relative Frobenius error vs the exact double sum),
@@ -966,27 +987,22 @@ def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str
             if key == "n_queries":
                 continue
             vals = [ev[key]["value"] for ev in evs]
-            metrics[key] = {"mean": float(np.mean(vals)), "std": _std(vals), "chance": evs[0][key]["chance"],
-                            "per_seed": [float(v) for v in vals]}
+            metrics[key] = summarize_over_seeds(vals, evs[0][key]["chance"])
         results[name] = metrics
-    out = {"settings": {"n_items": n, "n_anchors": int(n_anc), "n_queries": int(n_q), "seeds": seeds,
-                        "kernel": kernel, "n_features": int(n_features), "sigma": float(sigma), "c": float(c),
-                        "a1": resolve_mixture(kernel)[0], "a2": resolve_mixture(kernel)[1],
-                        "projection": projection, "n_components": int(n_components), "reg": float(reg),
-                        "train": bool(train), "max_epochs": int(max_epochs), "batch_size": int(batch_size),
-                        "lr": float(lr), "patience": int(patience), "normalize_linear": bool(normalize_linear),
-                        "rff_redraw": bool(rff_redraw), "head_bias": bool(head_bias),
-                        "logit_scale_param": str(logit_scale_param),
-                        "groups": groups is not None,
-                        "dims": [int(data_a.shape[2]), int(data_b.shape[2])],
-                        "tokens": [int(data_a.shape[1]), int(data_b.shape[1])]},
-           "adjustments": adjustments, "projection": projection_text, "results": results, "spectra": spectra,
-           "training": training, "rff_error": rff_error,
-           "query_rows": None if query_rows is None else [int(r) for r in query_rows],
-           "seconds": time.perf_counter() - t_start}
-    if keep_models:
-        out["models"] = out_models
-    return out
+    settings = {"n_items": n, "n_anchors": int(n_anc), "n_queries": int(n_q), "seeds": seeds,
+                "kernel": kernel, "n_features": int(n_features), "sigma": float(sigma), "c": float(c),
+                "a1": resolve_mixture(kernel)[0], "a2": resolve_mixture(kernel)[1],
+                "projection": projection, "n_components": int(n_components), "reg": float(reg),
+                "train": bool(train), "max_epochs": int(max_epochs), "batch_size": int(batch_size),
+                "lr": float(lr), "patience": int(patience), "normalize_linear": bool(normalize_linear),
+                "rff_redraw": bool(rff_redraw), "head_bias": bool(head_bias),
+                "logit_scale_param": str(logit_scale_param),
+                "groups": groups is not None,
+                "dims": [int(data_a.shape[2]), int(data_b.shape[2])],
+                "tokens": [int(data_a.shape[1]), int(data_b.shape[1])]}
+    return PointSetComparison(settings, adjustments, projection_text, results, spectra, training, rff_error,
+                              None if query_rows is None else [int(r) for r in query_rows],
+                              time.perf_counter() - t_start, out_models if keep_models else ABSENT)
 
 
 def _rows(arr, idx):

@@ -1,7 +1,7 @@
 """Typed results: small dataclasses for what the evaluation protocols return, with ``to_dict()`` for JSON.
 
-A :class:`Result` is a dataclass that also reads like the dict it replaced (``res["key"]``, ``res.get``, ``in``,
-``{**res}``, iteration over its keys), so code written against the dicts keeps working. ``to_dict()`` is the JSON
+A :class:`Result` is a dataclass that is also the dict it replaced (``res["key"]``, ``res.get``, ``in``,
+``{**res}``, ``json.dumps(res)``), so code written against the dicts keeps working. ``to_dict()`` is the JSON
 form (through :func:`core.export.json_safe`, the project's one conversion): what the CLI's ``--json`` prints.
 
 * A field whose value is :data:`ABSENT` is a key the result does not have (left out of the keys and of the JSON),
@@ -55,46 +55,89 @@ def with_aliases(values: dict, aliases: Mapping[str, str]) -> dict:
     return out
 
 
-class Result(Mapping):
-    """Base of the typed results (subclass it with ``@dataclass(eq=False)``)."""
+class Result(dict):
+    """Base of the typed results (subclass it with ``@dataclass(eq=False)``).
+
+    The fields are the source of truth and the dict holds the present ones (same order), so a result is also a
+    plain dict to ``json.dumps``, ``isinstance(res, dict)`` and ``res == {...}``; setting an attribute or a key
+    updates both. Keys that are not fields may be added (kept in the dict and in :meth:`to_dict`).
+    """
 
     _aliases: ClassVar[dict[str, str]] = {}
     _not_json: ClassVar[tuple[str, ...]] = ()
 
-    # -- the dict view -----------------------------------------------------------------------------
-    def _field_names(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self)]
+    def _is_field(self, name: str) -> bool:
+        return name in type(self).__dataclass_fields__
 
-    def _resolve(self, key: str) -> str:
+    def _resolve(self, key):
         if key in self._aliases:
             new = self._aliases[key]
             warnings.warn(f"the result key '{key}' is deprecated; use '{new}'", DeprecationWarning, stacklevel=3)
             return new
         return key
 
-    def __getitem__(self, key: str) -> Any:
+    # -- attributes and keys stay in step ------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if self._is_field(name):
+            if value is ABSENT:
+                dict.pop(self, name, None)
+            else:
+                dict.__setitem__(self, name, value)
+
+    def __missing__(self, key):
+        new = self._resolve(key)
+        if new != key:
+            return self[new]
+        raise KeyError(key)
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self, key) or (key in self._aliases and dict.__contains__(self, self._aliases[key]))
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def __setitem__(self, key, value) -> None:
         key = self._resolve(key)
-        if key not in self._field_names():
-            raise KeyError(key)
-        value = getattr(self, key)
-        if value is ABSENT:
-            raise KeyError(key)
-        return value
+        if self._is_field(key):
+            setattr(self, key, value)
+        else:
+            dict.__setitem__(self, key, value)
 
-    def __setitem__(self, key: str, value: Any) -> None:
+    def __delitem__(self, key) -> None:
         key = self._resolve(key)
-        if key not in self._field_names():
-            raise KeyError(f"{type(self).__name__} has no field '{key}'")
-        setattr(self, key, value)
+        if self._is_field(key):
+            if key not in self:
+                raise KeyError(key)
+            setattr(self, key, ABSENT)
+        else:
+            dict.__delitem__(self, key)
 
-    def __iter__(self):
-        return iter([k for k in self._field_names() if getattr(self, k) is not ABSENT])
+    def update(self, *args, **kwargs) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
 
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
+    def pop(self, key, *default):
+        if key in self:
+            value = self[key]
+            del self[key]
+            return value
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def __reduce__(self):
+        # rebuilt from the fields (dict's default pickling would bypass __init__ and the field / key sync)
+        import copyreg
+        return (copyreg._reconstructor, (type(self), dict, {}), dict(self.__dict__), None, iter(dict.items(self)))
 
     # -- JSON ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """The JSON-ready dict (deprecated keys emitted beside their new names)."""
-        values = {k: json_safe(getattr(self, k)) for k in self if k not in self._not_json}
+        """The JSON-ready dict (deprecated keys emitted beside their new names, private fields left out)."""
+        values = {k: json_safe(v) for k, v in dict.items(self) if k not in self._not_json}
         return with_aliases(values, self._aliases)

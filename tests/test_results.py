@@ -29,8 +29,13 @@ def test_reads_like_the_dict_it_replaced():
     assert {**r, "x": 1} == {"name": "a", "top1": 0.5, "x": 1}
     r["extra"] = [1, 2]
     assert r.extra == [1, 2] and list(r) == ["name", "top1", "extra"]
-    with pytest.raises(KeyError):
-        r["nope"] = 1
+    r.top1 = 0.75                                   # attributes and keys stay in step
+    assert r["top1"] == 0.75 and json.loads(json.dumps(r)) == {"name": "a", "top1": 0.75, "extra": [1, 2]}
+    assert isinstance(r, dict)
+    del r["extra"]
+    assert r.extra is ABSENT and "extra" not in r
+    r["note"] = "kept"                              # a key that is no field: kept, and in the JSON
+    assert r.to_dict()["note"] == "kept" and r.pop("note") == "kept" and "note" not in r
     with pytest.raises(KeyError):
         r["nope"]
 

@@ -14,24 +14,28 @@ When the dataset is smaller than ``n_anchors + n_queries``, the protocol shrinks
 n // 5)`` and the anchors are all remaining rows; ``k`` is capped at ``min(p, q)``. Every change is listed in
 the result's ``"adjustments"``.
 
-Results are JSON-ready dicts. Metrics (see :func:`core.evaluation.metrics.evaluate_scores`): ``matching_accuracy``,
+Results are typed (:class:`ProtocolResult`, :class:`SweepResult`: dataclasses read like dicts, ``to_dict()`` for
+JSON; each metric a :class:`core.evaluation.metrics.MetricSummary`). Metrics (see :func:`core.evaluation.metrics.evaluate_scores`): ``matching_accuracy``,
 ``top{1,5,10}_x_to_y``, ``top{1,5,10}_y_to_x``, ``mrr_x_to_y``, ``mrr_y_to_x`` and ``mrr`` (mean of both
 directions). ``x_to_y``: each X query (the source, e.g. text in paper A's Text -> 3D) ranks the Y queries.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..align import (CCA, K_METHODS, METHODS, PAPER_A_METHODS, AnchorMoments, MomentAccumulator, PairedPCA,
                     PairwiseAligner, normalize_method)
 from ..errors import DataError
-from .metrics import DEFAULT_KS, evaluate_scores, std_over_seeds
+from ..results import ABSENT, Result
+from .metrics import DEFAULT_KS, evaluate_scores, std_over_seeds, summarize_over_seeds
 from .splits import resolve_sizes, split_anchors_queries, split_rows
 
 __all__ = ["run_protocol", "sweep_k", "sweep_anchors", "METRICS", "DEFAULT_SWEEP_KS", "DEFAULT_ANCHOR_COUNTS",
-           "summarize_records"]
+           "summarize_records", "ProtocolResult", "SweepResult"]
 
 METRICS = ("matching_accuracy", "top1_x_to_y", "top5_x_to_y", "top10_x_to_y", "top1_y_to_x", "top5_y_to_x",
            "top10_y_to_x", "mrr_x_to_y", "mrr_y_to_x", "mrr")
@@ -41,6 +45,31 @@ SWEEP_K_METHODS = ("pca_affine", "cca_affine", "cca_local_cka")
 
 _SCORE_KIND = {"none": "cosine", "affine": "cosine", "pca_affine": "cosine", "procrustes": "cosine",
                "cca_affine": "cosine", "local_cka": "local CKA", "cca_local_cka": "local CKA"}
+
+
+@dataclass(eq=False)
+class ProtocolResult(Result):
+    """What :func:`run_protocol` returns: ``settings`` (what was used), ``adjustments`` (how the protocol shrank to
+    fit the data), ``results`` ({method: {metric: MetricSummary}}), ``cca`` (CCA's correlations, when a CCA method
+    ran) and ``seconds``."""
+
+    settings: dict
+    adjustments: list
+    results: dict
+    cca: Any = ABSENT
+    seconds: Any = ABSENT
+
+
+@dataclass(eq=False)
+class SweepResult(Result):
+    """What :func:`sweep_k` / :func:`sweep_anchors` return: ``records`` (one per method, swept value, seed and
+    metric) and their ``summary`` over seeds (:func:`summarize_records`)."""
+
+    settings: dict
+    adjustments: list
+    records: list
+    summary: list
+    seconds: float
 
 
 def _no_progress(iterable, total=None, desc=""):
@@ -165,7 +194,7 @@ def _projector_for(method, shared, k):
 # ------------------------------------------------------------------------------------------------
 def run_protocol(X, Y, methods=PAPER_A_METHODS, k: int = 50, n_anchors: int | None = 30000,
                  n_queries: int = 500, seeds=(0, 1, 2), groups=None, reg: float = 1e-3, ridge: float = 0.0,
-                 ks=DEFAULT_KS, progress=None, device=None, moments_fn=None) -> dict:
+                 ks=DEFAULT_KS, progress=None, device=None, moments_fn=None) -> ProtocolResult:
     """Paper A's protocol: for every seed draw anchors and queries, fit every method, judge it on the queries.
 
     Parameters
@@ -186,7 +215,7 @@ def run_protocol(X, Y, methods=PAPER_A_METHODS, k: int = 50, n_anchors: int | No
 
     Returns
     -------
-    dict (JSON-ready)::
+    :class:`ProtocolResult` (``to_dict()``: the JSON)::
 
         {"settings": {...what was used...}, "adjustments": [str, ...],
          "results": {method: {metric: {"mean", "std", "chance", "per_seed": [...]}}},
@@ -224,20 +253,18 @@ def run_protocol(X, Y, methods=PAPER_A_METHODS, k: int = 50, n_anchors: int | No
                     per_seed[method].setdefault(metric, []).append(value["value"])
                     chances[method].setdefault(metric, []).append(value["chance"])
 
-    results = {m: {metric: {"mean": float(np.mean(v)), "std": _std(v),
-                            "chance": float(np.mean(chances[m][metric])), "per_seed": [float(x) for x in v]}
-                   for metric, v in per_seed[m].items()}
+    results = {m: {metric: summarize_over_seeds(v, chances[m][metric]) for metric, v in per_seed[m].items()}
                for m in methods}
     used_anchors = int(anchors_used[0]) if len(set(anchors_used)) == 1 else [int(a) for a in anchors_used]
-    out = {"settings": _settings(n, p, q, methods, k, used_anchors, n_queries, seeds, reg, ridge, groups),
-           "adjustments": adjustments, "results": results}
+    out = ProtocolResult(_settings(n, p, q, methods, k, used_anchors, n_queries, seeds, reg, ridge, groups),
+                         adjustments, results)
     if cca_corr:
-        out["cca"] = {"reg": float(reg), "k": k,
+        out.cca = {"reg": float(reg), "k": k,
                       "canonical_correlations": [float(x) for x in np.mean(cca_corr, axis=0)],
                       "heldout_correlations": [float(x) for x in np.nanmean(cca_heldout, axis=0)],
                       "note": "canonical_correlations are regularised (reg > 0) and averaged over seeds; "
                               "heldout_correlations are plain correlations of the projected query pairs"}
-    out["seconds"] = time.perf_counter() - t0
+    out.seconds = time.perf_counter() - t0
     return out
 
 
@@ -271,7 +298,7 @@ def _ordered_summary(records: list[dict], by: str, methods: list[str]) -> list[d
 
 def sweep_k(X, Y, k_values=DEFAULT_SWEEP_KS, methods=SWEEP_K_METHODS, n_anchors: int | None = 30000,
             n_queries: int = 500, seeds=(0, 1, 2), groups=None, reg: float = 1e-3, ridge: float = 0.0,
-            ks=DEFAULT_KS, progress=None, device=None, partial=None, moments_fn=None) -> dict:
+            ks=DEFAULT_KS, progress=None, device=None, partial=None, moments_fn=None) -> SweepResult:
     """Every method over the subspace dimensions ``k_values`` (paper A's curve over k).
 
     CCA and PCA are fitted once per seed at the largest k; smaller k take the leading columns (the top-k
@@ -337,14 +364,13 @@ def sweep_k(X, Y, k_values=DEFAULT_SWEEP_KS, methods=SWEEP_K_METHODS, n_anchors:
             partial({"summary": _ordered_summary(records, "k", methods), "records": list(records),
                      "adjustments": list(adjustments)})
     used = int(anchors_used[0]) if len(set(anchors_used)) == 1 else [int(a) for a in anchors_used]
-    return {"settings": _settings(n, p, q, methods, k_list, used, n_queries, seeds, reg, ridge, groups),
-            "adjustments": adjustments, "records": records, "summary": _ordered_summary(records, "k", methods),
-            "seconds": time.perf_counter() - t0}
+    return SweepResult(_settings(n, p, q, methods, k_list, used, n_queries, seeds, reg, ridge, groups),
+                       adjustments, records, _ordered_summary(records, "k", methods), time.perf_counter() - t0)
 
 
 def sweep_anchors(X, Y, anchor_counts=DEFAULT_ANCHOR_COUNTS, methods=PAPER_A_METHODS, k: int = 50,
                   n_queries: int = 500, seeds=(0, 1, 2), groups=None, reg: float = 1e-3, ridge: float = 0.0,
-                  ks=DEFAULT_KS, progress=None, device=None, partial=None) -> dict:
+                  ks=DEFAULT_KS, progress=None, device=None, partial=None) -> SweepResult:
     """Every method over growing anchor counts (paper A's curve over the number of anchors).
 
     Per seed the queries are drawn first, then one seeded order of the remaining rows; the anchors for count
@@ -401,6 +427,6 @@ def sweep_anchors(X, Y, anchor_counts=DEFAULT_ANCHOR_COUNTS, methods=PAPER_A_MET
         if partial is not None:
             partial({"summary": _ordered_summary(records, "n_anchors", methods), "records": list(records),
                      "adjustments": list(adjustments)})
-    return {"settings": _settings(n, p, q, methods, k, counts, n_queries, seeds, reg, ridge, groups),
-            "adjustments": adjustments, "records": records,
-            "summary": _ordered_summary(records, "n_anchors", methods), "seconds": time.perf_counter() - t0}
+    return SweepResult(_settings(n, p, q, methods, k, counts, n_queries, seeds, reg, ridge, groups),
+                       adjustments, records, _ordered_summary(records, "n_anchors", methods),
+                       time.perf_counter() - t0)

@@ -26,12 +26,15 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.special import gammaln
 
+from dataclasses import dataclass
+
 from ..errors import DataError
+from ..results import Result
 
 __all__ = [
     "matching_accuracy", "true_ranks", "topk_from_ranks", "mrr_from_ranks", "retrieval_topk",
     "mean_reciprocal_rank", "chance_levels",
-    "evaluate_scores", "DEFAULT_KS", "std_over_seeds"]
+    "evaluate_scores", "DEFAULT_KS", "std_over_seeds", "MetricSummary", "summarize_over_seeds"]
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -231,3 +234,20 @@ def std_over_seeds(values) -> float:
     The one ddof of the project (protocols, point sets, universes, clustering)."""
     v = np.asarray(values, dtype=np.float64)
     return float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+@dataclass(eq=False)
+class MetricSummary(Result):
+    """One metric over seeds: ``mean``, ``std`` (:func:`std_over_seeds`), ``chance`` (mean over seeds) and the
+    ``per_seed`` values, as every protocol reports it."""
+
+    mean: float
+    std: float
+    chance: float
+    per_seed: list
+
+
+def summarize_over_seeds(values, chances) -> MetricSummary:
+    """:class:`MetricSummary` of one metric's per-seed ``values`` and chance levels (a number or one per seed)."""
+    return MetricSummary(float(np.mean(values)), std_over_seeds(values), float(np.mean(chances)),
+                         [float(v) for v in values])
