@@ -201,3 +201,31 @@ def test_every_standard_deviation_in_core_states_its_ddof():
     assert offenders == []
     from core.evaluate import std_over_seeds
     assert std_over_seeds([0.2, 0.4, 0.9]) == pytest.approx(np.std([0.2, 0.4, 0.9], ddof=1)) and std_over_seeds([3]) == 0
+
+
+@pytest.mark.parametrize("case", ["plain", "duplicates", "near_ties", "groups", "zero_rows"])
+def test_cosine_true_ranks_equal_true_ranks_of_the_float64_cosine(case):
+    from core.align import cosine_similarity_matrix
+    from core.evaluation.metrics import cosine_true_ranks
+
+    rng = np.random.default_rng(11)
+    Q, d = 300, 24
+    A = rng.normal(size=(Q, d))
+    B = A + 0.8 * rng.normal(size=(Q, d))
+    groups = None
+    if case == "duplicates":                    # exact ties between candidates and with the true item
+        B[10] = B[20]
+        B[40:45] = B[40]
+        A[7] = A[8]
+    if case == "near_ties":                     # scores closer than float32 can tell apart
+        for i in range(0, Q, 3):
+            B[(i + 1) % Q] = B[i] * (1 + 1e-9) + 1e-10 * rng.normal(size=d)
+    if case == "groups":
+        groups = np.repeat(np.arange(Q // 4), 4)
+    if case == "zero_rows":
+        A[3] = 0
+        B[5] = 0
+    S = cosine_similarity_matrix(A, B)
+    r1, r0 = cosine_true_ranks(A, B, groups, chunk_rows=64)
+    np.testing.assert_array_equal(r1, true_ranks(S, groups, axis=1))
+    np.testing.assert_array_equal(r0, true_ranks(S, groups, axis=0))

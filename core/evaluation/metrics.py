@@ -32,7 +32,7 @@ from ..errors import DataError
 from ..results import Result
 
 __all__ = [
-    "matching_accuracy", "true_ranks", "topk_from_ranks", "mrr_from_ranks", "retrieval_topk",
+    "matching_accuracy", "true_ranks", "cosine_true_ranks", "topk_from_ranks", "mrr_from_ranks", "retrieval_topk",
     "mean_reciprocal_rank", "chance_levels",
     "evaluate_scores", "DEFAULT_KS", "std_over_seeds", "MetricSummary", "summarize_over_seeds"]
 
@@ -132,6 +132,109 @@ def true_ranks(S, groups=None, axis: int = 1) -> np.ndarray:
     best = np.where(partners, S, -np.inf).max(axis=1)
     ahead = (S >= best[:, None]) & ~partners
     return 1 + ahead.sum(axis=1).astype(np.int64)
+
+
+def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`true_ranks` of ``S = cosine_similarity_matrix(X, Y)`` in both directions (``axis=1`` and ``axis=0``),
+    exactly, at the cost of a float32 product.
+
+    ``S`` is screened in float32, row blocks at a time (the float64 ``Q x Q`` matrix is never held): for unit
+    rows in ``d`` dimensions a float32 dot product is within ``delta = 2 (d + 3) 2^-24`` of the float64 one
+    (the rounding of the inputs plus the standard bound ``gamma_d`` of a summation, doubled for safety), so a
+    score further than ``delta`` from a query's threshold (its true partner's score) is on the same side of it
+    in both precisions. The few scores within ``delta`` (about ``2 delta Q / spread`` per query), and the
+    thresholds themselves, are computed as float64 dot products of the float64-normalised rows, and compared
+    exactly; ties count against the true item as in :func:`true_ranks`. With groups whose partner pairs
+    exceed ``64 Q`` this falls back to the float64 matrix.
+
+    Returns ``(ranks_x_to_y, ranks_y_to_x)``, int64 arrays of length Q.
+    """
+    import torch
+
+    from ..align import _row_normalize, cosine_similarity_matrix
+    from ..device import pick_float64_device, to_numpy
+
+    A64 = torch.as_tensor(np.asarray(X), dtype=torch.float64)
+    B64 = torch.as_tensor(np.asarray(Y), dtype=torch.float64)
+    if A64.ndim != 2 or A64.shape != B64.shape:
+        raise DataError(f"cosine ranks need two Q x d arrays of one shape, got {tuple(A64.shape)} and "
+                        f"{tuple(B64.shape)}")
+    Q, d = A64.shape
+    codes = _check_groups(groups, Q)
+    if codes is not None and int((np.bincount(codes) ** 2).sum()) > 64 * Q:
+        S = cosine_similarity_matrix(X, Y)
+        return true_ranks(S, groups, 1), true_ranks(S, groups, 0)
+    dev = pick_float64_device(device)
+    A64, B64 = _row_normalize(A64.to(dev)), _row_normalize(B64.to(dev))
+    if not (torch.isfinite(A64).all() and torch.isfinite(B64).all()):
+        raise DataError("the embeddings contain NaN or infinite values", hint="check for missing vectors")
+    A32, B32 = A64.float(), B64.float()
+    delta = 2.0 * (d + 3) * 2.0 ** -24
+
+    def exact(i, j):                                       # float64 cosine of row pairs (i, j)
+        return (A64[i] * B64[j]).sum(dim=1)
+
+    # thresholds: the true partner's score (the best one with groups), exactly
+    idx = torch.arange(Q, device=dev)
+    if codes is None:
+        row_t = col_t = exact(idx, idx)
+        code_t = None
+    else:
+        code_t = torch.as_tensor(codes, device=dev)
+        order = np.argsort(codes, kind="stable")
+        starts = np.r_[0, np.cumsum(np.bincount(codes))]
+        pi, pj = [], []
+        for g in range(len(starts) - 1):
+            members = order[starts[g]:starts[g + 1]]
+            pi.append(np.repeat(members, len(members)))
+            pj.append(np.tile(members, len(members)))
+        pi_t = torch.as_tensor(np.concatenate(pi), device=dev)
+        pj_t = torch.as_tensor(np.concatenate(pj), device=dev)
+        vals = exact(pi_t, pj_t)
+        neg = torch.full((Q,), -torch.inf, dtype=torch.float64, device=dev)
+        row_t = neg.scatter_reduce(0, pi_t, vals, reduce="amax")        # best partner of X query i
+        col_t = neg.clone().scatter_reduce(0, pj_t, vals, reduce="amax")  # best partner of Y query j
+    # float32 bounds of each threshold's band: t - delta and t + delta, widened by the float32 rounding
+    # (|t| <= 1) so that "S32 >= hi" is certain and "S32 < lo" is certain
+    pad = delta + 2.0 ** -23
+    bounds = {axis: (to_numpy((t - pad).float()), to_numpy((t + pad).float())) for axis, t in ((1, row_t), (0, col_t))}
+    codes_np = codes
+    ahead = {1: np.zeros(Q, dtype=np.int64), 0: np.zeros(Q, dtype=np.int64)}
+    for start in range(0, Q, int(chunk_rows)):
+        stop = min(Q, start + int(chunk_rows))
+        S32 = to_numpy(A32[start:stop] @ B32.T)                             # rows start..stop, all columns
+        partner = None if codes_np is None else codes_np[start:stop, None] == codes_np[None, :]
+        for axis in (1, 0):
+            lo, hi = bounds[axis]
+            lo = lo[start:stop, None] if axis == 1 else lo[None, :]
+            hi = hi[start:stop, None] if axis == 1 else hi[None, :]
+            sure, maybe = S32 >= hi, S32 >= lo
+            if partner is not None:                                         # partners never count
+                sure &= ~partner
+                maybe &= ~partner
+            n_sure, n_maybe = np.count_nonzero(sure, axis=axis), np.count_nonzero(maybe, axis=axis)
+            if axis == 1:
+                ahead[1][start:stop] += n_sure
+            else:
+                ahead[0] += n_sure
+            open_q = np.flatnonzero(n_maybe > n_sure)                       # queries with scores in the band
+            if not len(open_q):
+                continue
+            band = (maybe & ~sure)[open_q] if axis == 1 else (maybe & ~sure)[:, open_q].T
+            qi, ci = np.nonzero(band)                                       # query (local), candidate
+            q = open_q[qi]
+            if axis == 1:
+                rows, cols, thr = q + start, ci, row_t
+                who = rows
+            else:
+                rows, cols, thr = ci + start, q, col_t
+                who = cols
+            rows_t, cols_t = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
+            hit = to_numpy(exact(rows_t, cols_t) >= thr[torch.as_tensor(who, device=dev)])
+            np.add.at(ahead[axis], who, hit.astype(np.int64))
+    if codes is None:            # the query's own partner is among those counted (S_ii >= S_ii): rank = count
+        return ahead[1], ahead[0]
+    return 1 + ahead[1], 1 + ahead[0]
 
 
 def topk_from_ranks(ranks, ks=DEFAULT_KS) -> dict[int, float]:

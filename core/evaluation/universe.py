@@ -25,6 +25,7 @@ Each returns a typed result (:class:`core.results.Result`: a dataclass read like
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import time
 from dataclasses import dataclass
@@ -33,11 +34,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..align import cosine_similarity_matrix
 from ..errors import DataError
 from ..results import ABSENT, Result, with_aliases
 from ..device import to_numpy
-from .metrics import chance_levels, mrr_from_ranks, std_over_seeds, topk_from_ranks, true_ranks
+from .metrics import chance_levels, cosine_true_ranks, mrr_from_ranks, std_over_seeds, topk_from_ranks
 from .splits import split_train_test
 import threading
 
@@ -234,7 +234,8 @@ def any_to_any_retrieval(model, test_spaces: Mapping[str, np.ndarray], groups=No
 
     One score matrix serves both directions of a pair: in a shared universe ``S_ba = S_ab^T``; for pairwise
     Procrustes too, since ``R_ba = R_ab^T`` is orthogonal and ``cos(x_a R_ab, x_b) = cos(x_a, x_b R_ab^T)``.
-    Each direction's ranks (:func:`core.evaluation.metrics.true_ranks`) give all three metrics.
+    Each direction's ranks give all three metrics; they are computed exactly, with a float32 product screened
+    in float64 (:func:`core.evaluation.metrics.cosine_true_ranks`).
 
     Returns
     -------
@@ -253,17 +254,13 @@ def any_to_any_retrieval(model, test_spaces: Mapping[str, np.ndarray], groups=No
     pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
     for i, j in progress(pairs, total=len(pairs), desc="any-to-any retrieval"):
         a, b = names[i], names[j]
-        if pairwise:
-            S = cosine_similarity_matrix(to_numpy(model._map_t(Z[a], a, b)), to_numpy(Z[b]))
-        else:
-            S = cosine_similarity_matrix(E[a], E[b])
-        for (q, r), axis in (((i, j), 1), ((j, i), 0)):      # a -> b ranks the columns, b -> a the rows
-            ranks = true_ranks(S, groups, axis)
+        Ea, Eb = (to_numpy(model._map_t(Z[a], a, b)), to_numpy(Z[b])) if pairwise else (E[a], E[b])
+        both = cosine_true_ranks(Ea, Eb, groups, device=model.device)   # a -> b ranks the columns, b -> a the rows
+        for (q, r), ranks in zip(((i, j), (j, i)), both):
             top = topk_from_ranks(ranks, (1, 5))
             mats["top1"][q, r] = top[1]
             mats["top5"][q, r] = top[5]
             mats["mrr"][q, r] = mrr_from_ranks(ranks)
-        del S
     chance = chance_levels(Q, groups, ks=(1, 5))
     lists = {k: [[None if i == j else float(mat[i, j]) for j in range(len(names))] for i in range(len(names))]
              for k, mat in mats.items()}
@@ -293,6 +290,8 @@ def cycle_consistency(model, test_spaces: Mapping[str, np.ndarray], names: Seque
     Z = _preprocessed(model, test_spaces, names, preprocessed)
     pre = {m: to_numpy(Z[m]) for m in names}
     linear = getattr(model, "map_matrix", None)     # linear maps: compose the d x d matrices, one product per triple
+    if linear is not None:
+        linear = functools.lru_cache(maxsize=None)(linear)     # each ordered pair's matrix once
     rows = []
     for a, b, c in triples:
         x = pre[a]
