@@ -41,13 +41,13 @@ import functools
 import math
 import time
 import warnings
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import numpy as np
 import torch
 
-from .align import ProcrustesMap
 from .base import Estimator, init_linear_, torch_generator
 from .device import as_float64, pick_device, pick_float64_device, to_numpy
 from .errors import DataError
@@ -316,10 +316,26 @@ class PreparedSpaces:
 
     preprocessor: UniversePreprocessor
     Z: dict
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def n_rows(self) -> int:
         return int(next(iter(self.Z.values())).shape[0])
+
+    def cross_products(self) -> torch.Tensor:
+        """``C = [Z_1 ... Z_M]^T [Z_1 ... Z_M]`` (``Md x Md`` float64; block ``(j, k)`` is ``Z_j^T Z_k``),
+        computed once and shared: PW, GPA and GCCA all work from its blocks."""
+        with self._lock:
+            if "C" not in self._cache:
+                self._cache["C"] = cross_products(self.Z)
+            return self._cache["C"]
+
+
+def cross_products(Z: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The ``Md x Md`` matrix of every block ``Z_j^T Z_k`` of the (equal-width) preprocessed spaces."""
+    Zcat = torch.cat(list(Z.values()), dim=1)                       # n x Md
+    return Zcat.T @ Zcat
 
 
 def prepare_spaces(spaces: Mapping[str, np.ndarray], *, standardize: bool = True, width: str = "pca",
@@ -360,7 +376,14 @@ class _Universe(Estimator):
             self._check_prepared(spaces, prepared, order)
             self.preprocessor_ = copy.deepcopy(prepared.preprocessor)
         self.n_train_ = int(next(iter(spaces.values())).shape[0])
+        self._prepared = prepared              # for this fit only (its cross-products); dropped after fitting
         return dict(prepared.Z)
+
+    def _cross_products(self) -> torch.Tensor:
+        return self._prepared.cross_products()
+
+    def _done_fitting(self) -> None:
+        self.__dict__.pop("_prepared", None)
 
     def _check_prepared(self, spaces: dict, prepared: PreparedSpaces, order: str) -> None:
         pre = prepared.preprocessor
@@ -482,8 +505,15 @@ class PairwiseProcrustes(_Invertible):
         d = self.preprocessor_.dim_
         self.R_ = {}
         pairs = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
+        # R_ab = polar(Za_c^T Zb_c), the centred cross-product read from the shared block Za^T Zb (the Procrustes
+        # fit of core.align.ProcrustesMap on these rows, without recomputing a Gram matrix per pair)
+        C = self._cross_products()
+        n = self.n_train_
+        mu = {m: Z[m].mean(0) for m in names}
         for a, b in progress(pairs, total=len(pairs), desc="pairwise Procrustes"):
-            R = ProcrustesMap(dim=None, device=self.device).fit(_np(Z[a]), _np(Z[b])).R_
+            i, j = names.index(a), names.index(b)
+            M = C[i * d:(i + 1) * d, j * d:(j + 1) * d] - n * torch.outer(mu[a], mu[b])
+            R = _np(_polar(M))
             self.R_[(a, b)] = np.ascontiguousarray(R)
             self.R_[(b, a)] = np.ascontiguousarray(R.T)
         for a in names:
@@ -491,6 +521,7 @@ class PairwiseProcrustes(_Invertible):
         self.reference_ = self.reference if self.reference is not None else names[0]
         if self.reference_ not in Z:
             raise DataError(f"reference space '{self.reference_}' is not among the spaces")
+        self._done_fitting()
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
@@ -521,7 +552,7 @@ class PairwiseProcrustes(_Invertible):
 # GPA
 # ------------------------------------------------------------------------------------------------
 def _gpa_iterate(Z: dict[str, torch.Tensor], max_iter: int, tol: float, progress,
-                 objective_tol: float | None = None) -> tuple:
+                 objective_tol: float | None = None, C: torch.Tensor | None = None) -> tuple:
     """GPA from the symmetric start R_m = I. Returns (R dict, U, history list, converged, stop reason).
 
     Every quantity of an iteration is a function of the cross-products ``C_jk = X_j^T X_k`` (float64, computed
@@ -541,8 +572,8 @@ def _gpa_iterate(Z: dict[str, torch.Tensor], max_iter: int, tol: float, progress
     n, d = next(iter(Z.values())).shape
     dev = next(iter(Z.values())).device
     obj_tol = float(tol if objective_tol is None else objective_tol)
-    Zcat = torch.cat([Z[m] for m in names], dim=1)                 # n x Md
-    C = Zcat.T @ Zcat                                              # Md x Md
+    if C is None:
+        C = cross_products({m: Z[m] for m in names})               # Md x Md
     total = float(torch.diagonal(C).sum())
     eye = torch.eye(d, dtype=torch.float64, device=dev)
     R = torch.cat([eye] * M, dim=0)                                # Md x d, block m = R_m
@@ -624,7 +655,8 @@ class GPA(_Invertible):
         Z = self._prepare(spaces, prepared)
         R, U, history, converged, reason = _gpa_iterate(
             Z, int(self.max_iter), float(self.tol), progress,
-            None if self.objective_tol is None else float(self.objective_tol))
+            None if self.objective_tol is None else float(self.objective_tol), C=self._cross_products())
+        self._done_fitting()
         self.R_ = {m: _np(r) for m, r in R.items()}
         self.consensus_ = _np(U)
         self.history_ = history
@@ -759,6 +791,7 @@ class GCCA(_Universe):
             self._fit_racing(Z, progress)
         else:
             self._fit_maxvar(Z, progress)
+        self._done_fitting()
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
@@ -797,21 +830,33 @@ class GCCA(_Universe):
         r = float(0.1 * n if self.reg is None else self.reg)
         if r < 0:
             raise DataError(f"the GCCA ridge must be >= 0, got {r}")
-        bases, eig = [], {}
-        for m in progress(list(Z), total=len(Z), desc="GCCA bases"):
-            vals, vecs = _sym_eig_desc(Z[m].T @ Z[m])     # S^2 and V
+        # B = [B_1 ... B_M], B_m = X_m P_m with P_m = V_m (S_m^2 + r)^{-1/2}; every product with B is read from
+        # the shared cross-products C (block C_jk = X_j^T X_k): B_j^T B_k = P_j^T C_jk P_k
+        names = list(Z)
+        d = int(next(iter(Z.values())).shape[1])
+        C = self._cross_products()
+
+        def block(i, j):
+            return C[i * d:(i + 1) * d, j * d:(j + 1) * d]
+
+        P, eig = [], {}
+        for i, m in enumerate(progress(names, total=len(names), desc="GCCA bases")):
+            vals, vecs = _sym_eig_desc(block(i, i))        # S^2 and V of X_m
             keep = vals > vals[0].clamp_min(1e-300) * 1e-10
             s2, V = vals[keep], vecs[:, keep]
-            bases.append(Z[m] @ V / torch.sqrt(s2 + r))   # U S (S^2 + r)^{-1/2} = X V (S^2 + r)^{-1/2}
+            P.append(V / torch.sqrt(s2 + r))               # U S (S^2 + r)^{-1/2} = X V (S^2 + r)^{-1/2}
             eig[m] = (vals.clamp_min(0), vecs)
-        B = torch.cat(bases, dim=1)
+        width = sum(p.shape[1] for p in P)
         k = int(self.n_components or self.preprocessor_.dim_)
-        k = min(k, B.shape[1], n)
+        k = min(k, width, n)
         if k < 1:
             raise DataError("GCCA needs at least one component")
-        lam, Vb = _sym_eig_desc(B.T @ B)
+        BtB = torch.cat([torch.cat([P[i].T @ block(i, j) @ P[j] for j in range(len(P))], dim=1)
+                         for i in range(len(P))], dim=0)
+        lam, Vb = _sym_eig_desc(BtB)
         lam, Vb = lam[:k].clamp_min(1e-300), Vb[:, :k]
-        G = B @ Vb / torch.sqrt(lam)
+        starts = np.cumsum([0] + [p.shape[1] for p in P])
+        G = sum(Z[m] @ (P[i] @ Vb[starts[i]:starts[i + 1]]) for i, m in enumerate(names)) / torch.sqrt(lam)
         G, _ = torch.linalg.qr(G)            # re-orthonormalise (exact in exact arithmetic)
         self.G_ = _np(G)
         self.eigenvalues_ = _np(lam)
