@@ -55,3 +55,40 @@ def test_pickles_and_copies_keep_absent_fields_absent():
     r = Toy("a", 0.25)
     for back in (pickle.loads(pickle.dumps(r)), copy.deepcopy(r)):
         assert back.extra is ABSENT and dict(back) == dict(r)
+
+
+def test_every_protocol_returns_a_typed_result_whose_json_is_its_to_dict():
+    # paper A's protocol and sweep, paper B's comparison, paper C's report, the similarity matrices: each a Result
+    # (a dict as before), json.dumps-able as it is, with to_dict() equal to that JSON (no aliases there)
+    from core.evaluation.alignment import ProtocolResult, SweepResult, run_protocol, sweep_k
+    from core.evaluation.hierarchy import HierarchyReport, hierarchy_report
+    from core.evaluation.metrics import MetricSummary
+    from core.hierarchy import Chains
+    from core.pointset import PointSetComparison, compare_pointset_similarities
+    from core.similarity import layerwise_similarity, similarity_matrix
+    from core.similarity.matrix import LayerwiseSimilarity, SimilarityMatrix
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(120, 4))
+    X, Y = z @ rng.normal(size=(4, 6)), z @ rng.normal(size=(4, 5))
+    A = (z[:, None, :] + 0.5 * rng.normal(size=(120, 3, 4))).astype(np.float32)
+    E = rng.normal(size=(12, 5)).astype(np.float32)
+    chains = Chains(ids=np.array([str(i) for i in range(4)]), offsets=np.array([0, 3, 6, 9, 12]),
+                    texts=np.array([f"t{i}" for i in range(12)], dtype=object), embeddings=E,
+                    root=np.zeros(5, np.float32))
+    results = [
+        (run_protocol(X, Y, methods=["affine", "cca_affine"], k=3, n_anchors=80, n_queries=20, seeds=[0, 1]),
+         ProtocolResult),
+        (sweep_k(X, Y, k_values=[2, 3], n_anchors=80, n_queries=20, seeds=[0]), SweepResult),
+        (compare_pointset_similarities(A, A, kernel="linear", train=False, n_queries=20, seeds=[0], device="cpu"),
+         PointSetComparison),
+        (hierarchy_report(chains, n_boot=10), HierarchyReport),
+        (similarity_matrix({"x": X, "y": Y}), SimilarityMatrix),
+        (layerwise_similarity([X], [Y, X]), LayerwiseSimilarity),
+    ]
+    for res, cls in results:
+        assert type(res) is cls and isinstance(res, dict)
+        assert json.loads(json.dumps(res)) == json.loads(json.dumps(res.to_dict()))
+    entry = results[0][0].results["cca_affine"]["matching_accuracy"]
+    assert isinstance(entry, MetricSummary) and entry.std == pytest.approx(np.std(entry.per_seed, ddof=1))
+    assert results[4][0]["values"] is results[4][0].values and len(results[4][0].values) == 2

@@ -1,5 +1,6 @@
 """The hierarchy report of paper C (METHODS.md section 4): tau_d, hierarchical retrieval and RE fine-tuning of a
-set of caption chains, split into train / validation / test chains, as one JSON-ready dict.
+set of caption chains, split into train / validation / test chains, as one typed result (:class:`HierarchyReport`,
+a :class:`core.results.Result`: a dataclass that is also the dict it replaced; ``to_dict()`` for JSON).
 
 :func:`hierarchy_report` composes :mod:`core.hierarchy` (the measures on :class:`~core.hierarchy.Chains`) and
 :mod:`core.radial` (the fine-tuners); it is what the CLI's ``hierarchy`` command and the Hierarchy page run.
@@ -7,7 +8,8 @@ It lives apart from both so that neither imports the other's caller (no import c
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -16,8 +18,32 @@ from ..errors import DataError
 from ..hierarchy import (N_THRESHOLDS, RETRIEVAL_POOLS, Chains, fit_image_side, hierarchical_retrieval,
                         hierarchical_retrieval_by_image, radial_order, split_chains)
 from ..radial import OpenCLIPTextTowerFineTuner, RadialFineTuner
+from ..results import ABSENT, Result
 
-__all__ = ["hierarchy_report"]
+__all__ = ["hierarchy_report", "HierarchyReport"]
+
+
+@dataclass(eq=False)
+class HierarchyReport(Result):
+    """What :func:`hierarchy_report` returns: the chains' facts, ``all`` (zero-shot statistics of every chain),
+    and with 3 or more chains the ``split``, the ``heldout`` ``before`` / ``after`` summaries, the ``image_map`` and
+    the fine-tuning's ``training`` record; ``notes`` when something could not be done."""
+
+    n_chains: int
+    n_texts: int
+    n_distinct_texts: int
+    tiers: int
+    root: Any
+    image_side: Any
+    n_thresholds: int
+    tau_method: str
+    retrieval_pool: str
+    all: dict
+    notes: Any = ABSENT
+    split: Any = ABSENT
+    image_map: Any = ABSENT
+    heldout: Any = ABSENT
+    training: Any = ABSENT
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,8 +71,9 @@ def hierarchy_report(chains: Chains, *, finetune: bool = False, test_fraction: f
                      val_fraction: float = 0.1, seed: int = 0, n_thresholds: int = N_THRESHOLDS,
                      image_ridge: float = 1e-2, n_boot: int = 1000, tuner_params: dict | None = None,
                      details: bool = False, progress: Callable | None = None, encoder=None,
-                     tower_blocks: int | str = 0, tau: str = "tau-b", retrieval_pool: str = "heldout") -> dict:
-    """tau_d, retrieval and (optionally) RE fine-tuning of ``chains``, as a JSON-ready dict.
+                     tower_blocks: int | str = 0, tau: str = "tau-b",
+                     retrieval_pool: str = "heldout") -> HierarchyReport:
+    """tau_d, retrieval and (optionally) RE fine-tuning of ``chains``, as a :class:`HierarchyReport`.
 
     * ``all``: the zero-shot radial statistics of every chain (no fitting involved), with retrieval when the
       image side is already in the text space.
@@ -79,17 +106,14 @@ def hierarchy_report(chains: Chains, *, finetune: bool = False, test_fraction: f
     if retrieval_pool not in RETRIEVAL_POOLS:
         raise DataError(f"unknown retrieval pool {retrieval_pool!r}", hint=f"use one of {', '.join(RETRIEVAL_POOLS)}")
     paper_pool = retrieval_pool == "all-chains"
-    out: dict = {"n_chains": chains.n_chains, "n_texts": int(len(chains.texts)),
-                 "n_distinct_texts": int(pd.Series(chains.texts).nunique()),
-                 "tiers": int(chains.max_length), "root": chains.root_source,
-                 "image_side": chains.image_source, "n_thresholds": int(n_thresholds)}
-    out["tau_method"] = tau
-    out["retrieval_pool"] = retrieval_pool
     all_ret = None
     if chains.images is not None and chains.image_in_text_space:
         all_ret = (hierarchical_retrieval_by_image(chains, n_thresholds=n_thresholds) if paper_pool
                    else hierarchical_retrieval(chains, n_thresholds=n_thresholds))
-    out["all"] = _summary(radial_order(chains, n_boot=n_boot, seed=seed, tau=tau), all_ret, details)
+    out = HierarchyReport(chains.n_chains, int(len(chains.texts)), int(pd.Series(chains.texts).nunique()),
+                          int(chains.max_length), chains.root_source, chains.image_source, int(n_thresholds), tau,
+                          retrieval_pool, _summary(radial_order(chains, n_boot=n_boot, seed=seed, tau=tau), all_ret,
+                                                   details))
     if chains.n_chains < 3:
         out["notes"] = ["fewer than 3 chains: no held-out split"]
         return out

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import DataError
 from ..moments import StreamingMoments
+from ..results import ABSENT, Result
 from ._common import GRAM_MAX_N, _F64, _as_array, _auto_chunk, _chunk, _device, _undefined
 from .cka import _centred_gram, _frob2
 from .measures import Measure, _with_seed, resolve_measure
@@ -99,8 +101,35 @@ def _plain(v):
     return None if v is None else float(v)
 
 
+@dataclass(eq=False)
+class SimilarityMatrix(Result):
+    """What :func:`similarity_matrix` returns (a :class:`core.results.Result`: also the dict it replaced)."""
+
+    measure: str
+    names: list
+    values: list = field()      # the matrix (as an attribute it hides dict.values; read it as res["values"] too)
+    symmetric: bool = field()
+    higher_is_similar: bool
+    n_items: int
+    preprocess: str
+    p_values: Any = ABSENT
+    n_permutations: Any = ABSENT
+
+
+@dataclass(eq=False)
+class LayerwiseSimilarity(Result):
+    """What :func:`layerwise_similarity` returns."""
+
+    measure: str
+    names_a: list
+    names_b: list
+    values: list = field()      # the matrix (hides dict.values, as in SimilarityMatrix)
+    higher_is_similar: bool = field()
+    n_items: int = field()
+
+
 def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure = "linear_cka", progress=None,
-                      *, n_permutations: int = 0, seed: int = 0, **kw) -> dict:
+                      *, n_permutations: int = 0, seed: int = 0, **kw) -> SimilarityMatrix:
     """The M x M matrix of a similarity over named spaces with paired rows (widths may differ).
 
     Symmetric measures are computed once per unordered pair; the diagonal is computed too (1 for CKA,
@@ -119,7 +148,7 @@ def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure =
 
     Returns
     -------
-    dict
+    SimilarityMatrix
         ``measure`` (resolved name), ``names``, ``values`` (M x M nested list of float or None),
         ``symmetric``, ``higher_is_similar``, ``n_items``, and ``p_values`` (M x M, None on the diagonal)
         when ``n_permutations > 0``.
@@ -161,23 +190,21 @@ def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure =
         pmat[i][j] = _plain(v)
         if m.symmetric:
             pmat[j][i] = _plain(v)
-    out = {"measure": m.name, "names": names, "values": values, "symmetric": m.symmetric,
-           "higher_is_similar": m.higher_is_similar, "n_items": int(n), "preprocess": preprocess or "none"}
+    out = SimilarityMatrix(m.name, names, values, m.symmetric, m.higher_is_similar, int(n), preprocess or "none")
     if n_permutations:
-        out["p_values"] = pmat
-        out["n_permutations"] = n_permutations
+        out.p_values, out.n_permutations = pmat, n_permutations
     return out
 
 
 def layerwise_similarity(spaces_a: Sequence[np.ndarray], spaces_b: Sequence[np.ndarray],
                          measure: str | Measure = "linear_cka", names_a: Sequence[str] | None = None,
-                         names_b: Sequence[str] | None = None, progress=None, **kw) -> dict:
+                         names_b: Sequence[str] | None = None, progress=None, **kw) -> LayerwiseSimilarity:
     """The A x B matrix of a similarity between two lists of spaces (e.g. every layer of encoder a
     against every layer of encoder b), rows paired by item; widths may differ.
 
     Returns
     -------
-    dict
+    LayerwiseSimilarity
         ``measure``, ``names_a``, ``names_b``, ``values`` (A x B nested list), ``higher_is_similar``,
         ``n_items``.
     """
@@ -202,5 +229,4 @@ def layerwise_similarity(spaces_a: Sequence[np.ndarray], spaces_b: Sequence[np.n
     pairs = [(i, j) for i in range(len(arrays_a)) for j in range(len(arrays_b))]
     vals, _ = _pair_values(arrays_a, arrays_b, names_a, names_b, m, pairs, progress, 0, 0, kw)
     values = [[_plain(vals[(i, j)]) for j in range(len(arrays_b))] for i in range(len(arrays_a))]
-    return {"measure": m.name, "names_a": names_a, "names_b": names_b, "values": values,
-            "higher_is_similar": m.higher_is_similar, "n_items": int(n)}
+    return LayerwiseSimilarity(m.name, names_a, names_b, values, m.higher_is_similar, int(n))
