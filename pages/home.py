@@ -2,7 +2,7 @@
 import streamlit as st
 
 from ui import cached, data, jobs
-from ui.maps import map_points_cap, show_map
+from ui.maps import map_points_cap, pca_map_or_progress, show_map
 from ui.sidebar import FORMATS_HELP
 from ui.widgets import guard, page_header, sync_url, url_key
 
@@ -52,7 +52,7 @@ namespace = data.cache_namespace(ds)
 result = None
 with guard():
     if method == "PCA":
-        result = cached.pca_map(ds.fingerprint, space, map_points_cap(), ds)
+        result = pca_map_or_progress(ds, space, map_points_cap())
     else:
         params = dict(n_neighbors=15, min_dist=0.1)
         if cached.umap_is_cached(ds, space, namespace, cached.MAX_UMAP_POINTS, **params):
@@ -75,7 +75,7 @@ with guard():
             if result is None:
                 if not start:
                     st.info("UMAP is computed on request and cached; PCA is shown meanwhile.")
-                result = cached.pca_map(ds.fingerprint, space, map_points_cap(), ds)
+                result = pca_map_or_progress(ds, space, map_points_cap())
 
 if result is not None:
     show_map(ds, result, space, color)   # plotly for small maps, the canvas component for large ones (ui.maps)

@@ -1,13 +1,13 @@
 """Similarity: the CKA heatmap over a dataset's spaces (and its companions), and layer-by-layer heatmaps."""
 import re
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from core.export import build_manifest
 from core.similarity import MEASURES, layerwise_similarity, similarity_matrix
 from ui import cached, data, jobs
+from ui.maps import pca_map_or_progress
 from ui.plots import clicked_cell, heatmap, scatter_map
 from core.presets import SIMILARITY_FIELDS
 from ui.presets import preset_control
@@ -54,24 +54,35 @@ if view == "All spaces":
     kw.update(preset.settings.similarity_kwargs(measure))
     key = cached.result_key("simmat", ds.fingerprint, measure, chosen, int(n_perm), kw, preset.name)
     result = None
-    with guard():
-        result = jobs.computed(
-            namespace, key, f"{MEASURE_LABELS[measure]} over {len(chosen)} spaces",
-            lambda progress: similarity_matrix({c: ds[c].vectors() if ds[c].kind == "tokens" else ds[c].data
-                                                for c in chosen}, preset.settings.measure_name(measure),
-                                               progress, n_permutations=int(n_perm), seed=0, **kw))
-    if result is not None:
+
+    def matrix_figure(result):
         pv = result.get("p_values")
         extra = None
         if pv is not None:
             extra = [["" if p is None else f"<br>permutation p = {p:.3f}" for p in row] for row in pv]
         higher = result.get("higher_is_similar", True)
         bounded = measure not in ("procrustes",)
-        fig = heatmap(result["values"], result["names"], result["names"],
-                      title=f"{MEASURE_LABELS[measure]} - {result['n_items']:,} items",
-                      colorbar=MEASURE_LABELS[measure].split(" (")[0], zmin=None if not bounded else
-                      min(0.0, np.nanmin([[np.nan if v is None else v for v in r] for r in result["values"]])),
-                      zmax=1.0 if bounded else None, reverse=not higher, hover_extra=extra)
+        done = [v for r in result["values"] for v in r if v is not None]
+        filling = "" if result.get("complete", True) else " (filling in)"
+        return heatmap(result["values"], result["names"], result["names"],
+                       title=f"{MEASURE_LABELS[measure]} - {result['n_items']:,} items{filling}",
+                       colorbar=MEASURE_LABELS[measure].split(" (")[0], zmin=None if not bounded else
+                       min([0.0] + done), zmax=1.0 if bounded else None, reverse=not higher, hover_extra=extra)
+
+    def draw_partial(partial):   # the cells computed so far, cheapest pairs first
+        st.plotly_chart(safe_figure(matrix_figure(partial)), key="sim_heatmap_partial", width="stretch")
+
+    with guard():
+        result = jobs.result(
+            namespace, key, f"{MEASURE_LABELS[measure]} over {len(chosen)} spaces",
+            lambda job: similarity_matrix({c: ds[c].vectors() if ds[c].kind == "tokens" else ds[c].data
+                                           for c in chosen}, preset.settings.measure_name(measure),
+                                          job.progress, n_permutations=int(n_perm), seed=0, partial=job.publish,
+                                          **kw),
+            partial=draw_partial)
+    if result is not None:
+        pv = result.get("p_values")
+        fig = matrix_figure(result)
         event = st.plotly_chart(safe_figure(fig), on_select="rerun", selection_mode="points", key="sim_heatmap",
                                 width="stretch")
         rows = []
@@ -101,9 +112,14 @@ if view == "All spaces":
         if cell:
             st.caption(f"Cell clicked: {md(cell[1])} vs {md(cell[0])}")
         colour = next((c for c in ("label", "tier", "group") if c in ds.items.columns), None)
+        m = None
         for col, name in ((a_col, left), (b_col, right)):
-            with guard():
-                m = cached.pca_map(ds.fingerprint, name, 5000, ds)
+            if col is b_col and name == left and m is None:
+                continue   # the same PCA job: its progress box is in the left column
+            with col, guard():
+                m = pca_map_or_progress(ds, name, 5000, priority=1)
+                if m is None:
+                    continue
                 texts = ds.hover_text()
                 fig_m = scatter_map(m["coords"], m["rows"], [texts[i] for i in m["rows"]],
                                     color=None if colour is None else ds.items[colour].iloc[m["rows"]].reset_index(drop=True),

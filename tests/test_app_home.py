@@ -198,3 +198,51 @@ def test_session_memory_budget_gives_a_clear_message(env, monkeypatch):
     # a memory-mapped .npy of the same size does not count against the budget
     at2 = _upload(_app(), "plain.npy", _npy(rng.normal(size=(400, 16))))
     assert not at2.error, _errors(at2)
+
+
+def test_home_pca_map_is_a_job_shared_with_the_similarity_maps(env, monkeypatch):
+    """The map's PCA fit runs as a background job; the map equals sklearn's PCA (up to sign); the Similarity
+    view's side-by-side maps reuse the fit of a space already mapped on Home (one fit per space)."""
+    import json
+
+    from sklearn.decomposition import PCA
+
+    from tests.app_jobs import finish_jobs
+    from ui import cached
+
+    fits = []
+    real = cached.pca_fit
+    monkeypatch.setattr(cached, "pca_fit", lambda ds, space: fits.append(space) or real(ds, space))
+    rng = np.random.default_rng(11)
+    folder = env / "server" / "maps"
+    folder.mkdir()
+    alpha = (rng.normal(size=(40, 5)) * [5, 3, 1, 0.5, 0.1]).astype(np.float32)
+    np.save(folder / "alpha.npy", alpha)
+    np.save(folder / "beta.npy", rng.normal(size=(40, 4)).astype(np.float32))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["dataset"] = "server:maps"
+    at.query_params["space"] = "alpha"
+    finish_jobs(at.run())
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert fits == ["alpha"]
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    trace = spec["data"][0]
+    xy = np.column_stack([_numbers(trace["x"]), _numbers(trace["y"])])
+    rows = np.asarray(_numbers(trace["customdata"]), dtype=int)
+    ref = PCA(2).fit(alpha.astype(np.float64)).transform(alpha.astype(np.float64))[rows]
+    signs = np.sign((xy * ref).sum(0))
+    assert np.allclose(xy, ref * signs, atol=1e-4)
+    at.switch_page("pages/similarity.py")
+    finish_jobs(at.run())
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert sorted(fits) == ["alpha", "beta"]          # alpha's fit came from the job result, beta's is new
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any("PCA of 'alpha'" in t for t in titles) and any("PCA of 'beta'" in t for t in titles)
+
+
+def _numbers(value):
+    if isinstance(value, dict):   # numpy arrays arrive base64-encoded
+        import base64
+
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
+    return list(value)

@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from hostile import markup_payloads, write_markup_dataset
+from tests.app_jobs import finish_jobs
 from tests.conftest import ROOT
 
 APP = str(ROOT / "app.py")
@@ -127,6 +128,7 @@ def _uploaded(seed: int, name: str) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180).run()
     at.file_uploader[0].set_value([(name, _npz_bytes(seed), "application/octet-stream")]).run()
     at.button(key="sb_load").click().run()
+    finish_jobs(at)   # the Home map's PCA fit runs as a job
     assert not at.exception and not at.error, [e.value for e in at.error]
     return at
 

@@ -439,6 +439,36 @@ def test_similarity_matrix_matches_pairwise_values(rng, n):
     assert "p_values" not in res
 
 
+@pytest.mark.parametrize("n_perm", [0, 10])
+def test_similarity_matrix_fills_in_cheapest_pairs_first(rng, n_perm):
+    """partial() sees the matrix after every pair, narrowest pairs first; the cells it shows are the final values
+    (each naive CKA), and the final result is the one computed without partial."""
+    a = rng.normal(size=(150, 30))
+    spaces = {"wide": a @ rng.normal(size=(30, 60)), "narrow": a[:, :4] + 0.1 * rng.normal(size=(150, 4)),
+              "mid": a[:, :12] @ rng.normal(size=(12, 20))}
+    seen = []
+    res = S.similarity_matrix(spaces, "linear_cka", chunk_rows=40, n_permutations=n_perm, partial=seen.append)
+    assert res == S.similarity_matrix(spaces, "linear_cka", chunk_rows=40, n_permutations=n_perm)
+    assert "complete" not in res and all(p["complete"] is False for p in seen)
+    off_diagonal = 3
+    assert len(seen) == (off_diagonal if n_perm else off_diagonal + 3)
+    arrays = list(spaces.values())
+    for p in seen:
+        for i in range(3):
+            for j in range(3):
+                if p["values"][i][j] is not None:
+                    assert p["values"][i][j] == res["values"][i][j]
+                    assert res["values"][i][j] == pytest.approx(cka_ref(arrays[i], arrays[j]), rel=1e-9)
+    first = [(i, j) for i in range(3) for j in range(3) if i != j and seen[0]["values"][i][j] is not None]
+    names = res["names"]
+    if n_perm:   # the diagonal is known before the nulls start; the first pair is the two narrowest spaces
+        assert {names[i] for i, j in first} == {"narrow", "mid"}
+        assert seen[0]["p_values"][first[0][0]][first[0][1]] == res["p_values"][first[0][0]][first[0][1]]
+    else:        # the narrowest space's diagonal comes first
+        assert first == [] and seen[0]["values"][names.index("narrow")][names.index("narrow")] == 1.0
+    assert sum(v is not None for r in seen[-1]["values"] for v in r) == 9
+
+
 def test_similarity_matrix_with_permutations_and_asymmetric_measure(rng):
     X, Y = related(rng, n=50, p=4, q=3, noise=0.3)
     spaces = {"x": X, "y": Y, "z": rng.normal(size=(50, 2))}

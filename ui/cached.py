@@ -76,13 +76,22 @@ def _rows(ds: Dataset, cap: int) -> np.ndarray:
     return projection.sample_rows(ds.n, cap, seed=0)
 
 
+def pca_fit(ds: Dataset, space: str) -> projection.PCAProjection:
+    """The 2-component PCA of every row of ``space`` (streaming); safe to call from a job thread."""
+    sp = ds[space]
+    return projection.PCAProjection(2).fit(sp.vectors() if sp.kind == "tokens" else sp.data)
+
+
 @forgettable
 @st.cache_data(show_spinner="Projecting with PCA ...", max_entries=64)
-def pca_map(fingerprint: str, space: str, max_points: int, _ds: Dataset) -> dict:
-    """PCA fitted on every row (streaming); coordinates of a seeded sample of at most ``max_points`` rows."""
+def pca_map(fingerprint: str, space: str, max_points: int, _ds: Dataset, _pca=None) -> dict:
+    """PCA fitted on every row (streaming); coordinates of a seeded sample of at most ``max_points`` rows.
+
+    ``_pca``: the :func:`pca_fit` of this space when already fitted (e.g. by a job, see
+    :func:`ui.maps.pca_map_or_progress`); the map is the same either way."""
     sp = _ds[space]
     X = sp.vectors() if sp.kind == "tokens" else sp.data
-    pca = projection.PCAProjection(2).fit(X)
+    pca = _pca if _pca is not None else pca_fit(_ds, space)
     rows = _rows(_ds, max_points)
     coords = pca.transform(np.asarray(X[rows]) if sp.kind == "vectors" else X[rows])
     return {"rows": rows, "coords": coords, "explained": pca.explained_variance_ratio_.tolist(),

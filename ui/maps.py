@@ -139,6 +139,21 @@ def canvas_selection(value, coords: np.ndarray, data_key: str) -> np.ndarray:
     return np.empty(0, dtype=np.int64)
 
 
+def pca_map_or_progress(ds, space: str, max_points: int, *, priority: int = 0) -> dict | None:
+    """The PCA map of ``space`` (:func:`ui.cached.pca_map`), its fit over every row running as a background job:
+    None while it runs (its progress box is drawn here). The fit is shared by every map of the space (Home,
+    Similarity, Neighbours; any number of points) and kept on disk like every job's result."""
+    from ui import cached, data, jobs
+
+    namespace = data.cache_namespace(ds)
+    key = cached.result_key("pca_fit", ds.fingerprint, space)
+    pca = jobs.result(namespace, key, f"PCA of '{space}' over {ds.n:,} items", lambda job: cached.pca_fit(ds, space),
+                      priority=priority)
+    if pca is None:
+        return None
+    return cached.pca_map(ds.fingerprint, space, max_points, ds, pca)
+
+
 def show_map(ds, result: dict, space: str, color: str, *, key: str = "home_map") -> None:
     """The Home map of a projection ``result`` (``rows``, ``coords``, ``method``, ``explained``), its export
     control and the list of selected items."""

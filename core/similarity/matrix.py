@@ -59,8 +59,10 @@ def _linear_pair(a: _LinearPrep, b: _LinearPrep, chunk_rows, device) -> float | 
     return _frob2(xy) / (a.norm * b.norm)
 
 
-def _pair_values(arrays_a, arrays_b, names_a, names_b, m: Measure, pairs, progress, n_permutations, seed, kw):
-    """values[(i, j)] and p-values for the requested index pairs."""
+def _pair_values(arrays_a, arrays_b, names_a, names_b, m: Measure, pairs, progress, n_permutations, seed, kw,
+                 on_value=None):
+    """values[(i, j)] and p-values for the requested index pairs, in the order given; ``on_value(values, pvals)``
+    is called after each pair. Linear CKA prepares each space when its first pair needs it."""
     values: dict = {}
     pvals: dict = {}
     preps_a = preps_b = None
@@ -77,13 +79,14 @@ def _pair_values(arrays_a, arrays_b, names_a, names_b, m: Measure, pairs, progre
             if key not in cache:
                 cache[key] = _LinearPrep(x, name, kw.get("chunk_rows"), dev, use_gram)
             return cache[key]
-        preps_a = [prep(x, nm) for x, nm in zip(arrays_a, names_a)]
-        preps_b = [prep(x, nm) for x, nm in zip(arrays_b, names_b)]
+        preps_a = [lambda x=x, nm=nm: prep(x, nm) for x, nm in zip(arrays_a, names_a)]
+        preps_b = [lambda x=x, nm=nm: prep(x, nm) for x, nm in zip(arrays_b, names_b)]
     it = progress(pairs, total=len(pairs), desc="pairs") if progress else pairs
     for i, j in it:
         try:
             if preps_a is not None:
-                values[(i, j)] = _linear_pair(preps_a[i], preps_b[j], kw.get("chunk_rows"), _device(kw.get("device")))
+                values[(i, j)] = _linear_pair(preps_a[i](), preps_b[j](), kw.get("chunk_rows"),
+                                              _device(kw.get("device")))
             elif n_permutations > 0:
                 res = permutation_test(arrays_a[i], arrays_b[j], m, n_permutations=n_permutations,
                                        **{"seed": seed, **kw})
@@ -94,7 +97,16 @@ def _pair_values(arrays_a, arrays_b, names_a, names_b, m: Measure, pairs, progre
         except DataError as err:
             raise DataError(f"{names_a[i]} vs {names_b[j]}: {err.message}", file=err.file, array=err.array,
                             column=err.column, row=err.row, hint=err.hint) from None
+        if on_value is not None:
+            on_value(values, pvals)
     return values, pvals
+
+
+def _cheap_first(pairs, widths_a, widths_b):
+    """Pairs in order of cost (the wider space of the pair, then both widths): the first cells of a matrix that
+    fills in are the quick ones. Every value is computed the same way in any order."""
+    return sorted(pairs, key=lambda ij: (max(widths_a[ij[0]], widths_b[ij[1]]), widths_a[ij[0]] + widths_b[ij[1]],
+                                         ij))
 
 
 def _plain(v):
@@ -114,6 +126,7 @@ class SimilarityMatrix(Result):
     preprocess: str
     p_values: Any = ABSENT
     n_permutations: Any = ABSENT
+    complete: Any = ABSENT      # False in the partial matrices passed to similarity_matrix(partial=...)
 
 
 @dataclass(eq=False)
@@ -129,7 +142,7 @@ class LayerwiseSimilarity(Result):
 
 
 def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure = "linear_cka", progress=None,
-                      *, n_permutations: int = 0, seed: int = 0, **kw) -> SimilarityMatrix:
+                      *, n_permutations: int = 0, seed: int = 0, partial=None, **kw) -> SimilarityMatrix:
     """The M x M matrix of a similarity over named spaces with paired rows (widths may differ).
 
     Symmetric measures are computed once per unordered pair; the diagonal is computed too (1 for CKA,
@@ -143,6 +156,9 @@ def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure =
     progress : tqdm-like wrapper over the pairs.
     n_permutations : when > 0, also a permutation p-value per off-diagonal pair (seeded with ``seed``).
     seed : seeds the permutations and the sub-samples of the measures that take a ``seed``.
+    partial : optional ``partial(result)`` called after each pair with the matrix so far (the same dict as the
+        return value, ``None`` in the cells not computed yet, ``"complete": False``); pairs are computed cheapest
+        first (narrowest spaces), so the first cells come quickly. The values do not depend on the order.
     **kw : passed to the measure; ``preprocess="platonic"`` first applies :func:`platonic_preprocess` to every
         space (the paper A preset; recorded as ``"preprocess"`` in the result).
 
@@ -168,18 +184,31 @@ def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure =
             raise DataError(f"space '{nm}' has {x.shape[0]} rows, '{names[0]}' has {n}", array=nm,
                             hint="every space must have one row per item")
     M = len(names)
-    pairs = [(i, j) for i in range(M) for j in range(M) if not (m.symmetric and j < i)]
+    widths = [x.shape[1] for x in arrays]
+    pairs = _cheap_first([(i, j) for i in range(M) for j in range(M) if not (m.symmetric and j < i)],
+                         widths, widths)
     n_permutations = int(n_permutations)
     if n_permutations < 0:
         raise DataError(f"n_permutations must be >= 0, got {n_permutations}")
+
+    def assemble(vals, pvals, complete=True):
+        return _assemble(m, names, n, preprocess, n_permutations, vals, pvals, complete)
+
     if n_permutations:
         # the diagonal needs no null; every other pair gets its own permutation test
         vals, _ = _pair_values(arrays, arrays, names, names, m, [(i, i) for i in range(M)], None, 0, seed, kw)
         off = [(i, j) for i, j in pairs if i != j]
-        v2, pvals = _pair_values(arrays, arrays, names, names, m, off, progress, n_permutations, seed, kw)
+        report = None if partial is None else (lambda v, p: partial(assemble({**vals, **v}, p, False)))
+        v2, pvals = _pair_values(arrays, arrays, names, names, m, off, progress, n_permutations, seed, kw, report)
         vals.update(v2)
     else:
-        vals, pvals = _pair_values(arrays, arrays, names, names, m, pairs, progress, 0, seed, kw)
+        report = None if partial is None else (lambda v, p: partial(assemble(v, p, False)))
+        vals, pvals = _pair_values(arrays, arrays, names, names, m, pairs, progress, 0, seed, kw, report)
+    return assemble(vals, pvals)
+
+
+def _assemble(m: Measure, names, n, preprocess, n_permutations, vals, pvals, complete) -> SimilarityMatrix:
+    M = len(names)
     values = [[None] * M for _ in range(M)]
     pmat = [[None] * M for _ in range(M)]
     for (i, j), v in vals.items():
@@ -193,6 +222,8 @@ def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure =
     out = SimilarityMatrix(m.name, names, values, m.symmetric, m.higher_is_similar, int(n), preprocess or "none")
     if n_permutations:
         out.p_values, out.n_permutations = pmat, n_permutations
+    if not complete:
+        out.complete = False
     return out
 
 
