@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -146,11 +147,16 @@ def visit(browser, url: str, view: dict, timeout_s: float, second: bool = False)
         if view["name"] == "Universe":
             text = page.inner_text('[data-testid="stMain"]')
             out["gpa_note"] = next((line for line in text.splitlines() if "GPA:" in line), "")
+        if view["name"] == "Subspace":   # the protocol's own time (run_protocol's "seconds"), beside the CLI's
+            text = page.inner_text('[data-testid="stMain"]')
+            found = re.search(r"fitted in ([0-9.]+) s", text)
+            out["fit_s"] = float(found.group(1)) if found else None
     ctx.close()
     return out
 
 
-def run_cli(args: list[str], cwd: Path, env: dict, timeout_s: float) -> float | None:
+def run_cli(args: list[str], cwd: Path, env: dict, timeout_s: float, out: dict | None = None) -> float | None:
+    """Seconds end to end; ``out["json"]`` gets the parsed ``--json`` output when asked for."""
     t0 = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, "-m", "core", *args], cwd=cwd, env=env, capture_output=True,
@@ -160,7 +166,13 @@ def run_cli(args: list[str], cwd: Path, env: dict, timeout_s: float) -> float | 
     if proc.returncode != 0:
         print(f"  CLI {' '.join(args[:2])} failed: {proc.stderr.decode()[-400:]}", file=sys.stderr)
         return None
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    if out is not None:
+        try:
+            out["json"] = json.loads(proc.stdout.decode())
+        except ValueError:
+            out["json"] = None
+    return seconds
 
 
 def fmt(v, timeout_s):
@@ -242,7 +254,10 @@ def main() -> int:
         for row, view in zip(rows, [v for v in views(args.n) if any(r["view"] == v["name"] for r in rows)]):
             for field, cmd in (("cli", view.get("cli")), ("cli_all", view.get("cli_all"))):
                 if cmd:
-                    row[field] = run_cli(cmd, study, env, args.timeout)
+                    got: dict = {}
+                    row[field] = run_cli(cmd, study, env, args.timeout, got)
+                    if view["name"] == "Subspace" and got.get("json"):
+                        row["cli_fit_s"] = (got["json"].get("protocol") or {}).get("seconds")
 
     t = args.timeout
     print(f"\n| view | first paint (s) | first numbers (s) | idle (s) | second visit (s) | CLI (s) | app / CLI |"
@@ -255,6 +270,9 @@ def main() -> int:
             ref = r.get("three")
         if r["view"] == "Home":
             extra = f" (summary table; PCA map {fmt(r.get('map'), t)} s)"
+        if r["view"] == "Subspace" and r.get("fit_s") is not None:
+            extra = (f" (run_protocol {r['fit_s']:.1f} s in the app"
+                     + (f", {r['cli_fit_s']:.1f} s in the CLI)" if r.get("cli_fit_s") else ")"))
         cli = r.get("cli")
         ratio = "-" if cli is None or ref is None else f"{ref / cli:.2f}"
         if r["view"] == "Universe" and r.get("cli_all") and r.get("idle"):

@@ -14,7 +14,7 @@ from ui import cached, data, jobs
 from ui.maps import pca_map_or_progress
 from ui.plots import scatter_map, selected_rows
 from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_thumbnails, distance_scatter, short
-from ui.widgets import export_controls, guard, page_header, sync_url, url_key
+from ui.widgets import export_controls, guard, item_picker, page_header, sync_url, url_key
 from ui.text import md, safe_figure
 
 page_header("Neighbours", "neighbours",
@@ -48,8 +48,7 @@ if "nb_item" not in st.session_state:
     st.session_state["nb_item"] = ids[0] if str(st.query_params.get("item", "")) not in ids else st.query_params["item"]
 if "nb_pending" in st.session_state:   # picked on the map (drawn further down) in the previous run
     st.session_state["nb_item"] = st.session_state.pop("nb_pending")
-item_labels = {i: f"{i} - {short(c, 90)}" for i, c in zip(ids, captions)}   # one pass (a lookup per option)
-item = st.selectbox("Query item (type to search the captions)", ids, key="nb_item", format_func=item_labels.get)
+item = item_picker("Query item", ids, captions, "nb_item")
 row = ids.index(item)
 sync_url(space=space, partner=partner, k=k, dim=dim, metric=metric, item=item)
 

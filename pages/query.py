@@ -13,7 +13,7 @@ from core.retrieval import (CrossModalRetriever, check_text_encoder, embed_query
                             default_space, text_encoder_spec)
 from ui import cached, data, jobs
 from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_silhouettes, cloud_thumbnails, short
-from ui.widgets import export_controls, guard, page_header, sync_url, url_key
+from ui.widgets import export_controls, guard, item_picker, page_header, sync_url, url_key
 from ui.text import md, safe_figure
 
 page_header("Query", "query",
@@ -95,9 +95,7 @@ with tab_text:
                 sync_url(q=text, expand=int(expand))
 
 with tab_item:
-    item_labels = {None: "(none)", **{i: f"{i} - {short(c, 90)}" for i, c in zip(ids, captions)}}
-    pick = st.selectbox("Query with an item of the query space", [None] + ids, key="query_item",
-                        format_func=item_labels.get)
+    pick = item_picker("Query with an item of the query space", ids, captions, "query_item", none_label="(none)")
     if pick is not None and query_vec is None:
         r = ids.index(pick)
         query_vec = np.asarray(ds[source].vectors()[r:r + 1], dtype=np.float64)

@@ -146,6 +146,20 @@ def test_neighbours_map_of_a_sample_of_a_large_dataset(tmp_path, monkeypatch):
     rows = [r for trace in spec["data"] for r in _ints(trace["customdata"])]
     assert len(rows) == len(texts) == 5000
     assert texts == [f"item number {r}" for r in rows]
+    # the item picker lists at most MAX_ITEM_OPTIONS items; a search narrows them (the current item stays listed)
+    from ui.widgets import MAX_ITEM_OPTIONS
+
+    picker = at.selectbox(key="nb_item")
+    assert len(picker.options) == MAX_ITEM_OPTIONS and picker.value == "0"
+    at.text_input(key="nb_item_search").input("NUMBER 432").run()
+    picker = at.selectbox(key="nb_item")
+    assert [o.split(" - ")[0] for o in picker.options] == ["0", "432"] + [str(i) for i in range(4320, 4330)]
+    picker.set_value("4321")
+    finish_jobs(at.run())
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("4321" in m.value and "item number 4321" in m.value for m in at.markdown)
+    frames = [d.value for d in at.dataframe]
+    assert "4321" not in frames[0]["id"].tolist() and len(frames[0]) == 3
 
 
 def _ints(value):

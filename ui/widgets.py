@@ -3,6 +3,7 @@ export control."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import threading
@@ -13,6 +14,7 @@ from core.errors import DataError, PlatoscopeError
 from core import export as core_export
 from ui.errors import guard, show_error  # noqa: F401  (re-exported: pages import them from here)
 from ui import private_downloads
+from ui.plots_geosem import short
 # URL-bound settings live in ui.url_state (ui.presets needs them too); re-exported: pages import them from here
 from ui.url_state import _kept_settings, sync_url, url_key, url_value  # noqa: F401
 
@@ -47,6 +49,46 @@ def _route_through_app() -> None:
     from ui.navigation import set_page_config
 
     set_page_config()
+
+
+# -- item picker -----------------------------------------------------------------------------------
+MAX_ITEM_OPTIONS = 300
+
+
+def item_picker(label: str, ids: list, captions, key: str, *, none_label: str | None = None,
+                limit: int = MAX_ITEM_OPTIONS):
+    """Pick one item of a study of any size: up to ``limit`` items it is a plain selectbox; beyond, a search box
+    (part of an id or a caption, case-insensitive) narrows the choices to the first ``limit`` matches, the current
+    item always among them. (A selectbox of every item of a 31,000-item study sent 31,000 labels to the browser on
+    every rerun and took seconds to draw.) ``none_label`` adds a None option first. Returns the chosen id."""
+    n = len(ids)
+    options = list(ids)
+    if n > limit:
+        query = st.text_input(f"Search the {n:,} items (part of an id or a caption)", key=f"{key}_search",
+                              placeholder="e.g. lamp").strip().lower()
+        if query:
+            hits = (i for i in range(n) if query in str(ids[i]).lower() or query in str(captions[i]).lower())
+            rows = list(itertools.islice(hits, limit))
+        else:
+            rows = list(range(limit))
+        options = [ids[r] for r in rows]
+        current = st.session_state.get(key)
+        if current is not None and current not in options and current in ids:
+            options.insert(0, current)
+        if query and not rows:
+            st.caption("No item matches the search.")
+        elif len(rows) == limit:
+            st.caption(f"The first {limit:,} {'matches' if query else 'items'} are listed; search to narrow.")
+
+    def text(i):
+        if i is None:
+            return none_label
+        return f"{i} - {short(captions[ids.index(i)] if n > limit else caption_of[i], 90)}"
+
+    caption_of = dict(zip(ids, captions)) if n <= limit else {}
+    if none_label is not None:
+        options = [None] + options
+    return st.selectbox(label, options, key=key, format_func=text)
 
 
 # -- export ----------------------------------------------------------------------------------------
