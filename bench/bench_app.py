@@ -9,7 +9,11 @@ starts ``streamlit run app.py`` on 127.0.0.1 with a fresh cache, and for every v
   neighbour lists; Query: the fitted alignment; Subspace: the "At one k" table; Universe: the first method);
 * Universe also: PW + GPA + GCCA shown, and everything (GCPA too);
 * idle: no job running and no script running;
-* second visit: a new browser context (a new session, like a second user) on the same URL, to the numbers.
+* second visit: a new session (a new page) in the same browser, on the same URL, to the numbers;
+* second browser: the same in a fresh browser context (a second user: empty HTTP cache), to paint and numbers.
+
+Every first visit is a new session in one browser context that loaded the app once during the warm-up (its HTTP
+cache holds Streamlit's static files, as any returning user's does); the second browser shows the cold-cache cost.
 
 Then the same computations through the CLI (``python -m core ...``), each timed end to end in a subprocess, and
 the ratio app / CLI where the CLI computes the same thing. Prints one table; ``--json`` writes the numbers.
@@ -126,8 +130,14 @@ def wait_idle_stable(page, t0: float, timeout_s: float) -> float | None:
     return None
 
 
-def visit(browser, url: str, view: dict, timeout_s: float, second: bool = False) -> dict:
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1800})
+def new_context(browser):
+    return browser.new_context(viewport={"width": 1400, "height": 1800})
+
+
+def visit(browser, url: str, view: dict, timeout_s: float, second: bool = False, context=None) -> dict:
+    """One visit in a new session: a new page of ``context`` (a browser whose HTTP cache already holds the app's
+    static files, as for any returning user), or, without one, of a fresh browser context (cold cache)."""
+    ctx = context or new_context(browser)
     page = ctx.new_page()
     qs = "&".join([f"dataset={quote('server:study')}"] +
                   [f"{k}={quote(v)}" for k, v in view["params"].items()])
@@ -151,7 +161,9 @@ def visit(browser, url: str, view: dict, timeout_s: float, second: bool = False)
             text = page.inner_text('[data-testid="stMain"]')
             found = re.search(r"fitted in ([0-9.]+) s", text)
             out["fit_s"] = float(found.group(1)) if found else None
-    ctx.close()
+    page.close()
+    if context is None:
+        ctx.close()
     return out
 
 
@@ -231,15 +243,20 @@ def main() -> int:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
             # warm the server (imports, the dataset's first load) on the Home view, not counted
-            warm = visit(browser, url, {**views(args.n)[0], "numbers": "true"}, args.timeout, second=True)
+            user = new_context(browser)         # one user's browser: the static files are cached after warm-up
+            warm = visit(browser, url, {**views(args.n)[0], "numbers": "true"}, args.timeout, second=True,
+                         context=user)
             print(f"warm-up (server start, first dataset load): {fmt(warm['paint'], args.timeout)} s")
             for view in views(args.n):
                 if wanted and view["name"] not in wanted:
                     continue
                 load = os.getloadavg()[0]
-                first = visit(browser, url, view, args.timeout)
-                again = visit(browser, url, view, args.timeout, second=True)
-                rows.append({"view": view["name"], **first, "second_visit": again["numbers"], "load": load})
+                first = visit(browser, url, view, args.timeout, context=user)
+                again = visit(browser, url, view, args.timeout, second=True, context=user)
+                other = visit(browser, url, view, args.timeout, second=True)      # a second browser, cold cache
+                rows.append({"view": view["name"], **first, "second_visit": again["numbers"],
+                             "second_browser": other["numbers"], "second_browser_paint": other["paint"],
+                             "load": load})
                 print(f"  {view['name']}: {rows[-1]}", flush=True)
             browser.close()
     finally:
@@ -260,8 +277,8 @@ def main() -> int:
                         row["cli_fit_s"] = (got["json"].get("protocol") or {}).get("seconds")
 
     t = args.timeout
-    print(f"\n| view | first paint (s) | first numbers (s) | idle (s) | second visit (s) | CLI (s) | app / CLI |"
-          f" load |\n|---|---|---|---|---|---|---|---|")
+    print(f"\n| view | first paint (s) | first numbers (s) | idle (s) | second visit (s) | second browser: paint, "
+          f"numbers (s) | CLI (s) | app / CLI | load |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ref = r.get("numbers")
         extra = ""
@@ -278,7 +295,9 @@ def main() -> int:
         if r["view"] == "Universe" and r.get("cli_all") and r.get("idle"):
             ratio += f"; all {r['idle'] / r['cli_all']:.2f} (CLI all {r['cli_all']:.1f} s)"
         print(f"| {r['view']} | {fmt(r.get('paint'), t)} | {fmt(r.get('numbers'), t)}{extra} | "
-              f"{fmt(r.get('idle'), t)} | {fmt(r.get('second_visit'), t)} | {fmt(cli, t) if cli or 'cli' in r else '-'}"
+              f"{fmt(r.get('idle'), t)} | {fmt(r.get('second_visit'), t)} | "
+              f"{fmt(r.get('second_browser_paint'), t)}, {fmt(r.get('second_browser'), t)} | "
+              f"{fmt(cli, t) if cli or 'cli' in r else '-'}"
               f" | {ratio} | {r['load']:.1f} |")
     for r in rows:
         if r.get("gpa_note"):
