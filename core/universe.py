@@ -51,6 +51,7 @@ import torch
 from .base import Estimator, init_linear_, torch_generator
 from .device import as_float64, pick_device, pick_float64_device, to_numpy
 from .errors import DataError
+from .numerics import pca_components
 from .numerics import sym_eig_desc as _sym_eig_desc
 from .training import EarlyStopping
 
@@ -141,6 +142,11 @@ def _normalize(t: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 # preprocessing
 # ------------------------------------------------------------------------------------------------
+def _basis(components: torch.Tensor) -> torch.Tensor:
+    """The ``d x k`` contiguous basis (columns = axes) of ``k x d`` PCA components, for ``z @ basis``."""
+    return components.T.contiguous()
+
+
 class UniversePreprocessor(Estimator):
     """Z-score every space with its training statistics, then match widths (PCA or zero padding).
 
@@ -160,8 +166,9 @@ class UniversePreprocessor(Estimator):
     ----------
     dim_ : the common width ``d``.
     names_ : the spaces, in fitting order.
-    steps_ : per space ``{"mean", "scale", "components" (d_m x k or None), "pad" (int), "post_scale" (k or
-        None: with ``order="pca-zscore"``, the std of the PCA coordinates, applied after the projection)}``.
+    steps_ : per space ``{"mean", "scale", "components" (k x d_m, scikit-learn's layout, or None), "pad" (int),
+        "post_scale" (k or None: with ``order="pca-zscore"``, the std of the PCA coordinates, applied after the
+        projection)}``.
     """
 
     _fitted_attributes = ("dim_", "steps_")
@@ -215,17 +222,15 @@ class UniversePreprocessor(Estimator):
             # the authors' order: PCA of the raw centred features (not whitened), then z-score the PCA coordinates
             scale = torch.ones(p, dtype=x.dtype, device=dev)
             if p > self.dim_:
-                _, vecs = _sym_eig_desc(xc.T @ xc)
-                components = vecs[:, :self.dim_]
-                post = std_of(xc @ components)
+                _, components = pca_components(xc.T @ xc, self.dim_)
+                post = std_of(xc @ _basis(components))
             else:
                 scale = std_of(xc)
         else:
             scale = std_of(xc)
             z = xc / scale
             if p > self.dim_:
-                _, vecs = _sym_eig_desc(z.T @ z)
-                components = vecs[:, :self.dim_]
+                _, components = pca_components(z.T @ z, self.dim_)
         pad = max(0, self.dim_ - p)
         self.steps_[name] = {"mean": _np(mean), "scale": _np(scale),
                              "components": None if components is None else _np(components), "pad": int(pad),
@@ -251,7 +256,7 @@ class UniversePreprocessor(Estimator):
         _check_finite(x, name)
         z = (x - torch.as_tensor(s["mean"], device=dev)) / torch.as_tensor(s["scale"], device=dev)
         if s["components"] is not None:
-            z = z @ torch.as_tensor(s["components"], device=dev)
+            z = z @ _basis(torch.as_tensor(s["components"], device=dev))
         if s.get("post_scale") is not None:
             z = z / torch.as_tensor(s["post_scale"], device=dev)
         if s["pad"]:
@@ -277,7 +282,7 @@ class UniversePreprocessor(Estimator):
         if s.get("post_scale") is not None:
             Z = Z * torch.as_tensor(s["post_scale"], device=dev)
         if s["components"] is not None:
-            Z = Z @ torch.as_tensor(s["components"], device=dev).T
+            Z = Z @ torch.as_tensor(s["components"], device=dev)
         return Z * torch.as_tensor(s["scale"], device=dev) + torch.as_tensor(s["mean"], device=dev)
 
     def describe(self) -> dict:

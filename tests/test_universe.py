@@ -267,3 +267,22 @@ def test_map_matrix_is_the_map_between_preprocessed_coordinates():
                 GCCA(variant="racing").fit(sp)):
         z = est.preprocess("v0", sp["v0"])
         np.testing.assert_allclose(z @ est.map_matrix("v0", "v2"), est.map_between(z, "v0", "v2"), atol=1e-10)
+
+
+def test_preprocessor_pca_components_are_k_x_d_like_sklearn():
+    # the one PCA (core.numerics.pca_components): steps_["components"] in rows, as scikit-learn's components_
+    from sklearn.decomposition import PCA as SkPCA
+
+    from core.universe import UniversePreprocessor
+
+    rng = np.random.default_rng(5)
+    sp = {"a": rng.normal(size=(80, 9)) @ rng.normal(size=(9, 9)), "b": rng.normal(size=(80, 4))}
+    for order in ("zscore-pca", "pca-zscore"):
+        pre = UniversePreprocessor(order=order).fit(sp)
+        C = pre.steps_["a"]["components"]
+        X = sp["a"] - sp["a"].mean(0)
+        if order == "zscore-pca":
+            X = X / sp["a"].std(0, ddof=1)
+        ref = SkPCA(4, svd_solver="full").fit(X).components_
+        assert C.shape == (4, 9) and pre.steps_["b"]["components"] is None
+        np.testing.assert_allclose(np.abs(C), np.abs(ref), atol=1e-8)
