@@ -15,6 +15,16 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("PLATOSCOPE_DEVICE", "cpu")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache_session(tmp_path_factory):
+    """The same isolated cache for session- and module-scoped fixtures, which run before any function-scoped one
+    (e.g. a module's Ray cluster, whose workers read the variable once, or a module's encoder download folder)."""
+    cache = tmp_path_factory.getbasetemp() / "platoscope-cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PLATOSCOPE_CACHE_DIR", str(cache))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "platoscope-cache"
