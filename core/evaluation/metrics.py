@@ -220,7 +220,10 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
             open_q = np.flatnonzero(n_maybe > n_sure)                       # queries with scores in the band
             if not len(open_q):
                 continue
-            band = (maybe & ~sure)[open_q] if axis == 1 else (maybe & ~sure)[:, open_q].T
+            if axis == 1:                                                  # only the open queries' scores
+                band = maybe[open_q] & ~sure[open_q]
+            else:
+                band = (maybe[:, open_q] & ~sure[:, open_q]).T
             qi, ci = np.nonzero(band)                                       # query (local), candidate
             q = open_q[qi]
             if axis == 1:
