@@ -10,7 +10,7 @@ from core.encode import IMAGE_COLUMNS, encoded_arrays, read_captions, run_encodi
 from core.encoders import SPEC_EXAMPLES, list_images, parse_model_spec
 from core.errors import DataError
 from core.export import build_manifest
-from ui import data
+from ui import cached, data, jobs
 from ui.encoders import allowed_python_encoders, check_allowed, current_point_clouds, encoder_for
 from ui.widgets import export_controls, guard, page_header, show_error, sync_url, url_key
 from ui.text import md
@@ -160,24 +160,13 @@ if "pointcloud" in input_kinds:
 # -- 3. run -------------------------------------------------------------------------------------------------------
 st.markdown("**3. Run**")
 ready = encoder_error is None and (table is not None or bool(images_files) or points is not None)
+namespace = data.session_namespace()
+# Encoding runs as a background job of this session (private: uploads): progress, Cancel, and a page switch or a
+# reload reattaches; the finished result moves into the session below.
 if st.button("Encode", type="primary", key="enc_go", disabled=not ready):
-    namespace = data.session_namespace()
+    st.session_state.pop("enc_error", None)
     try:
         images = list_images([(f.name, f.getvalue()) for f in images_files]) if images_files else None
-        with st.status(f"Encoding with {md(spec)} ...", expanded=True) as status:
-            bars = {}
-
-            def progress(done, total, stage):  # the job-style callback of core.encode.run_encoding
-                if stage not in bars:
-                    bars[stage] = st.progress(0.0, text=stage)
-                bars[stage].progress(min(1.0, done / max(total, 1)), text=f"{stage}: {done:,}/{total:,}")
-
-            encoder = encoder_for(spec, namespace, pooling=pooling)
-            res = run_encoding(encoder, table=table, column=column, images=images, points=points,
-                               image_column=image_column, layers=layers, tokens=tokens, table_name=source_name,
-                               progress=progress)
-            status.update(label=f"Encoded {len(res['ids']):,} items in {res['seconds']:.1f} s "
-                                f"({res['items_per_second']:,.0f} items/s)", state="complete", expanded=False)
         inputs = []
         if table is not None:
             from core.cache import sha256_texts
@@ -187,15 +176,39 @@ if st.button("Encode", type="primary", key="enc_go", disabled=not ready):
             inputs.append({"name": "images", "sha256": images.content_key(), "files": len(images.names)})
         if points is not None:
             inputs.append({"name": "point clouds", "sha256": points.content_key(), "clouds": len(points)})
-        st.session_state["enc_result"] = {
-            "res": res, "spec": spec, "source": source_name,
-            "random": any(d["info"].get("random_weights") for d in res["spaces"].values()), "inputs": inputs,
-            "params": {"model": spec, "pooling": pooling, "layers": layers, "tokens": bool(tokens),
-                       "column": column}}
-    except DataError as exc:
-        show_error(exc)
-    except Exception as exc:  # noqa: BLE001
-        show_error(exc)
+        params = {"model": spec, "pooling": pooling, "layers": layers, "tokens": bool(tokens), "column": column}
+        key = cached.result_key("encode", params, image_column, source_name, inputs)
+
+        def compute(job, spec=spec, pooling=pooling, table=table, column=column, images=images, points=points,
+                    image_column=image_column, layers=layers, tokens=tokens, source_name=source_name):
+            def progress(done, total, stage):  # the job-style callback of core.encode.run_encoding
+                job.report(done, total, stage)
+            encoder = encoder_for(spec, namespace, pooling=pooling)
+            return run_encoding(encoder, table=table, column=column, images=images, points=points,
+                                image_column=image_column, layers=layers, tokens=tokens, table_name=source_name,
+                                progress=progress)
+
+        st.session_state["enc_job"] = {"key": key, "compute": compute, "spec": spec, "source": source_name,
+                                       "inputs": inputs, "params": params}
+        st.session_state.pop("enc_result", None)
+    except DataError as exc:              # e.g. a refused image archive: kept on screen until the next run
+        st.session_state.pop("enc_job", None)
+        st.session_state["enc_error"] = exc
+if st.session_state.get("enc_error") is not None:
+    show_error(st.session_state["enc_error"])
+
+pending = st.session_state.get("enc_job")
+if pending is not None:
+    with guard():
+        res = jobs.result(namespace, pending["key"], f"Encoding with {pending['spec']}", pending["compute"])
+        if res is not None:
+            st.session_state["enc_result"] = {
+                "res": res, "spec": pending["spec"], "source": pending["source"],
+                "random": any(d["info"].get("random_weights") for d in res["spaces"].values()),
+                "inputs": pending["inputs"], "params": pending["params"]}
+            st.session_state.pop("enc_job", None)
+            st.caption(f"Encoded {len(res['ids']):,} items in {res['seconds']:.1f} s "
+                       f"({res['items_per_second']:,.0f} items/s).")
 
 result = st.session_state.get("enc_result")
 if result is not None:

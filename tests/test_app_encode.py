@@ -4,6 +4,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT
+from tests.app_jobs import finish_jobs
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def test_encode_minilm_csv_and_open_as_dataset(env):
     at.file_uploader(key="enc_csv").upload("caps.csv", csv.encode()).run()
     assert at.selectbox(key="enc_column").value == "id"  # no 'caption' column: the first is proposed
     at.selectbox(key="enc_column").set_value("text").run()
-    at.button(key="enc_go").click().run()
+    finish_jobs(at.button(key="enc_go").click().run())  # encoding runs as a job
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert any("4 items encoded" in s.value for s in at.success)
@@ -92,7 +93,7 @@ def test_encode_hf_layers_join_the_demo_then_layer_by_layer(tmp_path, monkeypatc
     at.text_input(key="url__hf_model").set_value(str(tiny_bert_dir)).run()
     at.checkbox(key="url__layers").check().run()
     at.radio(key="enc_text_source").set_value("the captions of 'demo'").run()
-    at.button(key="enc_go").click().run()
+    finish_jobs(at.button(key="enc_go").click().run())  # encoding runs as a job
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert any("2,016 items encoded with hf:" in s.value for s in at.success)
@@ -129,7 +130,7 @@ def test_encode_python_pointnet_on_the_demo_clouds(tmp_path, monkeypatch):
     assert not at.exception, at.exception
     assert at.selectbox(key="url__py_spec").value == "python:core.demo.pointnet:platoscope_encoder"
     assert at.radio(key="enc_pc_source").value == "the point clouds of the current dataset"
-    at.button(key="enc_go").click().run()
+    finish_jobs(at.button(key="enc_go").click().run())  # encoding runs as a job
     assert not at.exception and not at.error, [e.value for e in at.error]
     res = at.session_state["enc_result"]["res"]
     demo = np.asarray(__import__("core.demo", fromlist=["load_demo"]).load_demo()["pointnet"].data)
@@ -166,7 +167,7 @@ def test_encode_timm_images_of_a_zip_with_layers(env):
     at.checkbox(key="url__layers").check().run()
     assert not at.exception, at.exception
     at.file_uploader(key="enc_images").upload("photos.zip", buf.getvalue()).run()
-    at.button(key="enc_go").click().run()
+    finish_jobs(at.button(key="enc_go").click().run())  # encoding runs as a job
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     res = at.session_state["enc_result"]["res"]
