@@ -11,10 +11,12 @@ SVCCA / PWCCA / Procrustes distance, the pairwise aligners, PCA maps - reads its
   ``sx = sum x'``, ``xx = sum x' x'^T`` (or only its diagonal, ``diag_only``), likewise for y, ``xy = sum x' y'^T``;
 * centred products follow as ``Cxx = xx - sx sx^T / n`` (:meth:`StreamingMoments.cxx`);
 * optional row weights (e.g. bootstrap counts) weight each row's contribution, ``n`` being their sum;
-* :meth:`StreamingMoments.update` may be called again with more rows (anchor-count sweeps).
+* :meth:`StreamingMoments.update` may be called again with more rows (anchor-count sweeps);
+  :meth:`StreamingMoments.without` takes rows off again (all rows but a few, in one pass over the few).
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import numpy as np
@@ -121,6 +123,33 @@ class StreamingMoments:
             if self.after_chunk is not None:
                 self.after_chunk(self, x_raw, y_raw, a)
         return self
+
+    def without(self, X, Y=None) -> "StreamingMoments":
+        """The moments of the rows seen so far less the rows ``X`` (and the paired ``Y``), which must be among them.
+
+        The removed rows' sums are accumulated with the same shifts and taken off (an exact identity, equal to the
+        moments of the remaining rows up to rounding), so a large subset costs one pass over the rows it leaves
+        out, not over the rows it keeps (e.g. anchors = all rows but a few held-out queries). A new object; this
+        one is unchanged."""
+        if self.shift_x is None:
+            raise ValueError("no rows accumulated yet")
+        part = copy.copy(self)
+        part.n = 0
+        part.sx, part.xx = torch.zeros_like(self.sx), torch.zeros_like(self.xx)
+        if self.sy is not None:
+            part.sy, part.yy, part.xy = (torch.zeros_like(self.sy), torch.zeros_like(self.yy),
+                                         torch.zeros_like(self.xy))
+        if X.shape[0]:
+            if Y is None:
+                part.update(X)
+            else:
+                part.update(X, Y)
+        rest = copy.copy(self)
+        rest.n = self.n - part.n
+        rest.sx, rest.xx = self.sx - part.sx, self.xx - part.xx
+        if self.sy is not None:
+            rest.sy, rest.yy, rest.xy = self.sy - part.sy, self.yy - part.yy, self.xy - part.xy
+        return rest
 
     # -- centred products --------------------------------------------------------------------------
     def cxx(self) -> torch.Tensor:

@@ -170,3 +170,65 @@ def test_sweeps_publish_the_curve_point_by_point(planted):
     assert [sorted({r["n_anchors"] for r in p["summary"]}) for p in seen] == [[50], [50, 400]]
     assert seen[-1]["summary"] == out["summary"]
     assert all(r["n_seeds"] == 2 for p in seen for r in p["summary"])
+
+
+def test_streaming_moments_without_rows_equal_the_remaining_rows():
+    """StreamingMoments.without: all-row sums less some rows = the moments of the rest (numpy's covariance)."""
+    import torch
+
+    from core.moments import StreamingMoments
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(500, 7)) * 3 + 100.0       # large means: the shift matters
+    Y = rng.normal(size=(500, 5)) - 40.0
+    out = rng.choice(500, 60, replace=False)
+    keep = np.setdiff1d(np.arange(500), out)
+    every = StreamingMoments(torch.device("cpu"), chunk_rows=64).update(X, Y)
+    rest = every.without(X[np.sort(out)], Y[np.sort(out)])
+    assert rest.n == 440 and every.n == 500           # the original is unchanged
+    C = np.cov(np.hstack([X[keep], Y[keep]]).T) * (len(keep) - 1)
+    np.testing.assert_allclose(rest.cxx().numpy(), C[:7, :7], rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(rest.cyy().numpy(), C[7:, 7:], rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(rest.cxy().numpy(), C[:7, 7:], rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(rest.mean_x().numpy(), X[keep].mean(0), rtol=1e-12)
+    single = StreamingMoments(torch.device("cpu"), chunk_rows=64).update(X).without(X[:0])
+    np.testing.assert_allclose(single.cxx().numpy(), np.cov(X.T) * 499, rtol=1e-10)
+
+
+def test_protocol_with_most_rows_as_anchors_equals_reading_each_seeds_anchors(planted, monkeypatch):
+    """Anchors that are most of the rows come from all-row moments less the rows left out: the same results as
+    accumulating each seed's anchors (metrics equal; correlations to rounding); a non-finite row outside the
+    anchors still only matters if it is an anchor."""
+    from core.evaluation import alignment
+
+    X, Y = planted
+    kw = dict(methods=("affine", "cca_affine", "cca_local_cka"), k=6, n_anchors=1200, n_queries=100, seeds=(0, 1))
+    calls = []
+    real = alignment._all_row_moments
+    monkeypatch.setattr(alignment, "_all_row_moments", lambda *a: calls.append(1) or real(*a))
+    fast = run_protocol(X, Y, **kw)
+    assert calls == [1]                                  # one pass over every row for all the seeds
+    monkeypatch.setattr(alignment, "_all_row_moments", lambda *a: None)
+    slow = run_protocol(X, Y, **kw)
+    for m in kw["methods"]:
+        for metric, v in slow["results"][m].items():
+            assert fast["results"][m][metric]["per_seed"] == pytest.approx(v["per_seed"], abs=1e-12)
+    np.testing.assert_allclose(fast["cca"]["canonical_correlations"], slow["cca"]["canonical_correlations"],
+                               rtol=1e-10)
+    monkeypatch.setattr(alignment, "_all_row_moments", real)
+    # few anchors: each seed's anchors are read (no all-row pass)
+    calls.clear()
+    monkeypatch.setattr(alignment, "_all_row_moments", lambda *a: calls.append(1) or real(*a))
+    run_protocol(X, Y, methods=("affine",), k=6, n_anchors=300, n_queries=100, seeds=(0,))
+    assert calls == []
+    # a NaN in a row that is neither an anchor nor a query of seed 0: the all-row pass gives way, same results
+    a, q = split_anchors_queries(len(X), 1200, 100, seed=0)
+    unused = np.setdiff1d(np.arange(len(X)), np.concatenate([a, q]))
+    assert len(unused) == 100
+    Xn = X.copy()
+    Xn[unused[0], 0] = np.nan
+    monkeypatch.setattr(alignment, "_all_row_moments", real)
+    with_nan = run_protocol(Xn, Y, methods=("affine",), k=6, n_anchors=1200, n_queries=100, seeds=(0,))
+    monkeypatch.setattr(alignment, "_all_row_moments", lambda *a: None)
+    assert with_nan["results"] == run_protocol(Xn, Y, methods=("affine",), k=6, n_anchors=1200, n_queries=100,
+                                               seeds=(0,))["results"]
