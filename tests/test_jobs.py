@@ -171,3 +171,24 @@ def test_result_store_survives_a_new_instance_and_refuses_odd_keys(tmp_path):
         ResultStore(tmp_path).save("../../etc/passwd", 1)
     (tmp_path / f"{'ee' * 32}.joblib").write_bytes(b"not a joblib file")
     assert ResultStore(tmp_path).load("ee" * 32) is None                    # damaged entry: recompute
+
+
+def test_a_shared_job_cancelled_by_one_session_runs_again_for_another(monkeypatch):
+    """ui.jobs: session A's Cancel stops the shared job; session B, which did not cancel, gets it started again."""
+    from ui import jobs as ui_jobs
+
+    release = threading.Event()
+
+    def slow(job):
+        for _ in job.progress(range(1000)):
+            release.wait(0.01)
+        return 1
+
+    monkeypatch.setattr(ui_jobs, "_session_id", lambda: "A")
+    job = ui_jobs.runner().submit(("shared", "cancel-test"), "slow", slow)
+    ui_jobs._cancel("shared", "cancel-test")
+    assert job.wait(60) and job.state == CANCELLED and job.cancelled_by == "A"
+    assert not ui_jobs._cancelled_elsewhere(job)          # A asked for it: A is told "cancelled"
+    monkeypatch.setattr(ui_jobs, "_session_id", lambda: "B")
+    assert ui_jobs._cancelled_elsewhere(job)              # B did not: B's page submits it again
+    release.set()

@@ -139,7 +139,7 @@ def result(namespace: str, key: str, label: str, compute: Callable[[Job], Any], 
     if value is not None:
         return value
     job = job_for(namespace, key)
-    if job is None or (job.state in (FAILED, CANCELLED) and _restart_requested(key)):
+    if job is None or (job.state in (FAILED, CANCELLED) and _restart_requested(key)) or _cancelled_elsewhere(job):
         if not start:
             return None
         job = submit(namespace, key, label, compute, priority)
@@ -163,6 +163,27 @@ def result(namespace: str, key: str, label: str, compute: Callable[[Job], Any], 
 def computed(namespace: str, key: str, label: str, compute: Callable[[Callable], Any], **kw) -> Any:
     """:func:`result` for a ``compute(progress)`` written for the tqdm-like progress wrapper."""
     return result(namespace, key, label, lambda job: compute(job.progress), **kw)
+
+
+def _session_id() -> str | None:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return None if ctx is None else ctx.session_id
+
+
+def _cancel(namespace: str, key: str) -> None:
+    """The Cancel button: remembers which session cancelled, so that the others sharing the job are not told."""
+    job = job_for(namespace, key)
+    if job is not None:
+        job.cancelled_by = _session_id()
+    runner().cancel((namespace, key))
+
+
+def _cancelled_elsewhere(job: Job) -> bool:
+    """A shared job cancelled by another session: this session did not ask for that, so it runs again."""
+    by = getattr(job, "cancelled_by", None)
+    return job.state == CANCELLED and by is not None and by != _session_id()
 
 
 def _restart_requested(key: str) -> bool:
@@ -200,7 +221,7 @@ def _progress_box(namespace: str, key: str, partial) -> None:
             st.markdown(f"{icon} **{md(job.label)}**")
             st.progress(min(max(job.fraction, 0.0), 1.0), text=md(describe(job, position)))
             st.button("Cancel", key=f"job_cancel_{key[:16]}", icon=":material/cancel:",
-                      on_click=runner().cancel, args=((namespace, key),),
+                      on_click=_cancel, args=(namespace, key),
                       help="stops at the next step; nothing is saved")
             if partial is not None and job.partial is not None:
                 partial(job.partial)
