@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,12 +33,14 @@ import torch
 from .device import float64_device, pick_device
 from .errors import DataError
 from .numerics import pearson, spearman
+from .results import ABSENT, Result
 
 __all__ = [
     "chamfer_distance", "chamfer_matrix", "subsample_clouds", "geometry_sample", "check_distance_matrix",
     "load_distance_matrix", "check_point_clouds", "sample_geometric_distances", "embedding_distances",
     "distance_correlation", "neighbour_summary", "geometry_vs_semantics", "DEFAULT_SAMPLE", "DEFAULT_POINTS",
     "DISTANCE_METRICS", "item_point_clouds", "load_geometry", "dataset_geometry_vs_semantics",
+    "GeometryVersion", "GeometryVsSemantics",
 ]
 
 #: Items in the default geometric sample, and points kept per cloud.
@@ -399,8 +403,39 @@ def neighbour_summary(D_embed, D_geo, labels=None, k: int = 5) -> dict:
 # ------------------------------------------------------------------------------------------------
 # the analysis
 # ------------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class GeometryVersion(Result):
+    """One version of the space in :class:`GeometryVsSemantics`: :func:`distance_correlation` of its distances
+    with the geometric ones, its :func:`neighbour_summary` and the ``s x s`` ``distances`` themselves."""
+
+    pearson: float | None
+    spearman: float | None
+    n_pairs: int
+    neighbours: dict
+    distances: Any
+
+
+@dataclass(eq=False)
+class GeometryVsSemantics(Result):
+    """What :func:`geometry_vs_semantics` returns (``versions``: {name: :class:`GeometryVersion`}), and with
+    :func:`dataset_geometry_vs_semantics` also the sampled ``rows``, the ``space``, ``partner``, ``geometry``
+    record and the ``geometric_distances``."""
+
+    metric: str
+    n_sample: int
+    n_anchors: int
+    k: int | None
+    reg: float | None
+    versions: dict
+    rows: Any = ABSENT
+    space: Any = ABSENT
+    partner: Any = ABSENT
+    geometry: Any = ABSENT
+    geometric_distances: Any = ABSENT
+
+
 def geometry_vs_semantics(X, D_geo, rows, *, partner=None, labels=None, metric: str = "cosine", k: int = 50,
-                          reg: float = 1e-3, n_neighbours: int = 5, device=None) -> dict:
+                          reg: float = 1e-3, n_neighbours: int = 5, device=None) -> GeometryVsSemantics:
     """Correlate a space's pairwise distances with geometric ones, before and after alignment.
 
     Parameters
@@ -420,7 +455,7 @@ def geometry_vs_semantics(X, D_geo, rows, *, partner=None, labels=None, metric: 
 
     Returns
     -------
-    ``{"metric", "n_sample", "n_anchors", "k", "reg", "versions": {name: {"pearson", "spearman", "n_pairs",
+    :class:`GeometryVsSemantics`: ``{"metric", "n_sample", "n_anchors", "k", "reg", "versions": {name: {"pearson", "spearman", "n_pairs",
     "neighbours": neighbour_summary(...)}}}`` with versions ``original`` (+ ``cca_subspace``,
     ``affine_mapped``, ``partner`` with a partner). Each version also carries ``"distances"`` (``s x s``).
     """
@@ -453,14 +488,12 @@ def geometry_vs_semantics(X, D_geo, rows, *, partner=None, labels=None, metric: 
         aff = AffineMap(device=device).fit(XA, YA)
         versions["affine_mapped"] = aff.transform(Xa[rows])
         versions["partner"] = np.asarray(Ya[rows], dtype=np.float64)
-    out = {"metric": metric, "n_sample": s, "n_anchors": n_anchors, "k": k_used, "reg": reg if partner is not None
-           else None, "versions": {}}
+    out = GeometryVsSemantics(metric=metric, n_sample=s, n_anchors=n_anchors, k=k_used,
+                              reg=reg if partner is not None else None, versions={})
     for name, V in versions.items():
         D = embedding_distances(V, metric, device=device)
-        entry = distance_correlation(D, D_geo)
-        entry["neighbours"] = neighbour_summary(D, D_geo, lab, n_neighbours)
-        entry["distances"] = D
-        out["versions"][name] = entry
+        out.versions[name] = GeometryVersion(**distance_correlation(D, D_geo),
+                                             neighbours=neighbour_summary(D, D_geo, lab, n_neighbours), distances=D)
     return out
 
 

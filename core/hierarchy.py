@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,7 @@ from .dataset import Dataset
 from .device import as_float64, pick_float64_device
 from .errors import DataError
 from .evaluation.splits import split_chains
+from .results import ABSENT, Result
 
 __all__ = [
     "Chains", "N_THRESHOLDS", "normalize_rows", "root_embedding", "text_space_encoder", "text_space_layer",
@@ -46,13 +47,53 @@ __all__ = [
     "exterior_angle_matrix", "kendall_tau_tiers", "radial_order", "hierarchical_retrieval", "chains_from_dataset",
     "chain_layout", "make_negatives", "split_chains", "fit_image_side", "chain_table",
     "contradicting_chain", "chain_pca", "wide_tier_spaces", "kendall_tau_argsort", "hierarchical_retrieval_by_image",
-    "TAU_METHODS", "RETRIEVAL_POOLS",
+    "TAU_METHODS", "RETRIEVAL_POOLS", "RadialOrder", "HierarchicalRetrieval",
 ]
 
 #: The paper's number of radius thresholds for hierarchical retrieval.
 N_THRESHOLDS = 50
 #: Below this distance two normalised embeddings count as the same point (exterior angle undefined).
 DEGENERATE_EPS = 1e-6
+
+
+@dataclass(eq=False)
+class RadialOrder(Result):
+    """What :func:`radial_order` returns: tau_d (and its interval, ``tau_d_ci`` at level ``confidence``), the
+    tau of each chain and the radial picture (``radii``, ``median_radius_per_tier``, ``share_monotone``)."""
+
+    tau_d: float | None
+    tau_method: str
+    tau_d_by_method: dict
+    n_chains_with_ties: int
+    tau_d_ci: list
+    confidence: float
+    per_chain_tau: list
+    n_chains: int
+    n_undefined: int
+    share_monotone: float
+    median_radius_per_tier: list
+    radii: list
+
+
+@dataclass(eq=False)
+class HierarchicalRetrieval(Result):
+    """What :func:`hierarchical_retrieval` and :func:`hierarchical_retrieval_by_image` return: mean and
+    per-query ``precision`` / ``recall`` over the radius ``thresholds``, the pool (``pool``: "per-chain" or
+    "all-chains") and, when asked, the ``predictions``."""
+
+    precision: float
+    recall: float
+    per_image_precision: list
+    per_image_recall: list
+    n_images: int
+    n_query_chains: int
+    n_pool: int
+    n_pool_distinct: int
+    pool: str
+    n_thresholds: int
+    thresholds: list
+    mean_predictions: float
+    predictions: Any = ABSENT
 
 
 _dev = pick_float64_device
@@ -364,7 +405,7 @@ def _padded_radii(chains: Chains, radii: np.ndarray | None = None) -> np.ndarray
 
 
 def radial_order(chains: Chains, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
-                 tau: str = "tau-b") -> dict:
+                 tau: str = "tau-b") -> RadialOrder:
     """tau_d and the radial picture of a set of chains (METHODS.md section 4).
 
     Parameters
@@ -377,7 +418,7 @@ def radial_order(chains: Chains, n_boot: int = 1000, confidence: float = 0.95, s
 
     Returns
     -------
-    dict with ``tau_d`` (mean Kendall tau over chains where it is defined), ``tau_method``, ``tau_d_by_method``
+    :class:`RadialOrder` with ``tau_d`` (mean Kendall tau over chains where it is defined), ``tau_method``, ``tau_d_by_method``
     (``{"tau-b": .., "argsort": ..}``: they differ only when radii tie), ``n_chains_with_ties``, ``tau_d_ci``,
     ``per_chain_tau`` (list, None where undefined), ``n_chains``, ``n_undefined`` (chains whose radii are all
     equal: skipped and counted), ``share_monotone`` (fraction of chains whose radii increase strictly from tier
@@ -409,20 +450,20 @@ def radial_order(chains: Chains, n_boot: int = 1000, confidence: float = 0.95, s
         alpha = (1 - confidence) / 2
         ci = [float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))]
     med = [float(np.nanmedian(R[:, k])) for k in range(R.shape[1])]
-    return {
-        "tau_d": float(tv.mean()) if len(tv) else None,
-        "tau_method": method,
-        "tau_d_by_method": by_method,
-        "n_chains_with_ties": int(tied.sum()),
-        "tau_d_ci": ci,
-        "confidence": confidence,
-        "per_chain_tau": [float(t) if v else None for t, v in zip(tau, valid)],
-        "n_chains": chains.n_chains,
-        "n_undefined": int((~valid).sum()),
-        "share_monotone": float(monotone.mean()),
-        "median_radius_per_tier": med,
-        "radii": [[None if np.isnan(x) else float(x) for x in row] for row in R],
-    }
+    return RadialOrder(
+        tau_d=float(tv.mean()) if len(tv) else None,
+        tau_method=method,
+        tau_d_by_method=by_method,
+        n_chains_with_ties=int(tied.sum()),
+        tau_d_ci=ci,
+        confidence=confidence,
+        per_chain_tau=[float(t) if v else None for t, v in zip(tau, valid)],
+        n_chains=chains.n_chains,
+        n_undefined=int((~valid).sum()),
+        share_monotone=float(monotone.mean()),
+        median_radius_per_tier=med,
+        radii=[[None if np.isnan(x) else float(x) for x in row] for row in R],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,7 +528,8 @@ RETRIEVAL_POOLS = ("heldout", "all-chains")
 
 
 def hierarchical_retrieval_by_image(chains: Chains, images=None, query_chains=None,
-                                    n_thresholds: int = N_THRESHOLDS, device=None, chunk: int = 2048) -> dict:
+                                    n_thresholds: int = N_THRESHOLDS, device=None,
+                                    chunk: int = 2048) -> HierarchicalRetrieval:
     """Hierarchical retrieval as the authors' evaluation code (METHODS.md 7.3): per unique image.
 
     The pool is every tier text of every chain of ``chains`` (the evaluation file; not de-duplicated: identical
@@ -501,7 +543,8 @@ def hierarchical_retrieval_by_image(chains: Chains, images=None, query_chains=No
 
     Returns
     -------
-    dict with ``precision``, ``recall``, ``per_image_precision``, ``per_image_recall``, ``n_images`` (unique
+    :class:`HierarchicalRetrieval` with ``precision``, ``recall``, ``per_image_precision``, ``per_image_recall``,
+    ``n_images`` (unique
     images), ``n_query_chains``, ``n_pool`` (texts in the pool, repeats included), ``n_pool_distinct``,
     ``pool`` ("all-chains"), ``n_thresholds``, ``thresholds``, ``mean_predictions``.
     """
@@ -538,15 +581,15 @@ def hierarchical_retrieval_by_image(chains: Chains, images=None, query_chains=No
             tiers = [ts for ts in tier_truth[u] if ts]
             rec[u] = float(np.mean([bool(ts & preds) for ts in tiers]))
             n_pred[u] = len(preds)
-    return {"precision": float(prec.mean()), "recall": float(rec.mean()), "per_image_precision": prec.tolist(),
-            "per_image_recall": rec.tolist(), "n_images": int(len(uniq)), "n_query_chains": int(len(q)),
-            "n_pool": int(len(chains.texts)), "n_pool_distinct": int(len(pool_texts)), "pool": "all-chains",
-            "n_thresholds": int(n_thresholds), "thresholds": thresholds.tolist(),
-            "mean_predictions": float(n_pred.mean())}
+    return HierarchicalRetrieval(
+        precision=float(prec.mean()), recall=float(rec.mean()), per_image_precision=prec.tolist(),
+        per_image_recall=rec.tolist(), n_images=int(len(uniq)), n_query_chains=int(len(q)),
+        n_pool=int(len(chains.texts)), n_pool_distinct=int(len(pool_texts)), pool="all-chains",
+        n_thresholds=int(n_thresholds), thresholds=thresholds.tolist(), mean_predictions=float(n_pred.mean()))
 
 
 def hierarchical_retrieval(chains: Chains, images=None, n_thresholds: int = N_THRESHOLDS, device=None,
-                           chunk: int = 2048, return_predictions: bool = False) -> dict:
+                           chunk: int = 2048, return_predictions: bool = False) -> HierarchicalRetrieval:
     """The paper's hierarchical retrieval precision / recall, one image per chain.
 
     Pool all tier texts of ``chains`` (de-duplicated strings; a hit is string equality); take ``n_thresholds``
@@ -565,7 +608,7 @@ def hierarchical_retrieval(chains: Chains, images=None, n_thresholds: int = N_TH
 
     Returns
     -------
-    dict with ``precision``, ``recall`` (means), ``per_image_precision``, ``per_image_recall``, ``n_images``,
+    :class:`HierarchicalRetrieval` with ``precision``, ``recall`` (means), ``per_image_precision``, ``per_image_recall``, ``n_images``,
     ``n_pool`` (distinct texts), ``n_thresholds``, ``thresholds`` (list), ``mean_predictions`` (average number of
     distinct predictions) and, if asked, ``predictions`` (list of lists of strings).
     """
@@ -594,14 +637,12 @@ def hierarchical_retrieval(chains: Chains, images=None, n_thresholds: int = N_TH
         if return_predictions:
             for row, keep in zip(pred.cpu().numpy(), new.cpu().numpy()):
                 preds_out.append([pool_texts[k] for k in row[keep]])
-    out = {"precision": float(prec.mean()), "recall": float(rec.mean()),
-           "per_image_precision": prec.tolist(), "per_image_recall": rec.tolist(),
-           "n_images": chains.n_chains, "n_query_chains": chains.n_chains, "n_pool": len(pool_texts),
-           "n_pool_distinct": len(pool_texts), "pool": "per-chain", "n_thresholds": int(n_thresholds),
-           "thresholds": thresholds.tolist(), "mean_predictions": float(n_pred.mean())}
-    if return_predictions:
-        out["predictions"] = preds_out
-    return out
+    return HierarchicalRetrieval(
+        precision=float(prec.mean()), recall=float(rec.mean()), per_image_precision=prec.tolist(),
+        per_image_recall=rec.tolist(), n_images=chains.n_chains, n_query_chains=chains.n_chains,
+        n_pool=len(pool_texts), n_pool_distinct=len(pool_texts), pool="per-chain", n_thresholds=int(n_thresholds),
+        thresholds=thresholds.tolist(), mean_predictions=float(n_pred.mean()),
+        predictions=preds_out if return_predictions else ABSENT)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,14 +27,16 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import gammaln
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import DataError
-from ..results import Result
+from ..results import ABSENT, Result
 
 __all__ = [
     "matching_accuracy", "true_ranks", "cosine_true_ranks", "topk_from_ranks", "mrr_from_ranks", "retrieval_topk",
     "mean_reciprocal_rank", "chance_levels",
-    "evaluate_scores", "DEFAULT_KS", "std_over_seeds", "MetricSummary", "summarize_over_seeds"]
+    "evaluate_scores", "DEFAULT_KS", "std_over_seeds", "MetricSummary", "summarize_over_seeds",
+    "ValueWithChance", "ScoreEvaluation"]
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -301,10 +303,31 @@ def chance_levels(Q: int, groups=None, ks=DEFAULT_KS) -> dict:
 # ------------------------------------------------------------------------------------------------
 # all metrics
 # ------------------------------------------------------------------------------------------------
-def evaluate_scores(S, groups=None, ks=DEFAULT_KS, seed: int = 0) -> dict:
+@dataclass(eq=False)
+class ValueWithChance(Result):
+    """One metric of one score matrix and its chance level (:func:`chance_levels`)."""
+
+    value: float
+    chance: float
+
+
+@dataclass(eq=False)
+class ScoreEvaluation(Result):
+    """What :func:`evaluate_scores` returns: ``n_queries`` and a :class:`ValueWithChance` per metric, in the order
+    ``matching_accuracy``, ``top{k}_x_to_y`` (one key per k, not fields), ``mrr_x_to_y``, ``top{k}_y_to_x``,
+    ``mrr_y_to_x``, ``mrr`` (the mean of the two directions)."""
+
+    n_queries: int
+    matching_accuracy: ValueWithChance
+    mrr_x_to_y: Any = ABSENT
+    mrr_y_to_x: Any = ABSENT
+    mrr: Any = ABSENT
+
+
+def evaluate_scores(S, groups=None, ks=DEFAULT_KS, seed: int = 0) -> ScoreEvaluation:
     """Every metric of METHODS.md section 3 from one score matrix, each with its chance level.
 
-    Returns a JSON-ready dict::
+    Returns a :class:`ScoreEvaluation` (a dict)::
 
         {"n_queries": Q,
          "matching_accuracy": {"value": .., "chance": ..},
@@ -317,17 +340,15 @@ def evaluate_scores(S, groups=None, ks=DEFAULT_KS, seed: int = 0) -> dict:
     S = _check_scores(S)
     Q = S.shape[0]
     chance = chance_levels(Q, groups, ks)
-    out: dict = {"n_queries": Q,
-                 "matching_accuracy": {"value": matching_accuracy(S, groups, seed),
-                                       "chance": chance["matching_accuracy"]}}
+    out = ScoreEvaluation(Q, ValueWithChance(matching_accuracy(S, groups, seed), chance["matching_accuracy"]))
     mrr = {}
     for axis, direction in ((1, "x_to_y"), (0, "y_to_x")):
         ranks = true_ranks(S, groups, axis)
         for k in ks:
-            out[f"top{int(k)}_{direction}"] = {"value": float((ranks <= k).mean()), "chance": chance[f"top{int(k)}"]}
+            out[f"top{int(k)}_{direction}"] = ValueWithChance(float((ranks <= k).mean()), chance[f"top{int(k)}"])
         mrr[direction] = float((1.0 / ranks).mean())
-        out[f"mrr_{direction}"] = {"value": mrr[direction], "chance": chance["mrr"]}
-    out["mrr"] = {"value": (mrr["x_to_y"] + mrr["y_to_x"]) / 2, "chance": chance["mrr"]}
+        out[f"mrr_{direction}"] = ValueWithChance(mrr[direction], chance["mrr"])
+    out["mrr"] = ValueWithChance((mrr["x_to_y"] + mrr["y_to_x"]) / 2, chance["mrr"])
     return out
 
 

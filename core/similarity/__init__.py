@@ -42,7 +42,7 @@ from .cka import _cka_from_moments, debiased_cka, linear_cka, rbf_cka
 from .matrix import layerwise_similarity, similarity_matrix
 from .measures import MEASURE_ALIASES, MEASURES, Measure, resolve_measure, similarity
 from .neighbours import cknna, mutual_knn_alignment
-from .nulls import bootstrap_interval, permutation_test
+from .nulls import BootstrapInterval, PermutationTest, bootstrap_interval, permutation_test
 from .preprocess import PREPROCESSING, platonic_preprocess
 from .rsa import rsa
 
@@ -51,5 +51,6 @@ __all__ = [
     "procrustes_distance", "rsa", "similarity", "permutation_test", "bootstrap_interval",
     "similarity_matrix", "layerwise_similarity", "Measure", "MEASURES", "MEASURE_ALIASES",
     "resolve_measure", "GRAM_MAX_N", "svcca_top10", "platonic_preprocess", "PREPROCESSING",
+    "PermutationTest", "BootstrapInterval",
 ]
 # private names other modules import from here: _cka_from_moments and _Moments (core.distributed)

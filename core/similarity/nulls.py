@@ -4,17 +4,48 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..device import float64_device, pick_device
 from ..errors import DataError
+from ..results import Result
 from ._common import GRAM_MAX_N, _F64, _auto_chunk, _check_pair, _chunk, _device, _load, _moments, _undefined
 from .cka import (_centre_kernel, _centred_gram, _cka_from_moments, _debiased_from_hsics, _frob2, _gram_cka,
                   _hsic_u_gram, _rbf_grams, _use_gram, linear_cka)
 from .measures import Measure, _with_seed, resolve_measure
 from .neighbours import _check_k, _knn_indices, _mutual_overlap, _normalised_rows
+
+
+@dataclass(eq=False)
+class PermutationTest(Result):
+    """What :func:`permutation_test` returns: the similarity ``value`` and its permutation null.
+
+    ``p_value``, ``null_mean``, ``null_std`` (ddof=1) are None (and ``n_permutations`` 0) when the value or every
+    null value is undefined; ``n_permutations`` counts the defined null values."""
+
+    value: Any
+    p_value: float | None
+    null_mean: float | None
+    null_std: float | None
+    n_permutations: int
+
+
+@dataclass(eq=False)
+class BootstrapInterval(Result):
+    """What :func:`bootstrap_interval` returns: ``value`` on all items, the percentile interval ``low`` /
+    ``high`` at level ``ci``, the ``std`` of the resampled values and ``n_boot`` (defined resamples); ``low``,
+    ``high``, ``std`` are None when fewer than two resamples are defined."""
+
+    value: Any
+    low: float | None
+    high: float | None
+    std: float | None
+    n_boot: int
+    ci: float
 
 #: Above this many bytes (float64, both spaces) permutation/bootstrap fast paths stream instead of
 #: keeping the shifted spaces resident on the device.
@@ -152,7 +183,7 @@ def _take(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def permutation_test(X, Y, measure: str | Measure = "linear_cka", n_permutations: int = 100, seed: int = 0,
-                     progress=None, **kw) -> dict:
+                     progress=None, **kw) -> PermutationTest:
     """Permutation null of a similarity: shuffle the rows of ``Y`` (seeded) ``n_permutations`` times.
 
     ``seed`` seeds the shuffles and, for measures that sub-sample (rbf_cka, cknna, rsa), their sample.
@@ -164,7 +195,7 @@ def permutation_test(X, Y, measure: str | Measure = "linear_cka", n_permutations
 
     Returns
     -------
-    dict
+    PermutationTest
         ``value``, ``p_value``, ``null_mean``, ``null_std`` (ddof=1), ``n_permutations`` (the number of
         defined null values); ``p_value`` etc. are None when the value itself is undefined.
     """
@@ -189,16 +220,13 @@ def permutation_test(X, Y, measure: str | Measure = "linear_cka", n_permutations
                     null.append(m.func(X, _take(Y, pm), **kw))
     null = np.array([v for v in null if v is not None], dtype=np.float64)
     if value is None or null.size == 0:
-        return {"value": value, "p_value": None, "null_mean": None, "null_std": None, "n_permutations": 0}
+        return PermutationTest(value, None, None, None, 0)
     tol = 1e-12 * max(1.0, abs(value))   # identical-by-symmetry null values count as ties, not as smaller
     extreme = (null >= value - tol) if m.higher_is_similar else (null <= value + tol)
-    return {
-        "value": float(value),
-        "p_value": float((1 + int(extreme.sum())) / (1 + null.size)),
-        "null_mean": float(null.mean()),
-        "null_std": float(null.std(ddof=1)) if null.size > 1 else 0.0,
-        "n_permutations": int(null.size),
-    }
+    return PermutationTest(value=float(value), p_value=float((1 + int(extreme.sum())) / (1 + null.size)),
+                           null_mean=float(null.mean()),
+                           null_std=float(null.std(ddof=1)) if null.size > 1 else 0.0,
+                           n_permutations=int(null.size))
 
 
 def _linear_boot(X, Y, draws, kw, progress):
@@ -228,7 +256,7 @@ def _linear_boot(X, Y, draws, kw, progress):
 
 
 def bootstrap_interval(X, Y, measure: str | Measure = "linear_cka", n_boot: int = 200, ci: float = 0.95,
-                       seed: int = 0, progress=None, **kw) -> dict:
+                       seed: int = 0, progress=None, **kw) -> BootstrapInterval:
     """Percentile bootstrap interval of a similarity over items (rows resampled with replacement, seeded).
 
     Linear CKA resamples the n x n Gram matrices (small n) or re-weights the streamed sums (large n).
@@ -237,7 +265,7 @@ def bootstrap_interval(X, Y, measure: str | Measure = "linear_cka", n_boot: int 
 
     Returns
     -------
-    dict
+    BootstrapInterval
         ``value`` (on all items), ``low``, ``high`` (the (1 - ci)/2 and (1 + ci)/2 quantiles of the
         resampled values), ``std`` of the resampled values, ``n_boot`` (defined resamples), ``ci``.
     """
@@ -263,10 +291,9 @@ def bootstrap_interval(X, Y, measure: str | Measure = "linear_cka", n_boot: int 
                 boot.append(m.func(_take(X, idx), _take(Y, idx), **kw))
     boot = np.array([v for v in boot if v is not None], dtype=np.float64)
     if value is None or boot.size < 2:
-        return {"value": value, "low": None, "high": None, "std": None, "n_boot": int(boot.size), "ci": ci}
+        return BootstrapInterval(value, None, None, None, int(boot.size), ci)
     if boot.size < n_boot:
         warnings.warn(f"{n_boot - boot.size} bootstrap resamples gave an undefined value and were dropped",
                       RuntimeWarning, stacklevel=2)
     lo, hi = np.quantile(boot, [(1 - ci) / 2, (1 + ci) / 2])
-    return {"value": float(value), "low": float(lo), "high": float(hi), "std": float(boot.std(ddof=1)),
-            "n_boot": int(boot.size), "ci": float(ci)}
+    return BootstrapInterval(float(value), float(lo), float(hi), float(boot.std(ddof=1)), int(boot.size), float(ci))
