@@ -55,3 +55,23 @@ def test_bad_upload_gets_a_clear_message(name, corpus, tmp_path, monkeypatch):
     assert at.file_uploader[0].key == "upl_files_1"  # refused bytes are dropped from Streamlit's memory ...
     assert not list((tmp_path / "cache").glob("session-*/uploads/*.*"))  # ... and from the disk
     assert not markers_executed({name: case})
+
+
+def test_a_broken_server_dataset_says_which_file_and_why(tmp_path, monkeypatch):
+    """A server dataset that cannot be opened: the view shows the loader's message (file, reason), not a blank."""
+    import numpy as np
+
+    monkeypatch.setenv("PLATOSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PLATOSCOPE_DATA_DIR", str(tmp_path / "server"))
+    folder = tmp_path / "server" / "study"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.save(folder / "good.npy", rng.normal(size=(10, 4)).astype(np.float32))
+    np.save(folder / "short.npy", rng.normal(size=(7, 4)).astype(np.float32))   # 7 rows, the other space 10
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["dataset"] = "server:study"
+    at.run()
+    at.switch_page("pages/similarity.py").run()
+    assert not at.exception, at.exception
+    errors = " ".join(shown(e.value) for e in at.error)
+    assert "short.npy" in errors and "10" in errors and "7" in errors, errors

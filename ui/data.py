@@ -523,11 +523,15 @@ def select(key: str | None) -> None:
 
 
 def current_dataset() -> Dataset | None:
-    """The dataset picked in the sidebar (None when nothing is picked)."""
+    """The dataset picked in the sidebar (None when nothing is picked, or when it cannot be opened: then the
+    reason is shown where the view would be, e.g. which file of a server dataset is broken and why)."""
     key = selected_key()
     if key is None:
         return None
     try:
         return open_dataset(key)
-    except DataError:
+    except DataError as exc:
+        from ui.errors import show_error
+
+        show_error(exc)
         return None
