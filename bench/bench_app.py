@@ -15,8 +15,9 @@ starts ``streamlit run app.py`` on 127.0.0.1 with a fresh cache, and for every v
 Every first visit is a new session in one browser context that loaded the app once during the warm-up (its HTTP
 cache holds Streamlit's static files, as any returning user's does); the second browser shows the cold-cache cost.
 
-Then the same computations through the CLI (``python -m core ...``), each timed end to end in a subprocess, and
-the ratio app / CLI where the CLI computes the same thing. Prints one table; ``--json`` writes the numbers.
+After each view, the same computation through the CLI (``python -m core ...``), timed end to end in a subprocess
+right after the view (so that both run under about the same load on a shared machine), and the ratio app / CLI
+where the CLI computes the same thing. Prints one table; ``--json`` writes the numbers.
 
     .venv/bin/python bench/bench_app.py [--n 31000] [--timeout 300] [--app-root DIR] [--no-cli]
 
@@ -187,6 +188,17 @@ def run_cli(args: list[str], cwd: Path, env: dict, timeout_s: float, out: dict |
     return seconds
 
 
+def run_view_cli(row: dict, view: dict, study: Path, env: dict, timeout_s: float) -> None:
+    """The view's CLI commands, timed end to end (and run_protocol's own seconds for Subspace)."""
+    for field, cmd in (("cli", view.get("cli")), ("cli_all", view.get("cli_all"))):
+        if cmd:
+            got: dict = {}
+            row[f"{field}_load"] = os.getloadavg()[0]
+            row[field] = run_cli(cmd, study, env, timeout_s, got)
+            if view["name"] == "Subspace" and got.get("json"):
+                row["cli_fit_s"] = (got["json"].get("protocol") or {}).get("seconds")
+
+
 def fmt(v, timeout_s):
     return f">{timeout_s:.0f}" if v is None else f"{v:.1f}"
 
@@ -257,6 +269,8 @@ def main() -> int:
                 rows.append({"view": view["name"], **first, "second_visit": again["numbers"],
                              "second_browser": other["numbers"], "second_browser_paint": other["paint"],
                              "load": load})
+                if not args.no_cli:   # right after the view (the server idles): both under about the same load
+                    run_view_cli(rows[-1], view, study, env, args.timeout)
                 print(f"  {view['name']}: {rows[-1]}", flush=True)
             browser.close()
     finally:
@@ -266,15 +280,6 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
-
-    if not args.no_cli:
-        for row, view in zip(rows, [v for v in views(args.n) if any(r["view"] == v["name"] for r in rows)]):
-            for field, cmd in (("cli", view.get("cli")), ("cli_all", view.get("cli_all"))):
-                if cmd:
-                    got: dict = {}
-                    row[field] = run_cli(cmd, study, env, args.timeout, got)
-                    if view["name"] == "Subspace" and got.get("json"):
-                        row["cli_fit_s"] = (got["json"].get("protocol") or {}).get("seconds")
 
     t = args.timeout
     print(f"\n| view | first paint (s) | first numbers (s) | idle (s) | second visit (s) | second browser: paint, "
