@@ -158,6 +158,10 @@ class AnchorMoments:
         acc.update(X, Y)
         return acc.moments()
 
+    def swapped(self) -> "AnchorMoments":
+        """The moments of the same anchors with the sides exchanged (``Y`` first, ``X`` second)."""
+        return AnchorMoments(self.n, self.mean_y, self.mean_x, self.Cyy, self.Cxx, self.Cxy.T)
+
     def project(self, Px: torch.Tensor | None, Py: torch.Tensor | None) -> "AnchorMoments":
         """The moments of the projected anchors ``(X - mean_x) Px``, ``(Y - mean_y) Py`` (means are 0).
 

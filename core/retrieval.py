@@ -157,8 +157,12 @@ class CrossModalRetriever(Estimator):
     _fitted_attributes = ("aligner_", "index_")
     _fit_call = "fit(X_source, Y_target) or set_aligner(aligner, Y_target)"
 
-    def fit(self, X_source, Y_target, anchors=None) -> "CrossModalRetriever":
-        """Fit the alignment on paired rows (``anchors``: indices; default all) and index every ``Y_target`` row."""
+    def fit(self, X_source, Y_target, anchors=None, moments=None) -> "CrossModalRetriever":
+        """Fit the alignment on paired rows (``anchors``: indices; default all) and index every ``Y_target`` row.
+
+        ``moments``: the :class:`core.align.AnchorMoments` of those anchors (source first) when already
+        accumulated, e.g. shared with another fit on the same pair; the fit is then the same without a pass over
+        the anchors."""
         X, Y = np.asarray(X_source), np.asarray(Y_target)
         if X.shape[0] != Y.shape[0]:
             raise DataError(f"the two spaces must pair row by row, got {X.shape[0]} and {Y.shape[0]} rows")
@@ -171,7 +175,7 @@ class CrossModalRetriever(Estimator):
         if k is not None and normalize_method(self.method) in ("pca_affine", "cca_affine", "cca_local_cka"):
             k = int(min(k, X.shape[1], Y.shape[1], max(1, Xa.shape[0] - 1)))
         aligner = PairwiseAligner(self.method, k=k, reg=self.reg, ridge=self.ridge, device=self.device)
-        return self.set_aligner(aligner.fit(Xa, Ya), Y)
+        return self.set_aligner(aligner.fit(Xa, Ya) if moments is None else aligner.fit_moments(moments), Y)
 
     def set_aligner(self, aligner: PairwiseAligner, Y_target) -> "CrossModalRetriever":
         """Use an already fitted aligner (e.g. :func:`core.align.load_map`) and index ``Y_target``."""
@@ -326,17 +330,20 @@ def check_text_encoder(encoder, space_vectors, texts, n_check: int = 3, min_cosi
 # ------------------------------------------------------------------------------------------------
 # neighbours before / after alignment
 # ------------------------------------------------------------------------------------------------
-def subspace_cca(X, partner, dim: int = DEFAULT_K, reg: float = 1e-3, anchors=None, device=None):
+def subspace_cca(X, partner, dim: int = DEFAULT_K, reg: float = 1e-3, anchors=None, device=None, moments=None):
     """The :class:`core.align.CCA` of ``X`` with ``partner`` that :func:`neighbours_before_after` searches in:
     ``dim`` components (capped at the widths and the anchors), fitted on ``anchors`` (default all items).
 
-    Fitting it once and passing it as ``cca=`` makes each further item's neighbours a search only."""
+    Fitting it once and passing it as ``cca=`` makes each further item's neighbours a search only. ``moments``:
+    the :class:`core.align.AnchorMoments` of those anchors (``X`` first) when already accumulated."""
     from .align import CCA
 
     Xa, P = np.asarray(X), np.asarray(partner)
     a = None if anchors is None else np.asarray(anchors)
     n_a = Xa.shape[0] if a is None else len(a)
     dim = int(min(dim, Xa.shape[1], P.shape[1], max(1, n_a - 1)))
+    if moments is not None:
+        return CCA(dim, reg, device=device).fit_moments(moments)
     return CCA(dim, reg, device=device).fit(Xa if a is None else Xa[a], P if a is None else P[a])
 
 

@@ -11,6 +11,7 @@ from core.export import build_manifest
 from core.geometry import check_distance_matrix, dataset_geometry_vs_semantics, item_point_clouds
 from core.retrieval import default_space, neighbours_before_after, subspace_cca, subspace_index_key
 from ui import cached, data, jobs
+from ui.fits import pair_moments
 from ui.maps import pca_map_or_progress
 from ui.plots import scatter_map, selected_rows
 from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_thumbnails, distance_scatter, short
@@ -63,7 +64,8 @@ with guard():
     index_key = f"{ds.space_fingerprint(space)}:{ds.space_fingerprint(partner)}"
     ckey = cached.result_key("neighbours_cca", ds.fingerprint, space, partner, dim)
     cca = jobs.computed(namespace, ckey, f"Fitting the CCA subspace of '{space}' with '{partner}'",
-                        lambda progress: subspace_cca(ds[space].vectors(), ds[partner].vectors(), dim=dim))
+                        lambda progress: subspace_cca(ds[space].vectors(), ds[partner].vectors(), dim=dim,
+                                                      moments=pair_moments(ds, space, partner, namespace)))
     if cca is not None:
         key = cached.result_key("neighbours", ds.fingerprint, space, partner, dim, metric, k, row)
         res = jobs.computed(namespace, key, "Finding the neighbours",

@@ -12,6 +12,7 @@ from core.geometry import item_point_clouds
 from core.retrieval import (CrossModalRetriever, check_text_encoder, embed_query_text, expand_query,
                             default_space, text_encoder_spec)
 from ui import cached, data, jobs
+from ui.fits import pair_moments
 from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_silhouettes, cloud_thumbnails, short
 from ui.widgets import export_controls, guard, item_picker, page_header, sync_url, url_key
 from ui.text import md, safe_figure
@@ -51,7 +52,7 @@ with guard():
     retriever = jobs.computed(
         namespace, rkey, f"Fitting {METHODS[method]} ({source} -> {target}) once for this dataset",
         lambda progress: CrossModalRetriever(method, k=dim, index_namespace=namespace).fit(
-            ds[source].vectors(), ds[target].vectors()))
+            ds[source].vectors(), ds[target].vectors(), moments=pair_moments(ds, source, target, namespace)))
 if retriever is None:
     st.stop()
 st.caption(f"{METHODS[method]}" + (f" (k = {retriever.aligner_.k})" if retriever.aligner_.uses_k else "")

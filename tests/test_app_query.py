@@ -79,3 +79,39 @@ def test_typed_query_on_the_demo():
     lamps = table["label"].str.contains("lamp").mean()
     assert lamps > 0.5          # 2 lamp categories of 14: chance is 1/7
     assert any("Embedded in" in c.value for c in at.caption)
+
+
+def test_query_reuses_the_pair_moments_of_the_neighbours_view(server, monkeypatch):
+    """Neighbours (shape_3d with text) and Query (text -> shape_3d) fit on all items of the same pair: the moments
+    are accumulated once; the Query's retrieval still equals a direct fit."""
+    from core.align import AnchorMoments
+    from ui import fits
+
+    passes = []
+    real = AnchorMoments.from_arrays.__func__
+    monkeypatch.setattr(AnchorMoments, "from_arrays",
+                        classmethod(lambda cls, X, Y, **kw: passes.append(X.shape[1]) or real(cls, X, Y, **kw)))
+    monkeypatch.setattr(fits, "_MOMENTS", fits.OrderedDict())
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params["dataset"] = "server:pairs"
+    at.query_params["dim"] = "3"
+    at.run()
+    finish_jobs(at.switch_page("pages/neighbours.py").run())
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert passes == [9]                   # shape_3d (9-d) first: the pair in name order
+    finish_jobs(at.switch_page("pages/query.py").run())
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert passes == [9], "the Query view accumulated the moments of the pair again"
+    at.number_input(key="url__dim").set_value(3)
+    at.number_input(key="url__k").set_value(10)
+    at.selectbox(key="query_item").set_value("7")
+    finish_jobs(at.run())                  # a new alignment (k = 3) on the same moments
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert passes == [9]
+    table = at.dataframe[0].value
+    S = PairwiseAligner("cca_affine", k=3).fit(server["text"], server["shape"]).score_matrix(
+        server["text"][7:8], server["shape"])[0]
+    S[7] = -np.inf
+    order = np.argsort(-S, kind="stable")[:10]
+    assert table["id"].tolist() == [str(i) for i in order]
+    np.testing.assert_allclose(table["score"].to_numpy(), np.round(S[order], 4), atol=1e-4)
