@@ -29,6 +29,9 @@ from ui.errors import show_error
 from ui.text import md
 
 POLL_SECONDS = 1.0
+#: a queued job's box polls less often (its position changes only when a job ahead finishes, and that job's own
+#: box reruns the page then): on the Universe view three of four boxes wait at any time
+QUEUED_POLL_SECONDS = 3.0
 INLINE_WAIT = 0.5
 
 _RUNNER: JobRunner | None = None
@@ -208,11 +211,14 @@ def describe(job: Job, position: int) -> str:
 
 
 def _progress_box(namespace: str, key: str, partial) -> None:
-    @st.fragment(run_every=POLL_SECONDS)
+    first = job_for(namespace, key)
+    every = QUEUED_POLL_SECONDS if first is not None and first.state == QUEUED else POLL_SECONDS
+
+    @st.fragment(run_every=every)
     def _poll():
         job = job_for(namespace, key)
-        if job is None or job.is_finished:
-            st.rerun(scope="app")
+        if job is None or job.is_finished or (every != POLL_SECONDS and job.state != QUEUED):
+            st.rerun(scope="app")            # finished, or started: the page redraws (a running box polls faster)
         position = runner().position(job)
         # a bordered box, not st.status: Streamlit marks a status "complete" when the script run ends, while
         # the job goes on
