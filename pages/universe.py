@@ -244,8 +244,10 @@ elif view == "Add a space":
                 col.plotly_chart(safe_figure(retrieval_heatmaps({"gpa": add_res[k]}, "top1").update_layout(
                     title=f"{label}: Hits@1", height=380)), key=f"universe_add_{k}", width="stretch")
             export_controls("platoscope-universe-add", fig=fig, table=pd.DataFrame(
-                [{"way": w, "seconds": add_res[f"{w}_seconds"], "top1_new_pairs": add_res["new_pairs"][w],
-                  "top1_other_pairs": add_res["base_pairs"][w]} for w in ("add", "refit")]),
+                [{"way": w, "seconds": add_res[f"{w}_seconds"], "top1_new_pairs": add_res["top1_new_pairs"][w],
+                  "top1_base_pairs": add_res["top1_base_pairs"][w],
+                  "top1_other_pairs": add_res["top1_base_pairs"][w]}   # the old column, for one release
+                 for w in ("add", "refit")]),
                 manifest=build_manifest(view="universe/add", dataset=ds, seeds=[int(seed)],
                                         params={**params, "added": new}))
 

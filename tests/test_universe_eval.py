@@ -1,5 +1,6 @@
 """Judging a universe (core/universe_eval.py) against naive references written out here."""
 import json
+import pickle
 from math import comb
 
 import numpy as np
@@ -152,7 +153,24 @@ def test_add_space_vs_refit_keeps_base_and_reports_both():
     sub = [row[:3] for row in res["add"]["top1"][:3]]
     assert sub == base_only["top1"]        # GPA-ADD leaves the base pairs exactly as they were
     assert res["add_seconds"] > 0 and res["refit_seconds"] > 0
-    assert 0 <= res["new_pairs"]["add"] <= 1 and 0 <= res["new_pairs"]["refit"] <= 1
+    assert 0 <= res["top1_new_pairs"]["add"] <= 1 and 0 <= res["top1_new_pairs"]["refit"] <= 1
+    # the pair means, by hand from the top-1 matrices: the 6 ordered pairs with v3, the 6 among v0..v2
+    for way in ("add", "refit"):
+        H = np.array(res[way]["top1"], dtype=float)
+        new_cells = [H[i, j] for i in range(4) for j in range(4) if i != j and 3 in (i, j)]
+        base_cells = [H[i, j] for i in range(3) for j in range(3) if i != j]
+        assert len(new_cells) == 6 and res["top1_new_pairs"][way] == pytest.approx(np.mean(new_cells))
+        assert res["top1_base_pairs"][way] == pytest.approx(np.mean(base_cells))
+    # the old keys: read with a warning, emitted beside the new ones in JSON (one release)
+    with pytest.warns(DeprecationWarning, match="'new_pairs' is deprecated; use 'top1_new_pairs'"):
+        assert res["new_pairs"] is res.top1_new_pairs
+    with pytest.warns(DeprecationWarning, match="'base_pairs' is deprecated; use 'top1_base_pairs'"):
+        assert res["base_pairs"] is res.top1_base_pairs
+    d = res.to_dict()
+    assert list(d)[-4:] == ["top1_new_pairs", "new_pairs", "top1_base_pairs", "base_pairs"]
+    assert d["new_pairs"] == d["top1_new_pairs"] and d["base_pairs"] == d["top1_base_pairs"]
+    back = pickle.loads(pickle.dumps(res))
+    assert back.top1_new_pairs == res.top1_new_pairs and "new_pairs" in back and "new_pairs" not in list(back)
     assert res["refit"]["spaces"] == ["v0", "v1", "v2", "v3"]
 
 
@@ -324,3 +342,9 @@ def test_results_are_typed_and_the_renamed_keys_stay_as_aliases(tmp_path, capsys
     direct = evaluate_universe({k: v.astype(np.float32) for k, v in sp.items()}, ["gpa"]).to_dict()
     assert set(out) == set(direct) | {"preset"} and out["test_rows"] == direct["test_rows"]
     assert out["methods"]["gpa"]["retrieval"] == json.loads(json.dumps(direct["methods"]["gpa"]["retrieval"]))
+    # --add: the pair means under their new names, the old ones beside them (same values)
+    assert main(["universe", *paths[:2], "--add", paths[2], "--method", "gpa", "--json"]) == 0
+    add = json.loads(capsys.readouterr().out)["add"]
+    assert add["new_pairs"] == add["top1_new_pairs"] and add["base_pairs"] == add["top1_base_pairs"]
+    assert set(add["top1_new_pairs"]) == {"add", "refit"} and 0 <= add["top1_new_pairs"]["add"] <= 1
+    assert add["add"]["hits_at_1"] == add["add"]["top1"]

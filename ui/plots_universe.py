@@ -121,7 +121,7 @@ def add_vs_refit_figure(add: dict) -> go.Figure:
     fig.update_yaxes(type="log", dtick=1, row=1, col=1)
     groups = ["pairs with the new space", "other pairs"]
     for i, (key, label) in enumerate((("add", "GPA-ADD"), ("refit", "refit GPA"))):
-        vals = [add["new_pairs"][key], add["base_pairs"][key]]
+        vals = [add["top1_new_pairs"][key], add["top1_base_pairs"][key]]
         fig.add_trace(go.Bar(x=groups, y=vals, name=label, marker_color=PALETTE[2 + i],
                              text=["-" if v is None else f"{v:.3f}" for v in vals], textposition="outside"),
                       row=1, col=2)

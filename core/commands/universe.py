@@ -38,13 +38,14 @@ JSON output::
          "n_iter": int,                                            # GPA iterations / GCPA epochs run
          "objective": float}},                                     # GPA only: final sum of squared distances
      "add": {"space", "add_seconds", "refit_seconds", "speedup", "add": retrieval, "refit": retrieval,
-             "new_pairs": {"add", "refit"}, "base_pairs": {"add", "refit"}} | null,
+             "top1_new_pairs": {"add", "refit"}, "top1_base_pairs": {"add", "refit"}} | null,
      "test_rows": [int, ...],
      "preset": {"name": "custom" | "paper_d", "paper": "D", "settings": {...}, "differences": [str, ...]}}
 
 Each method also carries ``"label"`` (e.g. ``"GCCA (RACING, no ridge)"`` or ``"GCCA (MAXVAR, ridge 160)"``).
 ``top1`` / ``top5`` are paper D's Hits@1 / Hits@5; the old keys ``hits_at_1`` / ``hits_at_5`` are still emitted
-beside them (same values) for one release, deprecated (README, "Renamed JSON keys").
+beside them (same values) for one release, deprecated (README, "Renamed JSON keys"); so are ``new_pairs`` /
+``base_pairs`` beside ``top1_new_pairs`` / ``top1_base_pairs``.
 """
 from __future__ import annotations
 
@@ -204,9 +205,9 @@ def render(result: dict) -> str:
         lines.append("")
         lines.append(f"adding '{add['space']}': GPA-ADD {add['add_seconds'] * 1000:.1f} ms vs refit "
                      f"{add['refit_seconds'] * 1000:.1f} ms ({add['speedup']:.0f}x faster)")
-        lines.append(f"  mean Hits@1 of pairs with the new space: GPA-ADD {add['new_pairs']['add']:.3f}, "
-                     f"refit {add['new_pairs']['refit']:.3f}")
-        if add["base_pairs"]["add"] is not None:
-            lines.append(f"  mean Hits@1 of the other pairs: GPA-ADD {add['base_pairs']['add']:.3f} (unchanged), "
-                         f"refit {add['base_pairs']['refit']:.3f}")
+        lines.append(f"  mean Hits@1 of pairs with the new space: GPA-ADD {add['top1_new_pairs']['add']:.3f}, "
+                     f"refit {add['top1_new_pairs']['refit']:.3f}")
+        if add["top1_base_pairs"]["add"] is not None:
+            lines.append(f"  mean Hits@1 of the other pairs: GPA-ADD {add['top1_base_pairs']['add']:.3f} (unchanged), "
+                         f"refit {add['top1_base_pairs']['refit']:.3f}")
     return "\n".join(lines)

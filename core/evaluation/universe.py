@@ -131,7 +131,9 @@ class ClusteringScores(Result):
 
 @dataclass(eq=False)
 class AddSpaceResult(Result):
-    """GPA-ADD of one space against refitting GPA (:func:`add_space_vs_refit`); the pair means are top-1."""
+    """GPA-ADD of one space against refitting GPA (:func:`add_space_vs_refit`): ``top1_new_pairs`` /
+    ``top1_base_pairs`` are the mean top-1 over the ordered pairs with the new space / among the base spaces
+    (``{"add", "refit"}``; the old keys ``new_pairs`` / ``base_pairs`` are deprecated aliases for one release)."""
 
     space: str
     add_seconds: float
@@ -139,8 +141,10 @@ class AddSpaceResult(Result):
     speedup: float
     add: RetrievalMatrices
     refit: RetrievalMatrices
-    new_pairs: dict
-    base_pairs: dict
+    top1_new_pairs: dict
+    top1_base_pairs: dict
+
+    _aliases = {"new_pairs": "top1_new_pairs", "base_pairs": "top1_base_pairs"}
 
 
 @dataclass(eq=False)
@@ -381,8 +385,9 @@ def add_space_vs_refit(base: GPA, train_spaces: Mapping[str, np.ndarray], test_s
     not changed (GPA-ADD runs on a copy).
 
     Returns :class:`AddSpaceResult`: ``{"space", "add_seconds", "refit_seconds", "speedup", "add": retrieval,
-    "refit": retrieval, "new_pairs": {"add": mean top-1 over pairs involving new, "refit": ...}, "base_pairs":
-    {"add": ..., "refit": ...}}`` (retrieval as :func:`any_to_any_retrieval`).
+    "refit": retrieval, "top1_new_pairs": {"add": mean top-1 over pairs involving new, "refit": ...},
+    "top1_base_pairs": {"add": ..., "refit": ...}}`` (retrieval as :func:`any_to_any_retrieval`; ``new_pairs`` /
+    ``base_pairs`` are the deprecated names of the last two).
     """
     if new not in train_spaces:
         raise DataError(f"no space named '{new}' to add")
