@@ -62,7 +62,7 @@ def item_picker(label: str, ids: list, captions, key: str, *, none_label: str | 
     item always among them. (A selectbox of every item of a 31,000-item study sent 31,000 labels to the browser on
     every rerun and took seconds to draw.) ``none_label`` adds a None option first. Returns the chosen id."""
     n = len(ids)
-    options = list(ids)
+    rows = list(range(n))
     if n > limit:
         query = st.text_input(f"Search the {n:,} items (part of an id or a caption)", key=f"{key}_search",
                               placeholder="e.g. lamp").strip().lower()
@@ -71,24 +71,19 @@ def item_picker(label: str, ids: list, captions, key: str, *, none_label: str | 
             rows = list(itertools.islice(hits, limit))
         else:
             rows = list(range(limit))
-        options = [ids[r] for r in rows]
-        current = st.session_state.get(key)
-        if current is not None and current not in options and current in ids:
-            options.insert(0, current)
         if query and not rows:
             st.caption("No item matches the search.")
         elif len(rows) == limit:
             st.caption(f"The first {limit:,} {'matches' if query else 'items'} are listed; search to narrow.")
-
-    def text(i):
-        if i is None:
-            return none_label
-        return f"{i} - {short(captions[ids.index(i)] if n > limit else caption_of[i], 90)}"
-
-    caption_of = dict(zip(ids, captions)) if n <= limit else {}
+        current = st.session_state.get(key)
+        if current is not None and current not in {ids[r] for r in rows} and current in ids:
+            rows.insert(0, ids.index(current))
+    caption_of = {ids[r]: captions[r] for r in rows}     # only the listed items are formatted
+    options = [ids[r] for r in rows]
     if none_label is not None:
         options = [None] + options
-    return st.selectbox(label, options, key=key, format_func=text)
+    return st.selectbox(label, options, key=key,
+                        format_func=lambda i: none_label if i is None else f"{i} - {short(caption_of[i], 90)}")
 
 
 # -- export ----------------------------------------------------------------------------------------
