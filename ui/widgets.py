@@ -43,6 +43,7 @@ def page_header(title: str, marker: str, caption: str | None = None) -> None:
     if caption:
         st.caption(caption)
     st.html(f'<span id="ps-page-{marker}" class="ps-page-marker"></span>')
+    _static_export_ok()   # starts the kaleido check in the background with the server's first page, not later
 
 
 def _route_through_app() -> None:
@@ -106,8 +107,8 @@ def _static_export_ok() -> bool | None:
     """Whether kaleido can render figures here: True / False once known, None while the check runs.
 
     The check renders a figure through Chrome (about 4 to 6 s), once per server process, on a background thread
-    started by the first call: a page never waits for it (it used to run on the script thread of the first page
-    that showed an export control)."""
+    started by the first call (the server's first page header): a page never waits for it (it used to run on the
+    script thread of the first page that showed an export control)."""
     if _STATIC_EXPORT["ok"] is not None:
         return _STATIC_EXPORT["ok"]
     with _STATIC_EXPORT_LOCK:
