@@ -242,11 +242,11 @@ class JobRunner:
         self._keep = int(keep_finished)
         self._closed = False
 
-    def _apply_threads(self) -> None:
+    def _apply_threads(self, threads: int | None = None) -> None:
         try:
             import torch
 
-            torch.set_num_threads(self.torch_threads)
+            torch.set_num_threads(int(threads or self.torch_threads))
         except Exception:  # noqa: BLE001 - torch missing or refusing: jobs still run
             pass
 
@@ -358,9 +358,16 @@ class JobRunner:
             self._executor.submit(self._work, job)
 
     def _work(self, job: Job) -> None:
+        # a background job (priority > 0, e.g. GCPA training after the first results) leaves one core to the
+        # page scripts when jobs run one at a time: the views stay responsive while it trains
+        background = job.priority > 0 and self.max_jobs == 1 and self.torch_threads > 1
+        if background:
+            self._apply_threads(self.torch_threads - 1)
         try:
             job._run()
         finally:
+            if background:
+                self._apply_threads()
             with self._lock:
                 self._running -= 1
             self._dispatch()

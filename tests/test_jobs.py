@@ -162,6 +162,21 @@ def test_torch_threads_are_divided_among_jobs():
         torch.set_num_threads(threads)
 
 
+def test_a_background_job_leaves_one_core_to_the_pages():
+    threads = torch.get_num_threads()
+    try:
+        r = JobRunner(max_jobs=1, torch_threads=2)
+        seen = {}
+        for key, priority in (("front", 0), ("background", 1)):
+            job = r.submit(key, key, lambda job, key=key: seen.setdefault(key, torch.get_num_threads()),
+                           priority=priority)
+            assert job.wait(60) and job.state == DONE
+        assert seen == {"front": 2, "background": 1}
+        r.shutdown()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_result_store_survives_a_new_instance_and_refuses_odd_keys(tmp_path):
     key = "0f" * 32
     ResultStore(tmp_path).save(key, {"x": [1, 2, 3]})
