@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import threading
 
 import streamlit as st
@@ -94,6 +95,11 @@ _STATIC_EXPORT_LOCK = threading.Lock()
 
 def _probe_static_export() -> None:
     import plotly.graph_objects as go
+
+    try:   # lowest CPU priority for this thread and the Chrome that kaleido starts from it (children inherit it)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):   # not Linux: the check still runs
+        pass
 
     try:
         core_export.figure_bytes(go.Figure(go.Scatter(x=[0, 1], y=[0, 1])), "svg", width=50, height=50)
