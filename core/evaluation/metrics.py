@@ -177,12 +177,10 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
         return (A64[i] * B64[j]).sum(dim=1)
 
     # thresholds: the true partner's score (the best one with groups), exactly
-    idx = torch.arange(Q, device=dev)
     if codes is None:
+        idx = torch.arange(Q, device=dev)
         row_t = col_t = exact(idx, idx)
-        code_t = None
     else:
-        code_t = torch.as_tensor(codes, device=dev)
         order = np.argsort(codes, kind="stable")
         starts = np.r_[0, np.cumsum(np.bincount(codes))]
         pi, pj = [], []
@@ -200,12 +198,11 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
     # (|t| <= 1) so that "S32 >= hi" is certain and "S32 < lo" is certain
     pad = delta + 2.0 ** -23
     bounds = {axis: (to_numpy((t - pad).float()), to_numpy((t + pad).float())) for axis, t in ((1, row_t), (0, col_t))}
-    codes_np = codes
     ahead = {1: np.zeros(Q, dtype=np.int64), 0: np.zeros(Q, dtype=np.int64)}
     for start in range(0, Q, int(chunk_rows)):
         stop = min(Q, start + int(chunk_rows))
         S32 = to_numpy(A32[start:stop] @ B32.T)                             # rows start..stop, all columns
-        partner = None if codes_np is None else codes_np[start:stop, None] == codes_np[None, :]
+        partner = None if codes is None else codes[start:stop, None] == codes[None, :]
         for axis in (1, 0):
             lo, hi = bounds[axis]
             lo = lo[start:stop, None] if axis == 1 else lo[None, :]

@@ -485,12 +485,13 @@ class UniverseStudy:
                            schedule=gcpa_schedule)
         self._lock = threading.RLock()
         self._models: dict = {}
+        self._fit_seconds: dict = {}
         self.prepared_ = None
         # the split is cheap and needed by everyone (test rows, groups): done at once
         self.train_rows_, self.test_rows_ = split_train_test(n, test_size, seed, self.groups)
         self.test_groups_ = None if self.groups is None else self.groups[self.test_rows_]
 
-    def prepare(self, progress: Callable | None = None) -> "UniverseStudy":
+    def prepare(self) -> "UniverseStudy":
         """Preprocess the training rows (fit) and the held-out rows, once."""
         with self._lock:
             if self.prepared_ is not None:
@@ -515,7 +516,7 @@ class UniverseStudy:
         with self._lock:
             if method in self._models:
                 return self._models[method]
-            self.prepare(progress)
+            self.prepare()
             est = make_estimator(method, **self.params)
             t0 = time.perf_counter()
             if method == "gcpa":
@@ -525,7 +526,7 @@ class UniverseStudy:
             else:
                 est.fit(self.fit_train_, progress=progress, prepared=self.prepared_)
                 seconds = time.perf_counter() - t0 + self.prepare_seconds_
-            self._fit_seconds = {**getattr(self, "_fit_seconds", {}), method: seconds}
+            self._fit_seconds[method] = seconds
             self._models[method] = est
             return est
 
