@@ -953,8 +953,9 @@ def compare_pointset_similarities(A, B, mask_a=None, mask_b=None, *, kernel: str
             learned.fit(Aa, Ba, ma_a, mb_a, progress=progress)
             scores["pointset_learned"] = learned.score_matrix(Aq, Bq, ma_q, mb_q)
             models["pointset_learned"] = learned
-            training.append({"seed": seed, "seconds": learned.fit_seconds_, "epochs": learned.n_epochs_,
-                             "best_epoch": learned.best_epoch_, "logit_scale": learned.logit_scale_,
+            # "epochs" is the deprecated alias of "epochs_run" (one release; README, "Renamed JSON keys")
+            training.append({"seed": seed, "seconds": learned.fit_seconds_, "epochs_run": learned.n_epochs_,
+                             "epochs": learned.n_epochs_, "best_epoch": learned.best_epoch_, "logit_scale": learned.logit_scale_,
                              "n_train": learned.n_train_, "n_val": learned.n_val_, "history": learned.history_})
         for name, S in scores.items():
             ev = evaluate_scores(S, g_q, ks, seed)

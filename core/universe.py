@@ -715,7 +715,9 @@ class GPA(_Invertible):
 
     def describe(self) -> dict:
         out = super().describe()
-        out.update({"iterations": self.n_iter_, "n_iter": self.n_iter_, "converged": self.converged_,
+        # iterations_run: named for what it holds; "iterations" / "n_iter" are its deprecated aliases (README)
+        out.update({"iterations_run": self.n_iter_, "iterations": self.n_iter_, "n_iter": self.n_iter_,
+                    "converged": self.converged_,
                     "stop_reason": self.stop_reason_, "objective": self.objective_,
                     "final_relative_change": self.history_[-1]["relative_change"] if self.history_ else None,
                     "added_spaces": list(self.added_)})
@@ -1167,10 +1169,13 @@ class GCPA(_Universe):
 
     def describe(self) -> dict:
         out = super().describe()
-        out.update({"gpa_iterations": self.gpa_.n_iter_, "best_epoch": self.best_epoch_,
+        # epochs_run / gpa_iterations_run / steps_run: named for what they hold; stopped_epoch / gpa_iterations /
+        # steps are their deprecated aliases for one release (README, "Renamed JSON keys")
+        out.update({"gpa_iterations_run": self.gpa_.n_iter_, "gpa_iterations": self.gpa_.n_iter_,
+                    "best_epoch": self.best_epoch_, "epochs_run": self.stopped_epoch_,
                     "stopped_epoch": self.stopped_epoch_, "trained_on": self.device_, "schedule": self.schedule})
         if self.schedule == "sampled":
-            out.update({"steps": self.n_steps_, "best_step": self.best_step_})
+            out.update({"steps_run": self.n_steps_, "steps": self.n_steps_, "best_step": self.best_step_})
         return out
 
 

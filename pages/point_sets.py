@@ -227,7 +227,8 @@ with tab_train:
     else:
         t = res["training"]
         st.caption("Training per seed: " + "; ".join(
-            f"seed {x['seed']}: {x['seconds']:.1f} s, {x['epochs']} epochs (best {x['best_epoch']}), "
+            f"seed {x['seed']}: {x['seconds']:.1f} s, {x.get('epochs_run', x.get('epochs'))} epochs "
+            f"(best {x['best_epoch']}), "
             f"logit scale {x['logit_scale']:.2f}, {x['n_train']} training / {x['n_val']} held-out anchor pairs"
             for x in t) + ". Early stopping on the held-out anchor pairs' loss; epoch 0 is the untrained start.")
         fig = training_curve(t[0]["history"], title="Loss per epoch (first seed)")

@@ -131,9 +131,9 @@ pre = next(iter(results.values()))["description"]["preprocessing"]
 st.caption(f"Fitted on {res['n_train']} items, judged on {res['n_test']} held-out items (seed {res['seed']}). "
            f"Preprocessing: {pre['standardize']}; " +
            "; ".join(f"{md(n)}: {v['width_step']}" for n, v in pre["spaces"].items()) + ". " +
-           (f"GPA: {results['gpa']['n_iter']} iterations, objective {results['gpa']['objective']:.4g}"
+           (f"GPA: {results['gpa']['iterations_run']} iterations, objective {results['gpa']['objective']:.4g}"
             f" (stopped on {results['gpa']['description'].get('stop_reason', '?')})."
-            if "gpa" in results and "n_iter" in results["gpa"] else ""))
+            if "gpa" in results and "iterations_run" in results["gpa"] else ""))
 
 VIEWS = ["Retrieval and cycles", "Map of the universe", "Add a space", "Clustering"]
 # one view at a time, kept in the URL: a view's work (e.g. GPA-ADD) starts only when it is opened

@@ -331,7 +331,7 @@ def test_compare_with_training_and_projection():
     assert res["adjustments"] and res["settings"]["n_queries"] == 20
     assert "CCA (k = 4" in res["projection"]
     assert set(res["results"]) == set(ps.SIMILARITIES)
-    assert res["training"][0]["epochs"] <= 2 and res["training"][0]["seconds"] > 0
+    assert res["training"][0]["epochs_run"] <= 2 and res["training"][0]["seconds"] > 0
     assert res["spectra"]["common_dim"] == 4 and res["spectra"]["numerical_rank"]["cosine_pooled"] <= 4
     assert res["spectra"]["numerical_rank"]["pointset_uniform"] > 5   # the kernel lifts the rank bound
     assert res["rff_error"]["n_items"] == 10 and res["rff_error"]["max_abs_error"] < 0.2

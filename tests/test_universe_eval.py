@@ -271,7 +271,7 @@ def test_universe_study_shares_one_preprocessing_and_its_models():
     direct = any_to_any_retrieval(ref, {k: v[test] for k, v in sp.items()})
     assert res["retrieval"]["top1"] == direct["top1"]
     assert res["retrieval"]["summary"]["mrr"]["mean"] == pytest.approx(direct["summary"]["mrr"]["mean"], abs=1e-12)
-    assert res["clustering"] is None and res["n_iter"] == ref.n_iter_
+    assert res["clustering"] is None and res["iterations_run"] == ref.n_iter_
 
 
 def test_universe_study_clustering_matches_sklearn_on_its_universe():
@@ -321,7 +321,7 @@ def test_results_are_typed_and_the_renamed_keys_stay_as_aliases(tmp_path, capsys
     res = evaluate_universe(sp, ["gpa", "gcca"], keep_models=True)
     assert isinstance(res, UniverseEvaluation) and isinstance(res.methods["gpa"], UniverseMethodResult)
     ret = res.methods["gpa"].retrieval
-    assert isinstance(ret, RetrievalMatrices) and ret["top1"] is ret.top1 and "n_iter" in res.methods["gpa"]
+    assert isinstance(ret, RetrievalMatrices) and ret["top1"] is ret.top1 and "iterations_run" in res.methods["gpa"]
     assert "objective" not in res.methods["gcca"]                      # a GPA-only key: absent, not None
     assert "models" in res and "models" not in res.to_dict()           # fitted models stay out of JSON
     with pytest.warns(DeprecationWarning, match="'hits_at_1' is deprecated; use 'top1'"):

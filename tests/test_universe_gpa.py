@@ -76,10 +76,10 @@ def test_every_universe_fit_reports_iterations_and_objective():
     sp = spaces(n=120)
     out = evaluate_universe(sp, ["gpa", "gcpa"], test_size=0.25, seed=0, gcpa_epochs=2)
     g = out["methods"]["gpa"]
-    assert g["n_iter"] == len(g["history"]) and 1 <= g["n_iter"] <= 50
+    assert g["iterations_run"] == len(g["history"]) and 1 <= g["iterations_run"] <= 50
     assert g["objective"] == pytest.approx(g["history"][-1]["objective"])
     assert g["description"]["stop_reason"] in ("consensus", "objective", "max_iter")
-    assert out["methods"]["gcpa"]["n_iter"] == out["methods"]["gcpa"]["description"]["stopped_epoch"]
+    assert out["methods"]["gcpa"]["epochs_run"] == out["methods"]["gcpa"]["description"]["epochs_run"]
 
 
 def test_universe_command_reports_iterations_and_objective(tmp_path, capsys):
@@ -97,6 +97,6 @@ def test_universe_command_reports_iterations_and_objective(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)["methods"]["gpa"]
     train, _ = split_train_test(150, 0.2, seed=0)
     ref = GPA().fit({k: sp[k].astype(np.float32)[train] for k in sp})
-    assert out["n_iter"] == ref.n_iter_ and out["objective"] == pytest.approx(ref.objective_, rel=1e-9)
+    assert out["iterations_run"] == ref.n_iter_ and out["objective"] == pytest.approx(ref.objective_, rel=1e-9)
     assert main(["universe", *paths, "--method", "gpa"]) == 0
     assert f"GPA: {ref.n_iter_} iterations, objective" in capsys.readouterr().out

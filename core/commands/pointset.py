@@ -17,10 +17,13 @@ JSON output::
                   "top5_x_to_y", "top10_x_to_y", "top1_y_to_x", ..., "mrr_x_to_y", "mrr_y_to_x", "mrr"}},
      "spectra": {"cosine_pooled": [singular values], "pointset_uniform": [...], "pointset_learned": [...],
                  "common_dim": k, "rank_bound": k + 1, "numerical_rank": {...}},       # first seed
-     "training": [{"seed", "seconds", "epochs", "best_epoch", "logit_scale", "n_train", "n_val", "history"}],
+     "training": [{"seed", "seconds", "epochs_run", "best_epoch", "logit_scale", "n_train", "n_val", "history"}],
      "rff_error": {"n_items", "n_features", "max_abs_error", "mean_abs_error", "relative_frobenius_error"} | null,
      "seconds": float,
      "preset": {"name": "custom" | "paper_b", "paper": "B", "settings": {...}, "differences": [str, ...]}}
+
+``training`` entries also carry ``epochs`` beside ``epochs_run`` (same value), deprecated for one release (README,
+"Renamed JSON keys").
 
 ``--preset paper-b`` reproduces the authors' code (METHODS.md 7.5): random features redrawn at every training
 step (evaluation draws once, seeded), linear part not normalised, weight head without bias from a random start,
@@ -156,7 +159,7 @@ def render(result: dict) -> str:
                      f"{format_number(err['max_abs_error'], 3)}, mean {format_number(err['mean_abs_error'], 3)}, "
                      f"relative (Frobenius) {format_number(err['relative_frobenius_error'], 3)}")
     for t in result.get("training", []):
-        lines.append(f"training seed {t['seed']}: {format_number(t['seconds'], 3)} s, {t['epochs']} epochs "
+        lines.append(f"training seed {t['seed']}: {format_number(t['seconds'], 3)} s, {t['epochs_run']} epochs "
                      f"(best {t['best_epoch']}), logit scale {format_number(t['logit_scale'], 4)}")
     for note in result.get("adjustments", []):
         lines.append(f"note: {note}")

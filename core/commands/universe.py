@@ -35,7 +35,8 @@ JSON output::
          "clustering": {"spaces": {name: {"ari", "ari_std", "nmi", "nmi_std", "n_clusters", "per_seed"}},
                         "mean_ari", "mean_nmi", "seeds", "n_items"} | null,
          "history": [...],                                         # GPA iterations / GCPA epochs
-         "n_iter": int,                                            # GPA iterations / GCPA epochs run
+         "iterations_run": int,                                    # GPA only: iterations run
+         "epochs_run": int,                                        # GCPA only: epochs run
          "objective": float}},                                     # GPA only: final sum of squared distances
      "add": {"space", "add_seconds", "refit_seconds", "speedup", "add": retrieval, "refit": retrieval,
              "top1_new_pairs": {"add", "refit"}, "top1_base_pairs": {"add", "refit"}} | null,
@@ -45,7 +46,10 @@ JSON output::
 Each method also carries ``"label"`` (e.g. ``"GCCA (RACING, no ridge)"`` or ``"GCCA (MAXVAR, ridge 160)"``).
 ``top1`` / ``top5`` are paper D's Hits@1 / Hits@5; the old keys ``hits_at_1`` / ``hits_at_5`` are still emitted
 beside them (same values) for one release, deprecated (README, "Renamed JSON keys"); so are ``new_pairs`` /
-``base_pairs`` beside ``top1_new_pairs`` / ``top1_base_pairs``.
+``base_pairs`` beside ``top1_new_pairs`` / ``top1_base_pairs``, and ``n_iter`` beside ``iterations_run`` (GPA) /
+``epochs_run`` (GCPA). In ``description``: GPA's ``iterations_run`` (old ``iterations`` and ``n_iter``); GCPA's
+``epochs_run`` (old ``stopped_epoch``; under the sampled schedule the last epoch may be partial), ``best_epoch``,
+``gpa_iterations_run`` (old ``gpa_iterations``) and, sampled schedule, ``steps_run`` (old ``steps``), ``best_step``.
 """
 from __future__ import annotations
 
@@ -192,8 +196,8 @@ def render(result: dict) -> str:
         cols = list(rows[0])
         lines.append(format_table(rows, cols, digits=3))
     for m, r in result["methods"].items():
-        if m == "gpa" and "n_iter" in r:
-            lines.append(f"GPA: {r['n_iter']} iterations, objective {r['objective']:.6g} (stopped on "
+        if m == "gpa" and "iterations_run" in r:
+            lines.append(f"GPA: {r['iterations_run']} iterations, objective {r['objective']:.6g} (stopped on "
                          f"{r['description'].get('stop_reason', '?')})")
     for m, r in result["methods"].items():
         lines.append("")

@@ -169,9 +169,15 @@ class UniverseMethodResult(Result):
     cycle: CycleConsistency
     clustering: ClusteringScores | None = None
     history: Any = ABSENT          # GPA iterations / GCPA epochs
-    n_iter: Any = ABSENT           # GPA iterations / GCPA epochs run
+    iterations_run: Any = ABSENT   # GPA only
+    epochs_run: Any = ABSENT       # GCPA only
     objective: Any = ABSENT        # GPA only
     map: Any = ABSENT              # UniverseMap, with map_items
+
+    @property
+    def _aliases(self) -> dict:
+        # "n_iter" (deprecated for one release) held GPA's iterations or GCPA's epochs run
+        return {"n_iter": "iterations_run" if self.iterations_run is not ABSENT else "epochs_run"}
 
 
 @dataclass(eq=False)
@@ -552,9 +558,9 @@ class UniverseStudy:
         if method in ("gpa", "gcpa"):
             res.history = est.history_
         if method == "gpa":
-            res.n_iter, res.objective = int(est.n_iter_), float(est.objective_)
+            res.iterations_run, res.objective = int(est.n_iter_), float(est.objective_)
         if method == "gcpa":
-            res.n_iter = int(est.stopped_epoch_)
+            res.epochs_run = int(est.stopped_epoch_)
         rows = self.map_rows(map_items)
         if rows is not None:
             res.map = universe_map(est, self.test_spaces_, rows, self.names, preprocessed=Zt)
@@ -631,6 +637,7 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
          "methods": {method: {"name", "label" (e.g. "GCCA (RACING, no ridge)"), "fit_seconds", "description": {...preprocessing and fit facts...},
                               "retrieval": any_to_any_retrieval(...), "cycle": cycle_consistency(...),
                               "clustering": clustering_scores(...) or None, "history": [...] (GPA / GCPA),
+                              "iterations_run" (GPA) / "epochs_run" (GCPA), "objective" (GPA),
                               "map": universe_map(...) (with map_items)}},
          "add": add_space_vs_refit(...) or None}
     """
