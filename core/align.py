@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import Estimator
+from .base import Estimator, outside_stacklevel
 from .device import as_float64 as _f64
 from .device import pick_float64_device as _device64
 from .device import to_numpy as _np
@@ -360,7 +360,7 @@ def _ridge_solve(G: torch.Tensor, B: torch.Tensor, alpha: float, what: str) -> t
     keep = vals > cutoff
     warnings.warn(f"the anchors do not determine the {what} (rank {int(keep.sum())} < {p} features); "
                   "using the minimum-norm least-squares solution - use more anchors or ridge > 0",
-                  RuntimeWarning, stacklevel=3)
+                  RuntimeWarning, stacklevel=outside_stacklevel())
     inv = torch.where(keep, 1.0 / vals.clamp_min(cutoff), torch.zeros_like(vals))
     return vecs @ (inv[:, None] * (vecs.T @ B))
 
@@ -562,7 +562,8 @@ class CCA(_Fitted):
             raise DataError(f"CCA needs at least 2 anchor pairs, got {m.n}")
         if self.reg == 0 and m.n < 10 * max(m.p, m.q):
             warnings.warn(f"CCA with reg=0 on {m.n} anchors for {m.p} x {m.q} features: the covariances are "
-                          "poorly estimated (or singular); use reg > 0 (e.g. 1e-3)", RuntimeWarning, stacklevel=3)
+                          "poorly estimated (or singular); use reg > 0 (e.g. 1e-3)", RuntimeWarning,
+                          stacklevel=outside_stacklevel())
         Sxx, Syy, Sxy = (C / (m.n - 1) for C in (m.Cxx, m.Cyy, m.Cxy))
         Kx = _inv_sqrt(Sxx, self.reg, "X")
         Ky = _inv_sqrt(Syy, self.reg, "Y")

@@ -5,7 +5,9 @@ Every estimator of :mod:`core` derives from :class:`Estimator`, a :class:`sklear
 * hyper-parameters are the ``__init__`` arguments, stored unchanged under their own names (``__init__`` holds
   no logic), so :func:`sklearn.base.clone`, ``get_params`` / ``set_params`` and ``repr`` work, and estimators
   compose with :class:`sklearn.pipeline.Pipeline` and :class:`sklearn.model_selection.GridSearchCV`;
-* ``fit`` returns ``self``; fitted state lives in attributes ending in ``_``;
+* ``fit`` returns ``self``; fitted state lives in attributes ending in ``_``; a ``fit`` (or ``fit_moments``) that
+  raises leaves the estimator as it was before the call (its attributes are restored; see :func:`_atomic_fit`),
+  so a failed first fit leaves it unfitted and a failed refit keeps the previous fit;
 * an unfitted estimator raises :class:`core.errors.NotFittedError` (a subclass of scikit-learn's
   ``NotFittedError`` and of :class:`core.errors.DataError`) from one place, :func:`check_fitted`;
 * estimators that draw random numbers take ``random_state`` (an int, ``None`` for fresh entropy, or a
@@ -18,6 +20,8 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -97,6 +101,43 @@ def _accept_seed_alias(init):
     return wrapper
 
 
+_CORE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` in the calling function that points at the first frame outside
+    :mod:`core` (the user's line), however many core frames (fits, wrappers, helpers) lie between."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_CORE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+#: The methods whose failure must not leave partial fitted state (wrapped by :func:`_atomic_fit`).
+_FIT_METHODS = ("fit", "fit_moments")
+
+
+def _atomic_fit(fit):
+    """Wrap a ``fit`` so that, when it raises (an error, a cancelled job, Ctrl-C), the estimator's attributes are
+    restored to what they were before the call: no half-fitted state (a partial ``R_``, the training cross-products
+    of ``_prepared``, a preprocessor without the maps) survives a failed fit. The snapshot is shallow (a fit
+    assigns its attributes anew, it does not edit the previous fit's objects in place)."""
+    if getattr(fit, "_atomic_fit", False):
+        return fit
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        before = dict(self.__dict__)
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+    wrapper._atomic_fit = True
+    return wrapper
+
+
 class Estimator(BaseEstimator):
     """Base class of Platoscope's estimators (see the module docstring for the contract).
 
@@ -112,6 +153,10 @@ class Estimator(BaseEstimator):
         init = cls.__dict__.get("__init__")
         if init is not None and "random_state" in inspect.signature(init).parameters:
             cls.__init__ = _accept_seed_alias(init)
+        for name in _FIT_METHODS:
+            method = cls.__dict__.get(name)
+            if callable(method):
+                setattr(cls, name, _atomic_fit(method))
 
     def __sklearn_is_fitted__(self) -> bool:
         return all(hasattr(self, name) for name in type(self)._fitted_attributes)

@@ -321,3 +321,126 @@ def _cos(a, b):
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return a @ b.T
+
+
+# ------------------------------------------------------------------------------------------------
+# a fit that raises leaves no partial fitted state
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key", sorted(ESTIMATORS))
+def test_every_fit_is_atomic(key):
+    cls = ESTIMATORS[key]
+    for name in ("fit", "fit_moments"):
+        method = getattr(cls, name, None)
+        if method is not None:
+            assert getattr(method, "_atomic_fit", False), f"{key}.{name} keeps partial state when it raises"
+
+
+def _state(est):
+    return {k: v for k, v in vars(est).items() if k.endswith("_") or k.startswith("_")}
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: __import__("core.universe", fromlist=["x"]).PairwiseProcrustes(reference="nope"), "reference"),
+    (lambda: __import__("core.universe", fromlist=["x"]).GCCA(reg=-5.0), "ridge"),
+    (lambda: __import__("core.universe", fromlist=["x"]).GCPA(schedule="nope", max_epochs=1, device="cpu"),
+     "schedule"),
+])
+def test_a_first_fit_that_raises_leaves_the_estimator_unfitted(make, match):
+    # each of these raised after _prepare had stored the preprocessor (the fitted attribute), n_train_ and the
+    # training cross-products (_prepared): the estimator looked fitted, with half its maps
+    est = make()
+    params = est.get_params(deep=False)
+    with pytest.raises(DataError, match=match):
+        est.fit(_spaces())
+    assert _state(est) == {} and not est.is_fitted
+    with pytest.raises(SklearnNotFittedError):
+        check_is_fitted(est)
+    with pytest.raises(NotFittedError):
+        est.to_universe("a", _spaces()["a"][:3])
+    assert est.get_params(deep=False) == params
+
+
+def test_a_refit_that_raises_keeps_the_previous_fit():
+    from core.universe import PairwiseProcrustes
+    sp = _spaces()
+    est = PairwiseProcrustes().fit(sp)
+    before = {k: (v.copy() if isinstance(v, dict) else v) for k, v in _state(est).items()}
+    expected = est.translate(sp["a"][:5], "a", "b")
+    est.set_params(reference="nope")
+    with pytest.raises(DataError, match="reference"):
+        est.fit({k: v[:90] for k, v in sp.items()})      # other rows: R_ and n_train_ were overwritten before
+    assert est.n_train_ == len(sp["a"]) and est.reference_ == before["reference_"]
+    assert set(_state(est)) == set(before) and "_prepared" not in vars(est)
+    np.testing.assert_array_equal(est.translate(sp["a"][:5], "a", "b"), expected)
+
+
+def test_nan_input_and_a_cancelled_training_leave_no_fitted_state():
+    from core.universe import GCPA, GPA
+    sp = _spaces()
+    bad = {k: v.copy() for k, v in sp.items()}
+    bad["b"][4, 1] = np.nan
+    gpa = GPA()
+    with pytest.raises(DataError, match="NaN"):
+        gpa.fit(bad)
+    assert _state(gpa) == {} and not gpa.is_fitted
+
+    class Cancelled(Exception):
+        pass
+
+    def progress(iterable, total=None, desc=""):      # a job cancelled during GCPA's first epoch
+        for i, x in enumerate(iterable):
+            if desc == "GCPA epochs" and i == 1:
+                raise Cancelled
+            yield x
+
+    gcpa = GCPA(max_epochs=3, batch_size=32, device="cpu")
+    with pytest.raises(Cancelled):
+        gcpa.fit(sp, progress=progress)
+    assert _state(gcpa) == {} and not gcpa.is_fitted     # no gpa_, preprocessor_, history_ of the cancelled fit
+    with pytest.raises(SklearnNotFittedError):
+        check_is_fitted(gcpa)
+
+
+def test_atomic_fit_restores_attributes_of_a_subclass():
+    class Toy(Estimator):
+        _fitted_attributes = ("w_",)
+
+        def __init__(self, fail=False):
+            self.fail = fail
+
+        def fit(self, X):
+            self.w_ = np.asarray(X).sum()
+            self._scratch = object()
+            if self.fail:
+                raise ValueError("boom")
+            del self._scratch
+            return self
+
+    class Child(Toy):
+        def fit(self, X):
+            self.extra_ = 1
+            return super().fit(X)
+
+    toy = Toy().fit([1.0, 2.0])
+    toy.fail = True
+    with pytest.raises(ValueError):
+        toy.fit([5.0])
+    assert toy.w_ == 3.0 and "_scratch" not in vars(toy)
+    child = Child(fail=True)
+    with pytest.raises(ValueError):
+        child.fit([1.0])
+    assert _state(child) == {} and not child.is_fitted
+    assert Child(fail=False).fit([2.0]).w_ == 2.0
+
+
+def test_warnings_from_inside_a_fit_point_at_the_callers_line():
+    # the atomic-fit wrapper adds a frame; warnings raised deep inside a fit still name the user's line
+    from core.align import CCA, AffineMap
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(30, 40)), rng.normal(size=(30, 5))
+    for make in (lambda: AffineMap().fit(X, Y), lambda: CCA(n_components=2, reg=0.0).fit(X[:, :6], Y)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            make()
+        runtime = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert runtime and all(w.filename == __file__ for w in runtime), [(w.filename, w.lineno) for w in runtime]
