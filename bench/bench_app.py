@@ -135,14 +135,59 @@ def new_context(browser):
     return browser.new_context(viewport={"width": 1400, "height": 1800})
 
 
+class WireLog:
+    """What the server sent over the websocket during one visit: every ForwardMsg's arrival time, size and kind
+    (``delta`` elements by element type), to split a visit's time into the server's script run (its last
+    ``script_finished``), the payload (bytes per element, e.g. a plotly figure's JSON) and the browser's drawing
+    (the rest, up to the 'numbers' condition)."""
+
+    def __init__(self, page, t0_ref: list):
+        self.frames: list[tuple[float, int, str]] = []
+        self._t0 = t0_ref
+        page.on("websocket", self._attach)
+
+    def _attach(self, ws) -> None:
+        ws.on("framereceived", self._frame)
+
+    def _frame(self, payload) -> None:
+        t = time.perf_counter() - self._t0[0]
+        raw = payload if isinstance(payload, (bytes, bytearray)) else str(payload).encode()
+        kind = "?"
+        try:
+            from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+            msg = ForwardMsg()
+            msg.ParseFromString(bytes(raw))
+            kind = msg.WhichOneof("type") or "?"
+            if kind == "delta":
+                d = msg.delta
+                sub = d.WhichOneof("type")
+                kind = f"delta:{d.new_element.WhichOneof('type')}" if sub == "new_element" else f"delta:{sub}"
+        except Exception:  # noqa: BLE001 - not a ForwardMsg
+            pass
+        self.frames.append((t, len(raw), kind))
+
+    def summary(self, until: float | None) -> dict:
+        done = [t for t, _, k in self.frames if k == "script_finished" and (until is None or t <= until + 0.05)]
+        sizes: dict[str, int] = {}
+        for t, n, k in self.frames:
+            if until is None or t <= until + 0.05:
+                sizes[k] = sizes.get(k, 0) + n
+        top = sorted(sizes.items(), key=lambda kv: -kv[1])[:4]
+        return {"script_done": done[-1] if done else None, "runs": len(done),
+                "bytes": sum(sizes.values()), "top": {k: v for k, v in top}}
+
+
 def visit(browser, url: str, view: dict, timeout_s: float, second: bool = False, context=None) -> dict:
     """One visit in a new session: a new page of ``context`` (a browser whose HTTP cache already holds the app's
     static files, as for any returning user), or, without one, of a fresh browser context (cold cache)."""
     ctx = context or new_context(browser)
     page = ctx.new_page()
+    t0_ref = [time.perf_counter()]
+    wire = WireLog(page, t0_ref)
     qs = "&".join([f"dataset={quote('server:study')}"] +
                   [f"{k}={quote(v)}" for k, v in view["params"].items()])
-    t0 = time.perf_counter()
+    t0 = t0_ref[0] = time.perf_counter()
     page.goto(f"{url}/{view['path']}?{qs}", timeout=timeout_s * 1000)
     out = {}
     out["paint"] = timed_wait(page, f"document.querySelector('#ps-page-{view['marker']}') && "
@@ -162,6 +207,7 @@ def visit(browser, url: str, view: dict, timeout_s: float, second: bool = False,
             text = page.inner_text('[data-testid="stMain"]')
             found = re.search(r"fitted in ([0-9.]+) s", text)
             out["fit_s"] = float(found.group(1)) if found else None
+    out["wire"] = wire.summary(out["numbers"])
     page.close()
     if context is None:
         ctx.close()
@@ -268,6 +314,7 @@ def main() -> int:
                 other = visit(browser, url, view, args.timeout, second=True)      # a second browser, cold cache
                 rows.append({"view": view["name"], **first, "second_visit": again["numbers"],
                              "second_browser": other["numbers"], "second_browser_paint": other["paint"],
+                             "second_visit_wire": again["wire"], "second_browser_wire": other["wire"],
                              "load": load})
                 if not args.no_cli:   # right after the view (the server idles): both under about the same load
                     run_view_cli(rows[-1], view, study, env, args.timeout)

@@ -34,9 +34,8 @@ if not ds.spaces:
     st.dataframe(ds.items.head(200), hide_index=True)
     st.stop()
 
-with guard():
-    table = cached.summary_table(ds.fingerprint, ds)
-    st.dataframe(table, hide_index=True, width="stretch")
+# The summary is filled in below the map's controls: the controls reach the browser before it is computed.
+summary_slot = st.container()
 
 st.subheader("Map")
 names = ds.space_names
@@ -47,6 +46,10 @@ space = left.selectbox("Space", names, key=url_key("space", names[0], names))
 color = mid.selectbox("Colour by", color_options, key=url_key("color", default_color, color_options))
 method = right.radio("Projection", ["PCA", "UMAP"], horizontal=True, key=url_key("proj", "PCA", ["PCA", "UMAP"]))
 sync_url(space=space, color=color, proj=method)
+
+with summary_slot, guard():
+    table = cached.summary_table(ds.fingerprint, ds)
+    st.dataframe(table, hide_index=True, width="stretch")
 
 namespace = data.cache_namespace(ds)
 result = None

@@ -7,8 +7,8 @@ import streamlit as st
 from core.export import build_manifest
 from core.similarity import MEASURES, layerwise_similarity, similarity_matrix
 from ui import cached, data, jobs
-from ui.maps import pca_map_or_progress
-from ui.plots import clicked_cell, heatmap, scatter_map
+from ui.maps import draw_map, pca_map_or_progress
+from ui.plots import clicked_cell, heatmap
 from core.presets import SIMILARITY_FIELDS
 from ui.presets import preset_control
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
@@ -82,8 +82,10 @@ if view == "All spaces":
             partial=draw_partial)
     if result is not None:
         pv = result.get("p_values")
-        fig = matrix_figure(result)
-        event = st.plotly_chart(safe_figure(fig), on_select="rerun", selection_mode="points", key="sim_heatmap",
+        # built once per result (a rerun or another visit only sends it)
+        fig = cached.drawn(namespace, cached.result_key("drawing", "sim_heatmap", key),
+                           lambda: safe_figure(matrix_figure(result)))
+        event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="sim_heatmap",
                                 width="stretch")
         rows = []
         for i, a in enumerate(result["names"]):
@@ -120,12 +122,12 @@ if view == "All spaces":
                 m = pca_map_or_progress(ds, name, 5000, priority=1)
                 if m is None:
                     continue
-                texts = ds.hover_text()
-                fig_m = scatter_map(m["coords"], m["rows"], [texts[i] for i in m["rows"]],
-                                    color=None if colour is None else ds.items[colour].iloc[m["rows"]].reset_index(drop=True),
-                                    color_name=colour, title=f"PCA of '{name}'", axis_titles=("PCA 1", "PCA 2"))
-                fig_m.update_layout(height=420, showlegend=False)
-                col.plotly_chart(safe_figure(fig_m), key=f"sim_map_{name}_{col is a_col}", width="stretch")
+                shown = len(m["rows"])
+                draw_map(ds, m["rows"], m["coords"], "(none)" if colour is None else colour,
+                         title=f"PCA of '{name}'" + (f" - a seeded sample of {shown:,} of {ds.n:,} items"
+                                                     if shown < ds.n else ""),
+                         axes=("PCA 1", "PCA 2"), key=f"sim_map_{name}_{col is a_col}",
+                         select=False, height=420, legend=False)
 
 else:  # layer by layer
     st.caption("Compare every layer of one encoder with every layer of another (rows paired by item).")

@@ -1,5 +1,6 @@
-"""Real-browser test of the Home map's canvas component (the renderer of large maps): it paints, a lasso lists
-the items the browser highlighted, a click picks one item, and colouring by another column keeps the view."""
+"""Real-browser test of the Home map's canvas component (the renderer of large maps): it paints, hovering a point
+shows its text and id (as text), a lasso lists the items the browser highlighted, a click picks one item, and
+colouring by another column keeps the view."""
 import re
 
 import numpy as np
@@ -31,6 +32,17 @@ def test_canvas_map_paints_and_lasso_lists_the_highlighted_items(tmp_path):
         assert "<b>class 0</b>" in legend                    # user text shown as text, not markup
         box = frame.locator("#overlay").bounding_box()
         cx, cy, r = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["height"] * 0.3
+        # hovering a point shows its hover text (here the label) and id, as text
+        for dx, dy in [(0, 0), (5, 3), (-7, 4), (9, -6), (-4, -9), (12, 12), (-15, 2), (3, 17)]:
+            page.mouse.move(cx + dx, cy + dy)
+            page.wait_for_timeout(150)
+            if frame.evaluate("() => document.body.dataset.hovered || ''"):
+                break
+        hovered = int(frame.evaluate("() => document.body.dataset.hovered"))
+        tip = frame.inner_text("#tip")
+        assert tip.startswith("<b>class ") and f"id: {hovered}" in tip, tip
+        assert frame.locator("#tip b").count() == 1 and frame.locator("#tip b b").count() == 0   # no markup
+        screenshot(page, "home_canvas_map_hover")
         pts = [(cx + r * np.cos(t), cy + r * np.sin(t)) for t in np.linspace(0, 2 * np.pi, 30)]
         page.mouse.move(*pts[0])
         page.mouse.down()

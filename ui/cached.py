@@ -181,6 +181,7 @@ def forget_session_results(fingerprints: set[str] | None = None) -> int:
     removed = 0
     own = st.session_state.pop("platoscope_results", None)
     removed += len(own or ())
+    removed += len(st.session_state.pop(_DRAWINGS_KEY, None) or ())
     keys = st.session_state.pop(_KEYS_KEY, set())
     shared = _shared_results()
     for key in keys:
@@ -202,6 +203,46 @@ def forget_session_results(fingerprints: set[str] | None = None) -> int:
         except Exception:  # noqa: BLE001 - an entry already evicted
             pass
     return removed
+
+
+# -- drawings kept across reruns and sessions -------------------------------------------------------
+#: Built figures and map payloads kept per store (server-wide for shared data, per session for uploads).
+MAX_DRAWINGS = 24
+_DRAWINGS_KEY = "platoscope_drawings"
+_DRAWINGS_LOCK = threading.Lock()
+
+
+@st.cache_resource(show_spinner=False)
+def _shared_drawings() -> "_OrderedDict[str, object]":
+    return _OrderedDict()
+
+
+def drawn(namespace: str, key: str, build):
+    """``build()`` once per ``key`` (a :func:`result_key` of the result's own key and every drawing option): a
+    built, escaped figure, or a map's compact payload, kept so that a rerun, a second visit or a second browser
+    on the same shared dataset draws without rebuilding (building and escaping a 31,000-point figure took about
+    0.5 s of every script run). Shared datasets' drawings are kept server-wide; uploads' only in the session
+    (dropped by "forget my data" and with the session). The kept object is shared: callers must not change it."""
+    shared = namespace == "shared"
+    store = _shared_drawings() if shared else st.session_state.setdefault(_DRAWINGS_KEY, _OrderedDict())
+    with _DRAWINGS_LOCK:
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+    value = build()
+    with _DRAWINGS_LOCK:
+        store[key] = value
+        store.move_to_end(key)
+        while len(store) > MAX_DRAWINGS:
+            store.popitem(last=False)
+    return value
+
+
+def hover_texts(ds: Dataset) -> list[str]:
+    """``ds.hover_text()`` (one short text per item), built once per dataset (see :func:`drawn`)."""
+    from ui.data import cache_namespace
+
+    return drawn(cache_namespace(ds), result_key("hover_text", ds.fingerprint), ds.hover_text)
 
 
 def has_result(namespace: str, key: str) -> bool:

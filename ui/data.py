@@ -447,8 +447,8 @@ def dataset_with_spaces(base: Dataset, ids, arrays: dict) -> Dataset:
 
 
 #: Session-state entries that hold results or items of this session's data (dropped by Forget my data).
-FORGET_STATE_KEYS = ("platoscope_results", "platoscope_upload_keys", "enc_result", "nb_item", "nb_pending",
-                     "nb_last_pick", "query_embed_s")
+FORGET_STATE_KEYS = ("platoscope_results", "platoscope_drawings", "platoscope_upload_keys", "enc_result", "nb_item",
+                     "nb_pending", "nb_last_pick", "query_embed_s")
 
 
 def session_fingerprints() -> set[str]:

@@ -1,11 +1,16 @@
-"""The Home map: plotly for small maps, Platoscope's canvas component for 10^5..10^6+ points.
+"""The maps (Home, and Similarity's side-by-side maps): plotly for small maps, Platoscope's canvas component above.
 
 Plotly's Scattergl ships every point and its hover text as JSON and keeps a JS object per point: fine for the
-demo, too heavy at a million points (see docs/MAPS.md for what was measured). Above :data:`PLOTLY_MAX_POINTS`
-the map is drawn by ``ui/bigmap_frontend`` (a self-contained Streamlit component, no network, no build step):
-coordinates travel as float32 bytes and colours as one byte per point, the browser splats them into a canvas
-(pan, wheel zoom, lasso, box, click), and the selection comes back as a polygon in data coordinates; the items
-inside it are found here (:func:`core.projection.points_in_polygon`, the rule the browser uses to highlight them).
+demo, slow beyond a few thousand points (a 31,000-point map was 1.9 MB of JSON and about 2 s of browser work on
+every visit) and far too heavy at a million (see docs/MAPS.md for what was measured). Above
+:data:`PLOTLY_MAX_POINTS` the map is drawn by ``ui/bigmap_frontend`` (a self-contained Streamlit component, no
+network, no build step): coordinates travel as float32 bytes and colours as one byte per point, hover texts as
+one UTF-8 line per point, the browser splats the points into a canvas (pan, wheel zoom, hover, lasso, box, click),
+and the selection comes back as a polygon in data coordinates; the items inside it are found here
+(:func:`core.projection.points_in_polygon`, the rule the browser uses to highlight them).
+
+Every drawing is built once per result (:func:`ui.cached.drawn`, keyed on the sha256 of the coordinates and the
+drawing options): a rerun, a second visit or a second browser only sends it.
 """
 from __future__ import annotations
 
@@ -23,8 +28,13 @@ from core.projection import nearest_point, points_in_polygon
 from .plots import MAX_CATEGORIES, PALETTE, scatter_map, selected_rows
 from .text import safe_figure
 
-#: Largest map drawn with plotly; bigger maps use the canvas component ($PLATOSCOPE_PLOTLY_MAX_POINTS overrides).
-PLOTLY_MAX_POINTS = 50_000
+#: Largest map drawn with plotly (the demo's 2,016 items are); bigger maps use the canvas component
+#: ($PLATOSCOPE_PLOTLY_MAX_POINTS overrides).
+PLOTLY_MAX_POINTS = 2_500
+#: Largest canvas map that also offers the figure (PNG / SVG / HTML, built with plotly on request) in its export.
+FIGURE_EXPORT_MAX_POINTS = 50_000
+#: Largest canvas map that carries a hover text per point (about 40 bytes each); beyond, points show no text.
+HOVER_MAX_POINTS = 200_000
 #: Most points a map shows (a seeded sample beyond).
 MAX_MAP_POINTS = 2_000_000
 #: Selected items listed on the page (all of them go to the CSV export).
@@ -111,8 +121,12 @@ def colour_codes(values: pd.Series | None, name: str | None = None):
 
 
 def canvas_map(coords: np.ndarray, *, data_key: str, codes=None, palette=None, legend=None, title: str = "",
-               axes: str = "", key: str = "canvas_map", height: int = 620):
-    """Draw ``coords`` (n x 2) with the canvas component; returns its last selection value (or None)."""
+               axes: str = "", key: str = "canvas_map", height: int = 620, hover: bytes | None = None,
+               select: bool = True):
+    """Draw ``coords`` (n x 2) with the canvas component; returns its last selection value (or None).
+
+    ``hover``: :func:`hover_bytes` of the drawn rows (shown as text on hover); ``select=False``: pan and zoom only
+    (no lasso, box or click selection)."""
     xy = np.ascontiguousarray(coords, dtype=np.float32)
     finite = np.isfinite(xy).all(axis=1)
     bbox = ([float(v) for v in xy[finite].min(axis=0)] + [float(v) for v in xy[finite].max(axis=0)]
@@ -120,7 +134,17 @@ def canvas_map(coords: np.ndarray, *, data_key: str, codes=None, palette=None, l
     return _canvas_map(coords=xy.tobytes(), codes=None if codes is None else np.ascontiguousarray(codes).tobytes(),
                        palette=palette or ["#4C5FD5"], legend=legend or [], title=title, axes=axes,
                        bbox=[bbox[0], bbox[1], bbox[2], bbox[3]], data_key=data_key, height=int(height), key=key,
-                       default=None)
+                       hover=hover, select=bool(select), default=None)
+
+
+def _one_line(value) -> str:
+    return str(value).replace("\r", " ").replace("\n", " ").replace("\x1f", " ")
+
+
+def hover_bytes(ids, texts, rows: np.ndarray) -> bytes:
+    """The canvas map's hover texts: one UTF-8 line ``id \\x1f text`` per drawn row (line breaks in a caption
+    become spaces); the browser sets them as text, never as markup."""
+    return "\n".join(f"{_one_line(ids[i])}\x1f{_one_line(texts[i])}" for i in rows).encode("utf-8")
 
 
 def canvas_selection(value, coords: np.ndarray, data_key: str) -> np.ndarray:
@@ -154,6 +178,79 @@ def pca_map_or_progress(ds, space: str, max_points: int, *, priority: int = 0) -
     return cached.pca_map(ds.fingerprint, space, max_points, ds, pca)
 
 
+def _drawing_key(ds, kind: str, digest: str, *options) -> str:
+    """The key of one drawing: the dataset, the sha256 ``digest`` of the drawn rows and coordinates (which fix
+    the projection), and every drawing option."""
+    from ui import cached
+
+    return cached.result_key("drawing", kind, ds.fingerprint, digest, *options)
+
+
+def _plotly_map(ds, rows, coords, colour: str, colour_values, title: str, axes) -> "go.Figure":
+    from ui import cached
+
+    texts = cached.hover_texts(ds)
+    return safe_figure(scatter_map(coords, rows, [texts[i] for i in rows], color=colour_values,
+                                   color_name=None if colour == "(none)" else colour, title=title, axis_titles=axes))
+
+
+def _canvas_payload(ds, rows, colour: str, colour_values) -> dict:
+    from ui import cached
+
+    codes, palette, legend = colour_codes(colour_values, None if colour == "(none)" else colour)
+    hover = hover_bytes(ds.ids, cached.hover_texts(ds), rows) if len(rows) <= HOVER_MAX_POINTS else None
+    return {"codes": codes, "palette": palette, "legend": legend, "hover": hover}
+
+
+def draw_map(ds, rows, coords, colour: str, *, title: str, axes, key: str, select: bool = True,
+             height: int = 620, legend: bool = True):
+    """One map of ``coords`` (the projection of ``rows``), coloured by the column ``colour`` (or "(none)"):
+    plotly up to :func:`plotly_max_points` points, the canvas component above; built once per result
+    (:func:`ui.cached.drawn`). Returns ``(picked rows, figure or a function building it for the export, or None)``."""
+    from ui import cached, data
+
+    rows = np.asarray(rows)
+    coords = np.asarray(coords)
+    namespace = data.cache_namespace(ds)
+    colour_values = None if colour == "(none)" else ds.items[colour].iloc[rows].reset_index(drop=True)
+    h = hashlib.sha256(np.ascontiguousarray(rows).tobytes())
+    h.update(np.ascontiguousarray(coords).tobytes())
+    digest = h.hexdigest()
+    fig_key = _drawing_key(ds, "plotly_map", digest, colour, title, list(axes), height, legend)
+
+    def figure():
+        def build():
+            fig = _plotly_map(ds, rows, coords, colour, colour_values, title, axes)
+            if height != 620 or not legend:
+                fig.update_layout(height=height, showlegend=legend)
+            return fig
+
+        return cached.drawn(namespace, fig_key, build)
+
+    if len(rows) <= plotly_max_points():
+        fig = figure()
+        if select:
+            event = st.plotly_chart(fig, on_select="rerun", selection_mode=("lasso", "box", "points"), key=key,
+                                    width="stretch")
+            return np.asarray(selected_rows(event), dtype=np.int64), fig
+        st.plotly_chart(fig, key=key, width="stretch")
+        return np.empty(0, dtype=np.int64), fig
+    payload = cached.drawn(namespace, _drawing_key(ds, "canvas_map", digest, colour),
+                           lambda: _canvas_payload(ds, rows, colour, colour_values))
+    # the same points keep the same data key: a new colouring keeps the view and the selection
+    data_key = hashlib.sha256(f"{ds.fingerprint}\0{digest}".encode()).hexdigest()[:24]
+    hint = "wheel zooms; lasso, box or click selects; double-click fits" if select else \
+        "wheel zooms; drag pans; double-click fits"
+    value = canvas_map(coords, data_key=data_key, codes=payload["codes"], palette=payload["palette"],
+                       legend=payload["legend"] if legend else [], title=title,
+                       axes=f"x: {axes[0]}, y: {axes[1]} - {hint}"
+                            + ("" if payload["hover"] is not None else " (no hover texts above "
+                               f"{HOVER_MAX_POINTS:,} points)"),
+                       key=f"{key}_canvas", height=height, hover=payload["hover"], select=select)
+    picked = rows[canvas_selection(value, coords, data_key)] if select else np.empty(0, dtype=np.int64)
+    return picked, (figure if len(rows) <= FIGURE_EXPORT_MAX_POINTS else None)
+
+
 def show_map(ds, result: dict, space: str, color: str, *, key: str = "home_map") -> None:
     """The Home map of a projection ``result`` (``rows``, ``coords``, ``method``, ``explained``), its export
     control and the list of selected items."""
@@ -161,7 +258,6 @@ def show_map(ds, result: dict, space: str, color: str, *, key: str = "home_map")
 
     rows = np.asarray(result["rows"])
     coords = np.asarray(result["coords"])
-    colour_values = None if color == "(none)" else ds.items[color].iloc[rows].reset_index(drop=True)
     kind = "pooled token sets" if ds[space].kind == "tokens" else "vectors"
     subtitle = f"{result['method']} of '{space}' ({kind})"
     if result["explained"]:
@@ -169,27 +265,13 @@ def show_map(ds, result: dict, space: str, color: str, *, key: str = "home_map")
     if len(rows) < ds.n:
         subtitle += f" - showing a seeded sample of {len(rows):,} of {ds.n:,} items"
     axes = (f"{result['method']} 1", f"{result['method']} 2")
-    fig = None
-    if len(rows) <= plotly_max_points():
-        texts = ds.hover_text()
-        hover = [texts[i] for i in rows]
-        fig = scatter_map(coords, rows, hover, color=colour_values,
-                          color_name=None if color == "(none)" else color, title=subtitle, axis_titles=axes)
-        event = st.plotly_chart(safe_figure(fig), on_select="rerun", selection_mode=("lasso", "box", "points"),
-                                key=key, width="stretch")
-        picked = np.asarray(selected_rows(event), dtype=np.int64)
-    else:
-        data_key = hashlib.sha256(f"{ds.fingerprint}\0{space}\0{result['method']}\0{len(rows)}".encode()).hexdigest()[:24]
-        codes, palette, legend = colour_codes(colour_values, None if color == "(none)" else color)
-        value = canvas_map(coords, data_key=data_key, codes=codes, palette=palette, legend=legend, title=subtitle,
-                           axes=f"x: {axes[0]}, y: {axes[1]} - wheel zooms; lasso, box or click selects; "
-                                f"double-click fits", key=f"{key}_canvas")
-        picked = rows[canvas_selection(value, coords, data_key)]
+    picked, fig = draw_map(ds, rows, coords, color, title=subtitle, axes=axes, key=key)
     coords_table = pd.DataFrame({"id": ds.ids[rows], "x": coords[:, 0], "y": coords[:, 1]})
     manifest = build_manifest(view="home/map", dataset=ds,
                               params={"space": space, "projection": result["method"], "color": color,
                                       "points_shown": int(len(rows)),
-                                      "renderer": "plotly" if fig is not None else "canvas"}, seeds=[0])
+                                      "renderer": "plotly" if len(rows) <= plotly_max_points() else "canvas"},
+                              seeds=[0])
     export_controls("platoscope-map", manifest=manifest, fig=fig, table=coords_table)
     if len(picked):
         st.markdown(f"**{len(picked):,} selected item(s)**" +

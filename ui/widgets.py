@@ -137,13 +137,15 @@ def _figure_formats() -> tuple[str, ...]:
 def export_controls(name: str, *, manifest: dict, fig=None, table=None, key: str | None = None) -> None:
     """The same export control on every page: figure (PNG/SVG/HTML), numbers (CSV/JSON), zip with manifest.
 
-    The manifest gains ``preset``: the record of the page's "Settings: paper X preset / custom" control
-    (:func:`ui.presets.preset_control`), or None on a page without one."""
+    ``fig``: a plotly figure, or a function returning one (built only when a download asks for it, e.g. the
+    plotly version of a canvas map). The manifest gains ``preset``: the record of the page's "Settings: paper X
+    preset / custom" control (:func:`ui.presets.preset_control`), or None on a page without one."""
     from ui.presets import current_record
 
     manifest = {**manifest, "preset": manifest.get("preset", current_record())}
     key = key or name
     static_ok = _static_export_ok()
+    get_fig = fig if callable(fig) else (lambda: fig)
     with st.popover("Export", icon=":material/download:"):
         st.caption("Every download carries the manifest: versions, parameters, seeds, sha256 of the inputs.")
         if fig is not None:
@@ -153,7 +155,7 @@ def export_controls(name: str, *, manifest: dict, fig=None, table=None, key: str
                 why = ("checking whether Chrome/Chromium is available for kaleido (a few seconds after the server "
                        "starts)" if static_ok is None else "needs Chrome/Chromium on the server (kaleido)")
                 col.download_button(
-                    fmt.upper(), data=(lambda f=fmt: core_export.figure_bytes(fig, f)),
+                    fmt.upper(), data=(lambda f=fmt: core_export.figure_bytes(get_fig(), f)),
                     file_name=f"{name}.{fmt}", mime={"png": "image/png", "svg": "image/svg+xml",
                                                      "html": "text/html"}[fmt],
                     key=f"exp_{key}_{fmt}", on_click="ignore", disabled=disabled,
@@ -167,7 +169,8 @@ def export_controls(name: str, *, manifest: dict, fig=None, table=None, key: str
                                     file_name=f"{name}.json", mime="application/json",
                                     key=f"exp_{key}_json", on_click="ignore")
         st.download_button("Everything (.zip with manifest.json)",
-                           data=lambda: core_export.export_bundle(name=name, manifest=manifest, fig=fig,
+                           data=lambda: core_export.export_bundle(name=name, manifest=manifest,
+                                                                  fig=None if fig is None else get_fig(),
                                                                   table=table, figure_formats=_figure_formats()),
                            file_name=f"{name}.zip", mime="application/zip", key=f"exp_{key}_zip",
                            on_click="ignore", type="primary")
