@@ -12,7 +12,7 @@ from core.geometry import check_distance_matrix, dataset_geometry_vs_semantics, 
 from core.retrieval import default_space, neighbours_before_after, subspace_cca, subspace_index_key
 from ui import cached, data, jobs
 from ui.fits import pair_moments
-from ui.maps import pca_map_or_progress
+from ui.maps import drawing_key, pca_map_or_progress
 from ui.plots import scatter_map, selected_rows
 from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_thumbnails, distance_scatter, short
 from ui.widgets import export_controls, guard, item_picker, page_header, sync_url, url_key
@@ -119,11 +119,18 @@ with st.expander("Or pick the query item on a map (click a point)", expanded=Fal
         m = pca_map_or_progress(ds, space, 5000, priority=1)   # after the neighbours
     if m is not None:
         with guard():
-            texts = ds.hover_text()
-            fig_map = scatter_map(m["coords"], m["rows"], [texts[i] for i in m["rows"]], color=ds.items["label"].iloc[m["rows"]]
-                                  .reset_index(drop=True) if labels is not None else None, color_name="label",
-                                  title=f"PCA of '{space}'")
-            event = st.plotly_chart(safe_figure(fig_map), key="nb_map", on_select="rerun", selection_mode="points", width="stretch")
+            def map_figure():
+                texts = cached.hover_texts(ds)
+                return safe_figure(scatter_map(
+                    m["coords"], m["rows"], [texts[i] for i in m["rows"]],
+                    color=ds.items["label"].iloc[m["rows"]].reset_index(drop=True) if labels is not None else None,
+                    color_name="label", title=f"PCA of '{space}'"))
+
+            # built once per map (a rerun or another visit only sends it)
+            fig_map = cached.drawn(namespace, drawing_key(ds, "nb_map", m["rows"], m["coords"], space,
+                                                          labels is not None), map_figure)
+            event = st.plotly_chart(fig_map, key="nb_map", on_select="rerun", selection_mode="points",
+                                    width="stretch")
             picked = selected_rows(event)
             if picked and st.session_state.get("nb_last_pick") != picked[0]:
                 st.session_state["nb_last_pick"] = picked[0]

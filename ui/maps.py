@@ -178,9 +178,19 @@ def pca_map_or_progress(ds, space: str, max_points: int, *, priority: int = 0) -
     return cached.pca_map(ds.fingerprint, space, max_points, ds, pca)
 
 
+def points_digest(rows, coords) -> str:
+    """sha256 of the drawn rows and their coordinates (which fix the projection)."""
+    h = hashlib.sha256(np.ascontiguousarray(rows).tobytes())
+    h.update(np.ascontiguousarray(coords).tobytes())
+    return h.hexdigest()
+
+
+def drawing_key(ds, kind: str, rows, coords, *options) -> str:
+    """The key of one drawing (:func:`ui.cached.drawn`): the dataset, :func:`points_digest`, every drawing option."""
+    return _drawing_key(ds, kind, points_digest(rows, coords), *options)
+
+
 def _drawing_key(ds, kind: str, digest: str, *options) -> str:
-    """The key of one drawing: the dataset, the sha256 ``digest`` of the drawn rows and coordinates (which fix
-    the projection), and every drawing option."""
     from ui import cached
 
     return cached.result_key("drawing", kind, ds.fingerprint, digest, *options)
@@ -213,9 +223,7 @@ def draw_map(ds, rows, coords, colour: str, *, title: str, axes, key: str, selec
     coords = np.asarray(coords)
     namespace = data.cache_namespace(ds)
     colour_values = None if colour == "(none)" else ds.items[colour].iloc[rows].reset_index(drop=True)
-    h = hashlib.sha256(np.ascontiguousarray(rows).tobytes())
-    h.update(np.ascontiguousarray(coords).tobytes())
-    digest = h.hexdigest()
+    digest = points_digest(rows, coords)
     fig_key = _drawing_key(ds, "plotly_map", digest, colour, title, list(axes), height, legend)
 
     def figure():
