@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,distributed]'
 	@touch $(STAMP)
 
+# MALLOC_ARENA_MAX=2: glibc keeps freed memory per arena, and every script run is a new thread (README, "Cache")
 run: install
-	$(VENV)/bin/streamlit run app.py --server.port 8501
+	MALLOC_ARENA_MAX=2 $(VENV)/bin/streamlit run app.py --server.port 8501
 
 test: install
 	$(PY) -m pytest -q

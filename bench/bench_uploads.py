@@ -109,7 +109,7 @@ def _dir_mb(path: Path) -> float:
 
 
 def uploads(tmp: Path, n_uploads: int, mb: int) -> None:
-    from browser_util import CHROMIUM, CHROMIUM_FLAGS, wait_idle
+    from browser_util import CHROMIUM, CHROMIUM_FLAGS, choose_upload, wait_idle
     from playwright.sync_api import sync_playwright
 
     print(f"== 2. {n_uploads} uploads of ~{mb} MB in one browser session (real server, real browser)")
@@ -147,18 +147,7 @@ def uploads(tmp: Path, n_uploads: int, mb: int) -> None:
             rss = [_rss_anon_mb(proc.pid)]
             for i, p in enumerate(files):
                 try:
-                    if not page.get_by_role("button", name="Load files").is_visible():
-                        page.get_by_text("Upload embeddings", exact=False).first.click()
-                    for attempt in range(6):  # the uploader may be redrawn (new key) while the file is set
-                        page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(p))
-                        try:
-                            page.wait_for_function("() => [...document.querySelectorAll('button')].some("
-                                                   "b => b.innerText.trim() === 'Load files' && !b.disabled)",
-                                                   timeout=30_000)
-                            break
-                        except Exception:
-                            if attempt == 5:
-                                raise
+                    choose_upload(page, p)
                     page.get_by_role("button", name="Load files").click()
                     deadline = time.time() + 300
                     while len(list(cache.glob("session-*/uploads/*.npy"))) < i + 1:  # spooled and registered

@@ -47,6 +47,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    """Wait until the server at ``url`` (started as ``proc``) answers its health check."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError("streamlit did not become healthy in time")
+
+
 @contextmanager
 def streamlit_server(env_extra: dict | None = None, timeout: float = 90.0):
     port = _free_port()
@@ -59,18 +74,7 @@ def streamlit_server(env_extra: dict | None = None, timeout: float = 90.0):
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited early with code {proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("streamlit did not become healthy in time")
+        wait_healthy(url, proc, timeout)
         yield url, proc
     finally:
         proc.terminate()
@@ -106,6 +110,22 @@ def wait_idle(page, marker: str | None = None, plot: bool = True, timeout: float
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
     page.wait_for_timeout(800)
+
+
+def choose_upload(page, path, attempts: int = 6) -> None:
+    """Put ``path`` in the sidebar's embeddings uploader and wait until "Load files" is enabled (the uploader may be
+    redrawn, under a new key, while the file is set: then it is set again)."""
+    if not page.get_by_role("button", name="Load files").is_visible():
+        page.get_by_text("Upload embeddings", exact=False).first.click()
+    for attempt in range(attempts):
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(path))
+        try:
+            page.wait_for_function("() => [...document.querySelectorAll('button')].some("
+                                   "b => b.innerText.trim() === 'Load files' && !b.disabled)", timeout=30_000)
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
 
 
 def wait_painted(page, marker: str, timeout: float = 120_000):

@@ -175,14 +175,27 @@ def key_lock(key: str) -> threading.Lock:
         return lock
 
 
-def forget_session_results(fingerprints: set[str] | None = None) -> int:
+def _pop(state, key, default=None):
+    """``state.pop(key, default)`` for st.session_state and for a session's own state object (which has no pop)."""
+    if key in state:
+        value = state[key]
+        del state[key]
+        return value
+    return default
+
+
+def forget_session_results(fingerprints: set[str] | None = None, state=None) -> int:
     """Remove this session's results: its result store, shared-store entries keyed by its uploads, and the
-    in-memory cache entries its uploads created. Returns how many entries were removed."""
+    in-memory cache entries its uploads created. Returns how many entries were removed.
+
+    ``state``: the session state to read them from (default this script run's ``st.session_state``; the sweeper
+    passes an ended session's own)."""
+    state = st.session_state if state is None else state
     removed = 0
-    own = st.session_state.pop("platoscope_results", None)
+    own = _pop(state, "platoscope_results")
     removed += len(own or ())
-    removed += len(st.session_state.pop(_DRAWINGS_KEY, None) or ())
-    keys = st.session_state.pop(_KEYS_KEY, set())
+    removed += len(_pop(state, _DRAWINGS_KEY) or ())
+    keys = _pop(state, _KEYS_KEY, set())
     shared = _shared_results()
     for key in keys:
         if shared.pop(key, None) is not None:
@@ -196,7 +209,7 @@ def forget_session_results(fingerprints: set[str] | None = None) -> int:
                 removed += 1
         except OSError:
             pass
-    for cached_func, args, kwargs in st.session_state.pop(_CALLS_KEY, []):
+    for cached_func, args, kwargs in _pop(state, _CALLS_KEY, []):
         try:
             cached_func.clear(*args, **kwargs)
             removed += 1

@@ -8,7 +8,10 @@
   Streamlit's upload store; a refused file is deleted at once. What a load builds in RAM is charged against the
   session's and the server's budgets (core.budget) from headers, before anything is inflated; spooled files count
   against the disk cache limit ($PLATOSCOPE_CACHE_MB). Folders of ended sessions are removed
-  ``server.disconnectedSessionTTL`` + $PLATOSCOPE_SESSION_GRACE_S seconds after their last activity.
+  ``server.disconnectedSessionTTL`` + $PLATOSCOPE_SESSION_GRACE_S seconds after their last activity, and at the same
+  time the sweeper (:func:`ui.forget.sweep_once`) empties the ended session's state (uploads, results, budget
+  reservation; :func:`ui.forget.forget_ended_sessions`): Streamlit keeps an ended session's object until its store of
+  disconnected sessions next changes, which may be never.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from pathlib import Path
 
 import streamlit as st
@@ -108,35 +112,76 @@ def _live_runtime_sessions() -> set[str] | None:
         return None
 
 
+# -- the sessions this process serves: their state, for the sweeper to empty once they end ------------------------
+class _SessionHandle:
+    """Kept in a session's state: the sweeper's way back to that state. Registered weakly, so the registry entry
+    lives exactly as long as the session's state does (the handle and the state refer to each other)."""
+
+    __slots__ = ("state", "runtime_id", "seen", "__weakref__")
+
+
+_HANDLE_KEY = "platoscope_session_handle"
+_SESSIONS_LOCK = threading.Lock()
+#: namespace -> weak reference to that session's handle
+_SESSIONS: dict[str, weakref.ref] = {}
+
+
+def _register_session() -> None:
+    """Remember this session's state, runtime id and the time of this run (per script run)."""
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        if ctx is None:
+            return
+        handle = st.session_state.get(_HANDLE_KEY)
+        if not isinstance(handle, _SessionHandle):
+            handle = _SessionHandle()
+            st.session_state[_HANDLE_KEY] = handle
+        handle.state, handle.runtime_id, handle.seen = ctx.session_state, ctx.session_id, time.time()
+    except Exception:  # noqa: BLE001 - outside a script run
+        return
+    namespace = session_namespace()
+    with _SESSIONS_LOCK:
+        for ns in [ns for ns, ref in _SESSIONS.items() if ref() is None]:
+            del _SESSIONS[ns]
+        _SESSIONS[namespace] = weakref.ref(handle)
+
+
+def ended_sessions(live: set[str] | None, max_idle_seconds: float, now: float | None = None) -> list[tuple]:
+    """Take out the registered sessions that ended: (namespace, state) of each whose runtime id is not in
+    ``live`` (the ids Streamlit still serves, connected or within their TTL) and whose last run is older than
+    ``max_idle_seconds``. With ``live`` None (no runtime to ask) nothing is taken."""
+    if live is None:
+        return []
+    now = time.time() if now is None else now
+    out = []
+    with _SESSIONS_LOCK:
+        for ns, ref in list(_SESSIONS.items()):
+            handle = ref()
+            if handle is None:
+                del _SESSIONS[ns]
+            elif handle.runtime_id not in live and now - handle.seen > max_idle_seconds:
+                del _SESSIONS[ns]
+                out.append((ns, handle.state))
+    return out
+
+
 def sweep_once() -> list[str]:
-    """Remove ended sessions' folders and apply the disk limit once (what the sweeper thread does)."""
+    """Remove ended sessions' folders and apply the disk limit once (the sweeper thread, :func:`ui.forget.sweep_once`,
+    does this after emptying the ended sessions' state). Returns the namespaces whose folders were removed."""
     removed = core_cache.prune_sessions(max_idle_seconds=session_ttl_seconds(), live=_live_runtime_sessions())
     core_cache.prune()
     return removed
 
 
-def _sweeper(interval: float) -> None:  # pragma: no cover - a daemon loop; sweep_once is tested
-    while True:
-        time.sleep(interval)
-        try:
-            sweep_once()
-        except Exception:  # noqa: BLE001 - housekeeping must never take the server down
-            pass
-
-
-@st.cache_resource(show_spinner=False)
-def _start_sweeper() -> bool:
-    interval = float(os.environ.get("PLATOSCOPE_SWEEP_S", 60))
-    threading.Thread(target=_sweeper, args=(interval,), name="platoscope-sweeper", daemon=True).start()
-    return True
-
-
 def housekeeping() -> None:
-    """Per script run: the upload limit, this session's heartbeat, and (once per process) the sweeper thread."""
+    """Per script run: the upload limit and this session's heartbeat (:func:`ui.forget.housekeeping` adds the
+    sweeper thread)."""
     _apply_upload_limit()
-    _start_sweeper()
     if "platoscope_sid" in st.session_state:
         core_cache.touch_session(session_namespace(), _runtime_session_id())
+        _register_session()
 
 
 # -- shared datasets -------------------------------------------------------------------------------
@@ -399,6 +444,7 @@ def _register(ds: Dataset) -> Dataset:
                  "memory-mapped from disk and do not count against the budget")
     uploads()[ds.name] = ds
     _session_reservation().set(_held_bytes())
+    _register_session()
     return ds
 
 

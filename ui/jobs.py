@@ -126,6 +126,7 @@ def cancel_namespace(namespace: str) -> None:
     for job in r.jobs():
         if isinstance(job.key, tuple) and job.key[0] == namespace:
             r.cancel(job.key)
+            r.forget(job.key)           # finished (or queued, now cancelled): dropped with its result
 
 
 def result(namespace: str, key: str, label: str, compute: Callable[[Job], Any], *, priority: int = 0,

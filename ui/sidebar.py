@@ -29,7 +29,7 @@ def _apply_url_dataset(options: dict[str, str]) -> None:
 
 
 def render() -> None:
-    data.housekeeping()
+    forget.housekeeping()
     with st.sidebar:
         st.markdown("### :material/travel_explore: Platoscope")
         from ui.navigation import PAGES_DIR, VIEWS
