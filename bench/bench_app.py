@@ -44,6 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 WIDTHS = {"text_1280": 1280, "image_768": 768, "shape_512": 512, "audio_384": 384}
+#: canvas maps (ui/bigmap_frontend) painted so far: the component sets data-painted on its body
+PAINTED_CANVASES = ("Array.from(document.querySelectorAll('iframe')).filter(f => { try { return "
+                    "!!f.contentDocument?.body?.dataset?.painted } catch (e) { return false } }).length")
 PAINT = ('[data-testid="stMain"] [data-testid="stSelectbox"], [data-testid="stMain"] [data-testid="stMultiSelect"], '
          '[data-testid="stMain"] [data-testid="stMetric"], [data-testid="stMain"] [data-testid="stNumberInput"]')
 
@@ -77,10 +80,12 @@ def views(n: int) -> list[dict]:
     return [
         {"name": "Home", "path": "", "marker": "home", "params": {"space": "text_1280"},
          "numbers": f"document.querySelector('{main} [data-testid=\"stDataFrame\"]')",
-         "map": "document.querySelector('.main-svg')",
+         "map": f"document.querySelector('.main-svg') || ({PAINTED_CANVASES}) >= 1",
          "cli": ["info", *files, "--meta", "meta.csv", "--json"]},
         {"name": "Similarity", "path": "similarity", "marker": "similarity", "params": {},
          "numbers": "document.querySelector('.main-svg')",
+         "map": f"document.querySelector('.main-svg') && (document.querySelectorAll('.main-svg').length >= 3 || "
+                f"({PAINTED_CANVASES}) >= 2)",
          "cli": ["cka", *files, "--meta", "meta.csv", "--json"]},
         {"name": "Neighbours", "path": "neighbours", "marker": "neighbours",
          "params": {"space": "shape_512", "partner": "text_1280"},
@@ -194,11 +199,11 @@ def visit(browser, url: str, view: dict, timeout_s: float, second: bool = False,
                                     f"document.querySelector('{PAINT}')",
                               t0, timeout_s)
     out["numbers"] = timed_wait(page, view["numbers"], t0, timeout_s)
+    if "map" in view:      # Home's map, Similarity's side-by-side maps (after the heatmap)
+        out["map"] = timed_wait(page, view["map"], t0, timeout_s)
     if not second:
         if "three" in view:
             out["three"] = timed_wait(page, view["three"], t0, timeout_s)
-        if "map" in view:
-            out["map"] = timed_wait(page, view["map"], t0, timeout_s)
         out["idle"] = wait_idle_stable(page, t0, timeout_s)
         if view["name"] == "Universe":
             text = page.inner_text('[data-testid="stMain"]')
@@ -207,7 +212,7 @@ def visit(browser, url: str, view: dict, timeout_s: float, second: bool = False,
             text = page.inner_text('[data-testid="stMain"]')
             found = re.search(r"fitted in ([0-9.]+) s", text)
             out["fit_s"] = float(found.group(1)) if found else None
-    out["wire"] = wire.summary(out["numbers"])
+    out["wire"] = wire.summary(out.get("map") or out["numbers"])
     page.close()
     if context is None:
         ctx.close()
@@ -302,8 +307,8 @@ def main() -> int:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
             # warm the server (imports, the dataset's first load) on the Home view, not counted
             user = new_context(browser)         # one user's browser: the static files are cached after warm-up
-            warm = visit(browser, url, {**views(args.n)[0], "numbers": "true"}, args.timeout, second=True,
-                         context=user)
+            home = {k: v for k, v in views(args.n)[0].items() if k != "map"}    # not waiting for the PCA fit
+            warm = visit(browser, url, {**home, "numbers": "true"}, args.timeout, second=True, context=user)
             print(f"warm-up (server start, first dataset load): {fmt(warm['paint'], args.timeout)} s")
             for view in views(args.n):
                 if wanted and view["name"] not in wanted:
@@ -314,6 +319,7 @@ def main() -> int:
                 other = visit(browser, url, view, args.timeout, second=True)      # a second browser, cold cache
                 rows.append({"view": view["name"], **first, "second_visit": again["numbers"],
                              "second_browser": other["numbers"], "second_browser_paint": other["paint"],
+                             "second_visit_map": again.get("map"), "second_browser_map": other.get("map"),
                              "second_visit_wire": again["wire"], "second_browser_wire": other["wire"],
                              "load": load})
                 if not args.no_cli:   # right after the view (the server idles): both under about the same load
@@ -351,6 +357,18 @@ def main() -> int:
               f"{fmt(r.get('second_browser_paint'), t)}, {fmt(r.get('second_browser'), t)} | "
               f"{fmt(cli, t) if cli or 'cli' in r else '-'}"
               f" | {ratio} | {r['load']:.1f} |")
+    print("\nSecond visit / second browser, split (s from navigation): the server's last script_finished, the "
+          "numbers and the map on screen; bytes the server sent (the largest element kind)")
+    print("| view | second visit: script done, numbers, map | second browser: script done, numbers, map | bytes |"
+          "\n|---|---|---|---|")
+    for r in rows:
+        sv, sb = r.get("second_visit_wire") or {}, r.get("second_browser_wire") or {}
+        top = next(iter((sv.get("top") or {}).items()), ("-", 0))
+        print(f"| {r['view']} | {fmt(sv.get('script_done'), t)}, {fmt(r.get('second_visit'), t)}, "
+              f"{fmt(r.get('second_visit_map'), t) if 'second_visit_map' in r and r['second_visit_map'] else '-'} | "
+              f"{fmt(sb.get('script_done'), t)}, {fmt(r.get('second_browser'), t)}, "
+              f"{fmt(r.get('second_browser_map'), t) if r.get('second_browser_map') else '-'} | "
+              f"{sv.get('bytes', 0) / 1e6:.2f} MB ({top[0]} {top[1] / 1e6:.2f} MB) |")
     for r in rows:
         if r.get("gpa_note"):
             print(f"Universe: {r['gpa_note']}")

@@ -180,7 +180,8 @@ elif view == "Map of the universe":
     sync_url(map=map_method)
     umap = results[map_method]["map"]
     item_rows = res["map_rows"]
-    hover = [ds.hover_text()[r] for r in item_rows]
+    texts = cached.hover_texts(ds)      # one list per dataset (it was rebuilt for every one of the 300 items)
+    hover = [texts[r] for r in item_rows]
     options = list(range(len(item_rows)))
     pick = st.selectbox("Highlight an item (or click a point)", [None] + options, key="universe_item",
                         format_func=lambda q: "(none)" if q is None else f"{ds.items['id'].iloc[item_rows[q]]}: "

@@ -207,3 +207,28 @@ def test_a_shared_job_cancelled_by_one_session_runs_again_for_another(monkeypatc
     monkeypatch.setattr(ui_jobs, "_session_id", lambda: "B")
     assert ui_jobs._cancelled_elsewhere(job)              # B did not: B's page submits it again
     release.set()
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"),
+                    reason="per-thread nice values are a Linux feature")
+def test_a_job_runs_at_a_lower_cpu_priority_than_the_server_threads(monkeypatch):
+    """ui.jobs: a job's thread (and so the threads torch starts from it) is niced by JOB_NICE, once; the
+    caller's thread keeps its priority."""
+    from ui import jobs as ui_jobs
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = []
+
+    def compute(job):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return 1
+
+    for i in range(2):    # twice: the same worker thread is not niced again
+        job = ui_jobs.submit("shared", f"nice-test-{os.getpid()}-{i}", "nice", compute)
+        assert job.wait(WAIT) and job.state == DONE
+    assert seen == [min(19, mine + ui_jobs.JOB_NICE)] * 2
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+    monkeypatch.setenv("PLATOSCOPE_JOB_NICE", "0")
+    assert ui_jobs.job_nice() == 0
+    monkeypatch.setenv("PLATOSCOPE_JOB_NICE", "not a number")
+    assert ui_jobs.job_nice() == ui_jobs.JOB_NICE

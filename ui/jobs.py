@@ -17,6 +17,7 @@ parameter that changes the numbers (never a plot option).
 from __future__ import annotations
 
 import html
+import os
 import threading
 from typing import Any, Callable
 
@@ -90,9 +91,48 @@ def job_for(namespace: str, key: str) -> Job | None:
     return runner().get((namespace, key))
 
 
+#: How much lower than the server's own threads a job's thread runs (its nice value is raised by this much, once
+#: per job thread; the threads torch starts from it inherit it); $PLATOSCOPE_JOB_NICE overrides, 0 turns it off.
+JOB_NICE = 5
+_THREAD = threading.local()
+
+
+def job_nice() -> int:
+    try:
+        return max(0, min(19, int(os.environ.get("PLATOSCOPE_JOB_NICE", JOB_NICE))))
+    except ValueError:
+        return JOB_NICE
+
+
+def _lower_job_thread_priority() -> None:
+    """Raise the calling job thread's nice value by :func:`job_nice` (once per thread): a fit that keeps every
+    core busy then leaves them to the script runs (a page's controls, a second visit's cached results), the
+    server's event loop and, on a machine that serves its own browser, the browser's drawing. On an idle machine
+    the job runs exactly as fast. Linux only (elsewhere, or when refused, nothing changes)."""
+    if getattr(_THREAD, "niced", False):
+        return
+    _THREAD.niced = True
+    step = job_nice()
+    if not step:
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+    except (AttributeError, OSError):
+        pass
+
+
+def _at_job_priority(compute: Callable[[Job], Any]) -> Callable[[Job], Any]:
+    def run(job: Job) -> Any:
+        _lower_job_thread_priority()
+        return compute(job)
+
+    return run
+
+
 def submit(namespace: str, key: str, label: str, compute: Callable[[Job], Any], priority: int = 0) -> Job:
     disk = store(namespace)
-    return runner().submit((namespace, key), label, compute, priority=priority,
+    return runner().submit((namespace, key), label, _at_job_priority(compute), priority=priority,
                            on_success=lambda value: disk.save(key, value))
 
 
