@@ -1,22 +1,57 @@
 """Small numerical routines every module shares (each exists once, here).
 
+* :func:`gram`, :func:`gram_blocks` - ``X^T X`` from the upper blocks only (scatter and cross-product matrices).
 * :func:`fix_signs` - the sign convention of every decomposition: each column's largest-magnitude entry is positive.
 * :func:`sym_eig_desc` - eigendecomposition of a symmetric matrix, eigenvalues descending, signs fixed.
 * :func:`pca_components` - PCA from a covariance (or scatter) matrix: variances and ``k x d`` components.
 * :func:`average_ranks`, :func:`pearson`, :func:`spearman` - rank correlation on torch vectors (float64).
 * :func:`pool_coefficients`, :func:`pool_tokens` - the one pooling of token sets: ``(1/M) sum_t m_t w_t v_t``.
+* :func:`serial_lapack` - dense LAPACK calls single-threaded, side by side on the caller's share of the cores.
+* :func:`polar_factors` - the orthogonal polar factors (Procrustes rotations) of several matrices at once.
 
 Torch in, torch out, on the input's device; callers convert with :mod:`core.device`.
 """
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["fix_signs", "sym_eig_desc", "pca_components", "average_ranks", "pearson", "spearman", "pool_coefficients", "pool_tokens"]
+__all__ = ["gram", "gram_blocks", "fix_signs", "sym_eig_desc", "pca_components", "average_ranks", "pearson", "spearman", "pool_coefficients",
+           "pool_tokens", "serial_lapack", "polar_factors"]
 
 _F64 = torch.float64
+
+
+def gram_blocks(blocks: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``X^T X`` for ``X = [B_1 ... B_K]`` (column blocks with the same rows), from the products ``B_j^T B_k``
+    with ``j <= k`` only: the lower blocks are the transposes (exactly symmetric off the diagonal blocks), so it
+    costs about ``(1 + 1/K) / 2`` of the full GEMM and never concatenates the blocks."""
+    blocks = list(blocks)
+    widths = [int(b.shape[1]) for b in blocks]
+    starts = [0]
+    for w in widths:
+        starts.append(starts[-1] + w)
+    first = blocks[0]
+    C = torch.empty(starts[-1], starts[-1], dtype=first.dtype, device=first.device)
+    for j, bj in enumerate(blocks):
+        for k in range(j, len(blocks)):
+            P = bj.T @ blocks[k]
+            C[starts[j]:starts[j + 1], starts[k]:starts[k + 1]] = P
+            if k != j:
+                C[starts[k]:starts[k + 1], starts[j]:starts[j + 1]] = P.T
+    return C
+
+
+def gram(X: torch.Tensor, block: int = 512) -> torch.Tensor:
+    """``X^T X`` by :func:`gram_blocks` on column blocks of at most ``block`` columns (views, no copy)."""
+    p = int(X.shape[1])
+    return gram_blocks([X[:, a:a + block] for a in range(0, p, block)]) if p > block else X.T @ X
 
 
 def fix_signs(U: torch.Tensor, V: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -36,9 +71,11 @@ def sym_eig_desc(C: torch.Tensor, k: int | None = None, signs: bool = True) -> t
 
     ``C`` is symmetrised first (``(C + C^T) / 2``: ``eigh`` reads one triangle only, and a Gram matrix summed by
     GEMMs can be asymmetric in the last bit). ``k`` keeps the top ``k``; ``signs`` applies :func:`fix_signs`
-    (pass False where only the span matters, e.g. whitening).
+    (pass False where only the span matters, e.g. whitening). The ``eigh`` runs single-threaded
+    (:func:`serial_lapack`).
     """
-    vals, vecs = torch.linalg.eigh((C + C.T) / 2)
+    sym = (C + C.T) / 2
+    (vals, vecs), = serial_lapack(torch.linalg.eigh, [(sym,)], _on_cpu(sym))    # one thread (serial_lapack)
     vals, vecs = vals.flip(0), vecs.flip(1)
     if k is not None:
         vals, vecs = vals[:k], vecs[:, :k]
@@ -101,3 +138,103 @@ def pool_tokens(tokens: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor 
     """Pooled vectors ``(1/M) sum_t m_t w_t v_t`` of a batch of token sets (``B x T x d`` -> ``B x d``), see
     :func:`pool_coefficients`."""
     return torch.einsum("bt,btd->bd", pool_coefficients(mask, weights).to(tokens.dtype), tokens)
+
+
+# ------------------------------------------------------------------------------------------------
+# dense LAPACK, one thread per call
+# ------------------------------------------------------------------------------------------------
+def _thread_count_setters():
+    """``(set_mkl, get_mkl, set_omp)``: the functions that set the *calling thread's* thread count in the MKL and
+    the libgomp that torch ships with (``MKL_Set_Num_Threads_Local``, ``omp_set_num_threads``: both thread-local by
+    their specifications, unlike ``torch.set_num_threads``, which also changes a process-wide default); None when
+    this torch build has no such libraries (e.g. no MKL, or another OpenMP)."""
+    libdir = os.path.join(os.path.dirname(torch.__file__), "lib")
+    try:
+        cpu = ctypes.CDLL(os.path.join(libdir, "libtorch_cpu.so"))
+        gomp = ctypes.CDLL(os.path.join(libdir, "libgomp.so.1"))
+        mkl, mkl_get, omp = cpu.MKL_Set_Num_Threads_Local, cpu.MKL_Get_Max_Threads, gomp.omp_set_num_threads
+    except (OSError, AttributeError):
+        return None
+    mkl.argtypes, mkl.restype = [ctypes.c_int], ctypes.c_int
+    mkl_get.argtypes, mkl_get.restype = [], ctypes.c_int
+    omp.argtypes, omp.restype = [ctypes.c_int], None
+    return mkl, mkl_get, omp
+
+
+class _SerialLapackPool:
+    """Worker threads whose own MKL / OpenMP thread count is 1: LAPACK calls on them run serially, with no
+    parallel region and so no wake-up of sleeping OpenMP workers. None of this touches any other thread."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._executor = None
+        self.available = None              # unknown until first use
+
+    @staticmethod
+    def _init_worker(setters):
+        torch.get_num_threads()            # torch's lazy per-thread setup first (it would reset the counts later)
+        set_mkl, _, set_omp = setters
+        set_mkl(1)
+        set_omp(1)
+
+    def executor(self) -> ThreadPoolExecutor | None:
+        with self._lock:
+            if self.available is None:
+                setters = _thread_count_setters()
+                self.available = setters is not None
+                if self.available:
+                    self._executor = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
+                                                        thread_name_prefix="platoscope-lapack",
+                                                        initializer=self._init_worker, initargs=(setters,))
+                    ok = self._executor.submit(lambda: (torch.get_num_threads(), setters[1]())).result() == (1, 1)
+                    if not ok:             # the counts did not take: run in the caller instead
+                        self._executor.shutdown(wait=False)
+                        self._executor, self.available = None, False
+            return self._executor
+
+
+_SERIAL_LAPACK = _SerialLapackPool()
+
+
+def serial_lapack(fn: Callable, arg_lists: Sequence[tuple], tensors_on_cpu: bool = True) -> list:
+    """``[fn(*args) for args in arg_lists]``, each call single-threaded and up to ``torch.get_num_threads()`` of
+    them side by side, on worker threads whose own MKL / OpenMP thread count is 1.
+
+    For dense LAPACK on small and medium matrices (SVD, eigh, QR of a few hundred to a few thousand columns):
+    each such call is a long chain of small parallel regions, and with ``OMP_WAIT_POLICY=PASSIVE`` (which
+    ``import core`` sets, docs/UI.md) every region pays a futex wake-up of the sleeping OpenMP workers, and waits
+    for the slowest of them when other processes hold the cores. One call per core with no region at all avoids
+    both (bench/bench_universe.py, "dense LAPACK"). The same LAPACK routine runs either way; only its summation
+    order may differ in the last bits. The callers' own thread settings are left alone (thread-safe). Runs in the
+    caller when the caller has one thread, when ``tensors_on_cpu`` is False (GPU) and where this torch build has no
+    thread-local controls.
+    """
+    arg_lists = [tuple(a) for a in arg_lists]
+    threads = torch.get_num_threads()
+    pool = _SERIAL_LAPACK.executor() if (arg_lists and threads >= 2 and tensors_on_cpu) else None
+    if pool is None:                     # one thread: serial already
+        return [fn(*a) for a in arg_lists]
+    workers = min(len(arg_lists), threads)
+    chunks = [arg_lists[i::workers] for i in range(workers)]
+    done = [pool.submit(lambda chunk: [fn(*a) for a in chunk], chunk) for chunk in chunks]
+    out = [None] * len(arg_lists)
+    for i, f in enumerate(done):
+        out[i::workers] = f.result()
+    return out
+
+
+def _on_cpu(*tensors) -> bool:
+    return all(t.device.type == "cpu" for t in tensors)
+
+
+def _polar_one(M: torch.Tensor) -> torch.Tensor:
+    A, _, Bh = torch.linalg.svd(M, full_matrices=False)
+    return A @ Bh
+
+
+def polar_factors(Ms: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The orthogonal polar factor ``A B^T`` of each ``M = A S B^T`` (thin SVD; the Procrustes rotation
+    ``argmax_R tr(R^T M)`` over orthogonal ``R``), for several square (or tall) matrices at once, side by side
+    (:func:`serial_lapack`)."""
+    Ms = list(Ms)
+    return serial_lapack(_polar_one, [(M,) for M in Ms], _on_cpu(*Ms))

@@ -51,7 +51,7 @@ import torch
 from .base import Estimator, init_linear_, torch_generator
 from .device import as_float64, pick_device, pick_float64_device, to_numpy
 from .errors import DataError
-from .numerics import pca_components
+from .numerics import gram, gram_blocks, pca_components, polar_factors, serial_lapack
 from .numerics import sym_eig_desc as _sym_eig_desc
 from .training import EarlyStopping
 
@@ -130,9 +130,8 @@ def _check_finite(t: torch.Tensor, name: str, offset: int = 0):
 
 
 def _polar(M: torch.Tensor) -> torch.Tensor:
-    """The orthogonal factor ``A B^T`` of ``M = A S B^T`` (the Procrustes rotation)."""
-    A, _, Bh = torch.linalg.svd(M, full_matrices=False)
-    return A @ Bh
+    """The orthogonal factor ``A B^T`` of ``M = A S B^T`` (the Procrustes rotation; :func:`core.numerics.polar_factors`)."""
+    return polar_factors([M])[0]
 
 
 def _normalize(t: torch.Tensor) -> torch.Tensor:
@@ -184,6 +183,13 @@ class UniversePreprocessor(Estimator):
 
     def fit(self, spaces: Mapping[str, np.ndarray]) -> "UniversePreprocessor":
         spaces = check_spaces(spaces, min_spaces=1)
+        self._fit_width(spaces)
+        for name, X in spaces.items():
+            self.add(name, X)
+        return self
+
+    def _fit_width(self, spaces: dict) -> None:
+        """Check the settings, fix ``dim_`` from the widths of ``spaces``, start with no space."""
         if self.width not in WIDTH_MODES:
             raise DataError(f"unknown width matching '{self.width}'; use one of {', '.join(WIDTH_MODES)}")
         if self.order not in PREPROCESS_ORDERS:
@@ -198,12 +204,14 @@ class UniversePreprocessor(Estimator):
         self.dim_ = d
         self.names_ = []
         self.steps_ = {}
-        for name, X in spaces.items():
-            self.add(name, X)
-        return self
 
     def add(self, name: str, X) -> "UniversePreprocessor":
         """Fit the preprocessing of one more space (to the already fixed width ``dim_``)."""
+        self._add(name, X)
+        return self
+
+    def _add(self, name: str, X) -> torch.Tensor:
+        """:meth:`add`; returns the float64 rows it was fitted on (checked finite), for :meth:`_apply`."""
         self._require_fitted()
         dev = _dev64(self.device)
         x = _t(X, dev)
@@ -222,7 +230,7 @@ class UniversePreprocessor(Estimator):
             # the authors' order: PCA of the raw centred features (not whitened), then z-score the PCA coordinates
             scale = torch.ones(p, dtype=x.dtype, device=dev)
             if p > self.dim_:
-                _, components = pca_components(xc.T @ xc, self.dim_)
+                _, components = pca_components(gram(xc), self.dim_)
                 post = std_of(xc @ _basis(components))
             else:
                 scale = std_of(xc)
@@ -230,14 +238,14 @@ class UniversePreprocessor(Estimator):
             scale = std_of(xc)
             z = xc / scale
             if p > self.dim_:
-                _, components = pca_components(z.T @ z, self.dim_)
+                _, components = pca_components(gram(z), self.dim_)
         pad = max(0, self.dim_ - p)
         self.steps_[name] = {"mean": _np(mean), "scale": _np(scale),
                              "components": None if components is None else _np(components), "pad": int(pad),
                              "post_scale": None if post is None else _np(post)}
         if name not in self.names_:
             self.names_.append(name)
-        return self
+        return x
 
     def _step(self, name: str) -> dict:
         self._require_fitted()
@@ -254,6 +262,12 @@ class UniversePreprocessor(Estimator):
             raise DataError(f"rows of '{name}' must have {s['mean'].shape[0]} columns, got shape {tuple(x.shape)}",
                             array=name)
         _check_finite(x, name)
+        return self._apply(s, x)
+
+    @staticmethod
+    def _apply(s: dict, x: torch.Tensor) -> torch.Tensor:
+        """The recorded steps ``s`` of one space applied to its float64 rows ``x``."""
+        dev = x.device
         z = (x - torch.as_tensor(s["mean"], device=dev)) / torch.as_tensor(s["scale"], device=dev)
         if s["components"] is not None:
             z = z @ _basis(torch.as_tensor(s["components"], device=dev))
@@ -339,17 +353,20 @@ class PreparedSpaces:
 
 def cross_products(Z: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The ``Md x Md`` matrix of every block ``Z_j^T Z_k`` of the (equal-width) preprocessed spaces."""
-    Zcat = torch.cat(list(Z.values()), dim=1)                       # n x Md
-    return Zcat.T @ Zcat
+    return gram_blocks(list(Z.values()))                            # the upper blocks only
 
 
 def prepare_spaces(spaces: Mapping[str, np.ndarray], *, standardize: bool = True, width: str = "pca",
                    dim: int | None = None, device=None, order: str = "zscore-pca") -> PreparedSpaces:
     """Fit :class:`UniversePreprocessor` on ``spaces`` and preprocess their rows (see :class:`PreparedSpaces`)."""
     spaces = check_spaces(spaces)
-    pre = UniversePreprocessor(standardize, width, dim, device, order=order).fit(spaces)
-    dev = _dev64(device)
-    return PreparedSpaces(pre, {name: pre.transform_t(name, X, dev) for name, X in spaces.items()})
+    pre = UniversePreprocessor(standardize, width, dim, device, order=order)
+    pre._fit_width(spaces)
+    Z = {}
+    for name, X in spaces.items():          # each space converted to float64 and checked once, fit and transform
+        x = pre._add(name, X)
+        Z[name] = pre._apply(pre.steps_[name], x)
+    return PreparedSpaces(pre, Z)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -515,10 +532,13 @@ class PairwiseProcrustes(_Invertible):
         C = self._cross_products()
         n = self.n_train_
         mu = {m: Z[m].mean(0) for m in names}
-        for a, b in progress(pairs, total=len(pairs), desc="pairwise Procrustes"):
+        def centred(a, b):
             i, j = names.index(a), names.index(b)
-            M = C[i * d:(i + 1) * d, j * d:(j + 1) * d] - n * torch.outer(mu[a], mu[b])
-            R = _np(_polar(M))
+            return C[i * d:(i + 1) * d, j * d:(j + 1) * d] - n * torch.outer(mu[a], mu[b])
+
+        rotations = polar_factors([centred(a, b) for a, b in pairs])      # side by side (core.numerics)
+        for (a, b), R in zip(progress(pairs, total=len(pairs), desc="pairwise Procrustes"), rotations):
+            R = _np(R)
             self.R_[(a, b)] = np.ascontiguousarray(R)
             self.R_[(b, a)] = np.ascontiguousarray(R.T)
         for a in names:
@@ -593,7 +613,7 @@ def _gpa_iterate(Z: dict[str, torch.Tensor], max_iter: int, tol: float, progress
     converged, reason = False, "max_iter"
     for it in progress(range(max_iter), total=max_iter, desc="GPA iterations"):
         V = CR / M                                                 # block m = X_m^T U
-        R_new = torch.cat([_polar(V[i * d:(i + 1) * d]) for i in range(M)], dim=0)
+        R_new = torch.cat(polar_factors([V[i * d:(i + 1) * d] for i in range(M)]), dim=0)
         CR_new = C @ R_new
         change = math.sqrt(max(quad(R_new - R, CR_new - CR), 0.0) / max(u_norm2, 1e-300))
         R, CR = R_new, CR_new
@@ -806,8 +826,10 @@ class GCCA(_Universe):
         n = self.n_train_
         Us, Vs, sizes = [], [], []
         self.singular_values_ = {}
-        for m in progress(list(Z), total=len(Z), desc="GCCA (RACING) SVDs"):
-            U, S, Vh = torch.linalg.svd(Z[m], full_matrices=False)      # r_m = min(width_m, n) columns
+        thin = serial_lapack(functools.partial(torch.linalg.svd, full_matrices=False), [(Z[m],) for m in Z],
+                             all(z.device.type == "cpu" for z in Z.values()))   # side by side, one thread each
+        for m, (U, S, Vh) in zip(progress(list(Z), total=len(Z), desc="GCCA (RACING) SVDs"), thin):
+            # r_m = min(width_m, n) columns
             keep = S > S[0].clamp_min(1e-300) * 1e-10     # numerically zero directions (e.g. zero padding) have
             U, S, Vh = U[:, keep], S[keep], Vh[keep]       # arbitrary U columns: leave them out
             Us.append(U)
@@ -847,8 +869,10 @@ class GCCA(_Universe):
             return C[i * d:(i + 1) * d, j * d:(j + 1) * d]
 
         P, eig = [], {}
+        # S^2 and V of every X_m, side by side (one thread each: core.numerics.serial_lapack)
+        spectra = serial_lapack(_sym_eig_desc, [(block(i, i),) for i in range(len(names))], C.device.type == "cpu")
         for i, m in enumerate(progress(names, total=len(names), desc="GCCA bases")):
-            vals, vecs = _sym_eig_desc(block(i, i))        # S^2 and V of X_m
+            vals, vecs = spectra[i]
             keep = vals > vals[0].clamp_min(1e-300) * 1e-10
             s2, V = vals[keep], vecs[:, keep]
             P.append(V / torch.sqrt(s2 + r))               # U S (S^2 + r)^{-1/2} = X V (S^2 + r)^{-1/2}
@@ -864,7 +888,8 @@ class GCCA(_Universe):
         lam, Vb = lam[:k].clamp_min(1e-300), Vb[:, :k]
         starts = np.cumsum([0] + [p.shape[1] for p in P])
         G = sum(Z[m] @ (P[i] @ Vb[starts[i]:starts[i + 1]]) for i, m in enumerate(names)) / torch.sqrt(lam)
-        G, _ = torch.linalg.qr(G)            # re-orthonormalise (exact in exact arithmetic)
+        (G, _), = serial_lapack(torch.linalg.qr, [(G,)], G.device.type == "cpu")   # re-orthonormalise (exact
+        #                                                                   in exact arithmetic)
         self.G_ = _np(G)
         self.eigenvalues_ = _np(lam)
         self.W_ = {}

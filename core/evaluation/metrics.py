@@ -167,9 +167,9 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
         S = cosine_similarity_matrix(X, Y)
         return true_ranks(S, groups, 1), true_ranks(S, groups, 0)
     dev = pick_float64_device(device)
-    A64, B64 = _row_normalize(A64.to(dev)), _row_normalize(B64.to(dev))
-    if not (torch.isfinite(A64).all() and torch.isfinite(B64).all()):
+    if not (np.isfinite(np.asarray(X)).all() and np.isfinite(np.asarray(Y)).all()):   # (numpy: one fast pass)
         raise DataError("the embeddings contain NaN or infinite values", hint="check for missing vectors")
+    A64, B64 = _row_normalize(A64.to(dev)), _row_normalize(B64.to(dev))
     A32, B32 = A64.float(), B64.float()
     delta = 2.0 * (d + 3) * 2.0 ** -24
 
@@ -203,34 +203,31 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
         stop = min(Q, start + int(chunk_rows))
         S32 = to_numpy(A32[start:stop] @ B32.T)                             # rows start..stop, all columns
         partner = None if codes is None else codes[start:stop, None] == codes[None, :]
+        not_partner = None if partner is None else ~partner
+        diag = np.arange(stop - start)                                      # (start + i, start + i): true pairs
         for axis in (1, 0):
             lo, hi = bounds[axis]
             lo = lo[start:stop, None] if axis == 1 else lo[None, :]
             hi = hi[start:stop, None] if axis == 1 else hi[None, :]
-            sure, maybe = S32 >= hi, S32 >= lo
-            if partner is not None:                                         # partners never count
-                sure &= ~partner
-                maybe &= ~partner
-            n_sure, n_maybe = np.count_nonzero(sure, axis=axis), np.count_nonzero(maybe, axis=axis)
+            sure, band = S32 >= hi, S32 >= lo
+            band ^= sure                                                    # lo <= S32 < hi (hi > lo)
+            if not_partner is not None:                                     # partners never count
+                sure &= not_partner
+                band &= not_partner
+            else:
+                # the true item's own score is its threshold: it counts (S_ii >= S_ii), without recomputing it
+                sure[diag, diag + start] = True
+                band[diag, diag + start] = False
+            n_sure = np.count_nonzero(sure, axis=axis)
             if axis == 1:
                 ahead[1][start:stop] += n_sure
             else:
                 ahead[0] += n_sure
-            open_q = np.flatnonzero(n_maybe > n_sure)                       # queries with scores in the band
-            if not len(open_q):
+            if not band.any():
                 continue
-            if axis == 1:                                                  # only the open queries' scores
-                band = maybe[open_q] & ~sure[open_q]
-            else:
-                band = (maybe[:, open_q] & ~sure[:, open_q]).T
-            qi, ci = np.nonzero(band)                                       # query (local), candidate
-            q = open_q[qi]
-            if axis == 1:
-                rows, cols, thr = q + start, ci, row_t
-                who = rows
-            else:
-                rows, cols, thr = ci + start, q, col_t
-                who = cols
+            r, c = np.nonzero(band)                                         # the scores in a band: row, column
+            rows, cols = r + start, c
+            who, thr = (rows, row_t) if axis == 1 else (cols, col_t)       # whose threshold (the query)
             rows_t, cols_t = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
             hit = to_numpy(exact(rows_t, cols_t) >= thr[torch.as_tensor(who, device=dev)])
             np.add.at(ahead[axis], who, hit.astype(np.int64))

@@ -1,0 +1,108 @@
+"""core.numerics.polar_factors against independent references (scipy's polar decomposition, the defining
+properties of a polar factor), and its thread-local single-threaded workers (docs/UI.md, "threads")."""
+import threading
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from core.numerics import polar_factors
+
+
+def _random(rng, n, cond=None, rank=None):
+    U = np.linalg.qr(rng.normal(size=(n, n)))[0]
+    V = np.linalg.qr(rng.normal(size=(n, n)))[0]
+    s = np.logspace(0, -np.log10(cond), n) if cond else rng.uniform(0.5, 2.0, n)
+    if rank is not None:
+        s[rank:] = 0.0
+    return (U * s) @ V.T
+
+
+@pytest.mark.parametrize("cond", [None, 1e4, 1e8])
+def test_polar_factors_match_scipy_polar(cond):
+    rng = np.random.default_rng(3)
+    Ms = [_random(rng, n, cond) for n in (5, 40, 96, 96, 130)]
+    Qs = polar_factors([torch.as_tensor(M) for M in Ms])
+    for M, Q in zip(Ms, Qs):
+        ref, _ = scipy.linalg.polar(M)
+        # the polar factor of M is as sensitive as 1 / (s_i + s_j): expect eps * cond, not eps
+        tol = 1e-12 * (cond or 1.0)
+        np.testing.assert_allclose(Q.numpy(), ref, atol=tol, rtol=0)
+
+
+def test_polar_factors_of_rank_deficient_matrices_are_orthogonal_with_a_symmetric_psd_factor():
+    # without full rank the orthogonal factor is not unique: check what defines one, Q orthogonal, Q^T M = H
+    # symmetric positive semi-definite (so M = Q H), and that it maximises tr(Q^T M) (= the nuclear norm of M)
+    rng = np.random.default_rng(4)
+    Ms = [_random(rng, 64, rank=r) for r in (0, 1, 20, 63)]
+    for M, Q in zip(Ms, polar_factors([torch.as_tensor(M) for M in Ms])):
+        Q = Q.numpy()
+        np.testing.assert_allclose(Q.T @ Q, np.eye(64), atol=1e-12)
+        H = Q.T @ M
+        np.testing.assert_allclose(H, H.T, atol=1e-12)
+        assert np.linalg.eigvalsh((H + H.T) / 2).min() > -1e-12
+        np.testing.assert_allclose(np.trace(H), np.linalg.svd(M, compute_uv=False).sum(), rtol=1e-12, atol=1e-12)
+
+
+def test_polar_factors_of_tall_matrices_and_the_procrustes_rotation():
+    # tall M (n x d): A B^T with orthonormal columns; the Procrustes rotation of Y onto X is polar(Y^T X)
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(200, 12))
+    R = np.linalg.qr(rng.normal(size=(12, 12)))[0]
+    Y = X @ R.T + 1e-3 * rng.normal(size=X.shape)
+    (Rhat,) = polar_factors([torch.as_tensor(Y.T @ X)])
+    np.testing.assert_allclose(Rhat.numpy(), scipy.linalg.orthogonal_procrustes(Y, X)[0], atol=1e-12)
+    tall = rng.normal(size=(50, 8))
+    (Q,) = polar_factors([torch.as_tensor(tall)])
+    np.testing.assert_allclose(Q.numpy(), scipy.linalg.polar(tall)[0], atol=1e-12)
+
+
+def test_polar_factors_leave_the_callers_threads_alone_and_are_thread_safe():
+    rng = np.random.default_rng(6)
+    Ms = [torch.as_tensor(_random(rng, 80, 1e3)) for _ in range(6)]
+    refs = [scipy.linalg.polar(M.numpy())[0] for M in Ms]
+    before = torch.get_num_threads()
+    errors = []
+
+    def work():
+        try:
+            for _ in range(3):
+                for Q, ref in zip(polar_factors(Ms), refs):
+                    np.testing.assert_allclose(Q.numpy(), ref, atol=1e-9)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert torch.get_num_threads() == before          # the workers' one thread is theirs only
+    assert polar_factors([]) == []
+
+
+def test_the_lapack_workers_run_one_thread_each():
+    from core.numerics import _SERIAL_LAPACK
+
+    pool = _SERIAL_LAPACK.executor()
+    if pool is None:
+        pytest.skip("this torch build has no MKL / libgomp thread-local controls: SVDs run in the caller")
+    assert pool.submit(torch.get_num_threads).result() == 1
+    assert torch.get_num_threads() >= 1 and _SERIAL_LAPACK.available
+
+
+def test_gram_equals_the_full_product():
+    from core.numerics import gram, gram_blocks
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(300, 70))
+    ref = X.T @ X
+    for block in (16, 32, 70, 512):
+        G = gram(torch.as_tensor(X), block=block).numpy()
+        np.testing.assert_allclose(G, ref, rtol=1e-12, atol=1e-10)
+    parts = [torch.as_tensor(X[:, :10]), torch.as_tensor(X[:, 10:45]), torch.as_tensor(X[:, 45:])]
+    G = gram_blocks(parts).numpy()
+    np.testing.assert_allclose(G, ref, rtol=1e-12, atol=1e-10)
+    np.testing.assert_array_equal(G[:10, 10:], G[10:, :10].T)
