@@ -9,11 +9,22 @@
 Prints medians over repeats and ratios. ``--quick`` shrinks the sizes to finish in well under a minute.
 Also, when the demo artifact exists, the demo's universe (4 spaces) with every method: M x M mean / worst Hits@1.
 
-    .venv/bin/python bench/bench_universe.py [--quick] [--no-demo]
+``--study [DIR]`` (issue 13: the Universe view's PW / GPA / GCCA at study scale) instead times, in one run:
+
+* dense LAPACK at the study's sizes (GPA's four 384 x 384 polar factors per iteration, the 1,280-wide PCA
+  eigh, GCCA's 24,800 x 384 QR): :func:`core.numerics.serial_lapack` (one thread per call, side by side)
+  against the same ``torch.linalg`` call on the caller's threads (the path before issue 13);
+* exact cosine ranks of 6,200 held-out items (``cosine_true_ranks``) against the float32 GEMM they cannot avoid;
+* ``UniverseStudy`` on the study (31,000 items; widths 1,280, 768, 512, 384; made with bench_app's
+  ``make_study`` when DIR has no such files): wall and CPU seconds of prepare, then fit and evaluation of PW,
+  GPA and GCCA (the work the Universe view shows first), and the GEMM floor of the evaluation.
+
+    .venv/bin/python bench/bench_universe.py [--quick] [--no-demo] [--study [DIR]]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -23,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import core  # noqa: E402,F401 - first, as in the app and the CLI (its OpenMP wait policy precedes torch)
 from core.universe import GCCA, GCPA, GPA  # noqa: E402
 
 
@@ -64,11 +76,117 @@ def planted(n, d, M, seed=0):
     return {f"s{m}": z @ rng.normal(size=(d // 2, d)) + 0.3 * rng.normal(size=(n, d)) for m in range(M)}
 
 
+def _ms(v):
+    return f"median {statistics.median(v) * 1e3:7.1f} ms, max {max(v) * 1e3:7.1f} ms"
+
+
+def _interleaved(fns: dict, repeats: int) -> dict:
+    """Each callable ``repeats`` times, interleaved (so that both see the same load); name -> list of seconds."""
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def study_scale(folder: Path, repeats: int) -> None:
+    import torch
+
+    from core.evaluation.metrics import cosine_true_ranks
+    from core.evaluation.universe import UniverseStudy
+    from core.numerics import polar_factors, serial_lapack
+
+    print(f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    rng = np.random.default_rng(0)
+
+    def ill(n, cond):
+        U, V = (np.linalg.qr(rng.normal(size=(n, n)))[0] for _ in range(2))
+        return torch.as_tensor((U * np.logspace(0, -np.log10(cond), n)) @ V.T)
+
+    def old_polar(M):
+        A, _, Bh = torch.linalg.svd(M, full_matrices=False)
+        return A @ Bh
+
+    Ms = [ill(384, 1e5) for _ in range(4)]
+    X = torch.as_tensor(rng.normal(size=(4000, 1280)))
+    S1280 = X.T @ X
+    G = torch.as_tensor(rng.normal(size=(24800, 384)))
+    print("dense LAPACK: caller's threads (before) vs core.numerics.serial_lapack (one thread per call, side by side)")
+    cases = {"4 polar factors 384 x 384 (one GPA iteration)": (lambda: [old_polar(M) for M in Ms],
+                                                              lambda: polar_factors(Ms)),
+             "eigh 1280 x 1280 (PCA of the widest space)": (lambda: torch.linalg.eigh(S1280),
+                                                            lambda: serial_lapack(torch.linalg.eigh, [(S1280,)])),
+             "QR 24800 x 384 (GCCA)": (lambda: torch.linalg.qr(G), lambda: serial_lapack(torch.linalg.qr, [(G,)]))}
+    for name, (before, after) in cases.items():
+        t = _interleaved({"before": before, "after": after}, repeats)
+        print(f"  {name:48s} before {_ms(t['before'])}   after {_ms(t['after'])}   "
+              f"ratio of medians {statistics.median(t['before']) / statistics.median(t['after']):5.2f}x")
+
+    Q, d = 6200, 384
+    z = rng.normal(size=(Q, 48))
+    A = z @ rng.normal(size=(48, d)) + 0.8 * rng.normal(size=(Q, d))
+    B = A + rng.normal(size=(Q, d))
+    A32 = torch.nn.functional.normalize(torch.as_tensor(A, dtype=torch.float32), dim=1)
+    B32 = torch.nn.functional.normalize(torch.as_tensor(B, dtype=torch.float32), dim=1)
+    t = _interleaved({"ranks": lambda: cosine_true_ranks(A, B),
+                      "gemm": lambda: [A32[s:s + 2048] @ B32.T for s in range(0, Q, 2048)]}, repeats)
+    print(f"exact cosine ranks, both directions, {Q} x {d}: {_ms(t['ranks'])}; float32 GEMM floor {_ms(t['gemm'])}; "
+          f"ratio {statistics.median(t['ranks']) / statistics.median(t['gemm']):5.2f}x the floor")
+
+    names = ["audio_384", "image_768", "shape_512", "text_1280"]
+    if not all((folder / f"{n}.npy").exists() for n in names):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_app import make_study
+        print(f"making the study in {folder} ...")
+        make_study(folder, 31000)
+    spaces = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in names}
+    study = UniverseStudy(spaces)
+    rows = []
+
+    def stage(name, fn):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        rows.append((name, time.perf_counter() - w, time.process_time() - c))
+        return out
+
+    stage("prepare", study.prepare)
+    for m in ("pw", "gpa", "gcca"):
+        stage(f"{m} fit", lambda: study.model(m))
+        stage(f"{m} eval", lambda: study.evaluate(m, map_items=300))
+    Zt = study.test_preprocessed_
+    Q = int(next(iter(Zt.values())).shape[0])
+    E32 = {k: torch.nn.functional.normalize(v.float(), dim=1) for k, v in Zt.items()}
+    x = next(iter(Zt.values()))
+    D = torch.randn(d, 6 * d, dtype=torch.float64)
+    w = time.perf_counter()
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    for a, b in pairs:                                   # one Q x Q float32 score matrix per pair
+        [E32[a][s:s + 2048] @ E32[b].T for s in range(0, Q, 2048)]
+    for _ in names:                                      # the cycles from each space: Q x d times d x 6d, float64
+        x @ D
+    floor = time.perf_counter() - w
+    print(f"UniverseStudy on {folder} ({study.n_items} items; {len(study.train_rows_)} train, {Q} test):")
+    for name, wall, cpu in rows:
+        print(f"  {name:10s} wall {wall:6.2f} s   cpu {cpu:6.2f} s")
+    total = sum(r[1] for r in rows)
+    evals = [r[1] for r in rows if r[0].endswith("eval")]
+    print(f"  PW + GPA + GCCA: wall {total:.2f} s, cpu {sum(r[2] for r in rows):.2f} s; one evaluation's GEMM floor "
+          f"{floor:.2f} s (6 float32 score matrices + the cycles), evaluations at "
+          f"{statistics.median(evals) / floor:.2f}x it (median)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-demo", action="store_true")
+    ap.add_argument("--study", nargs="?", const="/tmp/study/server/study", default=None,
+                    help="the study-scale section only (default folder: bench_app's server dataset)")
     args = ap.parse_args(argv)
+    if args.study is not None:
+        study_scale(Path(args.study), 3 if args.quick else 7)
+        return
     n, d, M, reps = (1000, 32, 4, 1) if args.quick else (20000, 96, 5, 3)
     n_gcca = 600 if args.quick else 1500
     sp = planted(n, d, M)
