@@ -161,13 +161,25 @@ def _thread_count_setters():
     return mkl, mkl_get, omp
 
 
+def _thread_nice() -> int | None:
+    """The calling thread's nice value (Linux: per thread), None where unknown."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    except (AttributeError, OSError):
+        return None
+
+
 class _SerialLapackPool:
     """Worker threads whose own MKL / OpenMP thread count is 1: LAPACK calls on them run serially, with no
-    parallel region and so no wake-up of sleeping OpenMP workers. None of this touches any other thread."""
+    parallel region and so no wake-up of sleeping OpenMP workers. None of this touches any other thread.
+
+    One set of workers per nice value of the callers (a job thread runs niced, ui.jobs): a worker is started by
+    the thread that first needs it and inherits its priority, so the work runs at its caller's priority."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._executor = None
+        self._executors: dict = {}
+        self._setters = None
         self.available = None              # unknown until first use
 
     @staticmethod
@@ -178,19 +190,26 @@ class _SerialLapackPool:
         set_omp(1)
 
     def executor(self) -> ThreadPoolExecutor | None:
+        nice = _thread_nice()
         with self._lock:
             if self.available is None:
-                setters = _thread_count_setters()
-                self.available = setters is not None
-                if self.available:
-                    self._executor = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
-                                                        thread_name_prefix="platoscope-lapack",
-                                                        initializer=self._init_worker, initargs=(setters,))
-                    ok = self._executor.submit(lambda: (torch.get_num_threads(), setters[1]())).result() == (1, 1)
-                    if not ok:             # the counts did not take: run in the caller instead
-                        self._executor.shutdown(wait=False)
-                        self._executor, self.available = None, False
-            return self._executor
+                self._setters = _thread_count_setters()
+                self.available = self._setters is not None
+            if not self.available:
+                return None
+            pool = self._executors.get(nice)
+            if pool is None:
+                setters = self._setters
+                pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
+                                          thread_name_prefix="platoscope-lapack",
+                                          initializer=self._init_worker, initargs=(setters,))
+                ok = pool.submit(lambda: (torch.get_num_threads(), setters[1]())).result() == (1, 1)
+                if not ok:                 # the counts did not take: run in the caller instead
+                    pool.shutdown(wait=False)
+                    self.available = False
+                    return None
+                self._executors[nice] = pool
+            return pool
 
 
 _SERIAL_LAPACK = _SerialLapackPool()

@@ -106,3 +106,29 @@ def test_gram_equals_the_full_product():
     G = gram_blocks(parts).numpy()
     np.testing.assert_allclose(G, ref, rtol=1e-12, atol=1e-10)
     np.testing.assert_array_equal(G[:10, 10:], G[10:, :10].T)
+
+
+def test_the_lapack_workers_run_at_their_callers_priority():
+    import os
+
+    from core.numerics import _SERIAL_LAPACK
+
+    if _SERIAL_LAPACK.executor() is None or not hasattr(os, "getpriority"):
+        pytest.skip("no thread-local LAPACK controls or no per-thread priorities here")
+    seen = {}
+
+    def niced():
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + 3)   # as a job thread does
+        mine = os.getpriority(os.PRIO_PROCESS, tid)
+        worker = _SERIAL_LAPACK.executor().submit(lambda: os.getpriority(os.PRIO_PROCESS,
+                                                                       threading.get_native_id())).result()
+        seen.update(mine=mine, worker=worker)
+
+    t = threading.Thread(target=niced)
+    t.start()
+    t.join()
+    assert seen["worker"] == seen["mine"]
+    here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert _SERIAL_LAPACK.executor().submit(lambda: os.getpriority(os.PRIO_PROCESS,
+                                                                 threading.get_native_id())).result() == here
