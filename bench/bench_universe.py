@@ -12,7 +12,7 @@ Also, when the demo artifact exists, the demo's universe (4 spaces) with every m
 ``--study [DIR]`` (issue 13: the Universe view's PW / GPA / GCCA at study scale) instead times, in one run:
 
 * dense LAPACK at the study's sizes (GPA's four 384 x 384 polar factors per iteration, the 1,280-wide PCA
-  eigh, GCCA's 24,800 x 384 QR): :func:`core.numerics.serial_lapack` (one thread per call, side by side)
+  eigh, GCCA's 24,800 x 384 QR): :func:`core.numerics.single_threaded` (one thread per call, side by side)
   against the same ``torch.linalg`` call on the caller's threads (the path before issue 13);
 * exact cosine ranks of 6,200 held-out items (``cosine_true_ranks``) against the float32 GEMM they cannot avoid;
 * ``UniverseStudy`` on the study (31,000 items; widths 1,280, 768, 512, 384; made with bench_app's
@@ -96,7 +96,7 @@ def study_scale(folder: Path, repeats: int) -> None:
 
     from core.evaluation.metrics import cosine_true_ranks
     from core.evaluation.universe import UniverseStudy
-    from core.numerics import polar_factors, serial_lapack
+    from core.numerics import polar_factors, single_threaded
 
     print(f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     rng = np.random.default_rng(0)
@@ -113,12 +113,12 @@ def study_scale(folder: Path, repeats: int) -> None:
     X = torch.as_tensor(rng.normal(size=(4000, 1280)))
     S1280 = X.T @ X
     G = torch.as_tensor(rng.normal(size=(24800, 384)))
-    print("dense LAPACK: caller's threads (before) vs core.numerics.serial_lapack (one thread per call, side by side)")
+    print("dense LAPACK: caller's threads (before) vs core.numerics.single_threaded (one thread per call, side by side)")
     cases = {"4 polar factors 384 x 384 (one GPA iteration)": (lambda: [old_polar(M) for M in Ms],
                                                               lambda: polar_factors(Ms)),
              "eigh 1280 x 1280 (PCA of the widest space)": (lambda: torch.linalg.eigh(S1280),
-                                                            lambda: serial_lapack(torch.linalg.eigh, [(S1280,)])),
-             "QR 24800 x 384 (GCCA)": (lambda: torch.linalg.qr(G), lambda: serial_lapack(torch.linalg.qr, [(G,)]))}
+                                                            lambda: single_threaded(torch.linalg.eigh, [(S1280,)])),
+             "QR 24800 x 384 (GCCA)": (lambda: torch.linalg.qr(G), lambda: single_threaded(torch.linalg.qr, [(G,)]))}
     for name, (before, after) in cases.items():
         t = _interleaved({"before": before, "after": after}, repeats)
         print(f"  {name:48s} before {_ms(t['before'])}   after {_ms(t['after'])}   "

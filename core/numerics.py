@@ -6,7 +6,7 @@
 * :func:`pca_components` - PCA from a covariance (or scatter) matrix: variances and ``k x d`` components.
 * :func:`average_ranks`, :func:`pearson`, :func:`spearman` - rank correlation on torch vectors (float64).
 * :func:`pool_coefficients`, :func:`pool_tokens` - the one pooling of token sets: ``(1/M) sum_t m_t w_t v_t``.
-* :func:`serial_lapack` - dense LAPACK calls single-threaded, side by side on the caller's share of the cores.
+* :func:`single_threaded` - dense LAPACK calls single-threaded, side by side on the caller's share of the cores.
 * :func:`polar_factors` - the orthogonal polar factors (Procrustes rotations) of several matrices at once.
 
 Torch in, torch out, on the input's device; callers convert with :mod:`core.device`.
@@ -17,13 +17,13 @@ import ctypes
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 __all__ = ["gram", "gram_blocks", "fix_signs", "sym_eig_desc", "pca_components", "average_ranks", "pearson", "spearman", "pool_coefficients",
-           "pool_tokens", "serial_lapack", "polar_factors"]
+           "pool_tokens", "single_threaded", "single_threaded_iter", "polar_factors"]
 
 _F64 = torch.float64
 
@@ -72,10 +72,10 @@ def sym_eig_desc(C: torch.Tensor, k: int | None = None, signs: bool = True) -> t
     ``C`` is symmetrised first (``(C + C^T) / 2``: ``eigh`` reads one triangle only, and a Gram matrix summed by
     GEMMs can be asymmetric in the last bit). ``k`` keeps the top ``k``; ``signs`` applies :func:`fix_signs`
     (pass False where only the span matters, e.g. whitening). The ``eigh`` runs single-threaded
-    (:func:`serial_lapack`).
+    (:func:`single_threaded`).
     """
     sym = (C + C.T) / 2
-    (vals, vecs), = serial_lapack(torch.linalg.eigh, [(sym,)], _on_cpu(sym))    # one thread (serial_lapack)
+    (vals, vecs), = single_threaded(torch.linalg.eigh, [(sym,)], _on_cpu(sym))    # one thread (single_threaded)
     vals, vecs = vals.flip(0), vecs.flip(1)
     if k is not None:
         vals, vecs = vals[:k], vecs[:, :k]
@@ -215,31 +215,56 @@ class _SerialLapackPool:
 _SERIAL_LAPACK = _SerialLapackPool()
 
 
-def serial_lapack(fn: Callable, arg_lists: Sequence[tuple], tensors_on_cpu: bool = True) -> list:
+def single_threaded(fn: Callable, arg_lists: Sequence[tuple], tensors_on_cpu: bool = True) -> list:
     """``[fn(*args) for args in arg_lists]``, each call single-threaded and up to ``torch.get_num_threads()`` of
-    them side by side, on worker threads whose own MKL / OpenMP thread count is 1.
+    them side by side, on worker threads whose own MKL / OpenMP thread count is 1 (:func:`single_threaded_iter`
+    yields the results one by one, in order).
 
     For dense LAPACK on small and medium matrices (SVD, eigh, QR of a few hundred to a few thousand columns):
     each such call is a long chain of small parallel regions, and with ``OMP_WAIT_POLICY=PASSIVE`` (which
     ``import core`` sets, docs/UI.md) every region pays a futex wake-up of the sleeping OpenMP workers, and waits
     for the slowest of them when other processes hold the cores. One call per core with no region at all avoids
-    both (bench/bench_universe.py, "dense LAPACK"). The same LAPACK routine runs either way; only its summation
-    order may differ in the last bits. The callers' own thread settings are left alone (thread-safe). Runs in the
-    caller when the caller has one thread, when ``tensors_on_cpu`` is False (GPU) and where this torch build has no
-    thread-local controls.
+    both (bench/bench_universe.py, "dense LAPACK"). Also for independent pieces of work that mix GEMMs with
+    single-threaded numpy (retrieval's score blocks): side by side, both cores stay busy. The same routines run
+    either way; only their summation order may differ in the last bits. The callers' own thread settings are left
+    alone (thread-safe). Runs in the caller when the caller has one thread, when ``tensors_on_cpu`` is False
+    (GPU) and where this torch build has no thread-local controls.
     """
+    return list(single_threaded_iter(fn, arg_lists, tensors_on_cpu))
+
+
+def single_threaded_iter(fn: Callable, arg_lists: Sequence[tuple], tensors_on_cpu: bool = True) -> Iterator:
+    """:func:`single_threaded`, yielding each result in order as soon as it is ready (for progress and
+    cancellation between them: a consumer that stops early leaves the calls not yet started unstarted)."""
     arg_lists = [tuple(a) for a in arg_lists]
     threads = torch.get_num_threads()
     pool = _SERIAL_LAPACK.executor() if (arg_lists and threads >= 2 and tensors_on_cpu) else None
     if pool is None:                     # one thread: serial already
-        return [fn(*a) for a in arg_lists]
-    workers = min(len(arg_lists), threads)
-    chunks = [arg_lists[i::workers] for i in range(workers)]
-    done = [pool.submit(lambda chunk: [fn(*a) for a in chunk], chunk) for chunk in chunks]
-    out = [None] * len(arg_lists)
-    for i, f in enumerate(done):
-        out[i::workers] = f.result()
-    return out
+        for a in arg_lists:
+            yield fn(*a)
+        return
+    futures = [Future() for _ in arg_lists]
+    order = iter(range(len(arg_lists)))
+    lock, stop = threading.Lock(), threading.Event()
+
+    def runner():
+        while not stop.is_set():
+            with lock:
+                i = next(order, None)
+            if i is None:
+                return
+            try:
+                futures[i].set_result(fn(*arg_lists[i]))
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                futures[i].set_exception(exc)
+
+    for _ in range(min(len(arg_lists), threads)):
+        pool.submit(runner)
+    try:
+        for f in futures:
+            yield f.result()
+    finally:
+        stop.set()
 
 
 def _on_cpu(*tensors) -> bool:
@@ -254,6 +279,6 @@ def _polar_one(M: torch.Tensor) -> torch.Tensor:
 def polar_factors(Ms: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """The orthogonal polar factor ``A B^T`` of each ``M = A S B^T`` (thin SVD; the Procrustes rotation
     ``argmax_R tr(R^T M)`` over orthogonal ``R``), for several square (or tall) matrices at once, side by side
-    (:func:`serial_lapack`)."""
+    (:func:`single_threaded`)."""
     Ms = list(Ms)
-    return serial_lapack(_polar_one, [(M,) for M in Ms], _on_cpu(*Ms))
+    return single_threaded(_polar_one, [(M,) for M in Ms], _on_cpu(*Ms))

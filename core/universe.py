@@ -51,7 +51,7 @@ import torch
 from .base import Estimator, init_linear_, torch_generator
 from .device import as_float64, pick_device, pick_float64_device, to_numpy
 from .errors import DataError
-from .numerics import gram, gram_blocks, pca_components, polar_factors, serial_lapack
+from .numerics import gram, gram_blocks, pca_components, polar_factors, single_threaded
 from .numerics import sym_eig_desc as _sym_eig_desc
 from .training import EarlyStopping
 
@@ -813,6 +813,7 @@ class GCCA(_Universe):
             raise DataError("RACING-GCCA (the authors' variant) has no ridge",
                             hint="drop the ridge, or use variant='maxvar-ridge'")
         t0 = time.perf_counter()
+        self.__dict__.pop("_pinv", None)                   # pseudo-inverses of a previous fit
         Z = self._prepare(spaces, prepared)
         if self.variant == "racing":
             self._fit_racing(Z, progress)
@@ -826,7 +827,7 @@ class GCCA(_Universe):
         n = self.n_train_
         Us, Vs, sizes = [], [], []
         self.singular_values_ = {}
-        thin = serial_lapack(functools.partial(torch.linalg.svd, full_matrices=False), [(Z[m],) for m in Z],
+        thin = single_threaded(functools.partial(torch.linalg.svd, full_matrices=False), [(Z[m],) for m in Z],
                              all(z.device.type == "cpu" for z in Z.values()))   # side by side, one thread each
         for m, (U, S, Vh) in zip(progress(list(Z), total=len(Z), desc="GCCA (RACING) SVDs"), thin):
             # r_m = min(width_m, n) columns
@@ -869,8 +870,8 @@ class GCCA(_Universe):
             return C[i * d:(i + 1) * d, j * d:(j + 1) * d]
 
         P, eig = [], {}
-        # S^2 and V of every X_m, side by side (one thread each: core.numerics.serial_lapack)
-        spectra = serial_lapack(_sym_eig_desc, [(block(i, i),) for i in range(len(names))], C.device.type == "cpu")
+        # S^2 and V of every X_m, side by side (one thread each: core.numerics.single_threaded)
+        spectra = single_threaded(_sym_eig_desc, [(block(i, i),) for i in range(len(names))], C.device.type == "cpu")
         for i, m in enumerate(progress(names, total=len(names), desc="GCCA bases")):
             vals, vecs = spectra[i]
             keep = vals > vals[0].clamp_min(1e-300) * 1e-10
@@ -888,7 +889,7 @@ class GCCA(_Universe):
         lam, Vb = lam[:k].clamp_min(1e-300), Vb[:, :k]
         starts = np.cumsum([0] + [p.shape[1] for p in P])
         G = sum(Z[m] @ (P[i] @ Vb[starts[i]:starts[i + 1]]) for i, m in enumerate(names)) / torch.sqrt(lam)
-        (G, _), = serial_lapack(torch.linalg.qr, [(G,)], G.device.type == "cpu")   # re-orthonormalise (exact
+        (G, _), = single_threaded(torch.linalg.qr, [(G,)], G.device.type == "cpu")   # re-orthonormalise (exact
         #                                                                   in exact arithmetic)
         self.G_ = _np(G)
         self.eigenvalues_ = _np(lam)
@@ -907,18 +908,26 @@ class GCCA(_Universe):
     def _universe_t(self, space, z):
         return z @ self._Wt(space, z.device)
 
-    def _map_t(self, z, source, target):
-        u = z @ self._Wt(source, z.device)
+    def _back_t(self, target, dev):
+        """From the universe back to ``target``: ``W_target^+`` (RACING: ``Q_target^T``), one pseudo-inverse per
+        space and fit (single-threaded, core.numerics.single_threaded), kept for the next call."""
+        W = self._Wt(target, dev)
         if self.variant == "racing":
-            return u @ self._Wt(target, z.device).T        # Q_a Q_b^T, as the authors' code
-        return u @ torch.linalg.pinv(self._Wt(target, z.device))
+            return W.T                                     # Q_a Q_b^T, as the authors' code
+        cache = self.__dict__.setdefault("_pinv", {})
+        key = (target, str(dev), id(self.W_[target]))
+        if key not in cache:
+            (cache[key],) = single_threaded(torch.linalg.pinv, [(W,)], dev.type == "cpu")
+        return cache[key]
+
+    def _map_t(self, z, source, target):
+        return z @ self._Wt(source, z.device) @ self._back_t(target, z.device)
 
     def map_matrix(self, source: str, target: str) -> np.ndarray:
         """The d x d map between preprocessed coordinates: ``W_source W_target^+`` (RACING: ``Q_a Q_b^T``)."""
         self._require_fitted()
         dev = torch.device("cpu")
-        back = (self._Wt(target, dev).T if self.variant == "racing" else torch.linalg.pinv(self._Wt(target, dev)))
-        return _np(self._Wt(source, dev) @ back)
+        return _np(self._Wt(source, dev) @ self._back_t(target, dev))
 
     def describe(self) -> dict:
         out = super().describe()

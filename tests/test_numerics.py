@@ -132,3 +132,31 @@ def test_the_lapack_workers_run_at_their_callers_priority():
     here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert _SERIAL_LAPACK.executor().submit(lambda: os.getpriority(os.PRIO_PROCESS,
                                                                  threading.get_native_id())).result() == here
+
+
+def test_single_threaded_iter_yields_in_order_passes_errors_and_stops_early():
+    import time as _time
+
+    from core.numerics import single_threaded, single_threaded_iter
+
+    def slow_square(i):
+        _time.sleep(0.02 * (5 - i))                  # later calls finish first
+        return i * i
+
+    assert single_threaded(slow_square, [(i,) for i in range(5)]) == [0, 1, 4, 9, 16]
+    started = []
+
+    def record(i):
+        started.append(i)
+        _time.sleep(0.01)
+        if i == 2:
+            raise ValueError("two")
+        return i
+
+    it = single_threaded_iter(record, [(i,) for i in range(40)])
+    assert next(it) == 0 and next(it) == 1
+    with pytest.raises(ValueError, match="two"):
+        next(it)
+    it.close()                                       # a consumer that stops (a cancelled job) starts no more calls
+    _time.sleep(0.1)
+    assert len(started) < 40

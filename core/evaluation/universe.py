@@ -37,6 +37,7 @@ import pandas as pd
 from ..errors import DataError
 from ..results import ABSENT, Result, with_aliases
 from ..device import to_numpy
+from ..numerics import single_threaded_iter
 from .metrics import chance_levels, cosine_true_ranks, mrr_from_ranks, std_over_seeds, topk_from_ranks
 from .splits import split_train_test
 import threading
@@ -262,10 +263,16 @@ def any_to_any_retrieval(model, test_spaces: Mapping[str, np.ndarray], groups=No
     E = None if pairwise else {m: to_numpy(model._universe_t(m, Z[m])) for m in names}
     mats = {k: np.full((len(names), len(names)), np.nan) for k in RETRIEVAL_METRICS}
     pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
-    for i, j in progress(pairs, total=len(pairs), desc="any-to-any retrieval"):
+
+    def ranks_of(i, j):                                 # a -> b ranks the columns, b -> a the rows
         a, b = names[i], names[j]
         Ea, Eb = (to_numpy(model._map_t(Z[a], a, b)), to_numpy(Z[b])) if pairwise else (E[a], E[b])
-        both = cosine_true_ranks(Ea, Eb, groups, device=model.device)   # a -> b ranks the columns, b -> a the rows
+        return cosine_true_ranks(Ea, Eb, groups, device=model.device)
+
+    # the pairs side by side, one thread each (their GEMMs and their numpy screening keep every core busy)
+    on_cpu = all(z.device.type == "cpu" for z in Z.values())
+    for (i, j), both in zip(progress(pairs, total=len(pairs), desc="any-to-any retrieval"),
+                            single_threaded_iter(ranks_of, pairs, on_cpu)):
         for (q, r), ranks in zip(((i, j), (j, i)), both):
             top = topk_from_ranks(ranks, (1, 5))
             mats["top1"][q, r] = top[1]
@@ -303,21 +310,28 @@ def cycle_consistency(model, test_spaces: Mapping[str, np.ndarray], names: Seque
     if linear is not None:
         # linear maps: compose each cycle's d x d matrix; y - x = x (M_ab M_bc M_ca - I), every cycle from one
         # space in one product
-        maps = functools.lru_cache(maxsize=None)(
-            lambda s, t: torch.as_tensor(linear(s, t), dtype=torch.float64, device=Z[s].device))
-        for a in names:
+        maps = {(s, t): torch.as_tensor(linear(s, t), dtype=torch.float64, device=Z[s].device)
+                for s in names for t in names if s != t}
+
+        def errors_from(a):
             from_a = [t for t in triples if t[0] == a]
             x = Z[a]
             norms = x.norm(dim=1)
             ok = norms > 1e-12
             eye = torch.eye(x.shape[1], dtype=torch.float64, device=x.device)
+            out = {}
             for start in range(0, len(from_a), 8):                  # at most 8 cycles (n x 8d) at a time
                 mine = from_a[start:start + 8]
-                D = torch.cat([maps(a, b) @ maps(b, c) @ maps(c, a) - eye for _, b, c in mine], dim=1)
+                D = torch.cat([maps[a, b] @ maps[b, c] @ maps[c, a] - eye for _, b, c in mine], dim=1)
                 diff = (x @ D).reshape(x.shape[0], len(mine), x.shape[1])
                 for k, t in enumerate(mine):
-                    errors_of[t] = (float((diff[:, k].norm(dim=1)[ok] / norms[ok]).mean()) if bool(ok.any())
-                                    else 0.0)
+                    out[t] = float((diff[:, k].norm(dim=1)[ok] / norms[ok]).mean()) if bool(ok.any()) else 0.0
+            return out
+
+        # every source space's cycles side by side, one thread each
+        for part in single_threaded_iter(errors_from, [(a,) for a in names],
+                                         all(z.device.type == "cpu" for z in Z.values())):
+            errors_of.update(part)
     else:
         pre = {m: to_numpy(Z[m]) for m in names}
         for a, b, c in triples:
