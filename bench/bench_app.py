@@ -10,7 +10,11 @@ starts ``streamlit run app.py`` on 127.0.0.1 with a fresh cache, and for every v
 * Universe also: PW + GPA + GCCA shown, and everything (GCPA too);
 * idle: no job running and no script running;
 * second visit: a new session (a new page) in the same browser, on the same URL, to the numbers;
-* second browser: the same in a fresh browser context (a second user: empty HTTP cache), to paint and numbers.
+* second browser: the same in a fresh browser context (a second user: empty HTTP cache), to paint and numbers;
+* for both, the map too (Home's map, Similarity's side-by-side maps), and the split of the time: when the server's
+  script run finished (its last ``script_finished`` message) and how many bytes it sent, by element kind (a
+  plotly figure's JSON, a canvas map's bytes), read from the websocket; ``--repeat N`` takes the medians of N
+  second visits and N second browsers (a shared machine is noisy).
 
 Every first visit is a new session in one browser context that loaded the app once during the warm-up (its HTTP
 cache holds Streamlit's static files, as any returning user's does); the second browser shows the cold-cache cost.
@@ -19,7 +23,7 @@ After each view, the same computation through the CLI (``python -m core ...``), 
 right after the view (so that both run under about the same load on a shared machine), and the ratio app / CLI
 where the CLI computes the same thing. Prints one table; ``--json`` writes the numbers.
 
-    .venv/bin/python bench/bench_app.py [--n 31000] [--timeout 300] [--app-root DIR] [--no-cli]
+    .venv/bin/python bench/bench_app.py [--n 31000] [--timeout 300] [--app-root DIR] [--no-cli] [--repeat 5]
 
 ``--app-root`` runs another checkout's app (e.g. an older commit unpacked with ``git archive``) on the same data,
 for a before / after table. The machine is shared: note the load (printed) next to the numbers.
@@ -219,6 +223,22 @@ def visit(browser, url: str, view: dict, timeout_s: float, second: bool = False,
     return out
 
 
+def median_visit(visits: list[dict]) -> dict:
+    """The median of each timing over repeated visits (a timing that timed out counts as missing); the wire
+    summary of the visit whose 'numbers' is the median's (or the first)."""
+    import statistics
+
+    out = {}
+    for key in ("paint", "numbers", "map"):
+        got = [v[key] for v in visits if v.get(key) is not None]
+        out[key] = statistics.median(got) if got else None
+    mid = sorted(visits, key=lambda v: v.get("numbers") or float("inf"))[(len(visits) - 1) // 2]
+    out["wire"] = {**mid["wire"], "script_done_median": statistics.median(
+        [v["wire"]["script_done"] for v in visits if v["wire"].get("script_done") is not None] or [0.0])}
+    out["repeats"] = len(visits)
+    return out
+
+
 def run_cli(args: list[str], cwd: Path, env: dict, timeout_s: float, out: dict | None = None) -> float | None:
     """Seconds end to end; ``out["json"]`` gets the parsed ``--json`` output when asked for."""
     t0 = time.perf_counter()
@@ -262,6 +282,8 @@ def main() -> int:
     ap.add_argument("--no-cli", action="store_true")
     ap.add_argument("--only", default=None, help="comma-separated view names")
     ap.add_argument("--json", default=None, help="write the numbers to this file")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="second visits and second browsers per view; the medians are reported (noisy machines)")
     args = ap.parse_args()
 
     from tests.browser_util import CHROMIUM, CHROMIUM_FLAGS, _free_port
@@ -315,8 +337,11 @@ def main() -> int:
                     continue
                 load = os.getloadavg()[0]
                 first = visit(browser, url, view, args.timeout, context=user)
-                again = visit(browser, url, view, args.timeout, second=True, context=user)
-                other = visit(browser, url, view, args.timeout, second=True)      # a second browser, cold cache
+                agains = [visit(browser, url, view, args.timeout, second=True, context=user)
+                          for _ in range(max(1, args.repeat))]
+                others = [visit(browser, url, view, args.timeout, second=True)      # a second browser, cold cache
+                          for _ in range(max(1, args.repeat))]
+                again, other = median_visit(agains), median_visit(others)
                 rows.append({"view": view["name"], **first, "second_visit": again["numbers"],
                              "second_browser": other["numbers"], "second_browser_paint": other["paint"],
                              "second_visit_map": again.get("map"), "second_browser_map": other.get("map"),
@@ -357,16 +382,17 @@ def main() -> int:
               f"{fmt(r.get('second_browser_paint'), t)}, {fmt(r.get('second_browser'), t)} | "
               f"{fmt(cli, t) if cli or 'cli' in r else '-'}"
               f" | {ratio} | {r['load']:.1f} |")
-    print("\nSecond visit / second browser, split (s from navigation): the server's last script_finished, the "
-          "numbers and the map on screen; bytes the server sent (the largest element kind)")
+    print("\nSecond visit / second browser, split (s from navigation; medians of --repeat visits): the server's "
+          "last script_finished, the numbers and the map on screen; bytes the server sent (the largest element kind)")
     print("| view | second visit: script done, numbers, map | second browser: script done, numbers, map | bytes |"
           "\n|---|---|---|---|")
     for r in rows:
         sv, sb = r.get("second_visit_wire") or {}, r.get("second_browser_wire") or {}
         top = next(iter((sv.get("top") or {}).items()), ("-", 0))
-        print(f"| {r['view']} | {fmt(sv.get('script_done'), t)}, {fmt(r.get('second_visit'), t)}, "
+        print(f"| {r['view']} | {fmt(sv.get('script_done_median', sv.get('script_done')), t)}, "
+              f"{fmt(r.get('second_visit'), t)}, "
               f"{fmt(r.get('second_visit_map'), t) if 'second_visit_map' in r and r['second_visit_map'] else '-'} | "
-              f"{fmt(sb.get('script_done'), t)}, {fmt(r.get('second_browser'), t)}, "
+              f"{fmt(sb.get('script_done_median', sb.get('script_done')), t)}, {fmt(r.get('second_browser'), t)}, "
               f"{fmt(r.get('second_browser_map'), t) if r.get('second_browser_map') else '-'} | "
               f"{sv.get('bytes', 0) / 1e6:.2f} MB ({top[0]} {top[1] / 1e6:.2f} MB) |")
     for r in rows:
