@@ -246,3 +246,29 @@ def _numbers(value):
 
         return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
     return list(value)
+
+
+def test_home_draws_the_map_controls_before_computing_the_summary(env, monkeypatch):
+    """The summary (seconds on a real study) is computed after the map's controls are sent: its table fills a
+    placeholder above them, so the controls are on screen first; the page reads the same as before."""
+    import streamlit as st
+
+    from ui import cached
+
+    seen = []
+    real = cached.summary_table
+    monkeypatch.setattr(cached, "summary_table",
+                        lambda fp, ds: seen.append({k for k in ("url__space", "url__color", "url__proj")
+                                                    if k in st.session_state}) or real(fp, ds))
+    rng = np.random.default_rng(21)
+    folder = env / "server" / "order"
+    folder.mkdir()
+    np.save(folder / "alpha.npy", rng.normal(size=(30, 4)).astype(np.float32))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["dataset"] = "server:order"
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert seen and seen[0] == {"url__space", "url__color", "url__proj"}
+    headers = [h.value for h in at.subheader]
+    assert headers[:2] == ["Spaces", "Map"]                      # the layout is unchanged: the table comes first
+    assert at.dataframe[0].value["name"].tolist() == ["alpha"]
