@@ -211,13 +211,15 @@ class UniversePreprocessor(Estimator):
         return self
 
     def _add(self, name: str, X) -> torch.Tensor:
-        """:meth:`add`; returns the float64 rows it was fitted on (checked finite), for :meth:`_apply`."""
+        """:meth:`add`; returns its rows standardised, ``(x - mean) / scale`` (float64, checked finite), for
+        :meth:`_project`."""
         self._require_fitted()
         dev = _dev64(self.device)
         x = _t(X, dev)
-        _check_finite(x, name)
         n, p = x.shape
         mean = x.mean(0)
+        if not bool(torch.isfinite(mean).all()):        # a NaN or inf anywhere makes its column's mean one
+            _check_finite(x, name)
         xc = x - mean
 
         def std_of(t):
@@ -225,7 +227,7 @@ class UniversePreprocessor(Estimator):
             sc = t.std(0, unbiased=True) if (self.standardize and n > 1) else torch.ones(k, dtype=x.dtype, device=dev)
             return torch.where(sc > 1e-12, sc, torch.ones_like(sc))
 
-        components = post = None
+        components = post = z = None
         if getattr(self, "order", "zscore-pca") == "pca-zscore":
             # the authors' order: PCA of the raw centred features (not whitened), then z-score the PCA coordinates
             scale = torch.ones(p, dtype=x.dtype, device=dev)
@@ -239,13 +241,15 @@ class UniversePreprocessor(Estimator):
             z = xc / scale
             if p > self.dim_:
                 _, components = pca_components(gram(z), self.dim_)
+        if z is None:
+            z = xc / scale                                 # as _apply computes it
         pad = max(0, self.dim_ - p)
         self.steps_[name] = {"mean": _np(mean), "scale": _np(scale),
                              "components": None if components is None else _np(components), "pad": int(pad),
                              "post_scale": None if post is None else _np(post)}
         if name not in self.names_:
             self.names_.append(name)
-        return x
+        return z
 
     def _step(self, name: str) -> dict:
         self._require_fitted()
@@ -264,11 +268,16 @@ class UniversePreprocessor(Estimator):
         _check_finite(x, name)
         return self._apply(s, x)
 
-    @staticmethod
-    def _apply(s: dict, x: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def _apply(cls, s: dict, x: torch.Tensor) -> torch.Tensor:
         """The recorded steps ``s`` of one space applied to its float64 rows ``x``."""
         dev = x.device
-        z = (x - torch.as_tensor(s["mean"], device=dev)) / torch.as_tensor(s["scale"], device=dev)
+        return cls._project(s, (x - torch.as_tensor(s["mean"], device=dev)) / torch.as_tensor(s["scale"], device=dev))
+
+    @staticmethod
+    def _project(s: dict, z: torch.Tensor) -> torch.Tensor:
+        """The steps after the standardisation (PCA, post-scaling, padding) applied to ``(x - mean) / scale``."""
+        dev = z.device
         if s["components"] is not None:
             z = z @ _basis(torch.as_tensor(s["components"], device=dev))
         if s.get("post_scale") is not None:
@@ -364,8 +373,8 @@ def prepare_spaces(spaces: Mapping[str, np.ndarray], *, standardize: bool = True
     pre._fit_width(spaces)
     Z = {}
     for name, X in spaces.items():          # each space converted to float64 and checked once, fit and transform
-        x = pre._add(name, X)
-        Z[name] = pre._apply(pre.steps_[name], x)
+        z = pre._add(name, X)
+        Z[name] = pre._project(pre.steps_[name], z)
     return PreparedSpaces(pre, Z)
 
 

@@ -286,3 +286,15 @@ def test_preprocessor_pca_components_are_k_x_d_like_sklearn():
         ref = SkPCA(4, svd_solver="full").fit(X).components_
         assert C.shape == (4, 9) and pre.steps_["b"]["components"] is None
         np.testing.assert_allclose(np.abs(C), np.abs(ref), atol=1e-8)
+
+
+def test_infinite_values_are_caught_with_their_row_whatever_their_mix():
+    # the fit checks finiteness through the column means (one pass): +inf, -inf and both in one column
+    rng = np.random.default_rng(1)
+    for cells in ([(6, 0, np.inf)], [(2, 1, -np.inf)], [(3, 2, np.inf), (8, 2, -np.inf)]):
+        bad = rng.normal(size=(12, 3))
+        for r, c, v in cells:
+            bad[r, c] = v
+        with pytest.raises(DataError) as err:
+            GPA().fit({"a": rng.normal(size=(12, 3)), "b": bad})
+        assert err.value.row == min(r for r, _, _ in cells)
