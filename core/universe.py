@@ -897,16 +897,24 @@ class GCCA(_Universe):
         lam, Vb = _sym_eig_desc(BtB)
         lam, Vb = lam[:k].clamp_min(1e-300), Vb[:, :k]
         starts = np.cumsum([0] + [p.shape[1] for p in P])
-        G = sum(Z[m] @ (P[i] @ Vb[starts[i]:starts[i + 1]]) for i, m in enumerate(names)) / torch.sqrt(lam)
-        (G, _), = single_threaded(torch.linalg.qr, [(G,)], G.device.type == "cpu")   # re-orthonormalise (exact
-        #                                                                   in exact arithmetic)
+        A = [P[i] @ Vb[starts[i]:starts[i + 1]] / torch.sqrt(lam) for i in range(len(names))]   # G0 = sum X_i A_i
+        G0 = sum(Z[m] @ A[i] for i, m in enumerate(names))
+        (G, T), = single_threaded(torch.linalg.qr, [(G0,)], G0.device.type == "cpu")   # re-orthonormalise
+        #                                                           (exact in exact arithmetic: T = I up to signs)
         self.G_ = _np(G)
         self.eigenvalues_ = _np(lam)
+        diag = torch.diagonal(T).abs()
+        from_C = bool(diag.min() > 1e-8 * diag.max())     # T well conditioned: X_m^T G from the cross-products
         self.W_ = {}
-        for m in Z:
+        for i, m in enumerate(names):
             vals, vecs = eig[m]
             inv = torch.where(vals + r > vals[0].clamp_min(1e-300) * 1e-12, 1.0 / (vals + r), torch.zeros_like(vals))
-            self.W_[m] = _np(vecs @ (inv[:, None] * (vecs.T @ (Z[m].T @ G))))
+            if from_C:   # X_m^T G = X_m^T G0 T^-1 = (sum_j C_mj A_j) T^-1: d x d work instead of n x d
+                XtG = torch.linalg.solve_triangular(T, sum(block(i, j) @ A[j] for j in range(len(names))),
+                                                    upper=True, left=False)
+            else:
+                XtG = Z[m].T @ G
+            self.W_[m] = _np(vecs @ (inv[:, None] * (vecs.T @ XtG)))
         self.reg_ = r
         self.n_components_ = k
 
