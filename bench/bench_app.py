@@ -223,6 +223,44 @@ def visit(browser, url: str, view: dict, timeout_s: float, second: bool = False,
     return out
 
 
+def return_visits(browser_context, url: str, view: dict, timeout_s: float, repeat: int) -> dict:
+    """Leaving the view and coming back in the same session (the issue's "second visit": a click on another view
+    in the sidebar, then a click back on this one; no page load): seconds from the click back to the numbers (and
+    the map) on screen, median of ``repeat`` returns, and whether the view then reads exactly as before."""
+    import statistics
+
+    page = browser_context.new_page()
+    qs = "&".join([f"dataset={quote('server:study')}"] +
+                  [f"{k}={quote(v)}" for k, v in view["params"].items()])
+    t0 = time.perf_counter()
+    page.goto(f"{url}/{view['path']}?{qs}", timeout=timeout_s * 1000)
+    here = f"document.querySelector('#ps-page-{view['marker']}') && !document.querySelector('#ps-page-encode')"
+    timed_wait(page, f"{here} && ({view['numbers']})", t0, timeout_s)
+    if "map" in view:
+        timed_wait(page, f"{here} && ({view['map']})", t0, timeout_s)
+    if view["name"] != "Universe":       # (Universe's GCPA may train for minutes: its text is compared as it is)
+        wait_idle_stable(page, time.perf_counter(), timeout_s)
+    page.wait_for_timeout(1500)
+    before = page.inner_text('[data-testid="stMain"]')
+    numbers, maps, same = [], [], []
+    link = 'a[data-testid="stPageLink-NavLink"][href="{}"]'
+    for _ in range(max(1, repeat)):
+        page.click(link.format("encode"))
+        timed_wait(page, "document.querySelector('#ps-page-encode')", time.perf_counter(), timeout_s)
+        wait_idle_stable(page, time.perf_counter(), 60)
+        t0 = time.perf_counter()
+        page.click(link.format(view["path"]))
+        numbers.append(timed_wait(page, f"{here} && ({view['numbers']})", t0, timeout_s))
+        if "map" in view:
+            maps.append(timed_wait(page, f"{here} && ({view['map']})", t0, timeout_s))
+        page.wait_for_timeout(1500)
+        same.append(page.inner_text('[data-testid="stMain"]') == before)
+    page.close()
+    med = lambda xs: statistics.median([x for x in xs if x is not None]) if any(x is not None for x in xs) else None  # noqa: E731
+    return {"return_numbers": med(numbers), "return_map": med(maps) if maps else None,
+            "return_same_text": all(same), "returns": len(numbers)}
+
+
 def median_visit(visits: list[dict]) -> dict:
     """The median of each timing over repeated visits (a timing that timed out counts as missing); the wire
     summary of the visit whose 'numbers' is the median's (or the first)."""
@@ -342,11 +380,12 @@ def main() -> int:
                 others = [visit(browser, url, view, args.timeout, second=True)      # a second browser, cold cache
                           for _ in range(max(1, args.repeat))]
                 again, other = median_visit(agains), median_visit(others)
+                back = return_visits(user, url, view, args.timeout, args.repeat)
                 rows.append({"view": view["name"], **first, "second_visit": again["numbers"],
                              "second_browser": other["numbers"], "second_browser_paint": other["paint"],
                              "second_visit_map": again.get("map"), "second_browser_map": other.get("map"),
                              "second_visit_wire": again["wire"], "second_browser_wire": other["wire"],
-                             "load": load})
+                             **back, "load": load})
                 if not args.no_cli:   # right after the view (the server idles): both under about the same load
                     run_view_cli(rows[-1], view, study, env, args.timeout)
                 print(f"  {view['name']}: {rows[-1]}", flush=True)
@@ -382,6 +421,15 @@ def main() -> int:
               f"{fmt(r.get('second_browser_paint'), t)}, {fmt(r.get('second_browser'), t)} | "
               f"{fmt(cli, t) if cli or 'cli' in r else '-'}"
               f" | {ratio} | {r['load']:.1f} |")
+    print("\nLeaving the view and coming back in the same session (sidebar click to Encode, then back; no page "
+          "load): seconds from the click back to the numbers / the map, median of --repeat returns; whether the view "
+          "then reads exactly as before")
+    print("| view | back: numbers (s) | back: map (s) | same text | returns |\n|---|---|---|---|---|")
+    for r in rows:
+        f2 = lambda v: f">{t:.0f}" if v is None else f"{v:.2f}"  # noqa: E731
+        print(f"| {r['view']} | {f2(r.get('return_numbers'))} | "
+              f"{f2(r.get('return_map')) if r.get('return_map') else '-'} | {r.get('return_same_text')} | "
+              f"{r.get('returns', 0)} |")
     print("\nSecond visit / second browser, split (s from navigation; medians of --repeat visits): the server's "
           "last script_finished, the numbers and the map on screen; bytes the server sent (the largest element kind)")
     print("| view | second visit: script done, numbers, map | second browser: script done, numbers, map | bytes |"
