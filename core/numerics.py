@@ -212,7 +212,15 @@ class _SerialLapackPool:
             return pool
 
 
+    def _forget_after_fork(self):
+        """A forked child has none of the parent's worker threads: start afresh there."""
+        self._lock = threading.Lock()
+        self._executors = {}
+
+
 _SERIAL_LAPACK = _SerialLapackPool()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_SERIAL_LAPACK._forget_after_fork)
 
 
 def single_threaded(fn: Callable, arg_lists: Sequence[tuple], tensors_on_cpu: bool = True) -> list:

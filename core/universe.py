@@ -32,7 +32,8 @@ PW and GPA, which have an inverse, also have ``transform(X, source, target)`` (r
 feature coordinates of ``target``).
 
 Computation runs in torch float64 on :func:`core.device.pick_device` (MPS falls back to CPU); GCPA trains in
-float32. Inputs may be numpy arrays (memmaps included); outputs are numpy arrays and plain floats.
+float32. On the CPU the dense factorizations (polar factors, eigh, QR, per-space SVDs) run one thread each, side
+by side (:func:`core.numerics.single_threaded`; docs/UI.md, "Dense LAPACK runs one thread per call"). Inputs may be numpy arrays (memmaps included); outputs are numpy arrays and plain floats.
 """
 from __future__ import annotations
 

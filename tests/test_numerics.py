@@ -160,3 +160,24 @@ def test_single_threaded_iter_yields_in_order_passes_errors_and_stops_early():
     it.close()                                       # a consumer that stops (a cancelled job) starts no more calls
     _time.sleep(0.1)
     assert len(started) < 40
+
+
+def test_a_forked_child_starts_its_own_workers():
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork here")
+    polar_factors([torch.eye(3), torch.eye(3)])            # the parent's workers exist
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_polar, args=(q,))
+    p.start()
+    p.join(60)
+    if p.exitcode is None:                                  # hung on the parent's (absent) workers
+        p.kill()
+    assert p.exitcode == 0 and q.get(timeout=5) == pytest.approx(1.0)
+
+
+def _child_polar(q):
+    Q = polar_factors([torch.eye(4) * 2.0, torch.eye(4) * 3.0])
+    q.put(float(Q[1][0, 0]))

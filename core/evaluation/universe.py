@@ -246,7 +246,9 @@ def any_to_any_retrieval(model, test_spaces: Mapping[str, np.ndarray], groups=No
     One score matrix serves both directions of a pair: in a shared universe ``S_ba = S_ab^T``; for pairwise
     Procrustes too, since ``R_ba = R_ab^T`` is orthogonal and ``cos(x_a R_ab, x_b) = cos(x_a, x_b R_ab^T)``.
     Each direction's ranks give all three metrics; they are computed exactly, with a float32 product screened
-    in float64 (:func:`core.evaluation.metrics.cosine_true_ranks`).
+    in float64 (:func:`core.evaluation.metrics.cosine_true_ranks`). The pairs run side by side, one thread each
+    (:func:`core.numerics.single_threaded_iter`: their GEMMs and single-threaded numpy screening keep every core
+    busy), in order, so that progress and cancellation come between pairs.
 
     Returns
     -------
