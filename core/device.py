@@ -25,6 +25,23 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def has_fast_bfloat16(device: str | torch.device | None = None) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively (faster than float32).
+
+    CPU: oneDNN reports the AVX-512 BF16 or AMX instructions; CUDA: ``torch.cuda.is_bf16_supported()``;
+    anything else: False."""
+    dev = pick_device(device)
+    if dev.type == "cpu":
+        probe = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+        try:
+            return bool(torch.backends.mkldnn.is_available() and probe is not None and probe())
+        except (RuntimeError, AttributeError):
+            return False
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return False
+
+
 def float64_device(device: torch.device) -> torch.device:
     """A device that supports float64 (MPS does not: fall back to CPU there)."""
     return torch.device("cpu") if device.type == "mps" else device

@@ -37,6 +37,7 @@ by side (:func:`core.numerics.single_threaded`; docs/UI.md, "Dense LAPACK runs o
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -50,14 +51,15 @@ import numpy as np
 import torch
 
 from .base import Estimator, init_linear_, torch_generator
-from .device import as_float64, pick_device, pick_float64_device, to_numpy
+from .device import as_float64, has_fast_bfloat16, pick_device, pick_float64_device, to_numpy
 from .errors import DataError
 from .numerics import gram, gram_blocks, pca_components, polar_factors, single_threaded
 from .numerics import sym_eig_desc as _sym_eig_desc
 from .training import EarlyStopping
 
 __all__ = ["UniversePreprocessor", "PreparedSpaces", "prepare_spaces", "PairwiseProcrustes", "GPA", "GCCA", "GCPA", "METHODS", "METHOD_NAMES",
-           "make_estimator", "check_spaces", "method_label", "PREPROCESS_ORDERS", "GCCA_VARIANTS", "GCPA_SCHEDULES"]
+           "make_estimator", "check_spaces", "method_label", "PREPROCESS_ORDERS", "GCCA_VARIANTS", "GCPA_SCHEDULES",
+           "GCPA_PRECISIONS"]
 
 #: The four methods, in the order they are reported.
 METHODS = ("pw", "gpa", "gcca", "gcpa")
@@ -71,6 +73,10 @@ GCCA_VARIANTS = ("maxvar-ridge", "racing")
 #: GCPA training schedules: full epochs with early stopping per epoch (the project's) or the authors' sampled
 #: batches with validation every few steps (7.4).
 GCPA_SCHEDULES = ("epochs", "sampled")
+#: GCPA training precisions: float32 throughout (the default), or the corrector's matrix products in bfloat16
+#: (autocast; float32 master weights, optimizer, loss and held-out checks); "auto" = bfloat16 where the device
+#: multiplies it natively (:func:`core.device.has_fast_bfloat16`), else float32.
+GCPA_PRECISIONS = ("float32", "bfloat16", "auto")
 
 _CHUNK = 16384
 
@@ -989,6 +995,20 @@ def _gcpa_loss(out, target, u_hat, preserve_weight, margin):
     return (1 - cos_c).mean() + preserve_weight * torch.relu((1 - cos_u) - margin).mean()
 
 
+def _gcpa_step(net, opt, u, c, preserve_weight, margin, amp_dtype=None) -> torch.Tensor:
+    """One optimizer step of the corrector on the batch ``(u, c)``: the loss, its gradient, clipping at norm
+    1.0, AdamW. ``amp_dtype`` (e.g. ``torch.bfloat16``): the network's matrix products run in it under
+    autocast (weights, gradients, optimizer state and the loss stay float32). Returns the loss (detached)."""
+    with (torch.autocast(u.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()):
+        out = net(u)
+    loss = _gcpa_loss(out.float(), c, u, preserve_weight, margin)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+    return loss.detach()
+
+
 class GCPA(_Universe):
     """GPA universe, then one small residual corrector ``T`` shared by all spaces (paper D's GCPA).
 
@@ -997,8 +1017,15 @@ class GCPA(_Universe):
     AdamW (lr 2e-3, weight decay 1e-4), gradient clipping at 1.0, batches of ``batch_size`` rows of one random
     space; ``holdout`` of the training items are held out for early stopping (``patience`` epochs without a lower
     held-out loss; the best weights are kept - epoch 0, the identity, included). One epoch = every space's
-    training rows once (``schedule="epochs"``, the default). Trains in float32 on :func:`core.device.pick_device`
-    (GPU when present), seeded.
+    training rows once (``schedule="epochs"``, the default). Trains on :func:`core.device.pick_device` (GPU when
+    present), seeded.
+
+    ``precision``: ``"float32"`` (the default) trains in float32 throughout. ``"bfloat16"`` runs the corrector's
+    matrix products (forward and backward) in bfloat16 under ``torch.autocast``, with float32 master weights,
+    gradients, AdamW state and loss; the held-out checks that drive early stopping and the trained corrector's
+    use stay float32. ``"auto"``: bfloat16 where the device multiplies it natively
+    (:func:`core.device.has_fast_bfloat16`: AVX-512 BF16 / AMX CPUs, CUDA with bf16), else float32.
+    ``precision_`` records what was used. See docs/METHODS.md for the measured agreement with float32.
 
     ``schedule="sampled"`` is the authors' ``_fit_gc`` (METHODS.md 7.4): each step draws a batch with replacement
     (``min(batch_size, training rows)`` rows) from one random space; ``steps_per_epoch`` (default
@@ -1006,14 +1033,16 @@ class GCPA(_Universe):
     steps (default 20, or 40 when the held-out set holds at least one full batch) the held-out loss is the mean
     over ``val_batches`` sampled held-out batches; training stops after ``val_patience`` checks without
     improvement and the best validated weights are kept (the untrained identity is not a candidate). History
-    entries are then one per check: ``{"step", "epoch", "train_loss", "heldout_loss"}``.
+    entries are then one per check: ``{"step", "epoch", "train_loss", "heldout_loss", "seconds"}``.
 
     Attributes
     ----------
     gpa_ : the fitted :class:`GPA`.
     net_ : the trained torch module (on CPU).
-    history_ : list of ``{"epoch", "train_loss", "heldout_loss"}`` (epoch 0 = identity).
-    best_epoch_, stopped_epoch_, fit_seconds_, device_ (where it trained).
+    history_ : list of ``{"epoch", "train_loss", "heldout_loss", "seconds"}`` (epoch 0 = identity; ``seconds``
+        since the fit started).
+    best_epoch_, stopped_epoch_, fit_seconds_, device_ (where it trained), precision_ (``"float32"`` or
+    ``"bfloat16"``).
     """
 
     method = "gcpa"
@@ -1024,7 +1053,8 @@ class GCPA(_Universe):
                  margin: float = 0.08, holdout: float = 0.1, random_state=0, gpa_max_iter: int = 50,
                  gpa_tol: float = 1e-6, device=None, preprocess_order: str = "zscore-pca",
                  schedule: str = "epochs", steps_per_epoch: int | None = None, val_interval: int | None = None,
-                 val_batches: int = 50, val_patience: int = 50):
+                 val_batches: int = 50, val_patience: int = 50, precision: str = "float32"):
+        self.precision = precision
         self.preprocess_order = preprocess_order
         self.schedule = schedule
         self.steps_per_epoch = steps_per_epoch
@@ -1096,20 +1126,26 @@ class GCPA(_Universe):
         U_hat_d, C_d = U_hat.to(dev), C.to(dev)
         pw, mg = float(self.preserve_weight), float(self.margin)
 
+        # the held-out rows of every space and their targets, gathered once (float32: the checks are exact)
+        u_val = U_hat_d[:, val_rows.to(dev)].reshape(-1, d)
+        c_val = C_d[val_rows.to(dev)].repeat(M, 1)
+
         def heldout_loss() -> float:
             if n_val == 0:
                 return float("nan")
             with torch.no_grad():
-                u = U_hat_d[:, val_rows.to(dev)].reshape(-1, d)
-                c = C_d[val_rows.to(dev)].repeat(M, 1)
-                return float(_gcpa_loss(net(u), c, u, pw, mg))
+                return float(_gcpa_loss(net(u_val), c_val, u_val, pw, mg))
 
         if self.schedule not in GCPA_SCHEDULES:
             raise DataError(f"unknown GCPA schedule '{self.schedule}'", hint=f"use one of {', '.join(GCPA_SCHEDULES)}")
+        amp = self._amp_dtype(dev)
+        self.precision_ = "bfloat16" if amp is not None else "float32"
         if self.schedule == "sampled":
-            return self._fit_sampled(net, opt, U_hat_d, C_d, tr_rows.to(dev), val_rows.to(dev), gen, progress, t0)
+            return self._fit_sampled(net, opt, U_hat_d, C_d, tr_rows.to(dev), val_rows.to(dev), gen, progress, t0,
+                                     amp)
         stopper = EarlyStopping(self.patience, 1e-7, lambda: _state_copy(net)).start(heldout_loss(), 0)
-        self.history_ = [{"epoch": 0, "train_loss": None, "heldout_loss": stopper.best}]
+        self.history_ = [{"epoch": 0, "train_loss": None, "heldout_loss": stopper.best,
+                          "seconds": time.perf_counter() - t0}]
         self.best_epoch_ = 0
         bs = max(1, int(self.batch_size))
         n_tr = len(tr_rows)
@@ -1124,16 +1160,11 @@ class GCPA(_Universe):
             for j in order:
                 m, b = jobs[j]
                 rows = rows_perm[m][b * bs:(b + 1) * bs].to(dev)
-                u = U_hat_d[m, rows]
-                loss = _gcpa_loss(net(u), C_d[rows], u, pw, mg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                opt.step()
-                total += float(loss.detach()) * len(rows)
+                total += float(_gcpa_step(net, opt, U_hat_d[m, rows], C_d[rows], pw, mg, amp)) * len(rows)
             net.eval()
             val = heldout_loss()
-            self.history_.append({"epoch": epoch, "train_loss": total / (M * n_tr), "heldout_loss": val})
+            self.history_.append({"epoch": epoch, "train_loss": total / (M * n_tr), "heldout_loss": val,
+                                  "seconds": time.perf_counter() - t0})
             if n_val == 0:          # nothing held out: keep the latest state
                 stopper.take(val, epoch)
             elif stopper.update(val, epoch):
@@ -1146,7 +1177,16 @@ class GCPA(_Universe):
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
-    def _fit_sampled(self, net, opt, U_hat, C, tr_rows, val_rows, gen, progress, t0) -> "GCPA":
+    def _amp_dtype(self, dev: torch.device):
+        """The autocast dtype of the corrector's training (None: float32 throughout), from ``precision``."""
+        if self.precision not in GCPA_PRECISIONS:
+            raise DataError(f"unknown GCPA precision '{self.precision}'",
+                            hint=f"use one of {', '.join(GCPA_PRECISIONS)}")
+        if self.precision == "bfloat16" or (self.precision == "auto" and has_fast_bfloat16(dev)):
+            return torch.bfloat16
+        return None
+
+    def _fit_sampled(self, net, opt, U_hat, C, tr_rows, val_rows, gen, progress, t0, amp=None) -> "GCPA":
         """The authors' schedule (``schedule="sampled"``): see the class docstring."""
         M, _, d = U_hat.shape
         dev = U_hat.device
@@ -1175,18 +1215,13 @@ class GCPA(_Universe):
             for _ in range(steps):
                 net.train()
                 u, c = draw(tr_rows, bs)
-                loss = _gcpa_loss(net(u), c, u, pw, mg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                opt.step()
-                running.append(float(loss.detach()))
+                running.append(float(_gcpa_step(net, opt, u, c, pw, mg, amp)))
                 step += 1
                 if n_val and step % interval == 0:
                     net.eval()
                     val = heldout_loss()
                     self.history_.append({"step": step, "epoch": epoch, "train_loss": float(np.mean(running)),
-                                          "heldout_loss": val})
+                                          "heldout_loss": val, "seconds": time.perf_counter() - t0})
                     running = []
                     stop = stopper.update(val, (epoch, step))
                     if stopper.best_at is not None:
@@ -1225,7 +1260,8 @@ class GCPA(_Universe):
         # steps are their deprecated aliases for one release (README, "Renamed JSON keys")
         out.update({"gpa_iterations_run": self.gpa_.n_iter_, "gpa_iterations": self.gpa_.n_iter_,
                     "best_epoch": self.best_epoch_, "epochs_run": self.stopped_epoch_,
-                    "stopped_epoch": self.stopped_epoch_, "trained_on": self.device_, "schedule": self.schedule})
+                    "stopped_epoch": self.stopped_epoch_, "trained_on": self.device_, "schedule": self.schedule,
+                    "precision": getattr(self, "precision_", "float32")})
         if self.schedule == "sampled":
             out.update({"steps_run": self.n_steps_, "steps": self.n_steps_, "best_step": self.best_step_})
         return out
