@@ -133,3 +133,22 @@ def test_auto_precision_follows_the_cpu_and_bad_precision_is_refused():
 def test_fast_bfloat16_is_what_the_cpu_flags_say():
     flags = set(re.findall(r"\b(avx512_bf16|amx_bf16)\b", Path("/proc/cpuinfo").read_text()))
     assert has_fast_bfloat16("cpu") == bool(flags)
+
+
+def test_precision_reaches_gcpa_through_evaluate_universe_and_the_cli(tmp_path, capsys):
+    import json
+
+    from core.cli import main
+    from core.evaluation.universe import evaluate_universe
+
+    sp = planted(n=150, seed=6)
+    res = evaluate_universe(sp, ["gcpa"], gcpa_epochs=1, gcpa_precision="bfloat16")
+    assert res["methods"]["gcpa"]["description"]["precision"] == "bfloat16"
+    assert evaluate_universe(sp, ["gcpa"], gcpa_epochs=1)["methods"]["gcpa"]["description"]["precision"] == "float32"
+    paths = []
+    for name, X in sp.items():
+        np.save(tmp_path / f"{name}.npy", X.astype(np.float32))
+        paths.append(str(tmp_path / f"{name}.npy"))
+    assert main(["universe", *paths, "--method", "gcpa", "--epochs", "1", "--gcpa-precision", "bfloat16",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["methods"]["gcpa"]["description"]["precision"] == "bfloat16"

@@ -93,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help="GCPA's maximum epochs (default 100; 50 under --preset paper-d)")
     parser.add_argument("--patience", type=int, default=15, help="GCPA's early-stopping patience (default 15)")
+    parser.add_argument("--gcpa-precision", choices=("float32", "bfloat16", "auto"), default="float32",
+                        help="GCPA's training precision: float32 (default), bfloat16 matrix products (float32 "
+                             "weights, loss and held-out checks), or auto (bfloat16 where the CPU/GPU has it natively)")
     parser.add_argument("--cluster-seeds", type=int, default=3, metavar="N", help="k-means seeds (default 3)")
 
 
@@ -154,7 +157,8 @@ def run(args: argparse.Namespace, progress) -> dict:
                             test_size=args.test_size, seed=args.seed,
                             cluster_seeds=tuple(range(args.cluster_seeds)), standardize=not args.no_standardize,
                             width=args.width, dim=args.dim, gcca_reg=args.gcca_reg,
-                            gcpa_patience=args.patience, progress=progress, **kw)
+                            gcpa_patience=args.patience, gcpa_precision=args.gcpa_precision, progress=progress,
+                            **kw)
     res["labels"] = args.labels
     res["preset"] = record("D", args.preset, settings)
     return res

@@ -488,7 +488,7 @@ class UniverseStudy:
                  dim: int | None = None, gcca_reg: float | None = None, gcca_components: int | None = None,
                  gcpa_epochs: int = 100, gcpa_patience: int = 15, device=None,
                  preprocess_order: str = "zscore-pca", gcca_variant: str = "maxvar-ridge",
-                 gcpa_schedule: str = "epochs"):
+                 gcpa_schedule: str = "epochs", gcpa_precision: str = "float32"):
         self.spaces = check_spaces(spaces)
         n = int(next(iter(self.spaces.values())).shape[0])
         if add is not None:
@@ -504,7 +504,7 @@ class UniverseStudy:
         self.params = dict(standardize=standardize, width=width, dim=dim, device=device, seed=seed,
                            reg=gcca_reg, n_components=gcca_components, max_epochs=gcpa_epochs,
                            patience=gcpa_patience, preprocess_order=preprocess_order, variant=gcca_variant,
-                           schedule=gcpa_schedule)
+                           schedule=gcpa_schedule, precision=gcpa_precision)
         self._lock = threading.RLock()
         self._models: dict = {}
         self._fit_seconds: dict = {}
@@ -622,7 +622,8 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
                       gcpa_epochs: int = 100, gcpa_patience: int = 15, map_items: int = 0,
                       max_triples: int = 120, device=None, progress: Callable | None = None,
                       keep_models: bool = False, preprocess_order: str = "zscore-pca",
-                      gcca_variant: str = "maxvar-ridge", gcpa_schedule: str = "epochs") -> UniverseEvaluation:
+                      gcca_variant: str = "maxvar-ridge", gcpa_schedule: str = "epochs",
+                      gcpa_precision: str = "float32") -> UniverseEvaluation:
     """Fit every method on the training items and judge it on the held-out items.
 
     Parameters
@@ -641,6 +642,8 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
     preprocess_order : ``"zscore-pca"`` (default) or ``"pca-zscore"`` (the authors' order).
     gcca_variant : ``"maxvar-ridge"`` (default) or ``"racing"`` (the authors' GCCA; ``gcca_reg`` must be None).
     gcpa_schedule : ``"epochs"`` (default) or ``"sampled"`` (the authors' training schedule).
+    gcpa_precision : ``"float32"`` (default), ``"bfloat16"`` or ``"auto"`` (:class:`core.universe.GCPA`'s
+        ``precision``: the corrector's matrix products in bfloat16 where the CPU or GPU does them natively).
     (:mod:`core.presets` bundles the paper D choices: ``PRESETS["paper_d"].universe_kwargs()``.)
     map_items : when > 0, a 2-D map of this many test items (seeded sample) per method.
     keep_models : also return the fitted estimators under ``"models"`` (not JSON-ready; for the app).
@@ -665,7 +668,8 @@ def evaluate_universe(spaces: Mapping[str, np.ndarray], methods: Sequence[str] =
     study = UniverseStudy(spaces, groups=groups, add=add, test_size=test_size, seed=seed, standardize=standardize,
                           width=width, dim=dim, gcca_reg=gcca_reg, gcca_components=gcca_components,
                           gcpa_epochs=gcpa_epochs, gcpa_patience=gcpa_patience, device=device,
-                          preprocess_order=preprocess_order, gcca_variant=gcca_variant, gcpa_schedule=gcpa_schedule)
+                          preprocess_order=preprocess_order, gcca_variant=gcca_variant, gcpa_schedule=gcpa_schedule,
+                          gcpa_precision=gcpa_precision)
     out = UniverseEvaluation(study.names, study.n_items, int(len(study.train_rows_)), int(len(study.test_rows_)),
                              int(seed), test_size, labels is not None, {})
     for method in progress(methods, total=len(methods), desc="fitting methods"):
