@@ -188,3 +188,33 @@ def test_universe_page_paper_d_preset_from_the_url(server):
     at = finish_jobs(at)
     assert "custom: z" in " ".join(c.value for c in at.caption).replace("\\", "")
     assert at.number_input(key="url__epochs").value == 5 and not at.number_input(key="url__epochs").disabled
+
+
+def test_universe_page_gcpa_precision_is_a_setting_of_gcpa_only(server):
+    """bfloat16 GCPA is its own result (the float32 one stays stored), named in the caption; the other methods'
+    results are reused, not refitted."""
+    from core import cache as core_cache
+    import joblib
+
+    # a seed no other test uses: the process-wide job runner keeps other tests' finished jobs of the same keys
+    at = _open({"methods": json.dumps(["gpa", "gcpa"]), "seed": "7"})
+    assert not at.exception, at.exception
+    assert "float32." in " ".join(c.value for c in at.caption)
+    results_dir = core_cache.namespace_dir("shared") / "results"
+
+    def stored():
+        out = []
+        for f in results_dir.glob("*.joblib"):
+            v = joblib.load(f)
+            if isinstance(v, dict) and "method" in v:
+                out.append((v["method"]["name"], v["method"]["description"].get("precision")))
+        return sorted(out, key=str)
+
+    assert stored() == [("gcpa", "float32"), ("gpa", None)]
+    at.selectbox(key="url__precision").set_value("bfloat16").run()
+    at = finish_jobs(at)
+    assert not at.exception, at.exception
+    assert stored() == [("gcpa", "bfloat16"), ("gcpa", "float32"), ("gpa", None)]   # GPA's result reused
+    caption = " ".join(c.value for c in at.caption)
+    assert "bfloat16." in caption and "GCPA: " in caption
+    assert at.query_params["precision"] == ["bfloat16"] or at.query_params["precision"] == "bfloat16"
