@@ -229,3 +229,32 @@ def test_cosine_true_ranks_equal_true_ranks_of_the_float64_cosine(case):
     r1, r0 = cosine_true_ranks(A, B, groups, chunk_rows=64)
     np.testing.assert_array_equal(r1, true_ranks(S, groups, axis=1))
     np.testing.assert_array_equal(r0, true_ranks(S, groups, axis=0))
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+@pytest.mark.parametrize("case", ["separated", "plain", "near_ties", "groups"])
+def test_cosine_true_ranks_are_exact_with_and_without_the_bfloat16_screen(monkeypatch, case, bf16):
+    from core.align import cosine_similarity_matrix
+    from core.evaluation import metrics
+
+    if bf16 and not metrics._bf16_screen_ok():
+        pytest.skip("no fast bfloat16 products here")
+    monkeypatch.setattr(metrics, "_BF16_OK", [bf16])
+    rng = np.random.default_rng(12)
+    Q, d = 400, 48
+    A = rng.normal(size=(Q, d))
+    B = A + (0.05 if case == "separated" else 0.8) * rng.normal(size=(Q, d))
+    groups = np.repeat(np.arange(Q // 4), 4) if case == "groups" else None
+    if case == "near_ties":
+        for i in range(0, Q, 3):
+            B[(i + 1) % Q] = B[i] * (1 + 1e-9) + 1e-10 * rng.normal(size=d)
+    before = dict(metrics._SCREENS)
+    r1, r0 = metrics.cosine_true_ranks(A, B, groups, chunk_rows=64)
+    S = cosine_similarity_matrix(A, B)
+    np.testing.assert_array_equal(r1, true_ranks(S, groups, axis=1))
+    np.testing.assert_array_equal(r0, true_ranks(S, groups, axis=0))
+    used = {k: metrics._SCREENS[k] - before[k] for k in before}
+    if bf16 and case == "separated":
+        assert used["bfloat16"] == 7 and used["float32"] == 0     # every block through the bfloat16 screen
+    if not bf16:
+        assert used["bfloat16"] == 0

@@ -147,7 +147,11 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
     in both precisions. The few scores within ``delta`` (about ``2 delta Q / spread`` per query), and the
     thresholds themselves, are computed as float64 dot products of the float64-normalised rows, and compared
     exactly; ties count against the true item as in :func:`true_ranks`. With groups whose partner pairs
-    exceed ``64 Q`` this falls back to the float64 matrix.
+    exceed ``64 Q`` this falls back to the float64 matrix. Where the CPU multiplies bfloat16 fast (checked
+    once per process; ``PLATOSCOPE_BF16_SCREEN=0`` turns it off), each block of rows is first screened in
+    bfloat16 with the band its rounding allows (about 0.024 for unit rows: the inputs' rounding, float32
+    accumulation and the rounded result, doubled); a block with more than 8 scores per row in that band is
+    screened in float32 as above. Either way the ranks are exact.
 
     Returns ``(ranks_x_to_y, ranks_y_to_x)``, int64 arrays of length Q.
     """
@@ -198,19 +202,32 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
     # (|t| <= 1) so that "S32 >= hi" is certain and "S32 < lo" is certain
     pad = delta + 2.0 ** -23
     bounds = {axis: (to_numpy((t - pad).float()), to_numpy((t + pad).float())) for axis, t in ((1, row_t), (0, col_t))}
+    # a first screen in bfloat16 where the CPU multiplies it fast (_bf16_screen_ok): rounding the unit rows to
+    # bfloat16 moves a dot product by at most (2u + u^2) |a| |b| (u = 2^-8), the float32 accumulation by
+    # d 2^-24 and the bfloat16 result by u |s|; twice that is the band. Chunks with more than a few scores in
+    # that wider band go through the float32 screen instead.
+    use16 = dev.type == "cpu" and _bf16_screen_ok()
+    if use16:
+        u = 2.0 ** -8
+        pad16 = 2.0 * ((2 * u + u * u) * (1 + u) + (d + 2) * 2.0 ** -24 + u)
+        bounds16 = {axis: (to_numpy((t - pad16).float()), to_numpy((t + pad16).float()))
+                    for axis, t in ((1, row_t), (0, col_t))}
+        A16, B16 = A64.to(torch.bfloat16), B64.to(torch.bfloat16)
     ahead = {1: np.zeros(Q, dtype=np.int64), 0: np.zeros(Q, dtype=np.int64)}
-    for start in range(0, Q, int(chunk_rows)):
-        stop = min(Q, start + int(chunk_rows))
-        S32 = to_numpy(A32[start:stop] @ B32.T)                             # rows start..stop, all columns
+
+    def screen(S, bnds, start, stop, budget=None):
+        """Counts (per axis: the queries' sure scores) and the band's (rows, cols) of one block of rows; None
+        when the bands hold more than ``budget`` scores."""
         partner = None if codes is None else codes[start:stop, None] == codes[None, :]
         not_partner = None if partner is None else ~partner
         diag = np.arange(stop - start)                                      # (start + i, start + i): true pairs
+        out = {}
         for axis in (1, 0):
-            lo, hi = bounds[axis]
+            lo, hi = bnds[axis]
             lo = lo[start:stop, None] if axis == 1 else lo[None, :]
             hi = hi[start:stop, None] if axis == 1 else hi[None, :]
-            sure, band = S32 >= hi, S32 >= lo
-            band ^= sure                                                    # lo <= S32 < hi (hi > lo)
+            sure, band = S >= hi, S >= lo
+            band ^= sure                                                    # lo <= S < hi (hi > lo)
             if not_partner is not None:                                     # partners never count
                 sure &= not_partner
                 band &= not_partner
@@ -218,14 +235,28 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
                 # the true item's own score is its threshold: it counts (S_ii >= S_ii), without recomputing it
                 sure[diag, diag + start] = True
                 band[diag, diag + start] = False
-            n_sure = np.count_nonzero(sure, axis=axis)
+            if budget is not None and np.count_nonzero(band) > budget:
+                return None
+            out[axis] = (np.count_nonzero(sure, axis=axis), np.nonzero(band) if band.any() else None)
+        return out
+
+    for start in range(0, Q, int(chunk_rows)):
+        stop = min(Q, start + int(chunk_rows))
+        res = None
+        if use16:                                                           # rows start..stop, all columns
+            res = screen(to_numpy((A16[start:stop] @ B16.T).float()), bounds16, start, stop,
+                         budget=8 * (stop - start))
+        _SCREENS["bfloat16" if res is not None else "float32"] += 1
+        if res is None:
+            res = screen(to_numpy(A32[start:stop] @ B32.T), bounds, start, stop)
+        for axis, (n_sure, band) in res.items():
             if axis == 1:
                 ahead[1][start:stop] += n_sure
             else:
                 ahead[0] += n_sure
-            if not band.any():
+            if band is None:
                 continue
-            r, c = np.nonzero(band)                                         # the scores in a band: row, column
+            r, c = band                                                     # the scores in a band: row, column
             rows, cols = r + start, c
             who, thr = (rows, row_t) if axis == 1 else (cols, col_t)       # whose threshold (the query)
             rows_t, cols_t = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
@@ -234,6 +265,46 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
     if codes is None:            # the query's own partner is among those counted (S_ii >= S_ii): rank = count
         return ahead[1], ahead[0]
     return 1 + ahead[1], 1 + ahead[0]
+
+
+_BF16_OK: list = []
+_SCREENS = {"bfloat16": 0, "float32": 0}       # blocks screened each way (for tests and benchmarks)
+
+
+def _bf16_screen_ok() -> bool:
+    """Whether bfloat16 products are worth a first screen here, and behave as the bound assumes: checked once
+    per process on random unit rows (a product at least twice as fast as float32's, and its error against
+    float64 within a quarter of the band). Where not, the screen is float32 only."""
+    if not _BF16_OK:
+        import os
+        import time
+
+        import torch
+
+        ok = os.environ.get("PLATOSCOPE_BF16_SCREEN", "1") != "0"
+        if ok:
+            try:
+                g = torch.Generator().manual_seed(0)
+                A = torch.nn.functional.normalize(torch.randn(512, 384, dtype=torch.float64, generator=g), dim=1)
+                B = torch.nn.functional.normalize(torch.randn(1024, 384, dtype=torch.float64, generator=g), dim=1)
+                A16, B16, A32, B32 = A.bfloat16(), B.bfloat16(), A.float(), B.float()
+                err = float(((A16 @ B16.T).double() - A @ B.T).abs().max())
+                u = 2.0 ** -8
+                pad16 = 2.0 * ((2 * u + u * u) * (1 + u) + 386 * 2.0 ** -24 + u)
+
+                def best(f):
+                    ts = []
+                    for _ in range(3):
+                        t0 = time.perf_counter()
+                        f()
+                        ts.append(time.perf_counter() - t0)
+                    return min(ts)
+
+                ok = err <= pad16 / 4 and 2 * best(lambda: A16 @ B16.T) < best(lambda: A32 @ B32.T)
+            except Exception:  # noqa: BLE001 - no bfloat16 here: float32 only
+                ok = False
+        _BF16_OK.append(bool(ok))
+    return _BF16_OK[0]
 
 
 def topk_from_ranks(ranks, ks=DEFAULT_KS) -> dict[int, float]:
