@@ -158,8 +158,11 @@ view = st.segmented_control("View", VIEWS, key=url_key("view", VIEWS[0], VIEWS),
 sync_url(view=view)
 
 if view == "Retrieval and cycles":
-    fig = retrieval_heatmaps(retrieval, metric)
-    st.plotly_chart(safe_figure(fig), key="universe_heatmaps", width="stretch")
+    # built once per set of results and metric (ui.cached.drawn): a rerun or a second visit only sends them
+    shown_keys = [method_key(m) for m in outputs]
+    fig = cached.drawn(namespace, cached.result_key("drawing", "universe_heatmaps", shown_keys, metric),
+                       lambda: safe_figure(retrieval_heatmaps(retrieval, metric)))
+    st.plotly_chart(fig, key="universe_heatmaps", width="stretch")
     rows = []
     for m, r in results.items():
         s = r["retrieval"]["summary"]
@@ -170,8 +173,9 @@ if view == "Retrieval and cycles":
     table = pd.DataFrame(rows)
     export_controls("platoscope-universe-retrieval", fig=fig, table=table,
                     manifest=build_manifest(view="universe/retrieval", dataset=ds, seeds=[int(seed)], params=params))
-    bars = mean_worst_bars(retrieval, metric)
-    st.plotly_chart(safe_figure(bars), key="universe_bars", width="stretch")
+    bars = cached.drawn(namespace, cached.result_key("drawing", "universe_bars", shown_keys, metric),
+                        lambda: safe_figure(mean_worst_bars(retrieval, metric)))
+    st.plotly_chart(bars, key="universe_bars", width="stretch")
     st.dataframe(table.set_index("method"), width="stretch")
     ch = next(iter(retrieval.values()))["chance"]
     st.caption(f"Chance: Hits@1 {ch['top1']:.4f}, Hits@5 {ch['top5']:.4f}, MRR {ch['mrr']:.4f}. "

@@ -218,3 +218,21 @@ def test_universe_page_gcpa_precision_is_a_setting_of_gcpa_only(server):
     caption = " ".join(c.value for c in at.caption)
     assert "bfloat16." in caption and "GCPA: " in caption
     assert at.query_params["precision"] == ["bfloat16"] or at.query_params["precision"] == "bfloat16"
+
+
+def test_universe_page_builds_its_figures_once_per_results_and_metric(server, monkeypatch):
+    import ui.plots_universe as plots
+
+    at = _open({"methods": json.dumps(["gpa", "gcca"]), "seed": "11"})
+    assert not at.exception, at.exception
+    calls = []
+    for name in ("retrieval_heatmaps", "mean_worst_bars"):
+        real = getattr(plots, name)
+        monkeypatch.setattr(plots, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    at.run()                                                       # a rerun: the kept figures, nothing rebuilt
+    assert not at.exception and calls == []
+    before = [c.proto.spec for c in at.get("plotly_chart")]
+    at.selectbox(key="url__metric").set_value("mrr").run()         # another metric: built once more
+    assert sorted(calls) == ["mean_worst_bars", "retrieval_heatmaps"]
+    at.selectbox(key="url__metric").set_value("top1").run()        # back: the kept ones again
+    assert len(calls) == 2 and [c.proto.spec for c in at.get("plotly_chart")] == before
