@@ -211,7 +211,6 @@ class _SerialLapackPool:
                 self._executors[nice] = pool
             return pool
 
-
     def _forget_after_fork(self):
         """A forked child has none of the parent's worker threads: start afresh there."""
         self._lock = threading.Lock()

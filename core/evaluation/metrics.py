@@ -208,8 +208,7 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
     # that wider band go through the float32 screen instead.
     use16 = dev.type == "cpu" and _bf16_screen_ok()
     if use16:
-        u = 2.0 ** -8
-        pad16 = 2.0 * ((2 * u + u * u) * (1 + u) + (d + 2) * 2.0 ** -24 + u)
+        pad16 = _bf16_band(d)
         bounds16 = {axis: (to_numpy((t - pad16).float()), to_numpy((t + pad16).float()))
                     for axis, t in ((1, row_t), (0, col_t))}
         A16, B16 = A64.to(torch.bfloat16), B64.to(torch.bfloat16)
@@ -267,6 +266,14 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
     return 1 + ahead[1], 1 + ahead[0]
 
 
+def _bf16_band(d: int) -> float:
+    """The half-width of the band around a threshold that a bfloat16 score of two unit rows of width ``d`` can
+    fall in: the rows' rounding ``(2u + u^2)(1 + u)`` (u = 2^-8), the float32 accumulation ``(d + 2) 2^-24`` and
+    the rounded result ``u``, doubled."""
+    u = 2.0 ** -8
+    return 2.0 * ((2 * u + u * u) * (1 + u) + (d + 2) * 2.0 ** -24 + u)
+
+
 _BF16_OK: list = []
 _SCREENS = {"bfloat16": 0, "float32": 0}       # blocks screened each way (for tests and benchmarks)
 
@@ -289,8 +296,7 @@ def _bf16_screen_ok() -> bool:
                 B = torch.nn.functional.normalize(torch.randn(1024, 384, dtype=torch.float64, generator=g), dim=1)
                 A16, B16, A32, B32 = A.bfloat16(), B.bfloat16(), A.float(), B.float()
                 err = float(((A16 @ B16.T).double() - A @ B.T).abs().max())
-                u = 2.0 ** -8
-                pad16 = 2.0 * ((2 * u + u * u) * (1 + u) + 386 * 2.0 ** -24 + u)
+                pad16 = _bf16_band(384)
 
                 def best(f):
                     ts = []
