@@ -726,12 +726,18 @@ class GPA(_Invertible):
             raise DataError(f"the new space needs {self.consensus_.shape[0]} rows (the training items, same order), "
                             f"got shape {shape}", array=name)
         t0 = time.perf_counter()
-        self.preprocessor_.add(name, X)
+        # everything is computed on a copy of the preprocessor (its containers copied, the fitted steps shared) and
+        # the new state assigned at the end: an add that fails (bad rows, a cancel, an interrupt) leaves the
+        # estimator exactly as it was, and the preprocessor a GCPA shares with this GPA is never changed
+        pre = copy.copy(self.preprocessor_)
+        pre.steps_, pre.names_ = dict(pre.steps_), list(pre.names_)
+        pre.add(name, X)
         dev = self._dev()
-        z = self.preprocessor_.transform_t(name, X, dev)
+        z = pre.transform_t(name, X, dev)
         U = torch.as_tensor(self.consensus_, device=dev)
-        self.R_[name] = _np(_polar(z.T @ U))
-        self.added_[name] = {"fit_seconds": time.perf_counter() - t0}
+        R = _np(_polar(z.T @ U))
+        self.preprocessor_, self.R_ = pre, {**self.R_, name: R}
+        self.added_ = {**self.added_, name: {"fit_seconds": time.perf_counter() - t0}}
         return self
 
     def _Rt(self, name, dev):

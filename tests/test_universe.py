@@ -102,6 +102,45 @@ def test_gpa_add_fits_only_the_new_map():
         gpa.add_space("s9", sp["s3"][:10])
 
 
+
+def test_gpa_add_that_fails_leaves_the_estimator_as_before(monkeypatch):
+    """A GPA-ADD that fails after the new space's preprocessing was fitted (here: its polar factor) leaves the
+    GPA, its preprocessor and a GCPA sharing that preprocessor exactly as they were; a later add still works."""
+    import pickle
+
+    import core.universe as cu
+
+    _, sp = rotated(M=4, seed=3)
+    base = {k: sp[k] for k in ("s0", "s1", "s2")}
+    gpa = GPA(standardize=False, tol=1e-12).fit(base)
+    gcpa = GCPA(max_epochs=1, random_state=0).fit(base, gpa=gpa)
+    shared_pre = gcpa.preprocessor_
+
+    def state(est):                      # every attribute's value, byte for byte (GCPA's own GPA aside)
+        return {k: pickle.dumps(v) for k, v in est.__dict__.items() if k != "gpa_"}
+
+    before, before_gcpa = state(gpa), state(gcpa)
+
+    def broken(M):
+        raise RuntimeError("polar factor failed")
+
+    monkeypatch.setattr(cu, "_polar", broken)
+    with pytest.raises(RuntimeError, match="polar factor failed"):
+        gpa.add_space("s3", sp["s3"])
+    assert state(gpa) == before
+    assert gpa.space_names_ == ["s0", "s1", "s2"] and "s3" not in gpa.preprocessor_.steps_
+    with pytest.raises(DataError, match="no space named 's3'"):
+        gpa.to_universe("s3", sp["s3"])
+    monkeypatch.undo()
+    gpa.add_space("s3", sp["s3"])
+    # the added map is the polar factor of X_new^T U (naive, numpy), as if the failed call had never happened
+    A, _, Bt = np.linalg.svd(gpa.preprocess("s3", sp["s3"]).T @ gpa.consensus_)
+    assert np.allclose(gpa.R_["s3"], A @ Bt, atol=1e-10)
+    # the GCPA built on this GPA (it holds it as gpa_) keeps its preprocessor through either call
+    assert gcpa.gpa_ is gpa and gcpa.preprocessor_ is shared_pre and state(gcpa) == before_gcpa
+    assert "s3" not in gcpa.preprocessor_.steps_ and gcpa.space_names_ == ["s0", "s1", "s2"]
+
+
 # ------------------------------------------------------------------------------------------------ preprocessing
 def test_preprocessing_zscore_and_pca_match_sklearn():
     from sklearn.decomposition import PCA
