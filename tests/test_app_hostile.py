@@ -275,6 +275,65 @@ def test_shared_result_is_computed_once_for_concurrent_first_requests():
     assert len(calls) == 1 and len(results) == 3 and all(r == {"value": 42} for r in results)
 
 
+
+def test_result_key_locks_are_dropped_when_no_one_holds_or_waits_for_them():
+    """ui.cached keeps a lock per result key only while it is in use: after many computed results the table is
+    back to what it was, and a lock with a holder and a waiter stays (one lock per key) until both are done."""
+    import threading
+
+    from ui import cached
+
+    tag = np.random.default_rng().integers(1 << 60)
+    keys = [cached.result_key("test-lock-prune", tag, i) for i in range(20)]
+    for i, key in enumerate(keys):
+        assert cached.computed("shared", key, "x", lambda progress, i=i: {"value": i}) == {"value": i}
+    assert not set(keys) & set(cached._LOCKS)           # noqa: SLF001 - the table itself is what is tested
+
+    key = cached.result_key("test-lock-prune-held", tag)
+    held, release, waiting, third_waits = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+    inside, order = [], []
+
+    def holder():
+        with cached.key_locked(key):
+            inside.append("a")
+            held.set()
+            release.wait(30)
+            inside.remove("a")
+            order.append(("a out", len(inside)))
+
+    def waiter(name, signal):
+        class Waiting:
+            def __enter__(self):
+                signal.set()
+
+            def __exit__(self, *exc):
+                return False
+
+        with cached.key_locked(key, Waiting):
+            order.append((f"{name} in", len(inside)))
+            inside.append(name)
+            if name == "b":
+                third_waits.wait(30)             # c now waits for b: the entry must still be the same lock
+            inside.remove(name)
+
+    a = threading.Thread(target=holder)
+    a.start()
+    assert held.wait(30)
+    b = threading.Thread(target=waiter, args=("b", waiting))
+    b.start()
+    assert waiting.wait(30)
+    assert key in cached._LOCKS and cached._LOCKS[key].users == 2     # noqa: SLF001 - held and awaited: kept
+    c = threading.Thread(target=waiter, args=("c", third_waits))
+    c.start()
+    release.set()
+    for t in (a, b, c):
+        t.join(30)
+    assert not any(t.is_alive() for t in (a, b, c))
+    # nobody was ever inside with someone else, and c waited (the lock it got was b's, not a fresh one)
+    assert all(n == 0 for _, n in order) and third_waits.is_set() and [o for o, _ in order][0] == "a out"
+    assert key not in cached._LOCKS                   # noqa: SLF001
+
+
 def test_upload_limit_applies_before_the_file_is_read(env, monkeypatch):
     from streamlit import config
 

@@ -11,6 +11,7 @@ result key makes concurrent first requests wait for one computation.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import threading
@@ -162,17 +163,46 @@ def result_key(*parts) -> str:
     return key
 
 
-_LOCKS: dict[str, threading.Lock] = {}
+class _KeyLock:
+    """One result key's lock and how many callers hold it or wait for it (guarded by ``_LOCKS_GUARD``)."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.users = 0
+
+
+#: the locks of result keys being computed now, shared by every session of the process; an entry goes when its
+#: last holder or waiter is done (``users`` counts both), so the table holds only keys in use
+_LOCKS: dict[str, _KeyLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-def key_lock(key: str) -> threading.Lock:
-    """The lock of one result key (created on first use, shared by every session of the process)."""
+@contextlib.contextmanager
+def key_locked(key: str, on_wait=None):
+    """Hold the lock of one result key (created on first use); ``on_wait()``, a context manager, is entered
+    while waiting for another holder (e.g. a spinner). The entry is removed once nobody holds it or waits for
+    it: a waiter counts from before it asks for the lock, so no lock is dropped while held or awaited, and
+    callers of one key always share one lock."""
     with _LOCKS_GUARD:
-        lock = _LOCKS.get(key)
-        if lock is None:
-            lock = _LOCKS[key] = threading.Lock()
-        return lock
+        entry = _LOCKS.get(key)
+        if entry is None:
+            entry = _LOCKS[key] = _KeyLock()
+        entry.users += 1
+    try:
+        if not entry.lock.acquire(blocking=False):
+            with (on_wait() if on_wait is not None else contextlib.nullcontext()):
+                entry.lock.acquire()
+        try:
+            yield
+        finally:
+            entry.lock.release()
+    finally:
+        with _LOCKS_GUARD:
+            entry.users -= 1
+            if entry.users == 0 and _LOCKS.get(key) is entry:
+                del _LOCKS[key]
 
 
 def _pop(state, key, default=None):
@@ -282,19 +312,14 @@ def computed(namespace: str, key: str, label: str, compute):
     if key in store:
         store.move_to_end(key)
         return store[key]
-    lock = key_lock(key) if namespace == "shared" else None
-    if lock is None:
+    if namespace != "shared":
         return _compute_into(store, key, label, compute)
-    if not lock.acquire(blocking=False):
-        with st.spinner(f"{md(label)}: another session is computing this result; waiting for it ..."):
-            lock.acquire()
-    try:
+    with key_locked(key, lambda: st.spinner(f"{md(label)}: another session is computing this result; "
+                                            "waiting for it ...")):
         if key in store:  # computed meanwhile by the session we waited for
             store.move_to_end(key)
             return store[key]
         return _compute_into(store, key, label, compute)
-    finally:
-        lock.release()
 
 
 def _compute_into(store, key: str, label: str, compute):
