@@ -140,3 +140,14 @@ def test_methods_reference_travels_with_the_code():
     pointers = set(re.findall(r"`(core/[\w/]+\.py)", text))
     assert pointers and all((ROOT / p).exists() for p in pointers), sorted(p for p in pointers
                                                                           if not (ROOT / p).exists())
+
+
+def test_every_environment_variable_the_code_reads_is_in_the_readme():
+    """Each ``PLATOSCOPE_*`` variable the app or the core names (as a string: what ``os.environ`` is asked for)
+    is documented in the README."""
+    files = [ROOT / "app.py", *(p for folder in ("core", "ui", "pages") for p in (ROOT / folder).rglob("*.py"))]
+    named = set()
+    for path in files:
+        named |= set(re.findall(r"[\"'](PLATOSCOPE_[A-Z0-9_]+)[\"']", path.read_text()))
+    assert {"PLATOSCOPE_DEVICE", "PLATOSCOPE_BF16_SCREEN", "PLATOSCOPE_MAX_JOBS"} <= named   # the pattern finds them
+    assert not sorted(v for v in named if v not in README), sorted(v for v in named if v not in README)
