@@ -1,12 +1,24 @@
-"""Benchmark of one GCPA training epoch (core/universe.py) against its GEMM floor, in the same run.
+"""Benchmark of one GCPA training epoch (core/universe.py): the hand-written step against the old autograd step
+and against the GEMM floors, in the same run.
 
 One epoch of ``schedule="epochs"`` is every space's training rows once, in batches of 4,096, plus the held-out
-check. Its unavoidable work is the corrector's matrix products: per training row 9 GEMMs (3 forward, 6 backward:
-``d x 2d``, ``2d x d`` and ``d x d``; 30 d^2 flops), per held-out row the 3 forward ones (10 d^2 flops). The
-floor is those GEMMs alone, with the epoch's exact shapes, timed here in the same dtype and thread count
-(the hardware floor; everything else in the step, LayerNorm, GELU, the gate, the normalisations, the loss,
-clipping and AdamW, is overhead above it). Printed per (threads, precision): median epoch seconds over
-``--epochs`` epochs and ``--rounds`` fits, the floor (median), their ratio and the achieved GFLOP/s.
+check. The floor of an epoch is the matrix products a step cannot avoid, timed alone with the epoch's exact
+shapes, in the same dtype and thread count, in the same round as the epochs (the other developers' load hits
+both):
+
+* old floor (the autograd step's GEMMs): per training row 9 GEMMs, 3 forward (``d x 2d``, ``2d x d``, ``d x d``)
+  and 6 backward (two weight gradients and one ``dL/dinput`` per layer): ``30 d^2`` flops;
+* new floor (the hand-written step's GEMMs): the two products with ``dL/dh`` (``h`` = LayerNorm's output, only
+  needed for LayerNorm's own weights) are gone, LayerNorm's gradient comes from the first layer's weight
+  gradient instead (core.universe._corrector_backward): 7 GEMMs, ``24 d^2`` flops per training row;
+* both: per held-out row the 3 forward GEMMs (``10 d^2`` flops).
+
+Printed per (threads, precision): median epoch seconds of the new step and of the old one (the autograd step
+of before, kept here only: ``old_step``, put in place of core's step for the "old" fits), both floors, the
+ratios and the speed-up; ``--rounds`` rounds interleave every setting (old, new, floor), ``--epochs`` epochs per
+fit. ``uptime`` is printed before and after each round. Everything above the floor is the step's elementwise
+work (normalisation, GELU, the gate, the loss and their gradients), the casts, clipping, AdamW, the batch
+gathering and the held-out check's non-GEMM work.
 
 Default sizes are the study's (4 spaces, 24,800 training rows, d = 384, so 22,320 trained + 2,480 held out per
 space); ``--quick`` shrinks them. The spaces are planted (a shared signal plus noise), the GPA is given.
@@ -16,9 +28,13 @@ space); ``--quick`` shrinks them. The spaces are planted (a shared signal plus n
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
+import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +42,50 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import core.universe as cu  # noqa: E402
 from core.device import has_fast_bfloat16  # noqa: E402
 from core.universe import GCPA, GPA  # noqa: E402
 
 
+# ---- the autograd step as it was before the hand-written one (bench only) ------------------------------------
+def old_forward(net, u):
+    u_hat = cu._normalize(u)
+    h = net.norm(u_hat)
+    delta = net.w2(torch.nn.functional.gelu(net.w1(h)))
+    g = torch.sigmoid(net.wg(h))
+    return cu._normalize(u_hat + g * delta)
+
+
+def old_step(net, opt, u, c, preserve_weight, margin, amp_dtype=None, work=None, xn=None):
+    with (torch.autocast(u.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()):
+        out = net(u)
+    loss = cu._gcpa_loss(out.float(), c, u, preserve_weight, margin)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+    return loss.detach()
+
+
+@contextlib.contextmanager
+def old_path():
+    """GCPA.fit with the old step, forward, optimizer and batch indexing (nothing precomputed)."""
+    saved = {k: getattr(cu, k) for k in ("_gcpa_step", "_adamw", "_corrector_inputs", "_gather_batch")}
+    forward = cu._Corrector.forward
+    cu._gcpa_step = old_step
+    cu._adamw = lambda net, lr, wd: torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=wd)
+    cu._corrector_inputs = lambda U, eps, dtype=None: U
+    cu._gather_batch = lambda work, rows, U, C, XN: (U[rows], C[rows], None)
+    cu._Corrector.forward = old_forward
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(cu, k, v)
+        cu._Corrector.forward = forward
+
+
+# ---- the floors --------------------------------------------------------------------------------------------
 def planted(n, d, M, seed=0):
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, d // 2)).astype(np.float32)
@@ -37,36 +93,43 @@ def planted(n, d, M, seed=0):
             + 0.3 * rng.normal(size=(n, d)).astype(np.float32) for m in range(M)}
 
 
-def epoch_gemms(M, n_train, n_val, d, batch):
-    """(m, k, n) of every GEMM of one epoch: 9 per training batch, 3 for the held-out check."""
+def epoch_gemms(M, n_train, n_val, d, batch, new: bool):
+    """(m, k, n) of every GEMM of one epoch: 9 (old) or 7 (new) per training batch, 3 for the held-out check."""
     h = 2 * d
     sizes = [min(batch, n_train - s) for s in range(0, n_train, batch)] * M
     out = []
     for B in sizes:
-        out += [(B, d, h), (B, h, d), (B, d, d),                                       # forward
-                (d, B, h), (B, d, h), (h, B, d), (B, h, d), (d, B, d), (B, d, d)]      # backward
+        out += [(B, d, h), (B, h, d), (B, d, d)]                                   # forward
+        out += [(d, B, h), (B, d, h), (h, B, d), (d, B, d)]                         # dW2, da, dW1, dWg
+        if not new:
+            out += [(B, h, d), (B, d, d)]                                           # dL/dh through W1 and Wg
     V = M * n_val
     out += [(V, d, h), (V, h, d), (V, d, d)]
     return out
 
 
-def gemm_floor(shapes, dtype, repeats):
-    """Median seconds of the GEMMs of ``shapes`` (distinct shapes timed once each, counted as often as they occur)."""
-    from collections import Counter
-
+def gemm_floor(shapes, dtype, repeats=3):
+    """Seconds of the GEMMs of ``shapes``: each distinct shape timed ``repeats`` times (median), counted as often
+    as it occurs."""
     count = Counter(shapes)
-    mats = {s: (torch.randn(s[0], s[1]).to(dtype), torch.randn(s[1], s[2]).to(dtype)) for s in count}
-    for a, b in mats.values():
+    total = 0.0
+    for s, k in count.items():
+        a, b = torch.randn(s[0], s[1]).to(dtype), torch.randn(s[1], s[2]).to(dtype)
         a @ b
-    times = []
-    for _ in range(repeats):
-        total = 0.0
-        for s, (a, b) in mats.items():
+        ts = []
+        for _ in range(repeats):
             t0 = time.perf_counter()
             a @ b
-            total += (time.perf_counter() - t0) * count[s]
-        times.append(total)
-    return statistics.median(times)
+            ts.append(time.perf_counter() - t0)
+        total += statistics.median(ts) * k
+    return total
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip().split("load average:")[1]
+    except Exception:   # noqa: BLE001
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(argv=None):
@@ -82,32 +145,38 @@ def main(argv=None):
     gpa = GPA(standardize=False, width="pad", max_iter=3).fit(sp)
     n_val = max(1, int(round(0.1 * n)))
     n_train = n - n_val
-    shapes = epoch_gemms(M, n_train, n_val, d, batch)
-    flops = sum(2 * a * b * c for a, b, c in shapes)
+    shapes = {new: epoch_gemms(M, n_train, n_val, d, batch, new) for new in (False, True)}
+    flops = {new: sum(2 * a * b * c for a, b, c in s) for new, s in shapes.items()}
     precisions = ["float32"] + (["bfloat16"] if has_fast_bfloat16("cpu") else [])
-    print(f"sizes: M={M} spaces, {n_train} trained + {n_val} held-out rows each, d={d}, batch {batch}; "
-          f"{flops / 1e9:.0f} GFLOP of GEMMs per epoch; {args.epochs} epochs x {args.rounds} fits per setting; "
-          f"native bfloat16: {has_fast_bfloat16('cpu')}")
-    results = {}
+    print(f"sizes: M={M} spaces, {n_train} trained + {n_val} held-out rows each, d={d}, batch {batch}; GEMMs per "
+          f"epoch: old step {flops[False] / 1e9:.0f} GFLOP, new step {flops[True] / 1e9:.0f} GFLOP; {args.epochs} "
+          f"epochs x {args.rounds} rounds per setting; native bfloat16: {has_fast_bfloat16('cpu')}")
+    res: dict = {}
+    threads_list = [int(t) for t in args.threads.split(",")]
     for rnd in range(args.rounds):            # rounds interleave the settings: load changes hit all of them
-        for threads in [int(t) for t in args.threads.split(",")]:
+        print(f"round {rnd + 1}: load before {uptime()}", flush=True)
+        for threads in threads_list:
             torch.set_num_threads(threads)
             for prec in precisions:
-                est = GCPA(max_epochs=args.epochs, patience=args.epochs + 1, precision=prec, device="cpu",
-                           batch_size=batch).fit(sp, gpa=gpa)
-                secs = [b["seconds"] - a["seconds"] for a, b in zip(est.history_, est.history_[1:])]
-                floor = gemm_floor(shapes, torch.float32 if prec == "float32" else torch.bfloat16, 3)
-                r = results.setdefault((threads, prec), {"epoch": [], "floor": []})
-                r["epoch"] += secs
-                r["floor"].append(floor)
-    print(f"{'threads':>7s} {'precision':>9s} {'epoch s':>9s} {'GEMM floor s':>12s} {'ratio':>6s} "
-          f"{'GFLOP/s':>8s} {'floor GFLOP/s':>13s}")
-    base = {}
-    for (threads, prec), r in results.items():
-        e, f = statistics.median(r["epoch"]), statistics.median(r["floor"])
-        base.setdefault(threads, e)
-        print(f"{threads:7d} {prec:>9s} {e:9.3f} {f:12.3f} {e / f:6.2f} {flops / e / 1e9:8.1f} {flops / f / 1e9:13.1f}"
-              + (f"   float32 / bfloat16 epoch: {base[threads] / e:.2f}x" if prec != "float32" else ""))
+                r = res.setdefault((threads, prec), {"old": [], "new": [], "floor_old": [], "floor_new": []})
+                for which in ("old", "new"):
+                    with (old_path() if which == "old" else contextlib.nullcontext()):
+                        est = GCPA(max_epochs=args.epochs, patience=args.epochs + 1, precision=prec, device="cpu",
+                                   batch_size=batch).fit(sp, gpa=gpa)
+                    r[which] += [b["seconds"] - a["seconds"] for a, b in zip(est.history_, est.history_[1:])]
+                dt = torch.float32 if prec == "float32" else torch.bfloat16
+                r["floor_old"].append(gemm_floor(shapes[False], dt))
+                r["floor_new"].append(gemm_floor(shapes[True], dt))
+        print(f"round {rnd + 1}: load after  {uptime()}", flush=True)
+    print(f"{'threads':>7s} {'precision':>9s} {'new s':>7s} {'old s':>7s} {'old/new':>7s} {'new floor':>9s} "
+          f"{'new/floor':>9s} {'old floor':>9s} {'old/floor':>9s} {'new/old floor':>13s}")
+    for (threads, prec), r in res.items():
+        e_new, e_old = statistics.median(r["new"]), statistics.median(r["old"])
+        f_new, f_old = statistics.median(r["floor_new"]), statistics.median(r["floor_old"])
+        print(f"{threads:7d} {prec:>9s} {e_new:7.3f} {e_old:7.3f} {e_old / e_new:7.2f} {f_new:9.3f} "
+              f"{e_new / f_new:9.2f} {f_old:9.3f} {e_old / f_old:9.2f} {e_new / f_old:13.2f}")
+    print("(epoch seconds are medians over every epoch of every round; floors: medians over rounds; "
+          "new/old floor: the new epoch against the old step's floor)")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ by side (:func:`core.numerics.single_threaded`; docs/UI.md, "Dense LAPACK runs o
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import math
@@ -73,9 +72,9 @@ GCCA_VARIANTS = ("maxvar-ridge", "racing")
 #: GCPA training schedules: full epochs with early stopping per epoch (the project's) or the authors' sampled
 #: batches with validation every few steps (7.4).
 GCPA_SCHEDULES = ("epochs", "sampled")
-#: GCPA training precisions: float32 throughout (the default), or the corrector's matrix products in bfloat16
-#: (autocast; float32 master weights, optimizer, loss and held-out checks); "auto" = bfloat16 where the device
-#: multiplies it natively (:func:`core.device.has_fast_bfloat16`), else float32.
+#: GCPA training precisions: float32 throughout (the default), or the corrector's matrix products (and its GELU and
+#: gate) in bfloat16 (float32 master weights, gradients, optimizer, loss and held-out checks); "auto" = bfloat16
+#: where the device multiplies it natively (:func:`core.device.has_fast_bfloat16`), else float32.
 GCPA_PRECISIONS = ("float32", "bfloat16", "auto")
 
 _CHUNK = 16384
@@ -971,7 +970,10 @@ class GCCA(_Universe):
 # ------------------------------------------------------------------------------------------------
 class _Corrector(torch.nn.Module):
     """T(u) = normalize(u^ + g * delta), u^ = normalize(u), h = LayerNorm(u^), delta = W2 GELU(W1 h),
-    g = sigmoid(Wg h); W2 and Wg start at zero so T is the identity on unit vectors at start."""
+    g = sigmoid(Wg h); W2 and Wg start at zero so T is the identity on unit vectors at start.
+
+    The forward pass is :func:`_corrector_forward` (differentiable by autograd); training computes the gradient
+    by hand (:func:`_corrector_backward`)."""
 
     def __init__(self, d: int, hidden: int, generator: torch.Generator):
         super().__init__()
@@ -984,35 +986,201 @@ class _Corrector(torch.nn.Module):
             torch.nn.init.zeros_(layer.bias)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        u_hat = _normalize(u)
-        h = self.norm(u_hat)
-        delta = self.w2(torch.nn.functional.gelu(self.w1(h)))
-        g = torch.sigmoid(self.wg(h))
-        return _normalize(u_hat + g * delta)
+        v, r, _ = _corrector_forward(self, u)
+        return v / r[:, None]
+
+
+def _buffer(work: dict | None, name: str, shape: tuple, dtype, device):
+    """A buffer ``work[name]`` of ``shape`` kept from step to step (the first rows of a larger one when a batch is
+    shorter; None without ``work``: the op allocates). Reusing the step's temporaries saves the page faults of
+    fresh memory, which cost more than the elementwise work itself (about 23 MB a step on the study's batches)."""
+    if work is None:
+        return None
+    t = work.get(name)
+    if t is None or t.shape[0] < shape[0] or t.shape[1:] != shape[1:] or t.dtype != dtype or t.device != device:
+        t = work[name] = torch.empty(shape, dtype=dtype, device=device)
+    return t[:shape[0]]
+
+
+def _layer_normed(u_hat: torch.Tensor, eps: float, dtype=None, work: dict | None = None) -> torch.Tensor:
+    """LayerNorm of the rows without its affine part (``xn``), in ``dtype``: the corrector's first layer's input,
+    which does not depend on the weights (the fit computes it once for its rows)."""
+    B, d = u_hat.shape
+    dtype = dtype or u_hat.dtype
+    if work is None:
+        return torch.nn.functional.layer_norm(u_hat, (d,), eps=eps).to(dtype)
+    xn = _buffer(work, "xn", (B, d), u_hat.dtype, u_hat.device)
+    torch.ops.aten.native_layer_norm.out(u_hat, [d], None, None, eps, out0=xn,
+                                         out1=_buffer(work, "ln_mean", (B, 1), u_hat.dtype, u_hat.device),
+                                         out2=_buffer(work, "ln_rstd", (B, 1), u_hat.dtype, u_hat.device))
+    return xn if dtype == u_hat.dtype else _buffer(work, "xn_lo", (B, d), dtype, u_hat.device).copy_(xn)
+
+
+def _corrector_forward(net: _Corrector, u: torch.Tensor, dtype=None, work: dict | None = None,
+                       xn: torch.Tensor | None = None):
+    """The corrector on the rows ``u``: ``(v, r, saved)`` with ``T(u) = v / r``, ``r`` the rows' norms (clamped
+    at 1e-12 as :func:`_normalize` does) and ``saved`` what :func:`_corrector_backward` needs.
+
+    LayerNorm's affine part is folded into the first layer: ``h W^T + b = xn (W diag(gamma))^T + (b + W beta)``
+    for ``W = [W1; Wg]`` (``xn`` the normalised rows), so ``h`` is never formed and the backward pass needs no
+    product with ``dL/dh``. ``dtype`` (e.g. ``torch.bfloat16``): the matrix products' inputs and outputs, the
+    GELU and the gate in it (the float32 weights cast once per call); ``v`` and ``r`` stay in ``u``'s dtype.
+    ``work``: buffers reused from call to call (training, under ``torch.no_grad``); without it the pass is
+    differentiable by autograd. ``xn``: :func:`_layer_normed` of ``normalize(u)`` in ``dtype``, when the caller
+    has it."""
+    B, d = u.shape
+    hid = net.w1.weight.shape[0]
+    f32, dev = u.dtype, u.device
+    lo = dtype or f32
+
+    def buf(name, cols, dt=f32):
+        return _buffer(work, name, (B, cols), dt, dev)
+
+    u_hat = torch.div(u, torch.linalg.vector_norm(u, dim=1, keepdim=True).clamp_min(1e-12), out=buf("u_hat", d))
+    xn_lo = _layer_normed(u_hat, net.norm.eps, lo, work) if xn is None else xn
+    W = torch.cat([net.w1.weight, net.wg.weight])                            # (hidden + d) x d
+    W_eff = W * net.norm.weight
+    b_eff = torch.addmv(torch.cat([net.w1.bias, net.wg.bias]), W, net.norm.bias)
+    W2, b2 = net.w2.weight, net.w2.bias
+    if lo != f32:
+        W_eff, b_eff, W2, b2 = W_eff.to(lo), b_eff.to(lo), W2.to(lo), b2.to(lo)
+    z = torch.addmm(b_eff[:hid], xn_lo, W_eff[:hid].T, out=buf("z", hid, lo))
+    pre_g = torch.addmm(b_eff[hid:], xn_lo, W_eff[hid:].T, out=buf("pre_g", d, lo))
+    a = torch._C._nn.gelu(z, out=buf("a", hid, lo))
+    delta = torch.addmm(b2, a, W2.T, out=buf("delta", d, lo))
+    g = torch.sigmoid(pre_g, out=pre_g if work is not None else None)       # pre_g is not needed again
+    if lo == f32:
+        v = torch.addcmul(u_hat, g, delta, out=buf("v", d))
+    else:       # g * delta in the low precision (as autocast does), added to u^ in float32; no mixed-dtype op
+        v = torch.mul(g, delta, out=buf("g_delta", d, lo)).to(f32) if work is None else \
+            buf("v", d).copy_(torch.mul(g, delta, out=buf("g_delta", d, lo)))
+        v = v.add_(u_hat) if work is not None else v + u_hat
+    r = torch.linalg.vector_norm(v, dim=1).clamp_min(1e-12)
+    return v, r, {"xn": xn_lo, "z": z, "a": a, "delta": delta, "g": g, "W2": W2, "W": W}
+
+
+def _gcpa_loss_terms(cos_c, cos_u, preserve_weight, margin):
+    """The GCPA loss from the rows' cosines to their targets (``cos_c``) and to their inputs (``cos_u``)."""
+    return (1 - cos_c).mean() + preserve_weight * torch.relu((1 - cos_u) - margin).mean()
+
+
+def _gcpa_loss(out, target, u_hat, preserve_weight, margin):
+    return _gcpa_loss_terms((out * target).sum(-1), (out * u_hat).sum(-1), preserve_weight, margin)
+
+
+def _corrector_backward(net: _Corrector, u, c, v, r, saved, preserve_weight, margin, work: dict):
+    """The GCPA loss of the forward pass ``(v, r, saved)`` of :func:`_corrector_forward` on ``u`` toward ``c``,
+    and its gradient with respect to every parameter, written into the parameters' ``.grad`` (float32).
+
+    With ``out = v / r``, ``cc = out . c``, ``cu = out . u`` and ``m = [1 - cu - margin > 0]`` per row:
+    ``dL/dv = (-(c + pw m u) + (cc + pw m cu) out) / (B r)`` (the second term dropped where ``r`` is clamped);
+    then the gate and GELU by their aten backward kernels, and the first layer through the folded LayerNorm:
+    ``Q = dA^T xn`` is the gradient of ``W diag(gamma)``, so ``dW = Q diag(gamma) + db beta^T``,
+    ``dgamma = colsum(Q * W)``, ``dbeta = W^T db`` (``db`` the pre-activations' column sums)."""
+    B, d = v.shape
+    f32, dev = v.dtype, v.device
+    xn, z, a, delta, g, W2, W = (saved[k] for k in ("xn", "z", "a", "delta", "g", "W2", "W"))
+    hid, lo = z.shape[1], z.dtype
+    pw = float(preserve_weight)
+
+    def buf(name, shape, dt=f32):
+        return _buffer(work, name, shape, dt, dev)
+
+    tmp = buf("rowprod", (B, d))
+    cos_c = torch.mul(v, c, out=tmp).sum(1).div_(r)
+    cos_u = torch.mul(v, u, out=tmp).sum(1).div_(r)
+    loss = _gcpa_loss_terms(cos_c, cos_u, preserve_weight, margin)
+    m = ((1 - cos_u) - margin > 0).to(f32)
+    inv = 1.0 / (B * r)
+    beta = -pw * m * inv
+    gamma_v = (cos_c + pw * m * cos_u) * inv / r * (r > 1e-12)
+    dv = torch.mul(c, -inv[:, None], out=buf("dv", (B, d)))
+    dv.addcmul_(u, beta[:, None]).addcmul_(v, gamma_v[:, None])
+    if lo != f32:                        # the low-precision ops get inputs of their own dtype (mixed ones copy)
+        dv = buf("dv_lo", (B, d), lo).copy_(dv)
+    d_delta = torch.mul(dv, g, out=buf("d_delta", (B, d), lo))
+    d_pre_g = torch.mul(dv, delta, out=buf("d_pre_g", (B, d), lo))
+    torch.ops.aten.sigmoid_backward.grad_input(d_pre_g, g, grad_input=d_pre_g)
+    da = torch.mm(d_delta, W2, out=buf("da", (B, hid), lo))
+    dz = torch.ops.aten.gelu_backward.grad_input(da, z, grad_input=da)      # da is not needed again
+    grads = _grads(net)
+    # column sums (the biases' gradients) and products in the low precision, copied into the float32 gradients
+    db = buf("db", (hid + d,), lo)
+    torch.sum(dz, 0, out=db[:hid])
+    torch.sum(d_pre_g, 0, out=db[hid:])
+    db = db.to(f32)
+    Q = buf("Q", (hid + d, d), lo)                                          # d L / d (W diag(gamma))
+    torch.mm(dz.T, xn, out=Q[:hid])
+    torch.mm(d_pre_g.T, xn, out=Q[hid:])
+    Q = Q.to(f32)
+    if lo == f32:
+        torch.mm(d_delta.T, a, out=grads["w2.weight"])
+        torch.sum(d_delta, 0, out=grads["w2.bias"])
+    else:
+        grads["w2.weight"].copy_(torch.mm(d_delta.T, a, out=buf("dW2_lo", (d, hid), lo)))
+        grads["w2.bias"].copy_(torch.sum(d_delta, 0, out=buf("db2_lo", (d,), lo)))
+    gamma, beta_ln = net.norm.weight, net.norm.bias
+    torch.mv(W.T, db, out=grads["norm.bias"])
+    torch.sum(torch.mul(Q, W, out=buf("QW", (hid + d, d))), 0, out=grads["norm.weight"])
+    dW = torch.addr(Q.mul_(gamma), db, beta_ln, out=buf("QW", (hid + d, d)))
+    grads["w1.weight"].copy_(dW[:hid])
+    grads["wg.weight"].copy_(dW[hid:])
+    grads["w1.bias"].copy_(db[:hid])
+    grads["wg.bias"].copy_(db[hid:])
+    return loss
+
+
+def _grads(net: torch.nn.Module) -> dict:
+    """The parameters' ``.grad`` tensors by name (made, zero, where missing), for the step to write into."""
+    out = {}
+    for k, p in net.named_parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        out[k] = p.grad
+    return out
+
+
+def _corrector_inputs(U: torch.Tensor, eps: float, dtype=None) -> torch.Tensor:
+    """:func:`_layer_normed` of ``normalize(u)`` for every row of ``U`` (``M x n x d``), in ``dtype``."""
+    out = torch.empty(U.shape, dtype=dtype or U.dtype, device=U.device)
+    for m in range(U.shape[0]):
+        out[m] = _layer_normed(_normalize(U[m]), eps, dtype)
+    return out
+
+
+def _gather_batch(work: dict, rows: torch.Tensor, *tables: torch.Tensor) -> tuple:
+    """The ``rows`` of each 2-D table, into buffers of ``work`` kept for the fit."""
+    return tuple(torch.index_select(X, 0, rows, out=_buffer(work, f"batch{i}", (len(rows), X.shape[1]), X.dtype,
+                                                            X.device)) for i, X in enumerate(tables))
+
+
+def _adamw(net: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """GCPA's AdamW, the fused implementation where the device has it (one kernel for all the parameters)."""
+    params = list(net.parameters())
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):       # pragma: no cover - a device without the fused kernel
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def _state_copy(net: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
-def _gcpa_loss(out, target, u_hat, preserve_weight, margin):
-    cos_c = (out * target).sum(-1)
-    cos_u = (out * u_hat).sum(-1)
-    return (1 - cos_c).mean() + preserve_weight * torch.relu((1 - cos_u) - margin).mean()
-
-
-def _gcpa_step(net, opt, u, c, preserve_weight, margin, amp_dtype=None) -> torch.Tensor:
-    """One optimizer step of the corrector on the batch ``(u, c)``: the loss, its gradient, clipping at norm
-    1.0, AdamW. ``amp_dtype`` (e.g. ``torch.bfloat16``): the network's matrix products run in it under
-    autocast (weights, gradients, optimizer state and the loss stay float32). Returns the loss (detached)."""
-    with (torch.autocast(u.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()):
-        out = net(u)
-    loss = _gcpa_loss(out.float(), c, u, preserve_weight, margin)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
+def _gcpa_step(net, opt, u, c, preserve_weight, margin, amp_dtype=None, work: dict | None = None,
+               xn: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimizer step of the corrector on the batch ``(u, c)``: the loss, its gradient (by hand:
+    :func:`_corrector_forward`, :func:`_corrector_backward`), clipping at norm 1.0, AdamW. ``amp_dtype`` (e.g.
+    ``torch.bfloat16``): the network's matrix products run in it (weights, gradients, optimizer state and the
+    loss stay float32). ``work``: a dict the caller keeps for the fit (the step's buffers); ``xn``: the rows'
+    :func:`_layer_normed` inputs, if the caller has them. Returns the loss."""
+    work = {} if work is None else work
+    with torch.no_grad():
+        v, r, saved = _corrector_forward(net, u, amp_dtype, work, xn)
+        loss = _corrector_backward(net, u, c, v, r, saved, preserve_weight, margin, work)
     torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
     opt.step()
-    return loss.detach()
+    return loss
 
 
 class GCPA(_Universe):
@@ -1024,12 +1192,14 @@ class GCPA(_Universe):
     space; ``holdout`` of the training items are held out for early stopping (``patience`` epochs without a lower
     held-out loss; the best weights are kept - epoch 0, the identity, included). One epoch = every space's
     training rows once (``schedule="epochs"``, the default). Trains on :func:`core.device.pick_device` (GPU when
-    present), seeded.
+    present), seeded. The training step's gradient is written out by hand (:func:`_corrector_backward`: the
+    same gradient as autograd's, with two fewer matrix products), AdamW is the fused one where the device has it,
+    and the first layer's LayerNorm'd inputs are computed once per fit (``M x n x d`` in the training dtype).
 
     ``precision``: ``"float32"`` (the default) trains in float32 throughout. ``"bfloat16"`` runs the corrector's
-    matrix products (forward and backward) in bfloat16 under ``torch.autocast``, with float32 master weights,
-    gradients, AdamW state and loss; the held-out checks that drive early stopping and the trained corrector's
-    use stay float32. ``"auto"``: bfloat16 where the device multiplies it natively
+    matrix products (forward and backward), its GELU and its gate in bfloat16, as ``torch.autocast`` would, with
+    float32 master weights, gradients, AdamW state and loss; the held-out checks that drive early stopping and the
+    trained corrector's use stay float32. ``"auto"``: bfloat16 where the device multiplies it natively
     (:func:`core.device.has_fast_bfloat16`: AVX-512 BF16 / AMX CPUs, CUDA with bf16), else float32.
     ``precision_`` records what was used. See docs/METHODS.md for the measured agreement with float32.
 
@@ -1128,7 +1298,7 @@ class GCPA(_Universe):
         n_val = max(1, int(round(float(self.holdout) * n))) if n >= 10 else 0
         val_rows, tr_rows = perm[:n_val], perm[n_val:]
         net = _Corrector(d, max(1, int(self.hidden_mult) * d), torch_generator(seed)).to(dev)
-        opt = torch.optim.AdamW(net.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
+        opt = _adamw(net, float(self.lr), float(self.weight_decay))
         U_hat_d, C_d = U_hat.to(dev), C.to(dev)
         pw, mg = float(self.preserve_weight), float(self.margin)
 
@@ -1146,9 +1316,11 @@ class GCPA(_Universe):
             raise DataError(f"unknown GCPA schedule '{self.schedule}'", hint=f"use one of {', '.join(GCPA_SCHEDULES)}")
         amp = self._amp_dtype(dev)
         self.precision_ = "bfloat16" if amp is not None else "float32"
+        XN = _corrector_inputs(U_hat_d, net.norm.eps, amp)       # the first layer's inputs, in amp (data only)
+        work: dict = {}                 # the step's buffers, reused from batch to batch
         if self.schedule == "sampled":
             return self._fit_sampled(net, opt, U_hat_d, C_d, tr_rows.to(dev), val_rows.to(dev), gen, progress, t0,
-                                     amp)
+                                     amp, XN, work)
         stopper = EarlyStopping(self.patience, 1e-7, lambda: _state_copy(net)).start(heldout_loss(), 0)
         self.history_ = [{"epoch": 0, "train_loss": None, "heldout_loss": stopper.best,
                           "seconds": time.perf_counter() - t0}]
@@ -1166,7 +1338,8 @@ class GCPA(_Universe):
             for j in order:
                 m, b = jobs[j]
                 rows = rows_perm[m][b * bs:(b + 1) * bs].to(dev)
-                total += float(_gcpa_step(net, opt, U_hat_d[m, rows], C_d[rows], pw, mg, amp)) * len(rows)
+                u, c, xn = _gather_batch(work, rows, U_hat_d[m], C_d, XN[m])
+                total += float(_gcpa_step(net, opt, u, c, pw, mg, amp, work, xn)) * len(rows)
             net.eval()
             val = heldout_loss()
             self.history_.append({"epoch": epoch, "train_loss": total / (M * n_tr), "heldout_loss": val,
@@ -1184,7 +1357,7 @@ class GCPA(_Universe):
         return self
 
     def _amp_dtype(self, dev: torch.device):
-        """The autocast dtype of the corrector's training (None: float32 throughout), from ``precision``."""
+        """The low-precision dtype of the corrector's training (None: float32 throughout), from ``precision``."""
         if self.precision not in GCPA_PRECISIONS:
             raise DataError(f"unknown GCPA precision '{self.precision}'",
                             hint=f"use one of {', '.join(GCPA_PRECISIONS)}")
@@ -1192,7 +1365,7 @@ class GCPA(_Universe):
             return torch.bfloat16
         return None
 
-    def _fit_sampled(self, net, opt, U_hat, C, tr_rows, val_rows, gen, progress, t0, amp=None) -> "GCPA":
+    def _fit_sampled(self, net, opt, U_hat, C, tr_rows, val_rows, gen, progress, t0, amp, XN, work) -> "GCPA":
         """The authors' schedule (``schedule="sampled"``): see the class docstring."""
         M, _, d = U_hat.shape
         dev = U_hat.device
@@ -1205,13 +1378,15 @@ class GCPA(_Universe):
 
         def draw(rows, size):
             m = int(torch.randint(M, (1,), generator=gen))
-            pick = rows[torch.randint(len(rows), (size,), generator=gen).to(dev)]
-            return U_hat[m, pick], C[pick]
+            return m, rows[torch.randint(len(rows), (size,), generator=gen).to(dev)]
+
+        def batch_loss(m, pick) -> float:
+            u = U_hat[m, pick]
+            return float(_gcpa_loss(net(u), C[pick], u, pw, mg))
 
         def heldout_loss() -> float:
             with torch.no_grad():
-                return float(np.mean([float(_gcpa_loss(net(u), c, u, pw, mg))
-                                      for u, c in (draw(val_rows, vbs) for _ in range(int(self.val_batches)))]))
+                return float(np.mean([batch_loss(*draw(val_rows, vbs)) for _ in range(int(self.val_batches))]))
 
         stopper = EarlyStopping(self.val_patience, 1e-7, lambda: _state_copy(net))   # the identity is no candidate
         step = 0
@@ -1220,8 +1395,9 @@ class GCPA(_Universe):
         for epoch in progress(range(1, int(self.max_epochs) + 1), total=int(self.max_epochs), desc="GCPA epochs"):
             for _ in range(steps):
                 net.train()
-                u, c = draw(tr_rows, bs)
-                running.append(float(_gcpa_step(net, opt, u, c, pw, mg, amp)))
+                m, pick = draw(tr_rows, bs)
+                u, c, xn = _gather_batch(work, pick, U_hat[m], C, XN[m])
+                running.append(float(_gcpa_step(net, opt, u, c, pw, mg, amp, work, xn)))
                 step += 1
                 if n_val and step % interval == 0:
                     net.eval()
