@@ -11,7 +11,9 @@ both):
 * new floor (the hand-written step's GEMMs): the two products with ``dL/dh`` (``h`` = LayerNorm's output, only
   needed for LayerNorm's own weights) are gone, LayerNorm's gradient comes from the first layer's weight
   gradient instead (core.universe._corrector_backward): 7 GEMMs, ``24 d^2`` flops per training row;
-* both: per held-out row the 3 forward GEMMs (``10 d^2`` flops).
+* both: per held-out row the 3 forward GEMMs (``10 d^2`` flops), in float32 in both precisions (the held-out
+  checks that drive early stopping stay float32 by GCPA's contract; the bench before this one timed them in
+  bfloat16 in the bfloat16 floor, which no bfloat16 fit could reach).
 
 Printed per (threads, precision): median epoch seconds of the new step and of the old one (the autograd step
 of before, kept here only: ``old_step``, put in place of core's step for the "old" fits), both floors, the
@@ -24,6 +26,12 @@ Default sizes are the study's (4 spaces, 24,800 training rows, d = 384, so 22,32
 space); ``--quick`` shrinks them. The spaces are planted (a shared signal plus noise), the GPA is given.
 
     .venv/bin/python bench/bench_gcpa.py [--quick] [--threads 1,2] [--epochs 3] [--rounds 3]
+
+``--full-fit [--study DIR]``: instead, the default GCPA fit (100 epochs at most, patience 15) of the study's
+split (``UniverseStudy``: 80 % of the items, 10 % of those held out), old step vs new, float32 and bfloat16, at
+the default thread count: epochs run, best epoch, seconds, best held-out loss and how far the two held-out
+curves are apart. ``DIR`` holds one ``.npy`` per space (the study: /tmp/study/server/study); without it,
+planted spaces of the study's shape (31,000 items, 4 spaces, d = 384).
 """
 from __future__ import annotations
 
@@ -94,7 +102,8 @@ def planted(n, d, M, seed=0):
 
 
 def epoch_gemms(M, n_train, n_val, d, batch, new: bool):
-    """(m, k, n) of every GEMM of one epoch: 9 (old) or 7 (new) per training batch, 3 for the held-out check."""
+    """(m, k, n, training) of every GEMM of one epoch: 9 (old) or 7 (new) per training batch, 3 for the held-out
+    check (``training`` False)."""
     h = 2 * d
     sizes = [min(batch, n_train - s) for s in range(0, n_train, batch)] * M
     out = []
@@ -104,17 +113,17 @@ def epoch_gemms(M, n_train, n_val, d, batch, new: bool):
         if not new:
             out += [(B, h, d), (B, d, d)]                                           # dL/dh through W1 and Wg
     V = M * n_val
-    out += [(V, d, h), (V, h, d), (V, d, d)]
-    return out
+    return [s + (True,) for s in out] + [(V, d, h, False), (V, h, d, False), (V, d, d, False)]
 
 
 def gemm_floor(shapes, dtype, repeats=3):
     """Seconds of the GEMMs of ``shapes``: each distinct shape timed ``repeats`` times (median), counted as often
-    as it occurs."""
+    as it occurs; training GEMMs in ``dtype``, the held-out check's in float32."""
     count = Counter(shapes)
     total = 0.0
     for s, k in count.items():
-        a, b = torch.randn(s[0], s[1]).to(dtype), torch.randn(s[1], s[2]).to(dtype)
+        dt = dtype if s[3] else torch.float32
+        a, b = torch.randn(s[0], s[1]).to(dt), torch.randn(s[1], s[2]).to(dt)
         a @ b
         ts = []
         for _ in range(repeats):
@@ -132,13 +141,47 @@ def uptime() -> str:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def full_fits(args):
+    from core.evaluation.universe import UniverseStudy
+
+    if args.study:
+        spaces = {f.stem: np.load(f, allow_pickle=False) for f in sorted(Path(args.study).glob("*.npy"))}
+    else:
+        spaces = planted(31000, 384, 4)
+    print(f"full default fits: {', '.join(f'{k} {v.shape}' for k, v in spaces.items())}; "
+          f"{torch.get_num_threads()} threads; load {uptime()}", flush=True)
+    study = UniverseStudy(spaces)
+    gpa = study.model("gpa")
+    precisions = ["float32"] + (["bfloat16"] if has_fast_bfloat16("cpu") else [])
+    fits = {}
+    for prec in precisions[::-1]:
+        for which in ("new", "old"):
+            with (old_path() if which == "old" else contextlib.nullcontext()):
+                est = GCPA(precision=prec, device="cpu").fit(study.fit_train_, gpa=gpa, prepared=study.prepared_)
+            fits[(prec, which)] = est
+            h = [e["heldout_loss"] for e in est.history_]
+            print(f"{prec:>9s} {which}: {est.stopped_epoch_} epochs (best {est.best_epoch_}), "
+                  f"{est.fit_seconds_:.1f} s ({est.fit_seconds_ / est.stopped_epoch_:.2f} s per epoch), best held-out "
+                  f"loss {min(h):.6f} (epoch 0: {h[0]:.6f}); load after {uptime()}", flush=True)
+    for prec in precisions:
+        a, b = ([e["heldout_loss"] for e in fits[(prec, w)].history_] for w in ("new", "old"))
+        k = min(len(a), len(b))
+        diff = max(abs(x - y) for x, y in zip(a[:k], b[:k]))
+        print(f"{prec:>9s}: old / new seconds {fits[(prec, 'old')].fit_seconds_ / fits[(prec, 'new')].fit_seconds_:.2f}x;"
+              f" held-out curves (epochs 0-{k - 1}) within {diff:.2e} ({diff / min(b):.1e} of the best)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--full-fit", action="store_true")
+    ap.add_argument("--study", default=None)
     args = ap.parse_args(argv)
+    if args.full_fit:
+        return full_fits(args)
     n, d, M = (4000, 128, 4) if args.quick else (24800, 384, 4)
     batch = 4096
     sp = planted(n, d, M)
@@ -146,11 +189,11 @@ def main(argv=None):
     n_val = max(1, int(round(0.1 * n)))
     n_train = n - n_val
     shapes = {new: epoch_gemms(M, n_train, n_val, d, batch, new) for new in (False, True)}
-    flops = {new: sum(2 * a * b * c for a, b, c in s) for new, s in shapes.items()}
+    flops = {new: sum(2 * a * b * c for a, b, c, _ in s) for new, s in shapes.items()}
     precisions = ["float32"] + (["bfloat16"] if has_fast_bfloat16("cpu") else [])
     print(f"sizes: M={M} spaces, {n_train} trained + {n_val} held-out rows each, d={d}, batch {batch}; GEMMs per "
           f"epoch: old step {flops[False] / 1e9:.0f} GFLOP, new step {flops[True] / 1e9:.0f} GFLOP; {args.epochs} "
-          f"epochs x {args.rounds} rounds per setting; native bfloat16: {has_fast_bfloat16('cpu')}")
+          f"epochs x {args.rounds} rounds per setting; native bfloat16: {has_fast_bfloat16('cpu')}", flush=True)
     res: dict = {}
     threads_list = [int(t) for t in args.threads.split(",")]
     for rnd in range(args.rounds):            # rounds interleave the settings: load changes hit all of them
