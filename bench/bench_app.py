@@ -16,6 +16,12 @@ starts ``streamlit run app.py`` on 127.0.0.1 with a fresh cache, and for every v
   plotly figure's JSON, a canvas map's bytes), read from the websocket; ``--repeat N`` takes the medians of N
   second visits and N second browsers (a shared machine is noisy).
 
+The floor: the same harness on two trivial Streamlit apps served the same way on this machine (one ``st.write``
+line; the same with a three-bar ``st.plotly_chart``): navigation to the text (the chart) on screen, as a second
+visit and as a second browser (medians of ``--repeat``). That is what a "under 1 s" target must be read against:
+no view can beat the empty app, and any view that shows a plotly chart pays for Streamlit's plotly bundle
+(about 4.7 MB of JavaScript parsed and run in every new page) as the plotly floor does.
+
 Every first visit is a new session in one browser context that loaded the app once during the warm-up (its HTTP
 cache holds Streamlit's static files, as any returning user's does); the second browser shows the cold-cache cost.
 
@@ -153,9 +159,12 @@ class WireLog:
     def __init__(self, page, t0_ref: list):
         self.frames: list[tuple[float, int, str]] = []
         self._t0 = t0_ref
+        self.ws_open: float | None = None
         page.on("websocket", self._attach)
 
     def _attach(self, ws) -> None:
+        if self.ws_open is None:   # the page's JavaScript has booted and connects (the script run starts after)
+            self.ws_open = time.perf_counter() - self._t0[0]
         ws.on("framereceived", self._frame)
 
     def _frame(self, payload) -> None:
@@ -183,8 +192,10 @@ class WireLog:
             if until is None or t <= until + 0.05:
                 sizes[k] = sizes.get(k, 0) + n
         top = sorted(sizes.items(), key=lambda kv: -kv[1])[:4]
-        return {"script_done": done[-1] if done else None, "runs": len(done),
-                "bytes": sum(sizes.values()), "top": {k: v for k, v in top}}
+        return {"script_done": done[-1] if done else None, "runs": len(done), "ws_open": self.ws_open,
+                "first_frame": self.frames[0][0] if self.frames else None,
+                "bytes": sum(sizes.values()), "top": {k: v for k, v in top},
+                "plotly": sizes.get("delta:plotly_chart", 0)}
 
 
 def visit(browser, url: str, view: dict, timeout_s: float, second: bool = False, context=None) -> dict:
@@ -271,9 +282,88 @@ def median_visit(visits: list[dict]) -> dict:
         got = [v[key] for v in visits if v.get(key) is not None]
         out[key] = statistics.median(got) if got else None
     mid = sorted(visits, key=lambda v: v.get("numbers") or float("inf"))[(len(visits) - 1) // 2]
-    out["wire"] = {**mid["wire"], "script_done_median": statistics.median(
-        [v["wire"]["script_done"] for v in visits if v["wire"].get("script_done") is not None] or [0.0])}
+    out["wire"] = {**mid["wire"], **{f"{k}_median": statistics.median(
+        [v["wire"][k] for v in visits if v["wire"].get(k) is not None] or [0.0]) for k in ("script_done", "ws_open")}}
     out["repeats"] = len(visits)
+    return out
+
+
+FLOOR_APP = """import streamlit as st
+
+st.write("floor: one line of text")
+if st.query_params.get("plot"):
+    import plotly.graph_objects as go
+
+    st.plotly_chart(go.Figure(go.Bar(x=["a", "b", "c"], y=[1, 3, 2])))
+"""
+FLOOR = {"text": ("", "(document.querySelector('[data-testid=stMain]')?.innerText || '').includes('floor: one line')"),
+         "plotly": ("?plot=1", "document.querySelector('.main-svg')")}
+
+
+def start_server(app: Path, cwd: Path, env: dict) -> tuple[subprocess.Popen, str, object]:
+    """``streamlit run app`` on a free port of 127.0.0.1 (headless, no file watcher); waits for its health check."""
+    import urllib.request
+
+    from tests.browser_util import _free_port
+
+    port = _free_port()
+    log = open(app.parent / f"streamlit-{app.stem}.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
+                               "--server.address", "127.0.0.1", "--server.headless", "true",
+                               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                              cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.5)
+    return server, url, log
+
+
+def stop_server(server: subprocess.Popen, log) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+def measure_floor(browser, tmp: Path, env: dict, repeat: int, timeout_s: float) -> dict:
+    """Navigation to the trivial app's text (and to its small plotly chart) on screen, in a new page of a warm
+    browser context (a second visit) and in a fresh context (a second browser): medians of ``repeat`` visits."""
+    import statistics
+
+    app = tmp / "floor_app.py"
+    app.write_text(FLOOR_APP)
+    server, url, log = start_server(app, tmp, {k: v for k, v in env.items() if k != "PYTHONPATH"})
+    out: dict = {}
+    try:
+        user = new_context(browser)
+        for q, cond in FLOOR.values():           # warm-up: the server's first run, the static files, the chunks
+            page = user.new_page()
+            page.goto(f"{url}/{q}", timeout=timeout_s * 1000)
+            timed_wait(page, cond, time.perf_counter(), timeout_s)
+            page.close()
+        for name, (q, cond) in FLOOR.items():
+            for where in ("second_visit", "second_browser"):
+                got = []
+                for _ in range(max(1, repeat)):
+                    ctx = user if where == "second_visit" else new_context(browser)
+                    page = ctx.new_page()
+                    t0 = time.perf_counter()
+                    page.goto(f"{url}/{q}", timeout=timeout_s * 1000)
+                    got.append(timed_wait(page, cond, t0, timeout_s))
+                    page.close()
+                    if ctx is not user:
+                        ctx.close()
+                ok = [g for g in got if g is not None]
+                out[f"{name}_{where}"] = statistics.median(ok) if ok else None
+        user.close()
+    finally:
+        stop_server(server, log)
     return out
 
 
@@ -324,7 +414,7 @@ def main() -> int:
                     help="second visits and second browsers per view; the medians are reported (noisy machines)")
     args = ap.parse_args()
 
-    from tests.browser_util import CHROMIUM, CHROMIUM_FLAGS, _free_port
+    from tests.browser_util import CHROMIUM, CHROMIUM_FLAGS
 
     try:
         import playwright  # noqa: F401
@@ -343,23 +433,10 @@ def main() -> int:
           f"{time.perf_counter() - t0:.1f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     env = {**os.environ, "PLATOSCOPE_DATA_DIR": str(data_dir), "PLATOSCOPE_CACHE_DIR": str(tmp / "cache"),
            "PLATOSCOPE_DEVICE": "cpu", "PYTHONPATH": str(app_root)}
-    port = _free_port()
-    log = open(tmp / "streamlit.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(app_root / "app.py"), "--server.port",
-                               str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-                               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                              cwd=app_root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    server, url, log = start_server(app_root / "app.py", app_root, env)
     rows = []
+    floors = []
     try:
-        import urllib.request
-
-        for _ in range(120):
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
         from playwright.sync_api import sync_playwright
 
         wanted = None if not args.only else set(args.only.split(","))
@@ -370,6 +447,8 @@ def main() -> int:
             home = {k: v for k, v in views(args.n)[0].items() if k != "map"}    # not waiting for the PCA fit
             warm = visit(browser, url, {**home, "numbers": "true"}, args.timeout, second=True, context=user)
             print(f"warm-up (server start, first dataset load): {fmt(warm['paint'], args.timeout)} s")
+            floors.append(measure_floor(browser, tmp, env, args.repeat, args.timeout))
+            print(f"floor (trivial apps), load {os.getloadavg()[0]:.1f}: {floors[-1]}", flush=True)
             for view in views(args.n):
                 if wanted and view["name"] not in wanted:
                     continue
@@ -389,14 +468,11 @@ def main() -> int:
                 if not args.no_cli:   # right after the view (the server idles): both under about the same load
                     run_view_cli(rows[-1], view, study, env, args.timeout)
                 print(f"  {view['name']}: {rows[-1]}", flush=True)
+            floors.append(measure_floor(browser, tmp, env, args.repeat, args.timeout))   # again, after the views
+            print(f"floor (trivial apps), load {os.getloadavg()[0]:.1f}: {floors[-1]}", flush=True)
             browser.close()
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        stop_server(server, log)
 
     t = args.timeout
     print(f"\n| view | first paint (s) | first numbers (s) | idle (s) | second visit (s) | second browser: paint, "
@@ -430,24 +506,39 @@ def main() -> int:
         print(f"| {r['view']} | {f2(r.get('return_numbers'))} | "
               f"{f2(r.get('return_map')) if r.get('return_map') else '-'} | {r.get('return_same_text')} | "
               f"{r.get('returns', 0)} |")
-    print("\nSecond visit / second browser, split (s from navigation; medians of --repeat visits): the server's "
-          "last script_finished, the numbers and the map on screen; bytes the server sent (the largest element kind)")
-    print("| view | second visit: script done, numbers, map | second browser: script done, numbers, map | bytes |"
-          "\n|---|---|---|---|")
+    import statistics
+
+    floor = {k: statistics.median([f[k] for f in floors if f.get(k) is not None] or [float("nan")])
+             for k in ("text_second_visit", "text_second_browser", "plotly_second_visit", "plotly_second_browser")}
+    print(f"\nFloor: a trivial Streamlit app on this machine, same harness (median of {len(floors)} rounds of --repeat "
+          f"visits; navigation to the text / to a small plotly chart on screen): text {floor['text_second_visit']:.2f} s "
+          f"(second visit), {floor['text_second_browser']:.2f} s (second browser); with st.plotly_chart "
+          f"{floor['plotly_second_visit']:.2f} s, {floor['plotly_second_browser']:.2f} s")
+    print("\nSecond visit / second browser, split (s from navigation; medians of --repeat visits): the page's websocket "
+          "opened (its JavaScript booted), the server's last script_finished, the numbers and the map on screen; the "
+          "numbers against the text floor (x floor); bytes the server sent (the largest element kind)")
+    print("| view | second visit: ws open, script done, numbers, map | x floor | second browser: ws open, script done, "
+          "numbers, map | x floor | plotly sent | bytes |\n|---|---|---|---|---|---|---|")
     for r in rows:
         sv, sb = r.get("second_visit_wire") or {}, r.get("second_browser_wire") or {}
         top = next(iter((sv.get("top") or {}).items()), ("-", 0))
-        print(f"| {r['view']} | {fmt(sv.get('script_done_median', sv.get('script_done')), t)}, "
+        ratio = lambda v, f: "-" if v is None or not f == f else f"{v / f:.2f}"  # noqa: E731
+        print(f"| {r['view']} | {fmt(sv.get('ws_open_median', sv.get('ws_open')), t)}, "
+              f"{fmt(sv.get('script_done_median', sv.get('script_done')), t)}, "
               f"{fmt(r.get('second_visit'), t)}, "
               f"{fmt(r.get('second_visit_map'), t) if 'second_visit_map' in r and r['second_visit_map'] else '-'} | "
+              f"{ratio(r.get('second_visit'), floor['text_second_visit'])} | "
+              f"{fmt(sb.get('ws_open_median', sb.get('ws_open')), t)}, "
               f"{fmt(sb.get('script_done_median', sb.get('script_done')), t)}, {fmt(r.get('second_browser'), t)}, "
               f"{fmt(r.get('second_browser_map'), t) if r.get('second_browser_map') else '-'} | "
+              f"{ratio(r.get('second_browser'), floor['text_second_browser'])} | "
+              f"{'yes' if (sv.get('top') or {}).get('delta:plotly_chart') or sv.get('plotly') else 'no'} | "
               f"{sv.get('bytes', 0) / 1e6:.2f} MB ({top[0]} {top[1] / 1e6:.2f} MB) |")
     for r in rows:
         if r.get("gpa_note"):
             print(f"Universe: {r['gpa_note']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps({"views": rows, "floor": floors}, indent=2))
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
