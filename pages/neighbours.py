@@ -12,8 +12,7 @@ from core.geometry import check_distance_matrix, dataset_geometry_vs_semantics, 
 from core.retrieval import default_space, neighbours_before_after, subspace_cca, subspace_index_key
 from ui import cached, data, jobs
 from ui.fits import pair_moments
-from ui.maps import drawing_key, pca_map_or_progress
-from ui.plots import scatter_map, selected_rows
+from ui.maps import draw_map, pca_map_or_progress
 from ui.plots_geosem import AGREE, DISAGREE, QUERY, cloud_thumbnails, distance_scatter, short
 from ui.widgets import export_controls, guard, item_picker, page_header, sync_url, url_key
 from ui.text import md, safe_figure
@@ -119,22 +118,14 @@ with st.expander("Or pick the query item on a map (click a point)", expanded=Fal
         m = pca_map_or_progress(ds, space, 5000, priority=1)   # after the neighbours
     if m is not None:
         with guard():
-            def map_figure():
-                texts = cached.hover_texts(ds)
-                return safe_figure(scatter_map(
-                    m["coords"], m["rows"], [texts[i] for i in m["rows"]],
-                    color=ds.items["label"].iloc[m["rows"]].reset_index(drop=True) if labels is not None else None,
-                    color_name="label", title=f"PCA of '{space}'"))
-
-            # built once per map (a rerun or another visit only sends it)
-            fig_map = cached.drawn(namespace, drawing_key(ds, "nb_map", m["rows"], m["coords"], space,
-                                                          labels is not None), map_figure)
-            event = st.plotly_chart(fig_map, key="nb_map", on_select="rerun", selection_mode="points",
-                                    width="stretch")
-            picked = selected_rows(event)
-            if picked and st.session_state.get("nb_last_pick") != picked[0]:
-                st.session_state["nb_last_pick"] = picked[0]
-                st.session_state["nb_pending"] = ids[picked[0]]
+            # plotly up to a few thousand points, the canvas component above (ui.maps.draw_map, built once per
+            # map): the study's 5,000-point map was a 324 KB plotly figure that also made every visit load and run
+            # plotly's bundle (about 1 s of the browser's time) for a map in a closed expander
+            picked, _ = draw_map(ds, m["rows"], m["coords"], "label" if labels is not None else "(none)",
+                                 title=f"PCA of '{space}'", axes=("PCA 1", "PCA 2"), key="nb_map")
+            if len(picked) and st.session_state.get("nb_last_pick") != int(picked[0]):
+                st.session_state["nb_last_pick"] = int(picked[0])
+                st.session_state["nb_pending"] = ids[int(picked[0])]
                 st.rerun()
 
 # -- geometry versus semantics ------------------------------------------------------------------------------------
