@@ -8,7 +8,8 @@ from core.export import build_manifest
 from core.similarity import MEASURES, layerwise_similarity, similarity_matrix
 from ui import cached, data, jobs
 from ui.maps import draw_map, pca_map_or_progress
-from ui.plots import clicked_cell, heatmap
+from ui.heatmap import heatmap_args, heatmap_chart
+from ui.plots import heatmap
 from core.presets import SIMILARITY_FIELDS
 from ui.presets import preset_control
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
@@ -55,22 +56,32 @@ if view == "All spaces":
     key = cached.result_key("simmat", ds.fingerprint, measure, chosen, int(n_perm), kw, preset.name)
     result = None
 
-    def matrix_figure(result):
-        pv = result.get("p_values")
-        extra = None
-        if pv is not None:
-            extra = [["" if p is None else f"<br>permutation p = {p:.3f}" for p in row] for row in pv]
+    def matrix_spec(result) -> dict:
+        """What both drawings show: the values, names, title, colour scale and p-values (hover)."""
         higher = result.get("higher_is_similar", True)
         bounded = measure not in ("procrustes",)
         done = [v for r in result["values"] for v in r if v is not None]
         filling = "" if result.get("complete", True) else " (filling in)"
-        return heatmap(result["values"], result["names"], result["names"],
-                       title=f"{MEASURE_LABELS[measure]} - {result['n_items']:,} items{filling}",
-                       colorbar=MEASURE_LABELS[measure].split(" (")[0], zmin=None if not bounded else
-                       min([0.0] + done), zmax=1.0 if bounded else None, reverse=not higher, hover_extra=extra)
+        return dict(title=f"{MEASURE_LABELS[measure]} - {result['n_items']:,} items{filling}",
+                    colorbar=MEASURE_LABELS[measure].split(" (")[0], zmin=None if not bounded else min([0.0] + done),
+                    zmax=1.0 if bounded else None, reverse=not higher)
+
+    def p_lines(result, prefix: str):
+        pv = result.get("p_values")
+        if pv is None:
+            return None
+        return [["" if p is None else f"{prefix}permutation p = {p:.3f}" for p in row] for row in pv]
+
+    def matrix_figure(result):   # plotly, for the export's figure files (built when a download asks for it)
+        return heatmap(result["values"], result["names"], result["names"], hover_extra=p_lines(result, "<br>"),
+                       **matrix_spec(result))
+
+    def matrix_args(result) -> dict:
+        return heatmap_args(result["values"], result["names"], result["names"], hover_extra=p_lines(result, ""),
+                            **matrix_spec(result))
 
     def draw_partial(partial):   # the cells computed so far, cheapest pairs first
-        st.plotly_chart(safe_figure(matrix_figure(partial)), key="sim_heatmap_partial", width="stretch")
+        heatmap_chart(matrix_args(partial), key="sim_heatmap_partial")
 
     with guard():
         result = jobs.result(
@@ -82,11 +93,13 @@ if view == "All spaces":
             partial=draw_partial)
     if result is not None:
         pv = result.get("p_values")
-        # built once per result (a rerun or another visit only sends it)
-        fig = cached.drawn(namespace, cached.result_key("drawing", "sim_heatmap", key),
-                           lambda: safe_figure(matrix_figure(result)))
-        event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="sim_heatmap",
-                                width="stretch")
+        # the SVG component (ui.heatmap; no plotly bundle in the browser for a matrix of a few cells), its cells
+        # built once per result (a rerun or another visit only sends them); a click picks the pair below
+        cell = heatmap_chart(cached.drawn(namespace, cached.result_key("drawing", "sim_heatmap_svg", key),
+                                          lambda: matrix_args(result)), key="sim_heatmap")
+        # the plotly figure, built once per result when an export asks for it
+        fig = lambda: cached.drawn(namespace, cached.result_key("drawing", "sim_heatmap", key),  # noqa: E731
+                                   lambda: safe_figure(matrix_figure(result)))
         rows = []
         for i, a in enumerate(result["names"]):
             for j, b in enumerate(result["names"]):
@@ -103,14 +116,18 @@ if view == "All spaces":
                        "unrelated spaces and small n. They are shown as computed.")
 
         st.subheader("Two spaces side by side")
-        cell = clicked_cell(event)
-        pair_default = list(cell) if cell and cell[0] != cell[1] else chosen[:2]
+        # a new click on an off-diagonal cell sets the pair (once per click: the pickers stay free afterwards)
+        click = st.session_state.get("sim_heatmap")
+        click_id = [click.get("data_key"), click.get("seq")] if isinstance(click, dict) else None
+        if cell and cell[0] != cell[1] and st.session_state.get("sim_last_click") != click_id:
+            st.session_state["sim_last_click"] = click_id
+            st.session_state["sim_left"], st.session_state["sim_right"] = cell[1], cell[0]
+        for side, default in (("sim_left", chosen[1]), ("sim_right", chosen[0])):
+            if st.session_state.get(side) not in chosen:
+                st.session_state[side] = default
         a_col, b_col = st.columns(2)
-        left = a_col.selectbox("Left", chosen, index=chosen.index(pair_default[1]) if pair_default[1] in chosen else 0,
-                               key="sim_left")
-        right = b_col.selectbox("Right", chosen,
-                                index=chosen.index(pair_default[0]) if pair_default[0] in chosen else 1,
-                                key="sim_right")
+        left = a_col.selectbox("Left", chosen, key="sim_left")
+        right = b_col.selectbox("Right", chosen, key="sim_right")
         if cell:
             st.caption(f"Cell clicked: {md(cell[1])} vs {md(cell[0])}")
         colour = next((c for c in ("label", "tier", "group") if c in ds.items.columns), None)

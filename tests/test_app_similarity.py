@@ -36,14 +36,12 @@ def _independent_cka(X, Y):
     return np.linalg.norm(X.T @ Y) ** 2 / (np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y))
 
 
-def _decode(z):
-    """plotly serialises numpy arrays as base64 typed arrays ({dtype, bdata, shape})."""
-    if isinstance(z, dict) and "bdata" in z:
-        import base64
-        arr = np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"]))
-        shape = [int(s) for s in str(z.get("shape", len(arr))).split(",")]
-        return arr.reshape(shape)
-    return np.asarray(z, dtype=float)
+def _heatmap(at) -> dict:
+    """The arguments of the page's heatmap component (ui.heatmap): names, values, colours, hover texts."""
+    import json
+
+    (args,) = [a for a in (json.loads(c.proto.json_args) for c in at.get("component_instance")) if "colours" in a]
+    return args
 
 
 def test_similarity_heatmap_values_match_reference(server):
@@ -54,13 +52,43 @@ def test_similarity_heatmap_values_match_reference(server):
     folder = server / "server" / "layers"
     X = np.load(folder / "enc_layer1.npy"); Y = np.load(folder / "noise.npy")
     ref = _independent_cka(X, Y)
-    charts = at.get("plotly_chart")
-    assert len(charts) >= 1
-    import json
-    fig = json.loads(charts[0].proto.spec)
-    z = _decode(fig["data"][0]["z"]); names = fig["data"][0]["x"]
+    heat = _heatmap(at)
+    z = heat["z"]; names = heat["x"]
     i, j = names.index("enc_layer1"), names.index("noise")
     assert abs(z[i][j] - ref) < 1e-6
+    assert heat["text"][i][j] == f"{ref:.2f}"
+    assert heat["hover"][i][j] == f"enc_layer1 vs noise\nLinear CKA = {ref:.2f}"
+    # no plotly figure on the page: the browser does not load plotly's bundle for this matrix
+    import json
+
+    assert not [t for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"] if t["type"] == "heatmap"]
+    # a click on a cell (row enc_layer1, column noise) picks that pair for the maps below
+    at.session_state["sim_heatmap"] = {"kind": "cell", "row": i, "col": j, "data_key": heat["data_key"], "seq": 1}
+    finish_jobs(at.run())
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert (at.selectbox(key="sim_left").value, at.selectbox(key="sim_right").value) == ("enc_layer1", "noise")
+    # the click is applied once: a pair picked afterwards stays
+    at.selectbox(key="sim_left").set_value("enc_layer3")
+    finish_jobs(at.run())
+    assert at.selectbox(key="sim_left").value == "enc_layer3"
+
+
+def test_similarity_second_session_sends_the_kept_heatmap_without_rebuilding(server, monkeypatch):
+    """A new session on the same shared dataset (a second visit, another browser): the result and its drawing
+    are reused; nothing is recomputed or rebuilt."""
+    import core.similarity
+    import ui.heatmap
+
+    builds, computes = [], []
+    real_args, real_matrix = ui.heatmap.heatmap_args, core.similarity.similarity_matrix
+    monkeypatch.setattr(ui.heatmap, "heatmap_args", lambda *a, **k: builds.append(1) or real_args(*a, **k))
+    monkeypatch.setattr(core.similarity, "similarity_matrix", lambda *a, **k: computes.append(1) or real_matrix(*a, **k))
+    first = _heatmap(_open({"measure": "rsa"}))           # a measure no other test of this module computes
+    assert len(computes) == 1 and len(builds) >= 1
+    built = len(builds)
+    second = _heatmap(_open({"measure": "rsa"}))
+    assert second == first
+    assert len(computes) == 1 and len(builds) == built
 
 
 def test_similarity_measure_from_url_and_layer_tab(server):
@@ -98,9 +126,8 @@ def test_similarity_under_the_paper_a_preset_uses_the_platonic_conventions(serve
     folder = server / "server" / "layers"
     X = np.load(folder / "enc_layer1.npy"); Y = np.load(folder / "enc_layer2.npy")
     ref = svcca_top10(platonic_preprocess(X), platonic_preprocess(Y))
-    import json
-    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
-    z = _decode(fig["data"][0]["z"]); names = fig["data"][0]["x"]
+    heat = _heatmap(at)
+    z = heat["z"]; names = heat["x"]
     assert abs(z[names.index("enc_layer1")][names.index("enc_layer2")] - ref) < 1e-6
     text = " ".join(c.value for c in at.caption).replace("\\", "")
     assert "the project's default instead: SVCCA keeps 99 % of the variance" in text

@@ -5,7 +5,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ui.text import unplot
 import plotly.express as px
 
 PALETTE = px.colors.qualitative.Bold + px.colors.qualitative.Pastel + px.colors.qualitative.Dark24
@@ -77,20 +76,6 @@ def heatmap(values, x_names: list[str], y_names: list[str], *, title: str = "", 
                       margin=dict(l=10, r=10, t=60, b=10), xaxis_title=x_title, yaxis_title=y_title)
     fig.update_yaxes(autorange="reversed")
     return fig
-
-
-def clicked_cell(event) -> tuple[str, str] | None:
-    """(x, y) category names of a clicked / selected heatmap cell, if any."""
-    if not event:
-        return None
-    try:
-        points = event.selection.points
-    except AttributeError:
-        points = (event or {}).get("selection", {}).get("points", [])
-    for p in points or []:
-        if "x" in p and "y" in p:
-            return unplot(p["x"]), unplot(p["y"])  # the chart shows escaped names (ui.text.safe_figure)
-    return None
 
 
 METHOD_LABELS = {"none": "no alignment (cosine)", "affine": "affine", "pca_affine": "PCA-k + affine",

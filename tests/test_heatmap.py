@@ -1,0 +1,52 @@
+"""ui.heatmap: what the SVG heatmap component is sent (colours, printed values, hover texts) and which clicks count."""
+import pytest
+
+from ui.heatmap import RAMP, clicked, heatmap_args
+
+VIRIDIS_LOW, VIRIDIS_HIGH = "#440154", "#FDE725"     # the ends of matplotlib's / plotly's Viridis
+
+
+def test_colours_follow_the_scale_its_ends_and_clipping():
+    args = heatmap_args([[0.0, 0.5], [1.0, 2.0]], ["a", "b"], ["c", "d"], zmin=0.0, zmax=1.0, colorbar="CKA")
+    assert RAMP[0] == VIRIDIS_LOW and RAMP[-1] == VIRIDIS_HIGH
+    (c00, c01), (c10, c11) = args["colours"]
+    assert c00 == VIRIDIS_LOW and c10 == VIRIDIS_HIGH
+    assert c11 == VIRIDIS_HIGH                       # 2.0 is above zmax: clipped to the top
+    assert c01 == RAMP[128]                          # half way: round(0.5 * 255) = 128
+    assert args["colorbar"]["low"] == "0.00" and args["colorbar"]["high"] == "1.00"
+    assert args["colorbar"]["stops"][0] == [0.0, VIRIDIS_LOW] and args["colorbar"]["stops"][-1] == [1.0, VIRIDIS_HIGH]
+
+
+def test_reverse_puts_the_bright_end_on_low_values_and_autoscale_uses_the_data():
+    args = heatmap_args([[3.0, 5.0]], ["a", "b"], ["r"], reverse=True)
+    assert args["colours"] == [[VIRIDIS_HIGH, VIRIDIS_LOW]]        # no zmin / zmax: 3 .. 5
+    assert args["colorbar"]["stops"][0] == [0.0, VIRIDIS_HIGH]
+
+
+def test_undefined_cells_print_nothing_and_say_undefined_and_hover_is_plain_text():
+    args = heatmap_args([[None, 0.25], [float("nan"), 1.0]], ["<b>x</b>", "y"], ["p", "q"], zmin=0.0, zmax=1.0,
+                        colorbar="CKA", hover_extra=[["", "permutation p = 0.040"], ["", ""]])
+    assert args["z"] == [[None, 0.25], [None, 1.0]]
+    assert args["colours"][0][0] is None and args["text"][0][0] == "" and args["text"][0][1] == "0.25"
+    assert args["hover"][0][0] == "p vs <b>x</b>\nCKA = undefined"        # names as they are: the browser sets text
+    assert args["hover"][0][1] == "p vs y\nCKA = 0.25\npermutation p = 0.040"
+    assert args["x"] == ["<b>x</b>", "y"]
+
+
+def test_a_click_counts_only_for_the_matrix_it_was_made_on():
+    args = heatmap_args([[1.0, 0.2], [0.2, 1.0]], ["a", "b"], ["a", "b"])
+    other = heatmap_args([[1.0, 0.3], [0.3, 1.0]], ["a", "b"], ["a", "b"])
+    assert args["data_key"] != other["data_key"]
+    click = {"kind": "cell", "row": 1, "col": 0, "data_key": args["data_key"], "seq": 3}
+    assert clicked(click, args) == ("a", "b")                     # (x = column name, y = row name)
+    assert clicked(click, other) is None                          # a click on an older matrix
+    assert clicked({**click, "row": 2}, args) is None
+    assert clicked({**click, "row": "x"}, args) is None
+    assert clicked(None, args) is None and clicked("cell", args) is None
+
+
+@pytest.mark.parametrize("n", [1, 4, 30])
+def test_height_grows_with_the_matrix_up_to_a_cap(n):
+    names = [f"s{i}" for i in range(n)]
+    args = heatmap_args([[0.5] * n for _ in range(n)], names, names)
+    assert args["height"] == min(max(420, 60 * n + 160), 1100)
