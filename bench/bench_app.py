@@ -57,6 +57,9 @@ WIDTHS = {"text_1280": 1280, "image_768": 768, "shape_512": 512, "audio_384": 38
 #: canvas maps (ui/bigmap_frontend) painted so far: the component sets data-painted on its body
 PAINTED_CANVASES = ("Array.from(document.querySelectorAll('iframe')).filter(f => { try { return "
                     "!!f.contentDocument?.body?.dataset?.painted } catch (e) { return false } }).length")
+#: the SVG heatmap (ui/heatmap_frontend) has drawn: it sets data-heatmap-painted on its body (older commits: plotly)
+PAINTED_HEATMAP = ("Array.from(document.querySelectorAll('iframe')).some(f => { try { return "
+                   "!!f.contentDocument?.body?.dataset?.heatmapPainted } catch (e) { return false } })")
 PAINT = ('[data-testid="stMain"] [data-testid="stSelectbox"], [data-testid="stMain"] [data-testid="stMultiSelect"], '
          '[data-testid="stMain"] [data-testid="stMetric"], [data-testid="stMain"] [data-testid="stNumberInput"]')
 
@@ -93,9 +96,9 @@ def views(n: int) -> list[dict]:
          "map": f"document.querySelector('.main-svg') || ({PAINTED_CANVASES}) >= 1",
          "cli": ["info", *files, "--meta", "meta.csv", "--json"]},
         {"name": "Similarity", "path": "similarity", "marker": "similarity", "params": {},
-         "numbers": "document.querySelector('.main-svg')",
-         "map": f"document.querySelector('.main-svg') && (document.querySelectorAll('.main-svg').length >= 3 || "
-                f"({PAINTED_CANVASES}) >= 2)",
+         "numbers": f"document.querySelector('.main-svg') || {PAINTED_HEATMAP}",
+         "map": f"(document.querySelector('.main-svg') || {PAINTED_HEATMAP}) && "
+                f"(document.querySelectorAll('.main-svg').length >= 3 || ({PAINTED_CANVASES}) >= 2)",
          "cli": ["cka", *files, "--meta", "meta.csv", "--json"]},
         {"name": "Neighbours", "path": "neighbours", "marker": "neighbours",
          "params": {"space": "shape_512", "partner": "text_1280"},

@@ -155,3 +155,30 @@ def test_every_module_imports_on_its_own():
     assert proc.returncode == 0, proc.stderr[-3000:]
     failed = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not failed, failed
+
+
+def test_no_view_relies_on_streamlit_magic():
+    """.streamlit/config.toml turns Streamlit's magic off: a bare value on its own line of app.py or a view would
+    silently show nothing. Calls, docstrings and ``...`` are fine."""
+    import tomllib
+
+    assert tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["runner"]["magicEnabled"] is False
+    bare = []
+    for f in [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]:
+        tree = ast.parse(f.read_text())
+        for parent in ast.walk(tree):
+            for field in ("body", "orelse", "finalbody"):
+                body = getattr(parent, field, None)
+                if not isinstance(body, list):
+                    continue
+                for i, node in enumerate(body):
+                    if not isinstance(node, ast.Expr) or isinstance(node.value, (ast.Call, ast.Await, ast.Yield,
+                                                                                   ast.YieldFrom)):
+                        continue
+                    docstring = (field == "body" and i == 0 and isinstance(node.value, ast.Constant)
+                                 and isinstance(node.value.value, str)
+                                 and isinstance(parent, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef,
+                                                         ast.ClassDef)))
+                    if not docstring and not (isinstance(node.value, ast.Constant) and node.value.value is ...):
+                        bare.append(f"{f.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)[:60]}")
+    assert not bare, bare
