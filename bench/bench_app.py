@@ -514,11 +514,12 @@ def main() -> int:
     floor = {k: statistics.median([f[k] for f in floors if f.get(k) is not None] or [float("nan")])
              for k in ("text_second_visit", "text_second_browser", "plotly_second_visit", "plotly_second_browser")}
     print(f"\nFloor: a trivial Streamlit app on this machine, same harness (median of {len(floors)} rounds of --repeat "
-          f"visits; navigation to the text / to a small plotly chart on screen): text {floor['text_second_visit']:.2f} s "
+          f"visits; navigation to the text / to a small plotly chart on screen): "
+          f"text {floor['text_second_visit']:.2f} s "
           f"(second visit), {floor['text_second_browser']:.2f} s (second browser); with st.plotly_chart "
           f"{floor['plotly_second_visit']:.2f} s, {floor['plotly_second_browser']:.2f} s")
-    print("\nSecond visit / second browser, split (s from navigation; medians of --repeat visits): the page's websocket "
-          "opened (its JavaScript booted), the server's last script_finished, the numbers and the map on screen; the "
+    print("\nSecond visit / second browser, split (s from navigation; medians of --repeat visits): the page's "
+          "websocket opened (its JavaScript booted), the server's last script_finished, the numbers and the map on screen; the "
           "numbers against the text floor (x floor); bytes the server sent (the largest element kind)")
     print("| view | second visit: ws open, script done, numbers, map | x floor | second browser: ws open, script done, "
           "numbers, map | x floor | plotly sent | bytes |\n|---|---|---|---|---|---|---|")

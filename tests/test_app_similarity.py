@@ -82,7 +82,8 @@ def test_similarity_second_session_sends_the_kept_heatmap_without_rebuilding(ser
     builds, computes = [], []
     real_args, real_matrix = ui.heatmap.heatmap_args, core.similarity.similarity_matrix
     monkeypatch.setattr(ui.heatmap, "heatmap_args", lambda *a, **k: builds.append(1) or real_args(*a, **k))
-    monkeypatch.setattr(core.similarity, "similarity_matrix", lambda *a, **k: computes.append(1) or real_matrix(*a, **k))
+    monkeypatch.setattr(core.similarity, "similarity_matrix",
+                        lambda *a, **k: computes.append(1) or real_matrix(*a, **k))
     first = _heatmap(_open({"measure": "rsa"}))           # a measure no other test of this module computes
     assert len(computes) == 1 and len(builds) >= 1
     built = len(builds)
