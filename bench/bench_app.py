@@ -57,9 +57,11 @@ WIDTHS = {"text_1280": 1280, "image_768": 768, "shape_512": 512, "audio_384": 38
 #: canvas maps (ui/bigmap_frontend) painted so far: the component sets data-painted on its body
 PAINTED_CANVASES = ("Array.from(document.querySelectorAll('iframe')).filter(f => { try { return "
                     "!!f.contentDocument?.body?.dataset?.painted } catch (e) { return false } }).length")
-#: the SVG heatmap (ui/heatmap_frontend) has drawn: it sets data-heatmap-painted on its body (older commits: plotly)
-PAINTED_HEATMAP = ("Array.from(document.querySelectorAll('iframe')).some(f => { try { return "
-                   "!!f.contentDocument?.body?.dataset?.heatmapPainted } catch (e) { return false } })")
+#: the SVG heatmap (ui/svgchart_frontend) has drawn: data-svgchart-painted="heatmap" on its body (data-heatmap-painted
+#: at 5c9f247; older commits: plotly's .main-svg)
+PAINTED_HEATMAP = ("Array.from(document.querySelectorAll('iframe')).some(f => { try { const d = "
+                   "f.contentDocument?.body?.dataset; return !!d && (d.svgchartPainted === 'heatmap' || "
+                   "!!d.heatmapPainted) } catch (e) { return false } })")
 PAINT = ('[data-testid="stMain"] [data-testid="stSelectbox"], [data-testid="stMain"] [data-testid="stMultiSelect"], '
          '[data-testid="stMain"] [data-testid="stMetric"], [data-testid="stMain"] [data-testid="stNumberInput"]')
 
@@ -303,14 +305,15 @@ FLOOR = {"text": ("", "(document.querySelector('[data-testid=stMain]')?.innerTex
          "plotly": ("?plot=1", "document.querySelector('.main-svg')")}
 
 
-def start_server(app: Path, cwd: Path, env: dict) -> tuple[subprocess.Popen, str, object]:
-    """``streamlit run app`` on a free port of 127.0.0.1 (headless, no file watcher); waits for its health check."""
+def start_server(app: Path, cwd: Path, env: dict, log_path: Path) -> tuple[subprocess.Popen, str, object]:
+    """``streamlit run app`` on a free port of 127.0.0.1 (headless, no file watcher; its output to ``log_path``);
+    waits for its health check."""
     import urllib.request
 
     from tests.browser_util import _free_port
 
     port = _free_port()
-    log = open(app.parent / f"streamlit-{app.stem}.log", "w")
+    log = open(log_path, "w")
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
                                "--server.address", "127.0.0.1", "--server.headless", "true",
                                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
@@ -341,7 +344,8 @@ def measure_floor(browser, tmp: Path, env: dict, repeat: int, timeout_s: float) 
 
     app = tmp / "floor_app.py"
     app.write_text(FLOOR_APP)
-    server, url, log = start_server(app, tmp, {k: v for k, v in env.items() if k != "PYTHONPATH"})
+    server, url, log = start_server(app, tmp, {k: v for k, v in env.items() if k != "PYTHONPATH"},
+                                    tmp / "streamlit-floor.log")
     out: dict = {}
     try:
         user = new_context(browser)
@@ -436,7 +440,7 @@ def main() -> int:
           f"{time.perf_counter() - t0:.1f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     env = {**os.environ, "PLATOSCOPE_DATA_DIR": str(data_dir), "PLATOSCOPE_CACHE_DIR": str(tmp / "cache"),
            "PLATOSCOPE_DEVICE": "cpu", "PYTHONPATH": str(app_root)}
-    server, url, log = start_server(app_root / "app.py", app_root, env)
+    server, url, log = start_server(app_root / "app.py", app_root, env, tmp / "streamlit.log")
     rows = []
     floors = []
     try:

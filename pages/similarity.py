@@ -8,7 +8,7 @@ from core.export import build_manifest
 from core.similarity import MEASURES, layerwise_similarity, similarity_matrix
 from ui import cached, data, jobs
 from ui.maps import draw_map, pca_map_or_progress
-from ui.heatmap import heatmap_args, heatmap_chart
+from ui.svgchart import heatmap_args, heatmap_chart
 from ui.plots import heatmap
 from core.presets import SIMILARITY_FIELDS
 from ui.presets import preset_control
@@ -93,7 +93,7 @@ if view == "All spaces":
             partial=draw_partial)
     if result is not None:
         pv = result.get("p_values")
-        # the SVG component (ui.heatmap; no plotly bundle in the browser for a matrix of a few cells), its cells
+        # the SVG component (ui.svgchart; no plotly bundle in the browser for a matrix of a few cells), its cells
         # built once per result (a rerun or another visit only sends them); a click picks the pair below
         cell = heatmap_chart(cached.drawn(namespace, cached.result_key("drawing", "sim_heatmap_svg", key),
                                           lambda: matrix_args(result)), key="sim_heatmap")

@@ -6,7 +6,8 @@ from core.align import METHODS, PAPER_A_METHODS
 from core.export import build_manifest
 from core.evaluation.alignment import DEFAULT_ANCHOR_COUNTS, DEFAULT_SWEEP_KS, run_protocol, sweep_anchors, sweep_k
 from ui import cached, data, jobs
-from ui.plots import METHOD_LABELS, METRIC_LABELS, bars_with_errors, curve, spectrum
+from ui.plots import METHOD_LABELS, METRIC_LABELS, PALETTE, bars_with_errors, curve, spectrum
+from ui.svgchart import bars_args, bars_chart
 from core.presets import PROTOCOL_FIELDS
 from ui.presets import preset_control
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
@@ -125,10 +126,14 @@ if view == "At one k":
         pivot = wide.pivot(index="method", columns="metric", values="value")
         pivot.index = [METHOD_LABELS.get(m, m) for m in pivot.index]
         st.dataframe(pivot.rename(columns=METRIC_LABELS), width="stretch")
-        fig = bars_with_errors([r for r in rows if r["metric"] == metric],
-                               title=f"{METRIC_LABELS[metric]} at k = {int(k)}: {source} -> {target}",
-                               y_title=METRIC_LABELS[metric])
-        st.plotly_chart(safe_figure(fig), key="subspace_bars", width="stretch")
+        shown = [r for r in rows if r["metric"] == metric]
+        title = f"{METRIC_LABELS[metric]} at k = {int(k)}: {source} -> {target}"
+        # SVG bars (ui.svgchart: no plotly bundle in the browser for a few bars); the export's figure is plotly,
+        # built when a download asks for it
+        bars_chart(bars_args(shown, series_key="metric", category_key="method", series_labels=METRIC_LABELS,
+                             category_labels=METHOD_LABELS, palette=PALETTE, title=title,
+                             y_title=METRIC_LABELS[metric]), key="subspace_bars")
+        fig = lambda: safe_figure(bars_with_errors(shown, title=title, y_title=METRIC_LABELS[metric]))  # noqa: E731
         export_controls("platoscope-protocol", fig=fig, table=table,
                         manifest=build_manifest(view="subspace/protocol", dataset=ds, seeds=seeds,
                                                 params={**base_params, "settings": s}))

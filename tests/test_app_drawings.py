@@ -99,7 +99,7 @@ def test_similarity_side_maps_are_pan_only_canvases_with_a_sample_note(study, mo
 
     monkeypatch.setattr(ui.maps, "PLOTLY_MAX_POINTS", 100)
     at = _open("pages/similarity.py")
-    side = [a for a in _canvas_args(at) if "coords" in a]     # (the heatmap is a component too: ui.heatmap)
+    side = [a for a in _canvas_args(at) if "coords" in a]     # (the heatmap is a component too: ui.svgchart)
     assert len(side) == 2 and all(a["select"] is False and a["legend"] == [] for a in side)
     assert {a["title"] for a in side} == {"PCA of 'emb'", "PCA of 'other'"}   # 500 of 500 rows: no sample note
     assert all(len(a["hover"].decode().split("\n")) == N for a in side)

@@ -37,7 +37,7 @@ def _independent_cka(X, Y):
 
 
 def _heatmap(at) -> dict:
-    """The arguments of the page's heatmap component (ui.heatmap): names, values, colours, hover texts."""
+    """The arguments of the page's heatmap component (ui.svgchart): names, values, colours, hover texts."""
     import json
 
     (args,) = [a for a in (json.loads(c.proto.json_args) for c in at.get("component_instance")) if "colours" in a]
@@ -77,11 +77,11 @@ def test_similarity_second_session_sends_the_kept_heatmap_without_rebuilding(ser
     """A new session on the same shared dataset (a second visit, another browser): the result and its drawing
     are reused; nothing is recomputed or rebuilt."""
     import core.similarity
-    import ui.heatmap
+    import ui.svgchart
 
     builds, computes = [], []
-    real_args, real_matrix = ui.heatmap.heatmap_args, core.similarity.similarity_matrix
-    monkeypatch.setattr(ui.heatmap, "heatmap_args", lambda *a, **k: builds.append(1) or real_args(*a, **k))
+    real_args, real_matrix = ui.svgchart.heatmap_args, core.similarity.similarity_matrix
+    monkeypatch.setattr(ui.svgchart, "heatmap_args", lambda *a, **k: builds.append(1) or real_args(*a, **k))
     monkeypatch.setattr(core.similarity, "similarity_matrix",
                         lambda *a, **k: computes.append(1) or real_matrix(*a, **k))
     first = _heatmap(_open({"measure": "rsa"}))           # a measure no other test of this module computes

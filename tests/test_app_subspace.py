@@ -48,9 +48,17 @@ def test_subspace_runs_protocol_and_curves(server):
     # changing only the plotted metric does not refit: no job is started, the numbers are there at once
     at.selectbox(key="url__metric").set_value("mrr").run()
     assert not at.exception and not pending_jobs()
-    charts = at.get("plotly_chart")
-    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts]
-    assert any("MRR" in t for t in titles)
+    # the bars (the SVG chart, ui.svgchart; no plotly figure) show the table's numbers for the chosen metric
+    (bars,) = [a for a in (json.loads(c.proto.json_args) for c in at.get("component_instance")) if a["kind"] == "bars"]
+    assert bars["title"].startswith("MRR") and not at.get("plotly_chart")
+    (series,) = bars["series"]
+    table = at.dataframe[0].value
+    for method, mean, std in zip(bars["categories"], series["values"], series["errors"]):
+        shown = table.loc[method, "MRR (both directions)"]
+        assert mean == pytest.approx(float(shown.split(" +- ")[0]), abs=5e-4)
+        assert std == pytest.approx(float(shown.split(" +- ")[1].split()[0]), abs=5e-4)
+    assert series["hover"][0] == f"{bars['categories'][0]}\nMRR (both directions) = {series['values'][0]:.3f} +- " \
+                                 f"{series['errors'][0]:.3f}"
     # nothing is computed for a view nobody opened; opening the k curve starts its job, which fills it in
     at.segmented_control(key="url__view").set_value("Curve over k").run()
     assert not at.exception

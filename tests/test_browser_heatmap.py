@@ -1,4 +1,4 @@
-"""Real-browser test of Similarity's SVG heatmap component (ui/heatmap_frontend): it paints every cell with its
+"""Real-browser test of Similarity's SVG heatmap component (ui/svgchart_frontend): it paints every cell with its
 value, hovering a cell shows its text (names with markup stay text), and a click on a cell picks that pair for the
 side-by-side maps. No plotly figure is on the page for the matrix."""
 import numpy as np
@@ -21,8 +21,8 @@ def test_heatmap_paints_hovers_as_text_and_a_click_picks_the_pair(tmp_path):
            "PLATOSCOPE_DEMO": "0"}
     with streamlit_server(env) as (url, _), browser_page(height=1600) as page:
         page.goto(f"{url}/similarity?dataset=server:study")
-        frame = page.wait_for_selector("iframe[title*='platoscope_heatmap']", timeout=180_000).content_frame()
-        frame.wait_for_function("() => document.body.dataset.heatmapPainted === '1' && "
+        frame = page.wait_for_selector("iframe[title*='platoscope_svgchart']", timeout=180_000).content_frame()
+        frame.wait_for_function("() => document.body.dataset.svgchartPainted === 'heatmap' && "
                                 "!document.getElementById('title').textContent.includes('filling in')",
                                 timeout=120_000)
         assert frame.locator("rect.cell").count() == 9

@@ -1,7 +1,8 @@
-"""ui.heatmap: what the SVG heatmap component is sent (colours, printed values, hover texts) and which clicks count."""
+"""ui.svgchart: what the SVG chart component is sent (heatmap colours, printed values, hover texts; bars) and which
+clicks count."""
 import pytest
 
-from ui.heatmap import RAMP, clicked, heatmap_args
+from ui.svgchart import RAMP, clicked, heatmap_args
 
 VIRIDIS_LOW, VIRIDIS_HIGH = "#440154", "#FDE725"     # the ends of matplotlib's / plotly's Viridis
 
@@ -50,3 +51,29 @@ def test_height_grows_with_the_matrix_up_to_a_cap(n):
     names = [f"s{i}" for i in range(n)]
     args = heatmap_args([[0.5] * n for _ in range(n)], names, names)
     assert args["height"] == min(max(420, 60 * n + 160), 1100)
+
+
+def test_nice_ticks_are_round_and_cover_the_range():
+    from ui.svgchart import nice_ticks
+
+    assert nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(0.0, 0.37) == [0.0, 0.1, 0.2, 0.3]
+    assert nice_ticks(-0.05, 0.9) == [0.0, 0.2, 0.4, 0.6, 0.8]
+
+
+def test_bars_group_by_category_with_one_series_per_metric():
+    from ui.svgchart import bars_args
+
+    rows = [{"method": "affine", "metric": "top1", "mean": 0.5, "std": 0.1},
+            {"method": "cca", "metric": "top1", "mean": 0.8, "std": 0.05},
+            {"method": "affine", "metric": "mrr", "mean": 0.6, "std": None}]
+    args = bars_args(rows, series_key="metric", category_key="method", series_labels={"top1": "top-1"},
+                     category_labels={"cca": "CCA + affine"}, palette=["#111111", "#222222"], title="t")
+    assert args["kind"] == "bars" and args["categories"] == ["affine", "CCA + affine"]
+    top1, mrr = args["series"]
+    assert (top1["name"], top1["colour"], top1["values"], top1["errors"]) == ("top-1", "#111111", [0.5, 0.8],
+                                                                               [0.1, 0.05])
+    assert mrr["values"] == [0.6, None] and mrr["hover"] == ["affine\nmrr = 0.600", ""]
+    assert top1["hover"][1] == "CCA + affine\ntop-1 = 0.800 +- 0.050"
+    lo, hi = args["y_range"]
+    assert lo == 0.0 and hi == pytest.approx(0.85 * 1.05)           # highest mean + std, plus 5 %
