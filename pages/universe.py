@@ -110,13 +110,13 @@ def method_key(m):
                               {"gcpa_epochs": int(epochs), "gcpa_precision": precision}) if m == "gcpa" else {})
 
 
-def method_result(m):
+def method_result(m, **kw):
     """One job per method: PW, GPA and GCCA first; GCPA (training) after them, at a lower priority."""
     def compute(job):
         return {**_header(study()), "method": study().evaluate(m, map_items=MAP_ITEMS, progress=job.progress)}
 
     return jobs.result(namespace, method_key(m), f"{METHOD_LABELS[m]} on {len(chosen)} spaces", compute,
-                       priority=1 if m == "gcpa" else 0)
+                       priority=1 if m == "gcpa" else 0, **kw)
 
 
 def _header(s: UniverseStudy) -> dict:
@@ -125,14 +125,37 @@ def _header(s: UniverseStudy) -> dict:
             "map_rows": None if rows is None else s.test_rows_[rows].tolist()}
 
 
-outputs = {}
+# GCPA trains for minutes. Its job (when there is none yet) is submitted only once PW, GPA and GCCA have finished,
+# at the end of the script run that draws their results, into a slot kept here: it then competes neither with
+# their jobs nor with that run and the browser's drawing of it (CPU, GIL)
+first = [m for m in METHODS if m in methods and m != "gcpa"]
+outputs, first_pending, gcpa_slot = {}, False, None
 with st.container():
     for m in [m for m in METHODS if m in methods]:
+        if m == "gcpa" and first and not jobs.known(namespace, method_key(m)):
+            gcpa_slot = st.container()
+            continue
         with guard():
             out = method_result(m)
             if out is not None:
                 outputs[m] = out
+            first_pending = first_pending or jobs.pending(namespace, method_key(m))
+
+
+def start_gcpa():
+    """GCPA's job, if it waits for this run: submitted now that the results above are drawn (its box in its slot)."""
+    if gcpa_slot is None:
+        return
+    with gcpa_slot, guard():
+        if first_pending:
+            st.caption(f":material/hourglass_top: {md(METHOD_LABELS['gcpa'])} trains once "
+                       f"{', '.join(METHOD_LABELS[m] for m in first)} are done.")
+        else:
+            method_result("gcpa", wait=0)
+
+
 if not outputs:
+    start_gcpa()
     st.stop()
 
 res = next(iter(outputs.values()))
@@ -272,10 +295,9 @@ elif view == "Add a space":
                 manifest=build_manifest(view="universe/add", dataset=ds, seeds=[int(seed)],
                                         params={**params, "added": new}))
 
+elif labels is None:  # clustering, without labels
+    st.info("Choose a label column above to see k-means clustering scores in the universe.")
 else:  # clustering
-    if labels is None:
-        st.info("Choose a label column above to see k-means clustering scores in the universe.")
-        st.stop()
     clustered = {}
     for m in results:               # one job per method, started when this view is opened
         with guard():
@@ -303,3 +325,5 @@ else:  # clustering
                    f"{len(next(iter(results.values()))['clustering']['seeds'])} seeds.")
         export_controls("platoscope-universe-clustering", fig=fig, table=ctable,
                         manifest=build_manifest(view="universe/clustering", dataset=ds, seeds=[0, 1, 2], params=params))
+
+start_gcpa()

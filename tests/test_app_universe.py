@@ -236,3 +236,53 @@ def test_universe_page_builds_its_figures_once_per_results_and_metric(server, mo
     assert sorted(calls) == ["mean_worst_bars", "retrieval_heatmaps"]
     at.selectbox(key="url__metric").set_value("top1").run()        # back: the kept ones again
     assert len(calls) == 2 and [c.proto.spec for c in at.get("plotly_chart")] == before
+
+
+def test_universe_page_starts_gcpa_after_the_first_three_are_drawn(server, monkeypatch):
+    """GCPA's training is not queued beside PW / GPA / GCCA: its job is submitted at the end of the script run that
+    draws their results (after the heatmaps are built), so it competes neither with their jobs nor with that run."""
+    import threading
+    import time
+
+    import ui.plots_universe as plots
+    from core.evaluation.universe import UniverseStudy
+    from ui.jobs import runner
+
+    gate, real_evaluate = threading.Event(), UniverseStudy.evaluate
+
+    def gated(self, method, **kw):
+        if method != "gcpa":
+            assert gate.wait(120), "the test never opened the gate"
+        return real_evaluate(self, method, **kw)
+
+    monkeypatch.setattr(UniverseStudy, "evaluate", gated)
+    drawn_at = []
+    real_heatmaps = plots.retrieval_heatmaps
+    monkeypatch.setattr(plots, "retrieval_heatmaps",
+                        lambda *a, **k: drawn_at.append(time.time()) or real_heatmaps(*a, **k))
+
+    def gcpa_jobs():                                       # GCPA jobs of this test (the runner is the process's)
+        return [j for j in runner().jobs() if j.label.startswith("GCPA") and j.submitted >= t_open]
+
+    t_open = time.time()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.query_params["dataset"] = "server:views"
+    at.query_params["spaces"] = json.dumps(["text", "shape_3d", "image"])
+    for k, v in {"epochs": "3", "seed": "13", "methods": json.dumps(["pw", "gpa", "gcca", "gcpa"])}.items():
+        at.query_params[k] = v
+    at.run()
+    at.switch_page("pages/universe.py").run()
+    assert not at.exception, at.exception
+    assert pending_jobs() and not gcpa_jobs()              # PW, GPA, GCCA queued or running; GCPA waits
+    assert any("trains once" in c.value for c in at.caption)
+    gate.set()
+    assert runner().wait_all(900)
+    assert not gcpa_jobs()                                 # the first three are done, but nobody has drawn them yet
+    at.run()                                               # the run that draws them (the boxes' rerun)
+    assert not at.exception, at.exception
+    started = gcpa_jobs()
+    assert len(started) == 1 and drawn_at and started[0].submitted > max(drawn_at)
+    at = finish_jobs(at)
+    heat = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "").startswith("Any-to-any"))
+    assert len([t for t in heat["data"] if t["type"] == "heatmap"]) == 4

@@ -6,7 +6,7 @@
   (``cache/<namespace>/results/<key>.joblib``, written when the job succeeded, so a restarted server has it);
 * otherwise the job for ``(namespace, key)`` is looked up (a reload or a page switch reattaches to it) or
   submitted, the page gets ``None`` and a progress box is drawn in its place: a fragment that polls the job
-  every second (fraction, stage, elapsed, ETA, queue position, a Cancel button) and reruns the page once the
+  every half second (fraction, stage, elapsed, ETA, queue position, a Cancel button) and reruns the page once the
   job has finished. The rest of the page stays usable meanwhile.
 
 ``namespace`` is ``data.cache_namespace(ds)``: "shared" for the demo and server datasets (so two sessions asking
@@ -29,7 +29,11 @@ from ui import cached
 from ui.errors import show_error
 from ui.text import md
 
-POLL_SECONDS = 1.0
+#: a running job's box polls this often: the page redraws at most this long after its job finishes (half of it
+#: on average). A poll costs a few milliseconds of the server's script thread and of the browser's drawing; a
+#: poll that waited for the job instead would keep Streamlit's "running" indicator on and delay the session's
+#: clicks, so it does not
+POLL_SECONDS = 0.5
 #: a queued job's box polls less often (its position changes only when a job ahead finishes, and that job's own
 #: box reruns the page then): on the Universe view three of four boxes wait at any time
 QUEUED_POLL_SECONDS = 3.0
@@ -89,6 +93,18 @@ def lookup(namespace: str, key: str) -> Any:
 
 def job_for(namespace: str, key: str) -> Job | None:
     return runner().get((namespace, key))
+
+
+def known(namespace: str, key: str) -> bool:
+    """Whether ``key`` has a finished result (memory or disk) or a job in any state (a page that starts a job
+    later, e.g. after other results are drawn, asks this first: a known key is shown as usual)."""
+    return job_for(namespace, key) is not None or lookup(namespace, key) is not None
+
+
+def pending(namespace: str, key: str) -> bool:
+    """Whether the job of ``key`` is queued or running."""
+    job = job_for(namespace, key)
+    return job is not None and not job.is_finished
 
 
 #: How much lower than the server's own threads a job's thread runs (its nice value is raised by this much, once
