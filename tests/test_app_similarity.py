@@ -36,6 +36,17 @@ def _independent_cka(X, Y):
     return np.linalg.norm(X.T @ Y) ** 2 / (np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y))
 
 
+def _decode(z):
+    """plotly serialises numpy arrays as base64 typed arrays ({dtype, bdata, shape}) (the layer-by-layer heatmap is
+    plotly; tests/test_app_encode.py reads it)."""
+    if isinstance(z, dict) and "bdata" in z:
+        import base64
+        arr = np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"]))
+        shape = [int(s) for s in str(z.get("shape", len(arr))).split(",")]
+        return arr.reshape(shape)
+    return np.asarray(z, dtype=float)
+
+
 def _heatmap(at) -> dict:
     """The arguments of the page's heatmap component (ui.svgchart): names, values, colours, hover texts."""
     import json
