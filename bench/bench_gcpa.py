@@ -16,9 +16,11 @@ both):
   bfloat16 in the bfloat16 floor, which no bfloat16 fit could reach).
 
 Printed per (threads, precision): median epoch seconds of the new step and of the old one (the autograd step
-of before, kept here only: ``old_step``, put in place of core's step for the "old" fits), both floors, the
-ratios and the speed-up; ``--rounds`` rounds interleave every setting (old, new, floor), ``--epochs`` epochs per
-fit. ``uptime`` is printed before and after each round. Everything above the floor is the step's elementwise
+of before, kept here only: ``old_step``, put in place of core's step for the "old" fits), both floors, and the
+medians over rounds of the ratios taken within each round (new / new floor, old / old floor, old / new). Each
+round runs, per setting, a fit of ``--epochs`` epochs with the new step, the new floor, the same fit with the old
+step and the old floor, back to back, so that a ratio compares timings taken seconds apart on the shared machine.
+``uptime`` is printed before and after each round. Everything above the floor is the step's elementwise
 work (normalisation, GELU, the gate, the loss and their gradients), the casts, clipping, AdamW, the batch
 gathering and the held-out check's non-GEMM work.
 
@@ -77,13 +79,18 @@ def old_step(net, opt, u, c, preserve_weight, margin, amp_dtype=None, work=None,
 
 @contextlib.contextmanager
 def old_path():
-    """GCPA.fit with the old step, forward, optimizer and batch indexing (nothing precomputed)."""
-    saved = {k: getattr(cu, k) for k in ("_gcpa_step", "_adamw", "_corrector_inputs", "_gather_batch")}
+    """GCPA.fit with the old step, forward, optimizer, batch indexing and held-out check (nothing precomputed)."""
+    names = ("_gcpa_step", "_adamw", "_corrector_inputs", "_gather_batch", "_layer_normed", "_corrector_forward",
+             "_gcpa_loss_of")
+    saved = {k: getattr(cu, k) for k in names}
     forward = cu._Corrector.forward
     cu._gcpa_step = old_step
     cu._adamw = lambda net, lr, wd: torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=wd)
     cu._corrector_inputs = lambda U, eps, dtype=None: U
     cu._gather_batch = lambda work, rows, U, C, XN: (U[rows], C[rows], None)
+    cu._layer_normed = lambda *args, **kwargs: None
+    cu._corrector_forward = lambda net, u, dtype=None, work=None, xn=None: (net(u), None, None)
+    cu._gcpa_loss_of = lambda v, r, u, c, pw, mg, work=None: (cu._gcpa_loss(v, c, u, pw, mg), None, None)
     cu._Corrector.forward = old_forward
     try:
         yield
@@ -116,7 +123,7 @@ def epoch_gemms(M, n_train, n_val, d, batch, new: bool):
     return [s + (True,) for s in out] + [(V, d, h, False), (V, h, d, False), (V, d, d, False)]
 
 
-def gemm_floor(shapes, dtype, repeats=3):
+def gemm_floor(shapes, dtype, repeats=5):
     """Seconds of the GEMMs of ``shapes``: each distinct shape timed ``repeats`` times (median), counted as often
     as it occurs; training GEMMs in ``dtype``, the held-out check's in float32."""
     count = Counter(shapes)
@@ -154,8 +161,9 @@ def full_fits(args):
     gpa = study.model("gpa")
     precisions = ["float32"] + (["bfloat16"] if has_fast_bfloat16("cpu") else [])
     fits = {}
+    paths = args.paths.split(",")
     for prec in precisions[::-1]:
-        for which in ("new", "old"):
+        for which in paths:
             with (old_path() if which == "old" else contextlib.nullcontext()):
                 est = GCPA(precision=prec, device="cpu").fit(study.fit_train_, gpa=gpa, prepared=study.prepared_)
             fits[(prec, which)] = est
@@ -163,7 +171,7 @@ def full_fits(args):
             print(f"{prec:>9s} {which}: {est.stopped_epoch_} epochs (best {est.best_epoch_}), "
                   f"{est.fit_seconds_:.1f} s ({est.fit_seconds_ / est.stopped_epoch_:.2f} s per epoch), best held-out "
                   f"loss {min(h):.6f} (epoch 0: {h[0]:.6f}); load after {uptime()}", flush=True)
-    for prec in precisions:
+    for prec in precisions if len(paths) == 2 else []:
         a, b = ([e["heldout_loss"] for e in fits[(prec, w)].history_] for w in ("new", "old"))
         k = min(len(a), len(b))
         diff = max(abs(x - y) for x, y in zip(a[:k], b[:k]))
@@ -175,8 +183,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--paths", default="new,old", help="--full-fit: which steps to fit (new, old)")
     ap.add_argument("--full-fit", action="store_true")
     ap.add_argument("--study", default=None)
     args = ap.parse_args(argv)
@@ -196,30 +205,32 @@ def main(argv=None):
           f"epochs x {args.rounds} rounds per setting; native bfloat16: {has_fast_bfloat16('cpu')}", flush=True)
     res: dict = {}
     threads_list = [int(t) for t in args.threads.split(",")]
-    for rnd in range(args.rounds):            # rounds interleave the settings: load changes hit all of them
+    for rnd in range(args.rounds):
         print(f"round {rnd + 1}: load before {uptime()}", flush=True)
         for threads in threads_list:
             torch.set_num_threads(threads)
             for prec in precisions:
-                r = res.setdefault((threads, prec), {"old": [], "new": [], "floor_old": [], "floor_new": []})
-                for which in ("old", "new"):
+                r = res.setdefault((threads, prec), {k: [] for k in ("new", "old", "floor_new", "floor_old")})
+                dt = torch.float32 if prec == "float32" else torch.bfloat16
+                for which in ("new", "old"):
                     with (old_path() if which == "old" else contextlib.nullcontext()):
                         est = GCPA(max_epochs=args.epochs, patience=args.epochs + 1, precision=prec, device="cpu",
                                    batch_size=batch).fit(sp, gpa=gpa)
-                    r[which] += [b["seconds"] - a["seconds"] for a, b in zip(est.history_, est.history_[1:])]
-                dt = torch.float32 if prec == "float32" else torch.bfloat16
-                r["floor_old"].append(gemm_floor(shapes[False], dt))
-                r["floor_new"].append(gemm_floor(shapes[True], dt))
+                    r[which].append(statistics.median(b["seconds"] - a["seconds"]
+                                                      for a, b in zip(est.history_, est.history_[1:])))
+                    r["floor_" + which].append(gemm_floor(shapes[which == "new"], dt))
         print(f"round {rnd + 1}: load after  {uptime()}", flush=True)
-    print(f"{'threads':>7s} {'precision':>9s} {'new s':>7s} {'old s':>7s} {'old/new':>7s} {'new floor':>9s} "
-          f"{'new/floor':>9s} {'old floor':>9s} {'old/floor':>9s} {'new/old floor':>13s}")
+    print(f"{'threads':>7s} {'precision':>9s} {'new s':>7s} {'old s':>7s} {'new floor':>9s} {'old floor':>9s} "
+          f"{'new/new floor':>13s} {'old/old floor':>13s} {'old/new':>7s} {'new/old floor':>13s}")
+    med = statistics.median
     for (threads, prec), r in res.items():
-        e_new, e_old = statistics.median(r["new"]), statistics.median(r["old"])
-        f_new, f_old = statistics.median(r["floor_new"]), statistics.median(r["floor_old"])
-        print(f"{threads:7d} {prec:>9s} {e_new:7.3f} {e_old:7.3f} {e_old / e_new:7.2f} {f_new:9.3f} "
-              f"{e_new / f_new:9.2f} {f_old:9.3f} {e_old / f_old:9.2f} {e_new / f_old:13.2f}")
-    print("(epoch seconds are medians over every epoch of every round; floors: medians over rounds; "
-          "new/old floor: the new epoch against the old step's floor)")
+        ratio = {k: med(x / y for x, y in zip(r[a], r[b])) for k, a, b in (
+            ("new", "new", "floor_new"), ("old", "old", "floor_old"), ("speedup", "old", "new"),
+            ("new_old_floor", "new", "floor_old"))}
+        print(f"{threads:7d} {prec:>9s} {med(r['new']):7.3f} {med(r['old']):7.3f} {med(r['floor_new']):9.3f} "
+              f"{med(r['floor_old']):9.3f} {ratio['new']:13.2f} {ratio['old']:13.2f} {ratio['speedup']:7.2f} "
+              f"{ratio['new_old_floor']:13.2f}")
+    print("(seconds: medians over rounds; ratios: medians over rounds of the ratio within each round)")
 
 
 if __name__ == "__main__":

@@ -1068,6 +1068,15 @@ def _gcpa_loss(out, target, u_hat, preserve_weight, margin):
     return _gcpa_loss_terms((out * target).sum(-1), (out * u_hat).sum(-1), preserve_weight, margin)
 
 
+def _gcpa_loss_of(v, r, u, c, preserve_weight, margin, work: dict | None = None):
+    """The GCPA loss of ``T(u) = v / r`` (:func:`_corrector_forward`) toward ``c``, and the rows' cosines
+    ``(loss, cos_c, cos_u)``, without forming ``T(u)``."""
+    tmp = _buffer(work, "rowprod", tuple(v.shape), v.dtype, v.device)
+    cos_c = torch.mul(v, c, out=tmp).sum(1).div_(r)
+    cos_u = torch.mul(v, u, out=tmp).sum(1).div_(r)
+    return _gcpa_loss_terms(cos_c, cos_u, preserve_weight, margin), cos_c, cos_u
+
+
 def _corrector_backward(net: _Corrector, u, c, v, r, saved, preserve_weight, margin, work: dict):
     """The GCPA loss of the forward pass ``(v, r, saved)`` of :func:`_corrector_forward` on ``u`` toward ``c``,
     and its gradient with respect to every parameter, written into the parameters' ``.grad`` (float32).
@@ -1086,10 +1095,7 @@ def _corrector_backward(net: _Corrector, u, c, v, r, saved, preserve_weight, mar
     def buf(name, shape, dt=f32):
         return _buffer(work, name, shape, dt, dev)
 
-    tmp = buf("rowprod", (B, d))
-    cos_c = torch.mul(v, c, out=tmp).sum(1).div_(r)
-    cos_u = torch.mul(v, u, out=tmp).sum(1).div_(r)
-    loss = _gcpa_loss_terms(cos_c, cos_u, preserve_weight, margin)
+    loss, cos_c, cos_u = _gcpa_loss_of(v, r, u, c, preserve_weight, margin, work)
     m = ((1 - cos_u) - margin > 0).to(f32)
     inv = 1.0 / (B * r)
     beta = -pw * m * inv
@@ -1305,12 +1311,15 @@ class GCPA(_Universe):
         # the held-out rows of every space and their targets, gathered once (float32: the checks are exact)
         u_val = U_hat_d[:, val_rows.to(dev)].reshape(-1, d)
         c_val = C_d[val_rows.to(dev)].repeat(M, 1)
+        xn_val = _layer_normed(_normalize(u_val), net.norm.eps)
+        val_work: dict = {}             # the held-out pass's buffers, reused from check to check
 
         def heldout_loss() -> float:
             if n_val == 0:
                 return float("nan")
             with torch.no_grad():
-                return float(_gcpa_loss(net(u_val), c_val, u_val, pw, mg))
+                v, r, _ = _corrector_forward(net, u_val, None, val_work, xn_val)
+                return float(_gcpa_loss_of(v, r, u_val, c_val, pw, mg, val_work)[0])
 
         if self.schedule not in GCPA_SCHEDULES:
             raise DataError(f"unknown GCPA schedule '{self.schedule}'", hint=f"use one of {', '.join(GCPA_SCHEDULES)}")
