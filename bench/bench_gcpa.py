@@ -30,10 +30,10 @@ space); ``--quick`` shrinks them. The spaces are planted (a shared signal plus n
     .venv/bin/python bench/bench_gcpa.py [--quick] [--threads 1,2] [--epochs 3] [--rounds 3]
 
 ``--full-fit [--study DIR]``: instead, the default GCPA fit (100 epochs at most, patience 15) of the study's
-split (``UniverseStudy``: 80 % of the items, 10 % of those held out), old step vs new, float32 and bfloat16, at
-the default thread count: epochs run, best epoch, seconds, best held-out loss and how far the two held-out
-curves are apart. ``DIR`` holds one ``.npy`` per space (the study: /tmp/study/server/study); without it,
-planted spaces of the study's shape (31,000 items, 4 spaces, d = 384).
+split (``UniverseStudy``: 80 % of the items, 10 % of those held out), old step vs new (``--paths``), float32
+and bfloat16, at the first of ``--threads``: epochs run, best epoch, seconds, best held-out loss and how far the
+two held-out curves are apart. ``DIR`` holds one ``.npy`` per space (the study: /tmp/study/server/study);
+without it, planted spaces of the study's shape (31,000 items, 4 spaces, d = 384).
 """
 from __future__ import annotations
 
@@ -151,6 +151,7 @@ def uptime() -> str:
 def full_fits(args):
     from core.evaluation.universe import UniverseStudy
 
+    torch.set_num_threads(int(args.threads.split(",")[0]))
     if args.study:
         spaces = {f.stem: np.load(f, allow_pickle=False) for f in sorted(Path(args.study).glob("*.npy"))}
     else:
@@ -175,7 +176,8 @@ def full_fits(args):
         a, b = ([e["heldout_loss"] for e in fits[(prec, w)].history_] for w in ("new", "old"))
         k = min(len(a), len(b))
         diff = max(abs(x - y) for x, y in zip(a[:k], b[:k]))
-        print(f"{prec:>9s}: old / new seconds {fits[(prec, 'old')].fit_seconds_ / fits[(prec, 'new')].fit_seconds_:.2f}x;"
+        speed = fits[(prec, 'old')].fit_seconds_ / fits[(prec, 'new')].fit_seconds_
+        print(f"{prec:>9s}: old / new seconds {speed:.2f}x;"
               f" held-out curves (epochs 0-{k - 1}) within {diff:.2e} ({diff / min(b):.1e} of the best)")
 
 
