@@ -7,11 +7,22 @@ from core.export import build_manifest
 from core.universe import METHODS
 from core.evaluation.universe import UniverseStudy, evaluate_universe
 from ui import cached, data, jobs
-from ui.plots_universe import (METHOD_LABELS, METRIC_LABELS, add_vs_refit_figure, clustering_bars, mean_worst_bars,
-                               retrieval_heatmaps, universe_map_figure)
+from ui.plots_universe import (METHOD_LABELS, METRIC_LABELS, add_vs_refit_figure, clustering_bars,
+                               clustering_bars_args, mean_worst_bars_args, retrieval_heatmap_args, retrieval_heatmaps,
+                               universe_map_figure)
+from ui.svgchart import bars_chart, heatmap_chart
 from ui.presets import preset_control
 from ui.widgets import export_controls, guard, page_header, sync_url, url_key
 from ui.text import md, safe_figure
+
+
+def draw_heatmaps(args: list[dict], key: str, per_row: int = 2):
+    """The SVG heatmaps (ui.svgchart), at most ``per_row`` side by side."""
+    for start in range(0, len(args), per_row):
+        cols = st.columns(per_row)
+        for k, (col, a) in enumerate(zip(cols, args[start:start + per_row])):
+            with col:
+                heatmap_chart(a, key=f"{key}_{start + k}")
 
 page_header("Universe", "universe",
             "Put several spaces into one shared universe (pairwise Procrustes, GPA, GCCA, GCPA), fitted on training "
@@ -183,9 +194,16 @@ sync_url(view=view)
 if view == "Retrieval and cycles":
     # built once per set of results and metric (ui.cached.drawn): a rerun or a second visit only sends them
     shown_keys = [method_key(m) for m in outputs]
-    fig = cached.drawn(namespace, cached.result_key("drawing", "universe_heatmaps", shown_keys, metric),
-                       lambda: safe_figure(retrieval_heatmaps(retrieval, metric)))
-    st.plotly_chart(fig, key="universe_heatmaps", width="stretch")
+    # SVG (ui.svgchart: no plotly bundle in the browser); the export's plotly figure is built when a download asks
+    st.markdown(f"**Any-to-any {METRIC_LABELS[metric]} on held-out items**")
+    st.caption("row = query space, column = retrieved space; cosine in the universe")
+    draw_heatmaps(cached.drawn(namespace, cached.result_key("drawing", "universe_heatmaps_svg", shown_keys, metric),
+                               lambda: retrieval_heatmap_args(retrieval, metric)), key="universe_heatmaps")
+
+    def fig():      # the export's plotly figure, built once per result when a download asks for it
+        return cached.drawn(namespace, cached.result_key("drawing", "universe_heatmaps", shown_keys, metric),
+                            lambda: safe_figure(retrieval_heatmaps(retrieval, metric)))
+
     rows = []
     for m, r in results.items():
         s = r["retrieval"]["summary"]
@@ -196,9 +214,8 @@ if view == "Retrieval and cycles":
     table = pd.DataFrame(rows)
     export_controls("platoscope-universe-retrieval", fig=fig, table=table,
                     manifest=build_manifest(view="universe/retrieval", dataset=ds, seeds=[int(seed)], params=params))
-    bars = cached.drawn(namespace, cached.result_key("drawing", "universe_bars", shown_keys, metric),
-                        lambda: safe_figure(mean_worst_bars(retrieval, metric)))
-    st.plotly_chart(bars, key="universe_bars", width="stretch")
+    bars_chart(cached.drawn(namespace, cached.result_key("drawing", "universe_bars_svg", shown_keys, metric),
+                            lambda: mean_worst_bars_args(retrieval, metric)), key="universe_bars")
     st.dataframe(table.set_index("method"), width="stretch")
     ch = next(iter(retrieval.values()))["chance"]
     st.caption(f"Chance: Hits@1 {ch['top1']:.4f}, Hits@5 {ch['top5']:.4f}, MRR {ch['mrr']:.4f}. "
@@ -283,10 +300,8 @@ elif view == "Add a space":
             st.plotly_chart(safe_figure(fig), key="universe_add", width="stretch")
             st.caption("GPA-ADD fits only the new space's rotation against the fixed consensus; every other map "
                        "stays as it was. The refit re-estimates all of them with the new space in the consensus.")
-            cols = st.columns(2)
-            for col, (label, k) in zip(cols, (("GPA-ADD", "add"), ("refit GPA", "refit"))):
-                col.plotly_chart(safe_figure(retrieval_heatmaps({"gpa": add_res[k]}, "top1").update_layout(
-                    title=f"{label}: Hits@1", height=380)), key=f"universe_add_{k}", width="stretch")
+            draw_heatmaps([{**retrieval_heatmap_args({"gpa": add_res[k]}, "top1")[0], "title": f"{label}: Hits@1"}
+                           for label, k in (("GPA-ADD", "add"), ("refit GPA", "refit"))], key="universe_add_heat")
             export_controls("platoscope-universe-add", fig=fig, table=pd.DataFrame(
                 [{"way": w, "seconds": add_res[f"{w}_seconds"], "top1_new_pairs": add_res["top1_new_pairs"][w],
                   "top1_base_pairs": add_res["top1_base_pairs"][w],
@@ -311,8 +326,8 @@ else:  # clustering
                 clustered[m] = {**results[m], "clustering": c}
     if clustered:
         results = clustered
-        fig = clustering_bars(results)
-        st.plotly_chart(safe_figure(fig), key="universe_cluster", width="stretch")
+        bars_chart(clustering_bars_args(results), key="universe_cluster")
+        fig = lambda: safe_figure(clustering_bars(results))  # noqa: E731  (the export's, built on request)
         crow = []
         for m, r in results.items():
             for sname, v in r["clustering"]["spaces"].items():

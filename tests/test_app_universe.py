@@ -56,6 +56,34 @@ def _specs(at):
     return specs, [s["layout"].get("title", {}).get("text", "") for s in specs]
 
 
+def _svg(at, kind):
+    """The arguments of the page's SVG charts (ui.svgchart) of one kind ("heatmap" / "bars"), in page order."""
+    return [a for a in (json.loads(c.proto.json_args) for c in at.get("component_instance")) if a.get("kind") == kind]
+
+
+def _z(args):
+    return np.array([[np.nan if v is None else v for v in row] for row in args["z"]], dtype=float)
+
+
+def _rgb(colour):
+    colour = colour.strip()
+    if colour.startswith("#"):
+        return np.array([int(colour[k:k + 2], 16) for k in (1, 3, 5)], dtype=float)
+    return np.array([float(v) for v in colour[colour.index("(") + 1:colour.index(")")].split(",")[:3]])
+
+
+def _gpa_top1(spaces, names, train, test):
+    """Hits@1 of every ordered pair of ``names``, from GPA fitted on ``train`` (row = query space; the diagonal,
+    a space against itself, is not a pair: nan)."""
+    from core.universe import GPA
+
+    gpa = GPA().fit({k: spaces[k].astype(np.float32)[train] for k in names})
+    U = {k: gpa.to_universe(k, spaces[k].astype(np.float32)[test]) for k in names}
+    U = {k: v / np.linalg.norm(v, axis=1, keepdims=True) for k, v in U.items()}
+    return gpa, np.array([[np.nan if a == b else float(((U[a] @ U[b].T).argmax(1) == np.arange(len(test))).mean())
+                           for b in names] for a in names])
+
+
 def _view(at, name):
     at.segmented_control(key="url__view").set_value(name).run()
     return finish_jobs(at)
@@ -66,30 +94,47 @@ def test_universe_page_shows_methods_and_numbers(server):
     at = _open()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    charts = {c.proto.id: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
-    specs = list(charts.values())
-    titles = [s["layout"].get("title", {}).get("text", "") for s in specs]
-    heat = next(s for s, t in zip(specs, titles) if t.startswith("Any-to-any Hits@1"))
-    assert len([t for t in heat["data"] if t["type"] == "heatmap"]) == 4   # one per method, side by side
+    # the retrieval view draws no plotly chart (no plotly bundle in the browser): SVG heatmaps and bars
+    assert not at.get("plotly_chart")
+    heats = _svg(at, "heatmap")
+    assert len(heats) == 4                                             # one per method
+    assert [h["title"] for h in heats][:2] == ["pairwise Procrustes", "GPA"] and heats[3]["title"] == "GCPA"
     # the numbers shown match an independent computation: GPA fitted on the same training rows
-    from core.universe import GPA
     from core.universe_eval import split_train_test
 
     train, test = split_train_test(240, 0.2, seed=0)
     names = ["text", "shape_3d", "image"]
-    gpa = GPA().fit({k: spaces[k].astype(np.float32)[train] for k in names})
-    U = {k: gpa.to_universe(k, spaces[k].astype(np.float32)[test]) for k in names}
-    U = {k: v / np.linalg.norm(v, axis=1, keepdims=True) for k, v in U.items()}
-    S = U["text"] @ U["shape_3d"].T
-    expected = float((S.argmax(1) == np.arange(len(test))).mean())
-    gpa_trace = [t for t in heat["data"] if t["type"] == "heatmap"][1]
-    z = _decode(gpa_trace["z"])
-    assert z[0, 1] == pytest.approx(expected, abs=1e-9)
+    gpa, expected = _gpa_top1(spaces, names, train, test)
+    heat = heats[1]
+    assert heat["x"] == names and heat["y"] == names
+    z = _z(heat)
+    np.testing.assert_allclose(z, expected, atol=1e-9)
+    # colours: plotly's Viridis on 0..1 (as the plotly heatmap had), within the 256-step ramp's rounding
+    from plotly.colors import sample_colorscale
+
+    assert heat["colours"][0][0] is None                               # undefined: the component's grey
+    for i in range(3):
+        for j in range(3):
+            if i != j:
+                assert np.abs(_rgb(heat["colours"][i][j]) - _rgb(sample_colorscale("Viridis", [z[i, j]])[0])).max() <= 3
+    # hover texts: plain text lines (the pair, the value, the method with the full names)
+    assert heat["hover"][0][1] == f"text vs shape_3d\nHits@1 = {expected[0, 1]:.2f}\nGPA: text -> shape_3d"
+    assert heat["text"][0][1] == f"{expected[0, 1]:.2f}"
     # the summary table and the bar chart
     table = at.dataframe[0].value
     assert {"pairwise Procrustes", "GPA", "GCPA"} < set(table.index)
     assert any(i.startswith("GCCA (MAXVAR, ridge") for i in table.index)    # the variant is named
-    assert table.loc["GPA", "Hits@1 mean"] == pytest.approx(np.nanmean(np.where(np.eye(3, dtype=bool), np.nan, z)))
+    off = expected[~np.isnan(expected)]
+    assert table.loc["GPA", "Hits@1 mean"] == pytest.approx(off.mean())
+    (bars,) = _svg(at, "bars")
+    mean, worst = bars["series"]
+    assert (mean["name"], worst["name"]) == ("mean pair", "worst pair") and bars["categories"] == list(table.index)
+    g = bars["categories"].index("GPA")
+    assert mean["values"][g] == pytest.approx(off.mean()) and worst["values"][g] == pytest.approx(off.min())
+    worst_pairs = {f"worst: {names[i]} -> {names[j]}" for i in range(3) for j in range(3)
+                   if expected[i, j] == off.min()}          # (ties: any of them)
+    assert worst["hover"][g].split("\n")[-1] in worst_pairs
+    assert bars["hline"][0] == pytest.approx(1 / len(test)) and bars["hline"][1] == f"chance {1 / len(test):.3f}"
     # cycle table: GPA is cycle-consistent
     cyc = at.dataframe[1].value
     assert cyc.loc["GPA", "mean relative error"] < 1e-10 and cyc.loc["pairwise Procrustes", "cycles"] == 6
@@ -112,8 +157,10 @@ def test_universe_page_shows_methods_and_numbers(server):
                 if isinstance(v := joblib.load(f), dict) and "mean_ari" in v]
 
     assert clustering_results() == []                            # nothing computed for a view nobody opened
-    specs, titles = _specs(_view(at, "Clustering"))
-    assert any("k-means" in t for t in titles)
+    at = _view(at, "Clustering")
+    assert not at.get("plotly_chart")
+    (cbars,) = _svg(at, "bars")
+    assert "k-means" in cbars["title"] and [s["name"] for s in cbars["series"]] == ["ARI", "NMI"]
     assert len(clustering_results()) == 4                        # one k-means job per method, once opened
     ctable = next(d.value for d in at.dataframe if "ARI" in d.value.columns)
     from sklearn.cluster import KMeans
@@ -125,12 +172,20 @@ def test_universe_page_shows_methods_and_numbers(server):
                                 KMeans(n_clusters=3, n_init=1, random_state=s).fit_predict(Ut)) for s in (0, 1, 2)]
     shown = ctable[(ctable["method"] == "GPA") & (ctable["space"] == "shape_3d")]["ARI"].iloc[0]
     assert shown == pytest.approx(np.mean(aris), abs=1e-9)
+    # the bar is the mean over the spaces of the table's ARI (each an independent k-means above for shape_3d)
+    gpa_rows = ctable[ctable["method"] == "GPA"]
+    assert cbars["series"][0]["values"][cbars["categories"].index("GPA")] == pytest.approx(gpa_rows["ARI"].mean())
     at = _view(at, "Add a space")
     assert not pending_jobs() and not any(t.startswith("Adding") for t in _specs(at)[1])   # only on request
     at.button(key="universe_add_go").click().run()
     specs, titles = _specs(finish_jobs(at))
     add = next(s for s, t in zip(specs, titles) if t.startswith("Adding 'extra_text'"))
-    assert add["data"][0]["x"] == ["GPA-ADD", "refit GPA"]
+    assert add["data"][0]["x"] == ["GPA-ADD", "refit GPA"]     # (plotly: its timing panel is on a log scale)
+    add_heats = [h for h in _svg(at, "heatmap") if h["title"].endswith(": Hits@1")]
+    assert [h["title"] for h in add_heats] == ["GPA-ADD: Hits@1", "refit GPA: Hits@1"]
+    four = ["text", "shape_3d", "image", "extra_text"]
+    assert add_heats[1]["x"] == four
+    np.testing.assert_allclose(_z(add_heats[1]), _gpa_top1(spaces, four, train, test)[1], atol=1e-9)   # the refit
 
 
 def test_universe_page_highlight_and_plot_options_do_not_refit(server):
@@ -145,8 +200,8 @@ def test_universe_page_highlight_and_plot_options_do_not_refit(server):
     at.selectbox(key="url__metric").set_value("mrr").run()
     at.segmented_control(key="url__view").set_value("Retrieval and cycles").run()
     assert not at.exception and not pending_jobs()          # plot options and views never refit
-    titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in at.get("plotly_chart")]
-    assert any(t.startswith("Any-to-any MRR") for t in titles)
+    assert any(m.value.startswith("**Any-to-any MRR") for m in at.markdown)
+    assert [h["colorbar"]["title"] for h in _svg(at, "heatmap")] == ["MRR", "MRR"]
 
 
 def test_universe_page_needs_two_spaces(server):
@@ -167,9 +222,8 @@ def test_universe_page_paper_d_preset_from_the_url(server):
     assert "paper D preset" in captions and "the project's default instead: z-score, then PCA" in captions
     table = at.dataframe[0].value
     assert "GCCA (RACING, no ridge)" in set(table.index)
-    specs, titles = _specs(at)
-    heat = next(s for s, t in zip(specs, titles) if t.startswith("Any-to-any Hits@1"))
-    assert "GCCA (RACING, no ridge)" in json.dumps(heat["layout"].get("annotations", []))
+    heats = _svg(at, "heatmap")
+    assert [h["title"] for h in heats] == ["GPA", "GCCA (RACING, no ridge)"]
     # the numbers are those of the authors' GCCA fitted on the same training rows (PCA, then z-score)
     from core.universe import GCCA
     from core.universe_eval import split_train_test
@@ -181,8 +235,7 @@ def test_universe_page_paper_d_preset_from_the_url(server):
     U = {k: g.to_universe(k, spaces[k].astype(np.float32)[test]) for k in names}
     U = {k: v / np.linalg.norm(v, axis=1, keepdims=True) for k, v in U.items()}
     expected = float(((U["text"] @ U["image"].T).argmax(1) == np.arange(len(test))).mean())
-    gcca_trace = [t for t in heat["data"] if t["type"] == "heatmap"][1]
-    assert _decode(gcca_trace["z"])[0, 2] == pytest.approx(expected, abs=1e-9)
+    assert _z(heats[1])[0, 2] == pytest.approx(expected, abs=1e-9)
     # back to custom: the one-line difference from the authors' code is shown
     at.segmented_control(key="url__preset").set_value("custom").run()
     at = finish_jobs(at)
@@ -226,16 +279,36 @@ def test_universe_page_builds_its_figures_once_per_results_and_metric(server, mo
     at = _open({"methods": json.dumps(["gpa", "gcca"]), "seed": "11"})
     assert not at.exception, at.exception
     calls = []
-    for name in ("retrieval_heatmaps", "mean_worst_bars"):
+    for name in ("retrieval_heatmap_args", "mean_worst_bars_args", "retrieval_heatmaps", "mean_worst_bars"):
         real = getattr(plots, name)
         monkeypatch.setattr(plots, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     at.run()                                                       # a rerun: the kept figures, nothing rebuilt
     assert not at.exception and calls == []
-    before = [c.proto.spec for c in at.get("plotly_chart")]
-    at.selectbox(key="url__metric").set_value("mrr").run()         # another metric: built once more
-    assert sorted(calls) == ["mean_worst_bars", "retrieval_heatmaps"]
+    before = [c.proto.json_args for c in at.get("component_instance")]
+    assert len(before) == 3                                        # two heatmaps, the bars
+    at.selectbox(key="url__metric").set_value("mrr").run()         # another metric: built once more (the SVG
+    assert sorted(calls) == ["mean_worst_bars_args", "retrieval_heatmap_args"]   # charts; no plotly figure)
     at.selectbox(key="url__metric").set_value("top1").run()        # back: the kept ones again
-    assert len(calls) == 2 and [c.proto.spec for c in at.get("plotly_chart")] == before
+    assert len(calls) == 2 and [c.proto.json_args for c in at.get("component_instance")] == before
+    # the export still offers the plotly figure of the same numbers, built only when a download asks for it
+    import ui.widgets
+
+    exports = {}
+    real_export = ui.widgets.export_controls
+
+    def recording_export(name, **k):
+        exports[name] = k["fig"]
+        return real_export(name, **k)
+
+    monkeypatch.setattr(ui.widgets, "export_controls", recording_export)
+    at.run()
+    assert not at.exception and "retrieval_heatmaps" not in calls
+    fig = exports["platoscope-universe-retrieval"]()
+    assert calls.count("retrieval_heatmaps") == 1
+    heat_traces = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heat_traces) == 2
+    for trace, args in zip(heat_traces, _svg(at, "heatmap")):
+        np.testing.assert_allclose(np.asarray(trace.z, dtype=float), _z(args), atol=1e-12)
 
 
 def test_universe_page_starts_gcpa_after_the_first_three_are_drawn(server, monkeypatch):
@@ -257,8 +330,8 @@ def test_universe_page_starts_gcpa_after_the_first_three_are_drawn(server, monke
 
     monkeypatch.setattr(UniverseStudy, "evaluate", gated)
     drawn_at = []
-    real_heatmaps = plots.retrieval_heatmaps
-    monkeypatch.setattr(plots, "retrieval_heatmaps",
+    real_heatmaps = plots.retrieval_heatmap_args
+    monkeypatch.setattr(plots, "retrieval_heatmap_args",
                         lambda *a, **k: drawn_at.append(time.time()) or real_heatmaps(*a, **k))
 
     def gcpa_jobs():                                       # GCPA jobs of this test (the runner is the process's)
@@ -283,6 +356,4 @@ def test_universe_page_starts_gcpa_after_the_first_three_are_drawn(server, monke
     started = gcpa_jobs()
     assert len(started) == 1 and drawn_at and started[0].submitted > max(drawn_at)
     at = finish_jobs(at)
-    heat = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
-                if json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "").startswith("Any-to-any"))
-    assert len([t for t in heat["data"] if t["type"] == "heatmap"]) == 4
+    assert len(_svg(at, "heatmap")) == 4

@@ -77,3 +77,21 @@ def test_bars_group_by_category_with_one_series_per_metric():
     assert top1["hover"][1] == "CCA + affine\ntop-1 = 0.800 +- 0.050"
     lo, hi = args["y_range"]
     assert lo == 0.0 and hi == pytest.approx(0.85 * 1.05)           # highest mean + std, plus 5 %
+
+
+def test_bars_note_goes_into_the_hover_and_the_reference_line_stays_inside_the_range():
+    from ui.svgchart import bars_args
+
+    rows = [{"method": "GPA", "series": "worst", "mean": 0.2, "note": "worst: <b>a</b> -> b"},
+            {"method": "GCCA", "series": "worst", "mean": 0.3}]
+    args = bars_args(rows, series_key="series", category_key="method", palette=["#111111"],
+                     hline=(1.5, "chance 1.500"))
+    (s,) = args["series"]
+    assert s["errors"] == [None, None]                               # no std: no error bar
+    assert s["hover"] == ["GPA\nworst = 0.200\nworst: <b>a</b> -> b", "GCCA\nworst = 0.300"]   # text, as given
+    assert args["hline"] == [1.5, "chance 1.500"]
+    lo, hi = args["y_range"]
+    assert lo == 0.0 and hi == pytest.approx(1.5 * 1.05)              # the line (above the bars) is drawn
+    assert bars_args(rows, series_key="series", category_key="method", palette=["#1"])["hline"] is None
+    assert bars_args(rows, series_key="series", category_key="method", palette=["#1"],
+                     hline=(float("nan"), "chance"))["hline"] is None

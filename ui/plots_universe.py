@@ -1,4 +1,9 @@
-"""Plotly figure builders of the Universe page (drawing only; every number comes from core.universe_eval)."""
+"""Figure builders of the Universe page (drawing only; every number comes from core.universe_eval).
+
+The page shows the retrieval heatmaps, the mean / worst bars and the clustering bars as the SVG component's
+arguments (``*_args``, :mod:`ui.svgchart`: no plotly bundle in the browser for a few matrices and bars); the plotly
+figures of the same numbers are built for the exports, on request. The map of the universe (hundreds of linked
+points, click to select) and the add-a-space timing panel (log scale) stay plotly."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ui.plots import PALETTE
+from ui.svgchart import bars_args, heatmap_args
 
 METHOD_LABELS = {"pw": "pairwise Procrustes", "gpa": "GPA", "gcca": "GCCA", "gcpa": "GCPA"}
 METRIC_LABELS = {"top1": "Hits@1", "top5": "Hits@5", "mrr": "MRR"}     # result keys -> paper D's names
@@ -44,6 +50,45 @@ def retrieval_heatmaps(results: dict, metric: str = "top1") -> go.Figure:
                             "<sup>row = query space, column = retrieved space; cosine in the universe</sup>",
                       margin=dict(l=10, r=10, t=90, b=10))
     return fig
+
+
+def retrieval_heatmap_args(results: dict, metric: str = "top1") -> list[dict]:
+    """One :func:`ui.svgchart.heatmap_args` per method (as :func:`retrieval_heatmaps`: row = query space, one
+    0..1 Viridis scale, two decimals); hover: the cell's pair and value, then the method and the full names."""
+    out = []
+    label = METRIC_LABELS.get(metric, metric)
+    for m, ret in results.items():
+        full = [str(n) for n in ret["spaces"]]
+        names = [_short(n) for n in full]
+        extra = [[f"{_label(results, m)}: {a} -> {b}" for b in full] for a in full]
+        out.append(heatmap_args(ret[metric], names, names, title=_label(results, m), colorbar=label, zmin=0.0,
+                                zmax=1.0, hover_extra=extra, x_title="retrieved space", y_title="query space",
+                                height=max(300, 46 * len(full) + 150)))
+    return out
+
+
+def mean_worst_bars_args(results: dict, metric: str = "top1") -> dict:
+    """:func:`ui.svgchart.bars_args` of :func:`mean_worst_bars`: mean and worst ordered pair per method, chance as
+    a dashed line; the worst bar's hover names the pair."""
+    rows = []
+    for m in results:
+        s = results[m]["summary"][metric]
+        rows.append({"series": "mean pair", "method": _label(results, m), "mean": s["mean"]})
+        rows.append({"series": "worst pair", "method": _label(results, m), "mean": s["worst"],
+                     "note": "worst: " + " -> ".join(s["worst_pair"] or [])})
+    chance = next(iter(results.values()))["chance"][metric] if results else None
+    label = METRIC_LABELS.get(metric, metric)
+    return bars_args(rows, series_key="series", category_key="method", palette=PALETTE[:2], y_title=label,
+                     title=f"{label}: mean and worst ordered pair of spaces", height=400,
+                     hline=None if chance is None else (chance, f"chance {chance:.3f}"))
+
+
+def clustering_bars_args(results: dict) -> dict:
+    """:func:`ui.svgchart.bars_args` of :func:`clustering_bars`: ARI and NMI (mean over spaces and seeds)."""
+    rows = [{"series": key.upper(), "method": _label(results, m), "mean": results[m]["clustering"][f"mean_{key}"]}
+            for m in results if results[m].get("clustering") for key in ("ari", "nmi")]
+    return bars_args(rows, series_key="series", category_key="method", palette=PALETTE[4:6], height=380,
+                     title="k-means in the universe (normalised, held-out items): mean over spaces and seeds")
 
 
 def mean_worst_bars(results: dict, metric: str = "top1") -> go.Figure:

@@ -111,11 +111,13 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 def bars_args(rows: list[dict], *, series_key: str, category_key: str, series_labels: dict | None = None,
               category_labels: dict | None = None, palette: list[str], title: str = "", y_title: str = "",
-              height: int = 420) -> dict:
+              height: int = 420, hline: tuple[float, str] | None = None) -> dict:
     """Grouped bars: one series per distinct ``row[series_key]`` (a colour of ``palette`` each, in order of first
-    appearance), one group per ``row[category_key]``; bar height ``row["mean"]``, error bar ``row["std"]``, hover
-    text ``"<category>"``, ``"<series> = <mean> +- <std>"`` (three decimals); the y range runs from min(0, lowest
-    mean - std) to the highest mean + std (plus 5 %), with round ticks."""
+    appearance), one group per ``row[category_key]``; bar height ``row["mean"]``, error bar ``row["std"]`` (none
+    when absent), hover text ``"<category>"``, ``"<series> = <mean> +- <std>"`` (three decimals), then
+    ``row["note"]`` when given (plain text); the y range runs from min(0, lowest mean - std) to the highest
+    mean + std (plus 5 %), with round ticks. ``hline``: (value, label) of a dashed horizontal line (e.g. chance),
+    inside the y range."""
     series_labels, category_labels = series_labels or {}, category_labels or {}
     cats = list(dict.fromkeys(r[category_key] for r in rows))
     names = list(dict.fromkeys(r[series_key] for r in rows))
@@ -129,19 +131,24 @@ def bars_args(rows: list[dict], *, series_key: str, category_key: str, series_la
             e = None if r is None else _number(r.get("std"))
             values.append(m)
             errors.append(e)
+            note = "" if r is None or not r.get("note") else f"\n{r['note']}"
             hover.append("" if m is None else f"{category_labels.get(c, c)}\n{series_labels.get(name, name)} = "
-                                               f"{m:.3f}" + ("" if e is None else f" +- {e:.3f}"))
+                                               f"{m:.3f}" + ("" if e is None else f" +- {e:.3f}") + note)
         series.append({"name": str(series_labels.get(name, name)), "colour": palette[k % len(palette)],
                        "values": values, "errors": errors, "hover": hover})
     lows = [v - (e or 0.0) for s_ in series for v, e in zip(s_["values"], s_["errors"]) if v is not None]
     highs = [v + (e or 0.0) for s_ in series for v, e in zip(s_["values"], s_["errors"]) if v is not None]
+    line = None if hline is None or _number(hline[0]) is None else [float(hline[0]), str(hline[1])]
+    if line is not None:
+        lows.append(line[0])
+        highs.append(line[0])
     lo = min([0.0] + lows)
     hi = max(highs) if highs and max(highs) > lo else lo + 1.0
     hi = hi + 0.05 * (hi - lo)
     ticks = nice_ticks(lo, hi)
     return {"kind": "bars", "title": str(title), "y_title": str(y_title), "height": int(height),
             "categories": [str(category_labels.get(c, c)) for c in cats], "series": series,
-            "y_range": [lo, hi], "ticks": [[t, f"{t:g}"] for t in ticks]}
+            "y_range": [lo, hi], "ticks": [[t, f"{t:g}"] for t in ticks], "hline": line}
 
 
 def bars_chart(args: dict, *, key: str) -> None:
