@@ -115,8 +115,8 @@ def views(n: int) -> list[dict]:
          "cli": ["align", "text_1280.npy", "shape_512.npy", "--method", "paper", "--k", "50", "--anchors", "30000",
                  "--queries", "500", "--seeds", "3", "--json"]},
         {"name": "Universe", "path": "universe", "marker": "universe", "params": {},
-         "numbers": "document.querySelector('.main-svg')",
-         "three": "document.querySelector('.main-svg') && !Array.from(document.querySelectorAll('.ps-job-running'))"
+         "numbers": f"document.querySelector('.main-svg') || {PAINTED_HEATMAP}",   # SVG since cfe60eb
+         "three": f"(document.querySelector('.main-svg') || {PAINTED_HEATMAP}) && !Array.from(document.querySelectorAll('.ps-job-running'))"
                   ".some(e => /^(pairwise|GPA |GCCA)/.test(e.dataset.label || ''))",
          "cli": ["universe", *files, "--meta", "meta.csv", "--labels", "label", "--method", "pw,gpa,gcca",
                  "--json"],
