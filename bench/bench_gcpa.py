@@ -58,6 +58,11 @@ from core.universe import GCPA, GPA  # noqa: E402
 
 
 # ---- the autograd step as it was before the hand-written one (bench only) ------------------------------------
+def _autograd_loss(out, target, u_hat, preserve_weight, margin):
+    """The old step's loss, from the corrector's output rows (autograd differentiates it)."""
+    return cu._gcpa_loss_terms((out * target).sum(-1), (out * u_hat).sum(-1), preserve_weight, margin)
+
+
 def old_forward(net, u):
     u_hat = cu._normalize(u)
     h = net.norm(u_hat)
@@ -69,7 +74,7 @@ def old_forward(net, u):
 def old_step(net, opt, u, c, preserve_weight, margin, amp_dtype=None, work=None, xn=None):
     with (torch.autocast(u.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()):
         out = net(u)
-    loss = cu._gcpa_loss(out.float(), c, u, preserve_weight, margin)
+    loss = _autograd_loss(out.float(), c, u, preserve_weight, margin)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -90,7 +95,7 @@ def old_path():
     cu._gather_batch = lambda work, rows, U, C, XN: (U[rows], C[rows], None)
     cu._layer_normed = lambda *args, **kwargs: None
     cu._corrector_forward = lambda net, u, dtype=None, work=None, xn=None: (net(u), None, None)
-    cu._gcpa_loss_of = lambda v, r, u, c, pw, mg, work=None: (cu._gcpa_loss(v, c, u, pw, mg), None, None)
+    cu._gcpa_loss_of = lambda v, r, u, c, pw, mg, work=None: (_autograd_loss(v, c, u, pw, mg), None, None)
     cu._Corrector.forward = old_forward
     try:
         yield

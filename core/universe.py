@@ -1064,10 +1064,6 @@ def _gcpa_loss_terms(cos_c, cos_u, preserve_weight, margin):
     return (1 - cos_c).mean() + preserve_weight * torch.relu((1 - cos_u) - margin).mean()
 
 
-def _gcpa_loss(out, target, u_hat, preserve_weight, margin):
-    return _gcpa_loss_terms((out * target).sum(-1), (out * u_hat).sum(-1), preserve_weight, margin)
-
-
 def _gcpa_loss_of(v, r, u, c, preserve_weight, margin, work: dict | None = None):
     """The GCPA loss of ``T(u) = v / r`` (:func:`_corrector_forward`) toward ``c``, and the rows' cosines
     ``(loss, cos_c, cos_u)``, without forming ``T(u)``."""
@@ -1391,7 +1387,8 @@ class GCPA(_Universe):
 
         def batch_loss(m, pick) -> float:
             u = U_hat[m, pick]
-            return float(_gcpa_loss(net(u), C[pick], u, pw, mg))
+            v, r, _ = _corrector_forward(net, u)
+            return float(_gcpa_loss_of(v, r, u, C[pick], pw, mg)[0])
 
         def heldout_loss() -> float:
             with torch.no_grad():
