@@ -30,7 +30,10 @@ LABELS = {"pw": "pairwise Procrustes", "gpa": "GPA", "gcca": "GCCA"}
 
 
 def shown(method: str) -> str:
-    return ("() => !!document.querySelector('.main-svg') && !Array.from(document.querySelectorAll('.ps-job-running'))"
+    from bench_app import PAINTED_HEATMAP   # SVG heatmaps since cfe60eb (plotly's .main-svg before)
+
+    return (f"() => (!!document.querySelector('.main-svg') || {PAINTED_HEATMAP}) && "
+            "!Array.from(document.querySelectorAll('.ps-job-running'))"
             f".some(e => (e.dataset.label || '').startsWith({json.dumps(LABELS[method] + ' on')}))")
 
 

@@ -232,3 +232,49 @@ def test_a_job_runs_at_a_lower_cpu_priority_than_the_server_threads(monkeypatch)
     assert ui_jobs.job_nice() == 0
     monkeypatch.setenv("PLATOSCOPE_JOB_NICE", "not a number")
     assert ui_jobs.job_nice() == ui_jobs.JOB_NICE
+
+
+def test_listeners_hear_the_start_and_the_end_once_each_whatever_the_outcome(runner):
+    """Job.add_listener: called when the job starts running and when it finishes (done, failed, cancelled while
+    running, cancelled in the queue), once each, outside the job's lock (a listener may read the job); a
+    listener added after the end is called at once; a failing listener fails neither the job nor the others."""
+    heard: list[tuple[str, str]] = []
+
+    def listen(name):
+        def fn(job):
+            heard.append((name, job.state, job.fraction))     # reads the job: would deadlock under its lock
+        return fn
+
+    def boom(job):
+        raise RuntimeError("a broken display")
+
+    gate, started = threading.Event(), threading.Event()
+    a = runner.submit("a", "a", blocker(gate, started, value=3))
+    a.add_listener(boom)
+    a.add_listener(listen("a"))
+    assert started.wait(WAIT)
+    b = runner.submit("b", "b", lambda job: 1 / 0)               # queued behind a, then fails
+    c = runner.submit("c", "c", lambda job: 5)                   # queued, cancelled before it runs
+    b.add_listener(listen("b"))
+    c.add_listener(listen("c"))
+    runner.cancel("c")
+    gate.set()
+    assert runner.wait_all(WAIT) and a.result == 3 and a.state == DONE and b.state == FAILED
+    names = [h[:2] for h in heard]
+    assert ("c", CANCELLED) in names and names.count(("c", CANCELLED)) == 1
+    assert [h for h in names if h[0] == "a"] == [("a", DONE)]      # added while it ran: hears the end only
+    assert [h for h in names if h[0] == "b"] == [("b", RUNNING), ("b", FAILED)]
+    late = []
+    a.add_listener(lambda job: late.append(job.state))
+    assert late == [DONE]
+    # a job heard from the queue, cancelled while running: its start, then the cancel, once each
+    gate2, started2, gate3, started3 = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+    runner.submit("e", "e", blocker(gate3, started3))
+    assert started3.wait(WAIT)
+    d = runner.submit("d", "d", blocker(gate2, started2))
+    d.add_listener(listen("d"))
+    gate3.set()
+    assert started2.wait(WAIT)
+    runner.cancel("d")
+    assert d.wait(WAIT) and runner.wait_all(WAIT)
+    assert [h[:2] for h in heard if h[0] == "d"] == [("d", RUNNING), ("d", CANCELLED)]
