@@ -15,6 +15,8 @@ Also, when the demo artifact exists, the demo's universe (4 spaces) with every m
   cross-products; the 1,280-wide PCA
   eigh, GCCA's 24,800 x 384 QR): :func:`core.numerics.single_threaded` (one thread per call, side by side)
   against the same ``torch.linalg`` call on the caller's threads (the path before issue 13);
+* the Gram matrix of the PCA step (24,800 x 512 and x 1,280): :func:`core.numerics.gram` (numpy's syrk) against
+  torch's GEMMs on 512-column blocks (the path before) and the plain GEMM;
 * exact cosine ranks of 6,200 held-out items (``cosine_true_ranks``) against the float32 GEMM they cannot avoid;
 * ``UniverseStudy`` on the study (31,000 items; widths 1,280, 768, 512, 384; made with bench_app's
   ``make_study`` when DIR has no such files): wall and CPU seconds of prepare, then fit and evaluation of PW,
@@ -176,6 +178,16 @@ def study_scale(folder: Path, repeats: int) -> None:
         t = _interleaved({"before": before, "after": after}, repeats)
         print(f"  {name:48s} before {_ms(t['before'])}   after {_ms(t['after'])}   "
               f"ratio of medians {statistics.median(t['before']) / statistics.median(t['after']):5.2f}x")
+    from core.numerics import gram, gram_blocks
+
+    print("Gram: X^T X of the PCA step, float64; torch's GEMM on 512-column blocks (the path before) vs "
+          "core.numerics.gram (numpy's syrk on the CPU); the plain GEMM X.T @ X beside them")
+    for p in (512, 1280):
+        X = torch.as_tensor(rng.normal(size=(24800, p)))
+        t = _interleaved({"blocks": lambda: gram_blocks([X[:, a:a + 512] for a in range(0, p, 512)]) if p > 512
+                          else X.T @ X, "syrk": lambda: gram(X), "gemm": lambda: X.T @ X}, repeats)
+        print(f"  24800 x {p:4d}: blocks {_ms(t['blocks'])}   syrk {_ms(t['syrk'])}   gemm {_ms(t['gemm'])}   "
+              f"blocks / syrk {statistics.median(t['blocks']) / statistics.median(t['syrk']):5.2f}x")
 
     print(f"UniverseStudy on {folder} ({study.n_items} items; {len(study.train_rows_)} train, {Q} test):")
     for name, wall, cpu in rows:

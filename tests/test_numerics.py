@@ -108,6 +108,37 @@ def test_gram_equals_the_full_product():
     np.testing.assert_array_equal(G[:10, 10:], G[10:, :10].T)
 
 
+def test_gram_on_the_cpu_is_exactly_symmetric_in_both_precisions_and_keeps_blas_to_torchs_threads(monkeypatch):
+    """The CPU path (numpy's syrk) against the float64 product, for float64 and float32, contiguous and not;
+    numpy's BLAS runs with torch's thread count inside the call (threadpoolctl), as a job's share says."""
+    from threadpoolctl import threadpool_info
+
+    import core.numerics as numerics
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(500, 90))
+    ref = X.T @ X
+    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        t = torch.as_tensor(X, dtype=dtype)
+        for x in (t, t.T.contiguous().T):                       # contiguous, and a transposed (strided) copy
+            G = numerics.gram(x)
+            assert G.dtype == dtype and G.shape == (90, 90)
+            np.testing.assert_allclose(G.double().numpy(), ref, rtol=rtol, atol=rtol * 100)
+            assert bool((G == G.T).all())
+    seen = []
+    real = numerics._numpy_blas_threads
+
+    def spy(n):
+        seen.append(n)
+        return real(n)
+
+    monkeypatch.setattr(numerics, "_numpy_blas_threads", spy)
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    numerics.gram(torch.as_tensor(X))
+    assert seen == [torch.get_num_threads()]
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before   # restored
+
+
 def test_the_lapack_workers_run_at_their_callers_priority():
     import os
 
