@@ -11,7 +11,13 @@ Part 2 - n = 1,000,000 x 768 float32 spaces written chunk by chunk to np.memmap 
   peak traced Python/numpy allocations (tracemalloc). The Gram form would need n^2 * 8 bytes = 8 TB per
   kernel matrix at this n.
 
-Run: .venv/bin/python bench/bench_cka.py [--quick]   (--quick shrinks every size; < 1 min)
+Part 3 - ``--matrix [DIR]``: the M x M linear CKA matrix (core.similarity.similarity_matrix) of the study's four
+  spaces (31,000 float32 rows, widths 1,280 / 768 / 512 / 384; bench_app's ``make_study`` in DIR), interleaved
+  repeats: one pass over the rows for every pair at once (the default since issue 13) against the pair-by-pair
+  path (each space's moments, then each pair's cross products, every space read once per pair), with the
+  hardware floor beside them: one syrk of the four spaces side by side, already in memory as float64.
+
+Run: .venv/bin/python bench/bench_cka.py [--quick] [--matrix [DIR]]   (--quick shrinks every size; < 1 min)
 """
 from __future__ import annotations
 
@@ -176,6 +182,41 @@ def part2(n: int, d: int, device) -> None:
     print(f"the n x n Gram form would need n^2 x 8 B = {n * n * 8 / 1e12:.1f} TB per kernel matrix")
 
 
+def part3(folder: Path, repeats: int) -> None:
+    import core.similarity.matrix as matrix
+    from core.numerics import gram
+
+    names = ["text_1280", "image_768", "shape_512", "audio_384"]
+    if not all((folder / f"{n}.npy").exists() for n in names):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_app import make_study
+        make_study(folder, 31000)
+    spaces = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in names}
+    full = torch.as_tensor(np.concatenate([np.asarray(spaces[n], dtype=np.float64) for n in names], axis=1))
+    limit = matrix.ONE_PASS_MAX_WIDTH
+    times: dict = {"one pass": [], "pair by pair": [], "floor": []}
+    values = {}
+    try:
+        for _ in range(repeats):
+            for name, width in (("one pass", limit), ("pair by pair", 0)):
+                matrix.ONE_PASS_MAX_WIDTH = width
+                t0 = time.perf_counter()
+                values[name] = matrix.similarity_matrix(spaces, "linear_cka")["values"]
+                times[name].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            gram(full - full.mean(0))
+            times["floor"].append(time.perf_counter() - t0)
+    finally:
+        matrix.ONE_PASS_MAX_WIDTH = limit
+    gap = max(abs(a - b) for ra, rb in zip(values["one pass"], values["pair by pair"]) for a, b in zip(ra, rb))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"linear CKA matrix, 4 spaces x 31,000 rows, {repeats} interleaved repeats, load "
+          f"{os.getloadavg()[0]:.1f}: one pass median {med['one pass']:.2f} s, pair by pair "
+          f"{med['pair by pair']:.2f} s ({med['pair by pair'] / med['one pass']:.2f}x), floor (one in-memory "
+          f"syrk) {med['floor']:.2f} s (one pass at {med['one pass'] / med['floor']:.2f}x the floor); "
+          f"largest difference of a cell {gap:.1e}")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         px, py, n, d, device = sys.argv[2:7]
@@ -184,9 +225,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (< 1 minute)")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--matrix", nargs="?", const="/tmp/study/server/study", default=None,
+                    help="part 3 only: the study's CKA matrix (default folder: bench_app's server dataset)")
     args = ap.parse_args()
     device = float64_device(pick_device())
     print(f"device: {device}; torch {torch.__version__}; CPU threads: {torch.get_num_threads()}")
+    if args.matrix is not None:
+        part3(Path(args.matrix), args.repeats or 3)
+        return
     if args.quick:
         part1([2000, 4000], 256, args.repeats or 3, device)
         part2(200_000, 256, device)

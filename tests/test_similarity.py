@@ -439,6 +439,53 @@ def test_similarity_matrix_matches_pairwise_values(rng, n):
     assert "p_values" not in res
 
 
+@pytest.mark.parametrize("one_pass", [True, False])
+def test_streamed_linear_cka_matrix_one_pass_and_pair_by_pair_match_the_definition(rng, monkeypatch, tmp_path,
+                                                                                  one_pass):
+    """Rows beyond the Gram size: the one pass over every space at once (ONE_PASS_MAX_WIDTH) and the pair-by-pair
+    path, each against the naive CKA; float32 memmaps far from the origin (the shifts keep the centring exact),
+    a ragged last piece, a constant space (undefined: None), the layer-by-layer matrix, and a NaN named by space
+    and row."""
+    import core.similarity.matrix as matrix
+
+    monkeypatch.setattr(matrix, "ONE_PASS_MAX_WIDTH", 4096 if one_pass else 0)
+    calls = []
+    real = matrix._linear_cka_one_pass
+    monkeypatch.setattr(matrix, "_linear_cka_one_pass", lambda *a, **k: calls.append(1) or real(*a, **k))
+    n = 230
+    z = rng.normal(size=(n, 6))
+    raw = {"a": 1e4 + z @ rng.normal(size=(6, 25)) + 0.3 * rng.normal(size=(n, 25)),
+           "b": -3e3 + z[:, :4] @ rng.normal(size=(4, 18)) + rng.normal(size=(n, 18)),
+           "c": rng.normal(size=(n, 40))}
+    spaces = {}
+    for k, v in raw.items():
+        np.save(tmp_path / f"{k}.npy", v.astype(np.float32))
+        spaces[k] = np.load(tmp_path / f"{k}.npy", mmap_mode="r")
+    spaces["flat"] = np.ones((n, 5), dtype=np.float32)
+    res = S.similarity_matrix(spaces, "linear_cka", chunk_rows=64)        # 64 + 64 + 64 + 38 rows
+    assert bool(calls) == one_pass
+    # the reference centres in float64 before the Gram matrices (CKA does not change; XX^T of the raw rows, 1e4
+    # from the origin, would lose 8 digits to the centring)
+    ref = {k: np.asarray(v, dtype=np.float64) - np.asarray(v, dtype=np.float64).mean(0) for k, v in spaces.items()}
+    names = res["names"]
+    for i, x in enumerate(names):
+        for j, y in enumerate(names):
+            if "flat" in (x, y):
+                assert res["values"][i][j] is None
+            else:
+                assert res["values"][i][j] == pytest.approx(cka_ref(ref[x], ref[y]), rel=1e-9)
+    lay = S.layerwise_similarity([spaces["a"], spaces["b"]], [spaces["c"], spaces["a"]], "linear_cka",
+                                 chunk_rows=50)
+    for i, x in enumerate(("a", "b")):
+        for j, y in enumerate(("c", "a")):
+            assert lay["values"][i][j] == pytest.approx(cka_ref(ref[x], ref[y]), rel=1e-9)
+    bad = raw["b"].astype(np.float32)
+    bad[171, 3] = np.nan
+    with pytest.raises(DataError) as err:
+        S.similarity_matrix({"a": spaces["a"], "b": bad}, "linear_cka", chunk_rows=64)
+    assert err.value.array == "b" and err.value.row == 171
+
+
 @pytest.mark.parametrize("n_perm", [0, 10])
 def test_similarity_matrix_fills_in_cheapest_pairs_first(rng, n_perm):
     """partial() sees the matrix after every pair, narrowest pairs first; the cells it shows are the final values

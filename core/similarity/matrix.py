@@ -11,6 +11,7 @@ import torch
 
 from ..errors import DataError
 from ..moments import StreamingMoments
+from ..numerics import gram
 from ..results import ABSENT, Result
 from ._common import GRAM_MAX_N, _F64, _as_array, _auto_chunk, _chunk, _device, _undefined
 from .cka import _centred_gram, _frob2
@@ -59,10 +60,72 @@ def _linear_pair(a: _LinearPrep, b: _LinearPrep, chunk_rows, device) -> float | 
     return _frob2(xy) / (a.norm * b.norm)
 
 
+#: the one-pass linear CKA of a matrix (:func:`_linear_cka_one_pass`) holds the covariance of every space at once:
+#: up to this many columns in all (a 4096 x 4096 float64 matrix is 128 MB); wider sets go pair by pair
+ONE_PASS_MAX_WIDTH = 4096
+
+
+def _linear_cka_one_pass(arrays_a, arrays_b, names_a, names_b, pairs, chunk_rows, device, progress) -> dict:
+    """Linear CKA of every requested pair from one pass over the rows.
+
+    The distinct spaces side by side, ``Z = [X_1 - s_1, ..., X_K - s_K]`` (each shifted by its first rows' mean,
+    for accuracy), row piece by row piece: ``G = sum Z^T Z`` through :func:`core.numerics.gram` (syrk on the
+    CPU) and the column sums ``c``; then ``C = G - c c^T / n`` holds every centred covariance block
+    ``C_jk = X_j^T H X_k``, and ``CKA(j, k) = ||C_jk||_F^2 / (||C_jj||_F ||C_kk||_F)``. Each space is read and
+    converted once, instead of once per pair, and the products are one symmetric rank-k update (the flops of
+    the pairwise products, in one BLAS call). Values ``{(i, j): float or None}``."""
+    distinct: dict = {}
+    for x, nm in list(zip(arrays_a, names_a)) + list(zip(arrays_b, names_b)):
+        distinct.setdefault(id(x), (x, nm))
+    spaces = list(distinct.values())
+    starts, p = {}, 0
+    for x, _ in spaces:
+        starts[id(x)] = p
+        p += int(x.shape[1])
+    n = int(spaces[0][0].shape[0])
+    step = _auto_chunk(chunk_rows, p)
+    G = torch.zeros((p, p), dtype=_F64, device=device)
+    colsum = torch.zeros(p, dtype=_F64, device=device)
+    shifts: list = [None] * len(spaces)
+    piece = None
+    rows = range(0, n, step)
+    for s in (progress(rows, total=len(rows), desc="rows") if progress else rows):
+        e = min(n, s + step)
+        if piece is None or piece.shape[0] != e - s:
+            piece = torch.empty((e - s, p), dtype=_F64, device=device)
+        for k, (x, nm) in enumerate(spaces):
+            block = _chunk(x, s, e, device, nm)
+            if shifts[k] is None:
+                shifts[k] = block.mean(0)
+            a = starts[id(x)]
+            torch.sub(block, shifts[k], out=piece[:, a:a + block.shape[1]])
+        G += gram(piece)
+        colsum += piece.sum(0)
+    G -= torch.outer(colsum, colsum) / n
+
+    def block_of(x, y):
+        a, b = starts[id(x)], starts[id(y)]
+        return G[a:a + x.shape[1], b:b + y.shape[1]]
+
+    norms = {id(x): math.sqrt(_frob2(block_of(x, x))) for x, _ in spaces}
+    values = {}
+    for i, j in pairs:
+        x, y = arrays_a[i], arrays_b[j]
+        if not (norms[id(x)] > 0 and norms[id(y)] > 0):
+            values[(i, j)] = _undefined("linear_cka", "a space has zero variance")
+        elif x is y:
+            values[(i, j)] = 1.0
+        else:
+            values[(i, j)] = _frob2(block_of(x, y)) / (norms[id(x)] * norms[id(y)])
+    return values
+
+
 def _pair_values(arrays_a, arrays_b, names_a, names_b, m: Measure, pairs, progress, n_permutations, seed, kw,
                  on_value=None):
     """values[(i, j)] and p-values for the requested index pairs, in the order given; ``on_value(values, pvals)``
-    is called after each pair. Linear CKA prepares each space when its first pair needs it."""
+    is called after each pair. Linear CKA over rows beyond the Gram-matrix size makes one pass over the rows for
+    every pair (:func:`_linear_cka_one_pass`) when the spaces are at most ``ONE_PASS_MAX_WIDTH`` columns in all,
+    else prepares each space when its first pair needs it."""
     values: dict = {}
     pvals: dict = {}
     preps_a = preps_b = None
@@ -72,6 +135,16 @@ def _pair_values(arrays_a, arrays_b, names_a, names_b, m: Measure, pairs, progre
         use_gram = kw.get("method", "auto") == "gram" or (
             kw.get("method", "auto") == "auto" and n <= min(GRAM_MAX_N, min(widths)))
         dev = _device(kw.get("device"))
+        total = sum(int(x.shape[1]) for x in {id(x): x for x in list(arrays_a) + list(arrays_b)}.values())
+        if not use_gram and total <= ONE_PASS_MAX_WIDTH and pairs:
+            # a bad value raises the DataError of _chunk, which names the space and the row
+            one = _linear_cka_one_pass(arrays_a, arrays_b, names_a, names_b, pairs, kw.get("chunk_rows"), dev,
+                                       progress)
+            for ij in pairs:                       # in the order given, each cell reported as it is filled in
+                values[ij] = one[ij]
+                if on_value is not None:
+                    on_value(values, pvals)
+            return values, pvals
         cache: dict = {}
 
         def prep(x, name):
@@ -146,8 +219,10 @@ def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure =
     """The M x M matrix of a similarity over named spaces with paired rows (widths may differ).
 
     Symmetric measures are computed once per unordered pair; the diagonal is computed too (1 for CKA,
-    0 for the Procrustes distance, unless a space is degenerate). Linear CKA shares each space's own
-    Gram block across its pairs.
+    0 for the Procrustes distance, unless a space is degenerate). Linear CKA over more rows than the Gram-matrix
+    form takes makes one pass over the rows for every pair at once (the covariance of all the spaces side by
+    side, each space read once; up to ``ONE_PASS_MAX_WIDTH`` columns in all), else shares each space's own
+    block across its pairs.
 
     Parameters
     ----------
@@ -158,7 +233,9 @@ def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure =
     seed : seeds the permutations and the sub-samples of the measures that take a ``seed``.
     partial : optional ``partial(result)`` called after each pair with the matrix so far (the same dict as the
         return value, ``None`` in the cells not computed yet, ``"complete": False``); pairs are computed cheapest
-        first (narrowest spaces), so the first cells come quickly. The values do not depend on the order.
+        first (narrowest spaces), so the first cells come quickly (under linear CKA's one pass every cell is
+        known at the end of the pass, and they are reported in that order then). The values do not depend on
+        the order.
     **kw : passed to the measure; ``preprocess="platonic"`` first applies :func:`platonic_preprocess` to every
         space (the paper A preset; recorded as ``"preprocess"`` in the result).
 
