@@ -74,9 +74,10 @@ def _linear_cka_one_pass(arrays_a, arrays_b, names_a, names_b, pairs, chunk_rows
     ``C_jk = X_j^T H X_k``, and ``CKA(j, k) = ||C_jk||_F^2 / (||C_jj||_F ||C_kk||_F)``. Each space is read and
     converted once, instead of once per pair, and the products are one symmetric rank-k update (the flops of
     the pairwise products, in one BLAS call). Values ``{(i, j): float or None}``."""
-    distinct: dict = {}
-    for x, nm in list(zip(arrays_a, names_a)) + list(zip(arrays_b, names_b)):
-        distinct.setdefault(id(x), (x, nm))
+    distinct: dict = {}                     # the spaces the requested pairs use, each once
+    for i, j in pairs:
+        distinct.setdefault(id(arrays_a[i]), (arrays_a[i], names_a[i]))
+        distinct.setdefault(id(arrays_b[j]), (arrays_b[j], names_b[j]))
     spaces = list(distinct.values())
     starts, p = {}, 0
     for x, _ in spaces:
@@ -137,13 +138,24 @@ def _pair_values(arrays_a, arrays_b, names_a, names_b, m: Measure, pairs, progre
         dev = _device(kw.get("device"))
         total = sum(int(x.shape[1]) for x in {id(x): x for x in list(arrays_a) + list(arrays_b)}.values())
         if not use_gram and total <= ONE_PASS_MAX_WIDTH and pairs:
+            # first the two spaces of the first pair between different spaces (the cheapest, ``pairs`` being in
+            # order of cost: a small pass, so that the first cells come quickly), then one pass for the rest;
             # a bad value raises the DataError of _chunk, which names the space and the row
-            one = _linear_cka_one_pass(arrays_a, arrays_b, names_a, names_b, pairs, kw.get("chunk_rows"), dev,
-                                       progress)
-            for ij in pairs:                       # in the order given, each cell reported as it is filled in
-                values[ij] = one[ij]
-                if on_value is not None:
-                    on_value(values, pvals)
+            first = next(((i, j) for i, j in pairs if arrays_a[i] is not arrays_b[j]), None)
+            stages = [pairs]
+            if first is not None and on_value is not None:
+                pair_ids = {id(arrays_a[first[0]]), id(arrays_b[first[1]])}
+                early = [(i, j) for i, j in pairs if {id(arrays_a[i]), id(arrays_b[j])} <= pair_ids]
+                rest = [ij for ij in pairs if ij not in set(early)]
+                if rest and len(early) < len(pairs):
+                    stages = [early, rest]
+            for k, stage in enumerate(stages):
+                one = _linear_cka_one_pass(arrays_a, arrays_b, names_a, names_b, stage, kw.get("chunk_rows"), dev,
+                                           progress if k == len(stages) - 1 else None)
+                for ij in stage:                   # in the order given, each cell reported as it is filled in
+                    values[ij] = one[ij]
+                    if on_value is not None:
+                        on_value(values, pvals)
             return values, pvals
         cache: dict = {}
 
@@ -233,9 +245,9 @@ def similarity_matrix(spaces: Mapping[str, np.ndarray], measure: str | Measure =
     seed : seeds the permutations and the sub-samples of the measures that take a ``seed``.
     partial : optional ``partial(result)`` called after each pair with the matrix so far (the same dict as the
         return value, ``None`` in the cells not computed yet, ``"complete": False``); pairs are computed cheapest
-        first (narrowest spaces), so the first cells come quickly (under linear CKA's one pass every cell is
-        known at the end of the pass, and they are reported in that order then). The values do not depend on
-        the order.
+        first (narrowest spaces), so the first cells come quickly (linear CKA's one pass: a small pass over the
+        two spaces of the cheapest pair first, then one pass for the other cells, reported in that order at its
+        end). The values do not depend on the order.
     **kw : passed to the measure; ``preprocess="platonic"`` first applies :func:`platonic_preprocess` to every
         space (the paper A preset; recorded as ``"preprocess"`` in the result).
 
