@@ -84,7 +84,6 @@ class Job:
         self.error: BaseException | None = None
         self.persist_error: BaseException | None = None
         self._fraction = 0.0
-        self._listeners: list[Callable[["Job"], None]] = []
 
     # -- reading ---------------------------------------------------------------------------------
     @property
@@ -122,31 +121,6 @@ class Job:
     @property
     def cancel_requested(self) -> bool:
         return self._cancel.is_set()
-
-    def add_listener(self, fn: Callable[["Job"], None]) -> None:
-        """Call ``fn(job)`` when the job starts running and when it finishes (any outcome), on the thread that
-        runs it; at once when it has already finished. For a display that redraws on these moments instead of
-        polling for them. A listener's exception is logged, never raised into the job."""
-        with self._lock:
-            finished = self.is_finished
-            if not finished:
-                self._listeners.append(fn)
-        if finished:
-            self._notify(fn)
-
-    def _notify(self, fn) -> None:
-        try:
-            fn(self)
-        except Exception as exc:  # noqa: BLE001 - a display's failure must not fail the computation
-            log.warning("job %s (%s): listener failed: %s", self.id, self.label, exc)
-
-    def _notify_all(self) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-            if self.is_finished:
-                self._listeners = []
-        for fn in listeners:
-            self._notify(fn)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job has finished (any outcome). Returns whether it has."""
@@ -214,18 +188,11 @@ class Job:
         self._cancel.set()
 
     def _run(self) -> None:
-        try:
-            self._run_compute()
-        finally:
-            self._notify_all()
-
-    def _run_compute(self) -> None:
         with self._lock:
             if self._cancel.is_set():
                 self._finish(CANCELLED)
                 return
             self.state, self.started, self.stage = RUNNING, time.time(), "starting"
-        self._notify_all()
         try:
             result = self._compute(self)
             self.check()
@@ -249,7 +216,7 @@ class Job:
         self.stage = {DONE: "done", FAILED: "failed", CANCELLED: "cancelled"}[state]
         self.finished = time.time()
         self._compute = None  # type: ignore[assignment]  # drop references to the inputs
-        self._done.set()          # listeners are told by the caller, outside any lock (_notify_all)
+        self._done.set()
 
 
 def _is_user_error(exc: BaseException) -> bool:
@@ -332,11 +299,8 @@ class JobRunner:
             return False
         job.cancel()
         with self._lock:
-            dropped = job.state == QUEUED
-            if dropped:
+            if job.state == QUEUED:
                 job._finish(CANCELLED)
-        if dropped:
-            job._notify_all()
         self._dispatch()
         return True
 
@@ -368,7 +332,6 @@ class JobRunner:
             job.cancel()
             if job.state == QUEUED:
                 job._finish(CANCELLED)
-                job._notify_all()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- internals ---------------------------------------------------------------------------------

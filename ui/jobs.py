@@ -6,10 +6,8 @@
   (``cache/<namespace>/results/<key>.joblib``, written when the job succeeded, so a restarted server has it);
 * otherwise the job for ``(namespace, key)`` is looked up (a reload or a page switch reattaches to it) or
   submitted, the page gets ``None`` and a progress box is drawn in its place: a fragment that polls the job
-  (fraction, stage, elapsed, ETA, queue position, a Cancel button). The page is rerun the moment its job starts
-  or finishes: the job tells the sessions that drew its box (:func:`_rerun_watchers`), so the box's poll is only
-  for the progress bar; where that cannot be done, the poll notices within half a second. The rest of the page
-  stays usable meanwhile.
+  every half second (fraction, stage, elapsed, ETA, queue position, a Cancel button) and reruns the page once the
+  job has finished. The rest of the page stays usable meanwhile.
 
 ``namespace`` is ``data.cache_namespace(ds)``: "shared" for the demo and server datasets (so two sessions asking
 for the same result share one job and one file), the session's own for uploads (private jobs and files, removed
@@ -31,20 +29,14 @@ from ui import cached
 from ui.errors import show_error
 from ui.text import md
 
-#: a running job's box polls this often for its progress bar. Its page is rerun the moment the job finishes
-#: (:func:`_rerun_watchers`), so this does not delay the result. Each poll is a fragment run: a few milliseconds
-#: of the server's script thread, and 50-100 ms of the browser's JavaScript on a large page (Universe on the
-#: study, measured with Chrome's Performance metrics), which a fit on a machine that also runs the browser
-#: pays for. A poll that waited for the job instead would keep Streamlit's "running" indicator on and delay the
-#: session's clicks, so it does not
-POLL_SECONDS = 1.0
-#: where the job cannot rerun its sessions' pages (no Streamlit runtime, e.g. AppTest; or its internals have
-#: changed), the poll is what notices the end: it runs this often then
-FALLBACK_POLL_SECONDS = 0.5
-#: a queued job's box polls only for its place in the queue: the page is rerun when the job starts (without
-#: that, the poll notices the start: every FALLBACK_QUEUED_POLL_SECONDS)
-QUEUED_POLL_SECONDS = 5.0
-FALLBACK_QUEUED_POLL_SECONDS = 3.0
+#: a running job's box polls this often: the page redraws at most this long after its job finishes (half of it
+#: on average). A poll costs a few milliseconds of the server's script thread and of the browser's drawing; a
+#: poll that waited for the job instead would keep Streamlit's "running" indicator on and delay the session's
+#: clicks, so it does not
+POLL_SECONDS = 0.5
+#: a queued job's box polls less often (its position changes only when a job ahead finishes, and that job's own
+#: box reruns the page then): on the Universe view three of four boxes wait at any time
+QUEUED_POLL_SECONDS = 3.0
 INLINE_WAIT = 0.5
 
 _RUNNER: JobRunner | None = None
@@ -275,92 +267,14 @@ def describe(job: Job, position: int) -> str:
     return text
 
 
-#: job id -> the (session id, page script hash) pairs that show its box, told when it starts or finishes
-_WATCHERS: "dict[str, set[tuple[str, str]]]" = {}
-_WATCHERS_LOCK = threading.Lock()
-
-
-def _session_of(session_id: str):
-    """The live ``AppSession`` of ``session_id`` (Streamlit's runtime internals; None when there is none)."""
-    from streamlit import runtime
-
-    if not runtime.exists():
-        return None
-    info = runtime.get_instance()._session_mgr.get_active_session_info(session_id)
-    return None if info is None else info.session
-
-
-def _request_page_rerun(session_id: str, page: str) -> bool:
-    """Ask the session to rerun its whole page, as the file watcher's run-on-save does (its last client state,
-    with no fragment), if it still shows ``page``. Called from a job's thread: handed to the server's event
-    loop. Returns whether it was asked (False: no such session, another page, or the internals differ)."""
-    try:
-        session = _session_of(session_id)
-        if session is None:
-            return False
-        state = session._client_state
-        if state.page_script_hash != page:
-            return False                 # the user has moved on: that page does not show this job
-        rerun = type(state)()
-        rerun.CopyFrom(state)
-        rerun.fragment_id = ""
-        rerun.is_auto_rerun = False
-        session._event_loop.call_soon_threadsafe(session.request_rerun, rerun)
-        return True
-    except Exception:  # noqa: BLE001 - any failure leaves the box's own poll to notice
-        return False
-
-
-def push_available() -> bool:
-    """Whether this script run's session can be rerun by its jobs (else the boxes poll faster)."""
-    try:
-        from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-        ctx = get_script_run_ctx()
-        session = None if ctx is None else _session_of(ctx.session_id)
-        return session is not None and all(hasattr(session, a) for a in ("_client_state", "_event_loop",
-                                                                        "request_rerun"))
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def _rerun_watchers(job: Job) -> None:
-    """Job listener: rerun the page of every session that drew this job's box (it started, or finished)."""
-    with _WATCHERS_LOCK:
-        watchers = set(_WATCHERS.get(job.id, ()))
-        if job.is_finished:
-            _WATCHERS.pop(job.id, None)
-    for session_id, page in watchers:
-        _request_page_rerun(session_id, page)
-
-
-def _watch(job: Job) -> None:
-    """Register this script run's session and page as showing ``job``'s box (the first one adds the listener)."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    if ctx is None:
-        return
-    with _WATCHERS_LOCK:
-        first = job.id not in _WATCHERS
-        _WATCHERS.setdefault(job.id, set()).add((ctx.session_id, ctx.page_script_hash))
-    if first:
-        job.add_listener(_rerun_watchers)
-
-
 def _progress_box(namespace: str, key: str, partial) -> None:
     first = job_for(namespace, key)
-    pushed = first is not None and push_available()
-    if pushed:
-        _watch(first)
-    queued = first is not None and first.state == QUEUED
-    every = ((QUEUED_POLL_SECONDS if pushed else FALLBACK_QUEUED_POLL_SECONDS) if queued
-             else POLL_SECONDS if pushed else FALLBACK_POLL_SECONDS)
+    every = QUEUED_POLL_SECONDS if first is not None and first.state == QUEUED else POLL_SECONDS
 
     @st.fragment(run_every=every)
     def _poll():
         job = job_for(namespace, key)
-        if job is None or job.is_finished or (queued and job.state != QUEUED):
+        if job is None or job.is_finished or (every != POLL_SECONDS and job.state != QUEUED):
             st.rerun(scope="app")            # finished, or started: the page redraws (a running box polls faster)
         position = runner().position(job)
         # a bordered box, not st.status: Streamlit marks a status "complete" when the script run ends, while
