@@ -23,6 +23,12 @@ def test_typed_query_returns_the_queried_category(tmp_path):
     with streamlit_server(env) as (url, _), browser_page() as page:
         page.goto(f"{url}/query?dataset=demo&k=10")
         wait_idle(page, "query", plot=False)
+        # the number inputs hold their values (k = 10 from the URL, subspace dim 50) before anything is typed: in
+        # two full-suite runs on a loaded machine the search came back with both at their minimum, 1 (typed
+        # into too early; not seen when the test runs alone)
+        page.wait_for_function(
+            "() => { const v = Array.from(document.querySelectorAll('[data-testid=\"stNumberInput\"] input'))"
+            ".map(i => i.value); return v.includes('10') && v.includes('50'); }", timeout=120_000)
         box = page.get_by_label("Describe an object (Enter searches)")
         box.fill("a tall lamp")
         box.press("Enter")
