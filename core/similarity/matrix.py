@@ -65,6 +65,15 @@ def _linear_pair(a: _LinearPrep, b: _LinearPrep, chunk_rows, device) -> float | 
 ONE_PASS_MAX_WIDTH = 4096
 
 
+def _spaces_of(arrays_a, arrays_b, names_a, names_b, pairs) -> list[tuple]:
+    """The ``(array, name)`` of every space the pairs use, each once, in order of first use."""
+    distinct: dict = {}
+    for i, j in pairs:
+        distinct.setdefault(id(arrays_a[i]), (arrays_a[i], names_a[i]))
+        distinct.setdefault(id(arrays_b[j]), (arrays_b[j], names_b[j]))
+    return list(distinct.values())
+
+
 def _linear_cka_one_pass(arrays_a, arrays_b, names_a, names_b, pairs, chunk_rows, device, progress) -> dict:
     """Linear CKA of every requested pair from one pass over the rows.
 
@@ -74,11 +83,7 @@ def _linear_cka_one_pass(arrays_a, arrays_b, names_a, names_b, pairs, chunk_rows
     ``C_jk = X_j^T H X_k``, and ``CKA(j, k) = ||C_jk||_F^2 / (||C_jj||_F ||C_kk||_F)``. Each space is read and
     converted once, instead of once per pair, and the products are one symmetric rank-k update (the flops of
     the pairwise products, in one BLAS call). Values ``{(i, j): float or None}``."""
-    distinct: dict = {}                     # the spaces the requested pairs use, each once
-    for i, j in pairs:
-        distinct.setdefault(id(arrays_a[i]), (arrays_a[i], names_a[i]))
-        distinct.setdefault(id(arrays_b[j]), (arrays_b[j], names_b[j]))
-    spaces = list(distinct.values())
+    spaces = _spaces_of(arrays_a, arrays_b, names_a, names_b, pairs)
     starts, p = {}, 0
     for x, _ in spaces:
         starts[id(x)] = p
@@ -136,7 +141,7 @@ def _pair_values(arrays_a, arrays_b, names_a, names_b, m: Measure, pairs, progre
         use_gram = kw.get("method", "auto") == "gram" or (
             kw.get("method", "auto") == "auto" and n <= min(GRAM_MAX_N, min(widths)))
         dev = _device(kw.get("device"))
-        total = sum(int(x.shape[1]) for x in {id(x): x for x in list(arrays_a) + list(arrays_b)}.values())
+        total = sum(int(x.shape[1]) for x, _ in _spaces_of(arrays_a, arrays_b, names_a, names_b, pairs))
         if not use_gram and total <= ONE_PASS_MAX_WIDTH and pairs:
             # first the two spaces of the first pair between different spaces (the cheapest, ``pairs`` being in
             # order of cost: a small pass, so that the first cells come quickly), then one pass for the rest;
@@ -146,8 +151,8 @@ def _pair_values(arrays_a, arrays_b, names_a, names_b, m: Measure, pairs, progre
             if first is not None and on_value is not None:
                 pair_ids = {id(arrays_a[first[0]]), id(arrays_b[first[1]])}
                 early = [(i, j) for i, j in pairs if {id(arrays_a[i]), id(arrays_b[j])} <= pair_ids]
-                rest = [ij for ij in pairs if ij not in set(early)]
-                if rest and len(early) < len(pairs):
+                rest = [ij for ij in pairs if ij not in early]
+                if rest:
                     stages = [early, rest]
             for k, stage in enumerate(stages):
                 one = _linear_cka_one_pass(arrays_a, arrays_b, names_a, names_b, stage, kw.get("chunk_rows"), dev,
