@@ -57,9 +57,11 @@ WIDTHS = {"text_1280": 1280, "image_768": 768, "shape_512": 512, "audio_384": 38
 #: canvas maps (ui/bigmap_frontend) painted so far: the component sets data-painted on its body
 PAINTED_CANVASES = ("Array.from(document.querySelectorAll('iframe')).filter(f => { try { return "
                     "!!f.contentDocument?.body?.dataset?.painted } catch (e) { return false } }).length")
-#: the SVG heatmap (ui/svgchart_frontend) has drawn: data-svgchart-painted="heatmap" on its body (data-heatmap-painted
-#: at 5c9f247; older commits: plotly's .main-svg)
-PAINTED_HEATMAP = ("Array.from(document.querySelectorAll('iframe')).some(f => { try { const d = "
+#: the SVG heatmap (ui/svgchart_frontend) has drawn: data-svgchart-painted="heatmap" on its root in the page (a
+#: components-v2 element since this session's commit), or on its iframe's body (before; data-heatmap-painted at
+#: 5c9f247; older commits: plotly's .main-svg)
+PAINTED_HEATMAP = ("!!document.querySelector('.ps-svgchart[data-svgchart-painted=\"heatmap\"]') || "
+                   "Array.from(document.querySelectorAll('iframe')).some(f => { try { const d = "
                    "f.contentDocument?.body?.dataset; return !!d && (d.svgchartPainted === 'heatmap' || "
                    "!!d.heatmapPainted) } catch (e) { return false } })")
 PAINT = ('[data-testid="stMain"] [data-testid="stSelectbox"], [data-testid="stMain"] [data-testid="stMultiSelect"], '

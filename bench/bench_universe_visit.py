@@ -27,6 +27,7 @@ import numpy as np
 
 SEL = "iframe[title*='platoscope_svgchart']"
 DRAWN = ("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2 || "
+         "document.querySelectorAll('.ps-svgchart[data-svgchart-painted]').length >= 4 || "
          "(() => { const f = [...document.querySelectorAll(\"" + SEL + "\")]; return f.length >= 4 && f.every("
          "x => x.contentDocument && x.contentDocument.body && x.contentDocument.body.dataset.svgchartPainted); })()")
 

@@ -95,8 +95,8 @@ if view == "All spaces":
         pv = result.get("p_values")
         # the SVG component (ui.svgchart; no plotly bundle in the browser for a matrix of a few cells), its cells
         # built once per result (a rerun or another visit only sends them); a click picks the pair below
-        cell = heatmap_chart(cached.drawn(namespace, cached.result_key("drawing", "sim_heatmap_svg", key),
-                                          lambda: matrix_args(result)), key="sim_heatmap")
+        heat = cached.drawn(namespace, cached.result_key("drawing", "sim_heatmap_svg", key), lambda: matrix_args(result))
+        cell = heatmap_chart(heat, key="sim_heatmap")
         # the plotly figure, built once per result when an export asks for it
         fig = lambda: cached.drawn(namespace, cached.result_key("drawing", "sim_heatmap", key),  # noqa: E731
                                    lambda: safe_figure(matrix_figure(result)))
@@ -116,12 +116,14 @@ if view == "All spaces":
                        "unrelated spaces and small n. They are shown as computed.")
 
         st.subheader("Two spaces side by side")
-        # a new click on an off-diagonal cell sets the pair (once per click: the pickers stay free afterwards)
-        click = st.session_state.get("sim_heatmap")
-        click_id = [click.get("data_key"), click.get("seq")] if isinstance(click, dict) else None
-        if cell and cell[0] != cell[1] and st.session_state.get("sim_last_click") != click_id:
-            st.session_state["sim_last_click"] = click_id
-            st.session_state["sim_left"], st.session_state["sim_right"] = cell[1], cell[0]
+        # a click on an off-diagonal cell sets the pair; the click is a trigger, seen in the run it starts only,
+        # so the pickers stay free afterwards, and the last click is kept (for this matrix) to name it below
+        if cell:
+            st.session_state["sim_clicked"] = (heat["data_key"], cell)
+            if cell[0] != cell[1]:
+                st.session_state["sim_left"], st.session_state["sim_right"] = cell[1], cell[0]
+        last = st.session_state.get("sim_clicked")
+        cell = last[1] if last and last[0] == heat["data_key"] else None
         for side, default in (("sim_left", chosen[1]), ("sim_right", chosen[0])):
             if st.session_state.get(side) not in chosen:
                 st.session_state[side] = default

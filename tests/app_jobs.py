@@ -25,3 +25,13 @@ def finish_jobs(at, rounds: int = 4):
         if not pending_jobs():
             break
     return at
+
+
+def svgcharts(at, kind: str | None = None) -> list[dict]:
+    """The arguments of the page's SVG charts (ui.svgchart: a components-v2 element whose data is the arguments'
+    JSON text), in page order; only those of ``kind`` ("heatmap" / "bars") when given."""
+    import json
+
+    found = [json.loads(json.loads(e.proto.json)) for e in at.get("bidi_component")
+             if e.proto.component_name == "platoscope_svgchart"]
+    return [a for a in found if kind is None or a.get("kind") == kind]

@@ -129,13 +129,13 @@ def choose_upload(page, path, attempts: int = 6) -> None:
 
 
 def wait_painted(page, marker: str, timeout: float = 120_000):
-    """A view has painted: its marker, and either a plot (plotly, or an SVG chart of ui/svgchart_frontend), a running
+    """A view has painted: its marker, and either a plot (plotly, or a drawn SVG chart of ui/svgchart_frontend), a running
     job's progress box, or a message."""
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
     page.wait_for_selector(f"#ps-page-{marker}", state="attached", timeout=timeout)
     page.wait_for_function(
         "() => document.querySelector('.main-svg') || document.querySelector('.ps-job-running') || "
-        "document.querySelector(\"iframe[title*='platoscope_svgchart']\") || "
+        "document.querySelector('.ps-svgchart[data-svgchart-painted]') || "
         "document.querySelector('[data-testid=\"stAlert\"]')", timeout=timeout)
     page.wait_for_timeout(500)
 

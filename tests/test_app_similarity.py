@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app_jobs import finish_jobs, pending_jobs
+from tests.app_jobs import finish_jobs, pending_jobs, svgcharts
 from tests.conftest import ROOT
 
 
@@ -49,13 +49,11 @@ def _decode(z):
 
 def _heatmap(at) -> dict:
     """The arguments of the page's heatmap component (ui.svgchart): names, values, colours, hover texts."""
-    import json
-
-    (args,) = [a for a in (json.loads(c.proto.json_args) for c in at.get("component_instance")) if "colours" in a]
+    (args,) = svgcharts(at, "heatmap")
     return args
 
 
-def test_similarity_heatmap_values_match_reference(server):
+def test_similarity_heatmap_values_match_reference(server, monkeypatch):
     at = _open({})
     assert not at.exception, at.exception
     assert at.selectbox(key="url__measure").value == "linear_cka"
@@ -73,8 +71,13 @@ def test_similarity_heatmap_values_match_reference(server):
     import json
 
     assert not [t for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"] if t["type"] == "heatmap"]
-    # a click on a cell (row enc_layer1, column noise) picks that pair for the maps below
-    at.session_state["sim_heatmap"] = {"kind": "cell", "row": i, "col": j, "data_key": heat["data_key"], "seq": 1}
+    # a click on a cell (row enc_layer1, column noise) picks that pair for the maps below: the component's "cell"
+    # trigger, in the one run the click starts (the real click in a browser: tests/test_browser_heatmap.py)
+    import ui.svgchart
+
+    real_mount, clicks = ui.svgchart._mount, [{"kind": "cell", "row": i, "col": j, "data_key": heat["data_key"]}]
+    monkeypatch.setattr(ui.svgchart, "_mount", lambda args, key: (
+        {"cell": clicks.pop()} if key == "sim_heatmap" and clicks else real_mount(args, key)))
     finish_jobs(at.run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert (at.selectbox(key="sim_left").value, at.selectbox(key="sim_right").value) == ("enc_layer1", "noise")

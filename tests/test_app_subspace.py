@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app_jobs import finish_jobs, pending_jobs
+from tests.app_jobs import finish_jobs, pending_jobs, svgcharts
 from tests.conftest import ROOT
 
 
@@ -49,7 +49,7 @@ def test_subspace_runs_protocol_and_curves(server):
     at.selectbox(key="url__metric").set_value("mrr").run()
     assert not at.exception and not pending_jobs()
     # the bars (the SVG chart, ui.svgchart; no plotly figure) show the table's numbers for the chosen metric
-    (bars,) = [a for a in (json.loads(c.proto.json_args) for c in at.get("component_instance")) if a["kind"] == "bars"]
+    (bars,) = svgcharts(at, "bars")
     assert bars["title"].startswith("MRR") and not at.get("plotly_chart")
     (series,) = bars["series"]
     table = at.dataframe[0].value

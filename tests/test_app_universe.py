@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app_jobs import finish_jobs, pending_jobs
+from tests.app_jobs import finish_jobs, pending_jobs, svgcharts
 from tests.conftest import ROOT
 
 
@@ -58,7 +58,7 @@ def _specs(at):
 
 def _svg(at, kind):
     """The arguments of the page's SVG charts (ui.svgchart) of one kind ("heatmap" / "bars"), in page order."""
-    return [a for a in (json.loads(c.proto.json_args) for c in at.get("component_instance")) if a.get("kind") == kind]
+    return svgcharts(at, kind)
 
 
 def _z(args):
@@ -284,12 +284,12 @@ def test_universe_page_builds_its_figures_once_per_results_and_metric(server, mo
         monkeypatch.setattr(plots, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     at.run()                                                       # a rerun: the kept figures, nothing rebuilt
     assert not at.exception and calls == []
-    before = [c.proto.json_args for c in at.get("component_instance")]
+    before = svgcharts(at)
     assert len(before) == 3                                        # two heatmaps, the bars
     at.selectbox(key="url__metric").set_value("mrr").run()         # another metric: built once more (the SVG
     assert sorted(calls) == ["mean_worst_bars_args", "retrieval_heatmap_args"]   # charts; no plotly figure)
     at.selectbox(key="url__metric").set_value("top1").run()        # back: the kept ones again
-    assert len(calls) == 2 and [c.proto.json_args for c in at.get("component_instance")] == before
+    assert len(calls) == 2 and svgcharts(at) == before
     # the export still offers the plotly figure of the same numbers, built only when a download asks for it
     import ui.widgets
 

@@ -21,10 +21,13 @@ def test_heatmap_paints_hovers_as_text_and_a_click_picks_the_pair(tmp_path):
            "PLATOSCOPE_DEMO": "0"}
     with streamlit_server(env) as (url, _), browser_page(height=1600) as page:
         page.goto(f"{url}/similarity?dataset=server:study")
-        frame = page.wait_for_selector("iframe[title*='platoscope_svgchart']", timeout=180_000).content_frame()
-        frame.wait_for_function("() => document.body.dataset.svgchartPainted === 'heatmap' && "
-                                "!document.getElementById('title').textContent.includes('filling in')",
-                                timeout=120_000)
+        # the chart is mounted in the page itself (components v2: no iframe)
+        page.wait_for_function("() => { const c = document.querySelector('.ps-svgchart'); return !!c && "
+                               "c.dataset.svgchartPainted === 'heatmap' && "
+                               "!c.querySelector('.ps-svgchart-title').textContent.includes('filling in') }",
+                               timeout=180_000)
+        frame = page.locator(".ps-svgchart").first
+        assert page.locator("iframe[title*='platoscope_svgchart']").count() == 0
         assert frame.locator("rect.cell").count() == 9
         names = frame.locator("svg > g > text").all_text_contents()
         assert "<b>gamma" in names and frame.locator("svg b").count() == 0      # the name as text
@@ -34,9 +37,9 @@ def test_heatmap_paints_hovers_as_text_and_a_click_picks_the_pair(tmp_path):
         i, j = order.index("alpha"), order.index("<b>gamma")
         cell = frame.locator("rect.cell").nth(i * 3 + j)
         cell.hover()
-        tip = frame.inner_text("#tip")
+        tip = frame.locator(".ps-svgchart-tip").inner_text()
         assert tip.startswith("alpha vs <b>gamma\nLinear CKA = "), tip
-        assert frame.locator("#tip *").count() == 0
+        assert frame.locator(".ps-svgchart-tip *").count() == 0
         screenshot(page, "similarity_heatmap_hover")
         cell.click()
         page.wait_for_function("() => (document.querySelector('[data-testid=\"stMain\"]')?.innerText || '')"

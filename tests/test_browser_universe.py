@@ -25,30 +25,29 @@ def test_universe_heatmaps_and_bars_are_svg_with_text_hovers(tmp_path):
     spaces, methods = quote(json.dumps(["alpha", "beta", "<b>gamma"])), quote(json.dumps(["pw", "gpa", "gcca"]))
     with streamlit_server(env) as (url, _), browser_page(height=2200) as page:
         page.goto(f"{url}/universe?dataset=server:study&spaces={spaces}&methods={methods}")
-        sel = "iframe[title*='platoscope_svgchart']"
-        page.wait_for_function(f"() => document.querySelectorAll(\"{sel}\").length >= 4", timeout=240_000)
-        frames = [f.content_frame() for f in page.query_selector_all(sel)]
-        for f in frames:
-            f.wait_for_function("() => !!document.body.dataset.svgchartPainted", timeout=60_000)
-        kinds = [f.evaluate("() => document.body.dataset.svgchartPainted") for f in frames]
+        # the charts are mounted in the page itself (components v2: no iframe)
+        page.wait_for_function("() => document.querySelectorAll('.ps-svgchart[data-svgchart-painted]').length >= 4",
+                               timeout=240_000)
+        frames = [page.locator(".ps-svgchart").nth(k) for k in range(page.locator(".ps-svgchart").count())]
+        kinds = [f.get_attribute("data-svgchart-painted") for f in frames]
         assert kinds == ["heatmap", "heatmap", "heatmap", "bars"], kinds
         gpa = frames[1]
-        assert gpa.inner_text("#title") == "GPA"
+        assert gpa.locator(".ps-svgchart-title").inner_text() == "GPA"
         assert gpa.locator("rect.cell").count() == 9
         names = gpa.locator("svg > g > text").all_text_contents()
         assert "<b>gamma" in names and gpa.locator("svg b").count() == 0        # the name as text
         order = [t for t in names if t in ("alpha", "beta", "<b>gamma")][:3]    # the rows, top to bottom
         i, j = order.index("alpha"), order.index("<b>gamma")
         gpa.locator("rect.cell").nth(i * 3 + j).hover()
-        tip = gpa.inner_text("#tip")
+        tip = gpa.locator(".ps-svgchart-tip").inner_text()
         assert tip.startswith("alpha vs <b>gamma\nHits@1 = ") and tip.endswith("GPA: alpha -> <b>gamma"), tip
-        assert gpa.locator("#tip *").count() == 0
+        assert gpa.locator(".ps-svgchart-tip *").count() == 0
         bars = frames[3]
         assert bars.locator("rect.bar").count() == 6                            # mean and worst, 3 methods
         assert bars.locator("line.hline").count() == 1
         assert any(t.startswith("chance ") for t in bars.locator("svg text").all_text_contents())
         bars.locator("rect.bar").nth(3).hover()                                  # the worst series' first bar
-        assert "\nworst: " in bars.inner_text("#tip")
+        assert "\nworst: " in bars.locator(".ps-svgchart-tip").inner_text()
         screenshot(page, "universe_svg_charts")
         assert page.locator(".js-plotly-plot").count() == 0                     # no plotly chart on this view
         assert_no_traceback(page)

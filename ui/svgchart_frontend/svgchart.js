@@ -1,36 +1,27 @@
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Platoscope chart</title>
-<!-- Platoscope's small fixed-size charts: a self-contained Streamlit component (no network, no build step), drawn
-     as SVG from what Python computed (ui/svgchart.py): the page does not load plotly's 4.7 MB bundle for a matrix of
-     a few cells or a handful of bars. Every string (names, values, hover texts) is set as text, never as markup.
-     kind "heatmap": each cell's colour, printed value and hover text; a click on a cell sends (row, column).
-     kind "bars": grouped bars with error bars (mean +- std), one colour per series, hover texts. -->
-<style>
-  html, body { margin: 0; padding: 0; font-family: "Source Sans Pro", sans-serif; font-size: 13px; color: #262730; background: #fff; }
-  #title { font-weight: 600; font-size: 15px; padding: 4px 0 6px 0; }
-  #stage { position: relative; }
-  svg { display: block; }
-  svg .cell { cursor: pointer; }
-  svg .cell:hover { stroke: #262730; stroke-width: 2px; }
-  svg text { font-family: inherit; }
-  #tip { position: absolute; display: none; pointer-events: none; max-width: 360px; padding: 4px 8px; background: rgba(38,39,48,0.92); color: #fff; border-radius: 4px; font-size: 12px; white-space: pre-wrap; word-break: break-word; z-index: 2; }
-</style>
-</head>
-<body>
-<div id="title"></div>
-<div id="stage"><svg id="plot"></svg><div id="tip"></div></div>
-<script>
-"use strict";
-(function () {
+// Platoscope's small fixed-size charts (ui/svgchart.py): a Streamlit components-v2 module, mounted in the app's own
+// page (no iframe, no network, no build step) and drawn as SVG from what Python computed: a page does not load
+// plotly's 4.7 MB bundle for a matrix of a few cells or a handful of bars, nor an iframe document per chart.
+// Every string (names, values, hover texts) is set as text, never as markup.
+//   kind "heatmap": each cell's colour, printed value and hover text; a click on a cell sends the trigger "cell"
+//                   ({kind: "cell", row, col, data_key, seq}).
+//   kind "bars":    grouped bars with error bars (mean +- std), one colour per series, hover texts, a dashed line.
+// The chart's root (.ps-svgchart) gets data-svgchart-painted="<kind>" once drawn (the benchmark and the browser
+// tests wait for it).
+export default function (component) {
   const NS = "http://www.w3.org/2000/svg";
-  const svg = document.getElementById("plot"), tip = document.getElementById("tip");
-  const stage = document.getElementById("stage");
-  let args = null, seq = 0;
-
-  function post(type, extra) { window.parent.postMessage(Object.assign({ isStreamlitMessage: true, type: type }, extra), "*"); }
+  const { parentElement, data, setTriggerValue } = component;
+  let root = parentElement.querySelector(":scope > .ps-svgchart");
+  if (!root) {
+    root = document.createElement("div");
+    root.className = "ps-svgchart";
+    root.innerHTML = '<div class="ps-svgchart-title"></div><div class="ps-svgchart-stage"><svg></svg><div class="ps-svgchart-tip"></div></div>';
+    parentElement.appendChild(root);
+  }
+  const svg = root.querySelector("svg"), tip = root.querySelector(".ps-svgchart-tip");
+  const stage = root.querySelector(".ps-svgchart-stage");
+  const args = (typeof data === "string" ? JSON.parse(data) : data) || {};   // ui/svgchart.py sends JSON text
+  let seq = 0;
+  const width = () => Math.max(320, (root.clientWidth || parentElement.clientWidth || 640) | 0);
   function el(name, attrs, text) {
     const e = document.createElementNS(NS, name);
     for (const k in attrs) e.setAttribute(k, attrs[k]);
@@ -63,7 +54,7 @@
     const xs = args.x || [], ys = args.y || [], colours = args.colours || [], texts = args.text || [];
     const hover = args.hover || [];
     const nx = Math.max(1, xs.length), ny = Math.max(1, ys.length);
-    const W = Math.max(320, document.body.clientWidth | 0);
+    const W = Math.max(320, width());
     const H = Math.max(200, (args.height || 420) - 34);
     const fs = 13;
     const left = Math.min(W * 0.35, 12 + Math.max(0, ...ys.map((s) => measure(s, fs)))) + (args.y_title ? 20 : 0);
@@ -87,7 +78,7 @@
         r.addEventListener("mouseleave", hideTip);
         r.addEventListener("click", () => {
           seq += 1;
-          post("streamlit:setComponentValue", { value: { kind: "cell", row: i, col: j, data_key: args.data_key, seq: seq }, dataType: "json" });
+          setTriggerValue("cell", { kind: "cell", row: i, col: j, data_key: args.data_key, seq: seq });
         });
         grid.appendChild(r);
         const t = (texts[i] || [])[j];
@@ -116,11 +107,12 @@
     const bar = args.colorbar || {};
     const stops = bar.stops || [];
     if (stops.length) {
+      const rampId = "ps-ramp-" + Math.random().toString(36).slice(2);
       const bx = left + gw + 16, bh = Math.max(60, gh);
-      const defs = el("defs", {}), grad = el("linearGradient", { id: "ramp", x1: 0, y1: 1, x2: 0, y2: 0 });
+      const defs = el("defs", {}), grad = el("linearGradient", { id: rampId, x1: 0, y1: 1, x2: 0, y2: 0 });
       stops.forEach((s) => grad.appendChild(el("stop", { offset: s[0], "stop-color": s[1] })));
       defs.appendChild(grad); svg.appendChild(defs);
-      svg.appendChild(el("rect", { x: bx, y: top, width: 14, height: bh, fill: "url(#ramp)" }));
+      svg.appendChild(el("rect", { x: bx, y: top, width: 14, height: bh, fill: `url(#${rampId})` }));
       svg.appendChild(el("text", { x: bx + 18, y: top + 10, "font-size": 11 }, bar.high === undefined ? "" : bar.high));
       svg.appendChild(el("text", { x: bx + 18, y: top + bh, "font-size": 11 }, bar.low === undefined ? "" : bar.low));
       if (bar.title) svg.appendChild(el("text", { x: bx + 18, y: top + bh / 2, "font-size": 11, fill: "#6b6f7b" }, bar.title));
@@ -129,13 +121,12 @@
   }
 
   function painted() {
-    document.body.dataset.svgchartPainted = args.kind;   // (the benchmark and the browser tests wait for this)
-    post("streamlit:setFrameHeight", { height: document.body.scrollHeight + 4 });
+    root.dataset.svgchartPainted = args.kind;   // (the benchmark and the browser tests wait for this)
   }
 
   function drawBars() {
     const cats = args.categories || [], series = args.series || [];
-    const W = Math.max(320, document.body.clientWidth | 0);
+    const W = Math.max(320, width());
     const H = Math.max(200, (args.height || 420) - 34);
     const fs = 13, ticks = args.ticks || [], lo = args.y_range[0], hi = args.y_range[1];
     const left = 14 + Math.max(0, ...ticks.map((t) => measure(t[1], 11))) + (args.y_title ? 20 : 0);
@@ -197,17 +188,10 @@
     painted();
   }
 
-  window.addEventListener("message", (event) => {
-    const msg = event.data;
-    if (!msg || msg.type !== "streamlit:render") return;
-    args = msg.args || {};
-    document.getElementById("title").textContent = String(args.title || "");
-    draw();
-  });
-  let lastW = 0;
-  window.addEventListener("resize", () => { const w = document.body.clientWidth | 0; if (w !== lastW) { lastW = w; draw(); } });
-  post("streamlit:componentReady", { apiVersion: 1 });
-})();
-</script>
-</body>
-</html>
+  root.querySelector(".ps-svgchart-title").textContent = String(args.title || "");
+  let lastW = width();
+  draw();
+  const observer = new ResizeObserver(() => { const w = width(); if (w !== lastW) { lastW = w; draw(); } });
+  observer.observe(root);
+  return () => observer.disconnect();
+}
