@@ -58,8 +58,7 @@ if authors_epochs is not None:   # the preset fixes the authors' epoch count; "c
                              key="universe_preset_epochs", help="the authors' code trains GCPA for 50 epochs")
 else:
     epochs = c5.number_input("GCPA max epochs", 0, 2000, key=url_key("epochs", 100))
-label_options = ["(none)"] + [c for c in ds.metadata_columns()
-                              if 2 <= ds.items[c].nunique(dropna=True) <= 200 and ds.items[c].nunique() < ds.n]
+label_options = ["(none)"] + cached.label_columns(ds)
 c6, c7, c9, c8 = st.columns([2, 2, 2, 1])
 label_col = c6.selectbox("Label column for clustering", label_options,
                          key=url_key("labels", "label" if "label" in label_options else "(none)", label_options))
@@ -90,7 +89,6 @@ if not methods:
 
 namespace = data.cache_namespace(ds)
 groups = ds.groups() if "group" in ds.items.columns else None
-labels = None if label_col == "(none)" else ds.items[label_col].to_numpy(dtype=object)
 params = {"spaces": chosen, "methods": methods, "test_size": float(test_size), "seed": int(seed), "width": width,
           "standardize": bool(standardize), "gcpa_epochs": int(epochs), "labels": label_col, "preset": preset.name}
 MAP_ITEMS = 300
@@ -310,10 +308,11 @@ elif view == "Add a space":
                 manifest=build_manifest(view="universe/add", dataset=ds, seeds=[int(seed)],
                                         params={**params, "added": new}))
 
-elif labels is None:  # clustering, without labels
+elif label_col == "(none)":  # clustering, without labels
     st.info("Choose a label column above to see k-means clustering scores in the universe.")
 else:  # clustering
     clustered = {}
+    labels = ds.items[label_col].to_numpy(dtype=object)
     for m in results:               # one job per method, started when this view is opened
         with guard():
             def compute_clusters(job, m=m):

@@ -288,6 +288,19 @@ def hover_texts(ds: Dataset) -> list[str]:
     return drawn(cache_namespace(ds), result_key("hover_text", ds.fingerprint), ds.hover_text)
 
 
+def label_columns(ds: Dataset, max_levels: int = 200) -> list[str]:
+    """Metadata columns that can label items (e.g. for clustering): 2 to ``max_levels`` distinct values, and fewer
+    distinct values than items; found once per dataset (see :func:`drawn`), not on every script run (one
+    ``nunique`` per column over 31,000 rows took 0.17 s of each Universe run)."""
+    from ui.data import cache_namespace
+
+    def find() -> list[str]:
+        return [c for c in ds.metadata_columns()
+                if 2 <= ds.items[c].nunique(dropna=True) <= max_levels and ds.items[c].nunique() < ds.n]
+
+    return list(drawn(cache_namespace(ds), result_key("label_columns", ds.fingerprint, max_levels), find))
+
+
 def has_result(namespace: str, key: str) -> bool:
     return key in _results_store(namespace)
 

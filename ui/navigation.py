@@ -27,11 +27,18 @@ def set_page_config() -> None:
     st.set_page_config(page_title="Platoscope", page_icon=":material/travel_explore:", layout="wide")
 
 
+#: file -> the st.Page declared for it by the latest :func:`navigation` (the sidebar links to these: a link to a
+#: page object needs no path resolution, a link to a file name resolves it on every run)
+PAGES: dict[str, object] = {}
+
+
 def navigation():
     """Declare the views (st.navigation) and return the one the URL asks for."""
-    pages = [st.Page(str(PAGES_DIR / f), title=t, icon=i, default=(f == "home.py"))
-             for f, t, i in VIEWS if (PAGES_DIR / f).exists()]
-    return st.navigation(pages)
+    pages = {f: st.Page(str(PAGES_DIR / f), title=t, icon=i, default=(f == "home.py"))
+             for f, t, i in VIEWS if (PAGES_DIR / f).exists()}
+    PAGES.clear()
+    PAGES.update(pages)
+    return st.navigation(list(pages.values()))
 
 
 def was_routed() -> bool:

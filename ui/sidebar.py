@@ -32,10 +32,12 @@ def render() -> None:
     forget.housekeeping()
     with st.sidebar:
         st.markdown("### :material/travel_explore: Platoscope")
-        from ui.navigation import PAGES_DIR, VIEWS
+        from ui.navigation import PAGES, PAGES_DIR, VIEWS
 
         for file, title, icon in VIEWS:
-            if (PAGES_DIR / file).exists():
+            if file in PAGES:
+                st.page_link(PAGES[file], label=title, icon=icon)
+            elif (PAGES_DIR / file).exists():   # a page run before app.py declared the navigation (was_routed)
                 st.page_link(f"pages/{file}", label=title, icon=icon)
         st.divider()
         options = data.dataset_options()

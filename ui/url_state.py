@@ -61,8 +61,11 @@ def _kept_settings() -> dict:
 def sync_url(**settings: Any) -> None:
     """Write the page's current settings into the URL (JSON-safe values only) and keep them for the session."""
     kept = _kept_settings()
+    changed = {}
     for name, value in settings.items():
         text = value if isinstance(value, str) else json.dumps(core_export.json_safe(value))
         kept[name] = text
         if st.query_params.get(name) != text:
-            st.query_params[name] = text
+            changed[name] = text
+    if changed:   # one message to the browser (and one history entry rewrite), not one per setting
+        st.query_params.update(changed)
