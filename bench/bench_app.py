@@ -54,9 +54,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 WIDTHS = {"text_1280": 1280, "image_768": 768, "shape_512": 512, "audio_384": 384}
-#: canvas maps (ui/bigmap_frontend) painted so far: the component sets data-painted on its body
-PAINTED_CANVASES = ("Array.from(document.querySelectorAll('iframe')).filter(f => { try { return "
-                    "!!f.contentDocument?.body?.dataset?.painted } catch (e) { return false } }).length")
+#: canvas maps (ui/bigmap_frontend) painted so far: the component sets data-painted on its root (its body before)
+PAINTED_CANVASES = ("(document.querySelectorAll('.ps-map[data-painted]').length + "   # in the page (session 8 on)
+                    "Array.from(document.querySelectorAll('iframe')).filter(f => { try { return "      # its iframe
+                    "!!f.contentDocument?.body?.dataset?.painted } catch (e) { return false } }).length)")
 #: the SVG heatmap (ui/svgchart_frontend) has drawn: data-svgchart-painted="heatmap" on its root in the page (a
 #: components-v2 element since this session's commit), or on its iframe's body (before; data-heatmap-painted at
 #: 5c9f247; older commits: plotly's .main-svg)

@@ -63,13 +63,22 @@ def run_one(url: str, name: str, renderer: str, timeout_s: float) -> dict:
             page.goto(f"{url}/?dataset=server:{name}", timeout=timeout_s * 1000)
             page.wait_for_selector("#ps-page-home", state="attached")
             if renderer == "canvas":
-                handle = page.wait_for_selector("iframe[title*='platoscope_map']")
-                frame = handle.content_frame()
-                frame.wait_for_function("() => document.body.dataset.painted", timeout=timeout_s * 1000)
-                out["first_paint_s"] = time.perf_counter() - t0
-                out["draw_ms"] = float(frame.evaluate("() => document.body.dataset.drawMs"))
-                target = frame.locator("#overlay").bounding_box()
-                heap = frame.evaluate("() => performance.memory ? performance.memory.usedJSHeapSize : null")
+                # the map in the page (components v2 since session 8), or in its iframe (before)
+                page.wait_for_function("() => !!document.querySelector('.ps-map[data-painted]') || "
+                                       "!!document.querySelector(\"iframe[title*='platoscope_map']\")")
+                if page.locator(".ps-map").count():
+                    page.wait_for_function("() => !!document.querySelector('.ps-map[data-painted]')")
+                    out["first_paint_s"] = time.perf_counter() - t0
+                    out["draw_ms"] = float(page.locator(".ps-map").first.get_attribute("data-draw-ms"))
+                    target = page.locator(".ps-map-overlay").first.bounding_box()
+                    heap = page.evaluate("() => performance.memory ? performance.memory.usedJSHeapSize : null")
+                else:
+                    frame = page.wait_for_selector("iframe[title*='platoscope_map']").content_frame()
+                    frame.wait_for_function("() => document.body.dataset.painted", timeout=timeout_s * 1000)
+                    out["first_paint_s"] = time.perf_counter() - t0
+                    out["draw_ms"] = float(frame.evaluate("() => document.body.dataset.drawMs"))
+                    target = frame.locator("#overlay").bounding_box()
+                    heap = frame.evaluate("() => performance.memory ? performance.memory.usedJSHeapSize : null")
             else:
                 page.wait_for_selector("[data-testid='stPlotlyChart'] .main-svg")
                 page.wait_for_function("() => document.querySelector('[data-testid=\"stPlotlyChart\"] canvas')")

@@ -35,3 +35,20 @@ def svgcharts(at, kind: str | None = None) -> list[dict]:
     found = [json.loads(json.loads(e.proto.json)) for e in at.get("bidi_component")
              if e.proto.component_name == "platoscope_svgchart"]
     return [a for a in found if kind is None or a.get("kind") == kind]
+
+
+def canvas_maps(at) -> list[dict]:
+    """The canvas maps on the page (ui.maps: a components-v2 element whose data is ui.maps.map_payload), in page
+    order: each payload's header, with ``coords``, ``codes`` and ``hover`` as the bytes the browser reads (None
+    when absent)."""
+    from ui.maps import read_map_payload
+
+    out = []
+    for e in at.get("bidi_component"):
+        if e.proto.component_name != "platoscope_map":
+            continue
+        args = read_map_payload(e.proto.bytes)
+        args["coords"] = args["coords"].tobytes()
+        args["codes"] = None if args["codes"] is None else args["codes"].tobytes()
+        out.append(args)
+    return out

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app_jobs import finish_jobs
+from tests.app_jobs import canvas_maps, finish_jobs
 from tests.conftest import ROOT
 
 APP = str(ROOT / "app.py")
@@ -50,12 +50,7 @@ def _open(page: str | None = None, **params) -> AppTest:
 
 
 def _canvas_args(at: AppTest) -> list[dict]:
-    out = []
-    for node in at.get("component_instance"):
-        args = json.loads(node.proto.json_args)
-        args.update({a.key: a.bytes for a in node.proto.special_args if a.WhichOneof("value") == "bytes"})
-        out.append(args)
-    return out
+    return canvas_maps(at)
 
 
 def test_canvas_map_sends_coordinates_colours_and_hover_lines_as_bytes(study):
@@ -99,7 +94,7 @@ def test_similarity_side_maps_are_pan_only_canvases_with_a_sample_note(study, mo
 
     monkeypatch.setattr(ui.maps, "PLOTLY_MAX_POINTS", 100)
     at = _open("pages/similarity.py")
-    side = [a for a in _canvas_args(at) if "coords" in a]     # (the heatmap is a component too: ui.svgchart)
+    side = _canvas_args(at)                                     # (the heatmap is ui.svgchart's, not listed here)
     assert len(side) == 2 and all(a["select"] is False and a["legend"] == [] for a in side)
     assert {a["title"] for a in side} == {"PCA of 'emb'", "PCA of 'other'"}   # 500 of 500 rows: no sample note
     assert all(len(a["hover"].decode().split("\n")) == N for a in side)

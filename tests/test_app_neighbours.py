@@ -9,7 +9,7 @@ from scipy.spatial.distance import cdist
 from streamlit.testing.v1 import AppTest
 
 from core.geometry import geometry_sample, subsample_clouds
-from tests.app_jobs import finish_jobs
+from tests.app_jobs import canvas_maps, finish_jobs
 from tests.conftest import ROOT
 
 N = 90
@@ -142,8 +142,8 @@ def test_neighbours_map_of_a_sample_of_a_large_dataset(tmp_path, monkeypatch):
     assert not at.error, [e.value for e in at.error]
     # 5,000 points: the canvas map (no plotly figure, so no plotly bundle in the browser for a closed expander)
     assert not [c for c in at.get("plotly_chart") if json.loads(c.proto.spec)["data"][0].get("type") == "scattergl"]
-    (node,) = at.get("component_instance")
-    hover = next(a.bytes for a in node.proto.special_args if a.key == "hover")
+    (canvas,) = canvas_maps(at)
+    hover = canvas["hover"]
     lines = [line.split("\x1f") for line in hover.decode("utf-8").split("\n")]
     rows = [int(i) for i, _ in lines]
     assert len(rows) == len(set(rows)) == 5000 and max(rows) < n
@@ -163,12 +163,16 @@ def test_neighbours_map_of_a_sample_of_a_large_dataset(tmp_path, monkeypatch):
     frames = [d.value for d in at.dataframe]
     assert "4321" not in frames[0]["id"].tolist() and len(frames[0]) == 3
     # a click on a point of the map makes it the query item (the canvas sends the click in data coordinates)
-    (node,) = at.get("component_instance")
-    xy = np.frombuffer(next(a.bytes for a in node.proto.special_args if a.key == "coords"),
-                       dtype=np.float32).reshape(-1, 2)
-    args = json.loads(node.proto.json_args)
-    at.session_state["nb_map_canvas"] = {"kind": "point", "x": float(xy[10, 0]), "y": float(xy[10, 1]),
-                                         "radius": 1e-3, "data_key": args["data_key"], "seq": 1}
+    (canvas,) = canvas_maps(at)
+    xy = np.frombuffer(canvas["coords"], dtype=np.float32).reshape(-1, 2)
+    # the component's "selection" state as the browser sets it (the real click: tests/test_browser_map.py)
+    import ui.maps
+
+    real_map = ui.maps.canvas_map
+    click = {"kind": "point", "x": float(xy[10, 0]), "y": float(xy[10, 1]), "radius": 1e-3,
+             "data_key": canvas["data_key"], "seq": 1}
+    monkeypatch.setattr(ui.maps, "canvas_map", lambda *a, **k: (
+        real_map(*a, **k) if k.get("key") != "nb_map_canvas" else (real_map(*a, **k) or click)))
     finish_jobs(at.run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.selectbox(key="nb_item").value == str(rows[10])

@@ -25,23 +25,27 @@ def test_canvas_map_paints_and_lasso_lists_the_highlighted_items(tmp_path):
            "PLATOSCOPE_PLOTLY_MAX_POINTS": "1000", "PLATOSCOPE_DEMO": "0"}
     with streamlit_server(env) as (url, _), browser_page(height=1400) as page:
         page.goto(f"{url}/?dataset=server:study")
-        frame = page.wait_for_selector("iframe[title*='platoscope_map']", timeout=180_000).content_frame()
-        frame.wait_for_function("() => document.body.dataset.painted === '6000'", timeout=120_000)
+        # the map is mounted in the page itself (components v2: no iframe)
+        page.wait_for_function("() => document.querySelector('.ps-map')?.dataset?.painted === '6000'",
+                               timeout=180_000)
+        frame = page.locator(".ps-map").first
+        assert page.locator("iframe[title*='platoscope_map']").count() == 0
         page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
-        legend = frame.inner_text("#legend")
+        legend = frame.locator(".ps-map-legend").inner_text()
         assert "<b>class 0</b>" in legend                    # user text shown as text, not markup
-        box = frame.locator("#overlay").bounding_box()
+        box = frame.locator(".ps-map-overlay").bounding_box()
         cx, cy, r = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["height"] * 0.3
         # hovering a point shows its hover text (here the label) and id, as text
         for dx, dy in [(0, 0), (5, 3), (-7, 4), (9, -6), (-4, -9), (12, 12), (-15, 2), (3, 17)]:
             page.mouse.move(cx + dx, cy + dy)
             page.wait_for_timeout(150)
-            if frame.evaluate("() => document.body.dataset.hovered || ''"):
+            if (frame.get_attribute("data-hovered") or ""):
                 break
-        hovered = int(frame.evaluate("() => document.body.dataset.hovered"))
-        tip = frame.inner_text("#tip")
+        hovered = int(frame.get_attribute("data-hovered"))
+        tip = frame.locator(".ps-map-tip").inner_text()
         assert tip.startswith("<b>class ") and f"id: {hovered}" in tip, tip
-        assert frame.locator("#tip b").count() == 1 and frame.locator("#tip b b").count() == 0   # no markup
+        # no markup
+        assert frame.locator(".ps-map-tip b").count() == 1 and frame.locator(".ps-map-tip b b").count() == 0
         screenshot(page, "home_canvas_map_hover")
         pts = [(cx + r * np.cos(t), cy + r * np.sin(t)) for t in np.linspace(0, 2 * np.pi, 30)]
         page.mouse.move(*pts[0])
@@ -51,7 +55,8 @@ def test_canvas_map_paints_and_lasso_lists_the_highlighted_items(tmp_path):
         page.mouse.up()
         line = page.wait_for_selector("text=/selected item\\(s\\)/", timeout=120_000).inner_text()
         server_count = int(line.split()[0].replace(",", ""))
-        browser_count = int(re.search(r"([\d,]+) selected", frame.inner_text("#status")).group(1).replace(",", ""))
+        status = frame.locator(".ps-map-status").inner_text()
+        browser_count = int(re.search(r"([\d,]+) selected", status).group(1).replace(",", ""))
         assert 0 < server_count < 6000 and server_count == browser_count   # numpy and JS agree on the lasso
         assert_no_traceback(page)
         screenshot(page, "home_canvas_map_lasso")
@@ -60,6 +65,6 @@ def test_canvas_map_paints_and_lasso_lists_the_highlighted_items(tmp_path):
         page.get_by_role("option", name="score").click()
         page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
         page.wait_for_timeout(1000)
-        assert "score = " in frame.inner_text("#legend")
+        assert "score = " in frame.locator(".ps-map-legend").inner_text()
         assert page.get_by_text(f"{server_count:,} selected item(s)").count() == 1
         assert_no_traceback(page)

@@ -3,9 +3,10 @@
 Plotly's Scattergl ships every point and its hover text as JSON and keeps a JS object per point: fine for the
 demo, slow beyond a few thousand points (a 31,000-point map was 1.9 MB of JSON and about 2 s of browser work on
 every visit) and far too heavy at a million (see docs/MAPS.md for what was measured). Above
-:data:`PLOTLY_MAX_POINTS` the map is drawn by ``ui/bigmap_frontend`` (a self-contained Streamlit component, no
-network, no build step): coordinates travel as float32 bytes and colours as one byte per point, hover texts as
-one UTF-8 line per point, the browser splats the points into a canvas (pan, wheel zoom, hover, lasso, box, click),
+:data:`PLOTLY_MAX_POINTS` the map is drawn by ``ui/bigmap_frontend/bigmap.js`` (a Streamlit components-v2
+module mounted in the app's page: no iframe, no network, no build step): coordinates travel as float32 bytes and
+colours as one byte per point, hover texts as one UTF-8 line per point, all in one binary payload
+(:func:`map_payload`), the browser splats the points into a canvas (pan, wheel zoom, hover, lasso, box, click),
 and the selection comes back as a polygon in data coordinates; the items inside it are found here
 (:func:`core.projection.points_in_polygon`, the rule the browser uses to highlight them).
 
@@ -15,12 +16,14 @@ drawing options): a rerun, a second visit or a second browser only sends it.
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
-import streamlit.components.v1 as components
+import streamlit.components.v2 as components
 
 from core.export import build_manifest
 from core.projection import nearest_point, points_in_polygon
@@ -43,7 +46,9 @@ MISSING_COLOUR = "#B0B4BE"
 VIRIDIS = ["#440154", "#482878", "#3E4A89", "#31688E", "#26828E", "#1F9E89", "#35B779", "#6DCD59", "#B4DE2C",
            "#FDE725"]
 
-_canvas_map = components.declare_component("platoscope_map", path=str(Path(__file__).parent / "bigmap_frontend"))
+_FRONTEND = Path(__file__).parent / "bigmap_frontend"
+_canvas_map = components.component("platoscope_map", js=(_FRONTEND / "bigmap.js").read_text(),
+                                    css=(_FRONTEND / "bigmap.css").read_text(), isolate_styles=False)
 
 
 def plotly_max_points() -> int:
@@ -127,14 +132,52 @@ def canvas_map(coords: np.ndarray, *, data_key: str, codes=None, palette=None, l
 
     ``hover``: :func:`hover_bytes` of the drawn rows (shown as text on hover); ``select=False``: pan and zoom only
     (no lasso, box or click selection)."""
+    payload = map_payload(coords, data_key=data_key, codes=codes, palette=palette, legend=legend, title=title,
+                          axes=axes, height=height, hover=hover, select=select)
+    return _canvas_map(key=key, data=payload, default={"selection": None},
+                       on_selection_change=_ignore).get("selection")
+
+
+def _ignore() -> None:
+    """The "selection" state's callback (a state is declared by its callback; the value is read from the result)."""
+
+
+def map_payload(coords: np.ndarray, *, data_key: str, codes=None, palette=None, legend=None, title: str = "",
+                axes: str = "", height: int = 620, hover: bytes | None = None, select: bool = True) -> bytes:
+    """What the canvas component reads (``ui/bigmap_frontend/bigmap.js``), as one binary payload: ``b"PSMAP1"``,
+    the header's length (uint32, little-endian), the header (UTF-8 JSON: title, axes, palette, legend, bbox of the
+    finite points, data_key, height, select and the byte lengths of the parts), then the coordinates (float32
+    x, y per point), the colour codes (uint8 per point; absent: all 0) and the hover lines (UTF-8; absent: none)."""
     xy = np.ascontiguousarray(coords, dtype=np.float32)
     finite = np.isfinite(xy).all(axis=1)
     bbox = ([float(v) for v in xy[finite].min(axis=0)] + [float(v) for v in xy[finite].max(axis=0)]
             if finite.any() else [0.0, 0.0, 1.0, 1.0])
-    return _canvas_map(coords=xy.tobytes(), codes=None if codes is None else np.ascontiguousarray(codes).tobytes(),
-                       palette=palette or ["#4C5FD5"], legend=legend or [], title=title, axes=axes,
-                       bbox=[bbox[0], bbox[1], bbox[2], bbox[3]], data_key=data_key, height=int(height), key=key,
-                       hover=hover, select=bool(select), default=None)
+    code_bytes = b"" if codes is None else np.ascontiguousarray(codes, dtype=np.uint8).tobytes()
+    hover = hover or b""
+    header = json.dumps({"title": str(title), "axes": str(axes), "palette": palette or ["#4C5FD5"],
+                         "legend": legend or [], "bbox": bbox, "data_key": data_key, "height": int(height),
+                         "select": bool(select), "coords_bytes": xy.nbytes, "codes_bytes": len(code_bytes),
+                         "hover_bytes": len(hover)}).encode("utf-8")
+    return b"".join([b"PSMAP1", struct.pack("<I", len(header)), header, xy.tobytes(), code_bytes, hover])
+
+
+def read_map_payload(payload: bytes) -> dict:
+    """The header of a :func:`map_payload` with its parts decoded (``coords`` n x 2 float32, ``codes`` uint8 or
+    None, ``hover`` bytes or None): what the browser reads, for tests and tools."""
+    if payload[:6] != b"PSMAP1":
+        raise ValueError("not a map payload")
+    (size,) = struct.unpack("<I", payload[6:10])
+    out = json.loads(payload[10:10 + size].decode("utf-8"))
+    at = 10 + size
+    parts = {}
+    for name in ("coords", "codes", "hover"):
+        n = out[f"{name}_bytes"]
+        parts[name] = payload[at:at + n] if n else None
+        at += n
+    out["coords"] = np.frombuffer(parts["coords"] or b"", dtype=np.float32).reshape(-1, 2)
+    out["codes"] = None if parts["codes"] is None else np.frombuffer(parts["codes"], dtype=np.uint8)
+    out["hover"] = parts["hover"]
+    return out
 
 
 def _one_line(value) -> str:

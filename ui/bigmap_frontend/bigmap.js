@@ -1,60 +1,57 @@
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Platoscope map</title>
-<!-- Platoscope's million-point map: a self-contained Streamlit component (no network, no build step, no WebGL).
-     Points are splatted into a canvas ImageData buffer (about 10 ms per million points in V8), so it draws in
-     headless chromium with --disable-gpu too. Pan (drag in pan mode), zoom (wheel), lasso / box selection, click
-     on a point. The selection goes back to Python as a polygon in data coordinates; Python lists the items.
-     Hovering a point shows its caption and id (sent once as UTF-8 bytes, one line per point; set as text). -->
-<style>
-  html, body { margin: 0; padding: 0; font-family: "Source Sans Pro", sans-serif; font-size: 14px; color: #262730; background: #fff; }
-  #bar { display: flex; gap: 6px; align-items: center; padding: 4px 0 6px 0; flex-wrap: wrap; }
-  #bar button { border: 1px solid #d0d3dc; background: #fff; border-radius: 6px; padding: 3px 10px; cursor: pointer; font-size: 13px; }
-  #bar button.on { background: #4C5FD5; color: #fff; border-color: #4C5FD5; }
-  #title { font-weight: 600; margin-right: 8px; }
-  #status { color: #6b6f7b; margin-left: auto; font-size: 12px; }
-  #wrap { position: relative; display: flex; gap: 8px; }
-  #stage { position: relative; flex: 1 1 auto; border: 1px solid #eceef3; border-radius: 6px; overflow: hidden; }
-  canvas { display: block; }
-  #overlay { position: absolute; left: 0; top: 0; }
-  #legend { flex: 0 0 170px; max-height: 100%; overflow-y: auto; font-size: 12px; }
-  #legend div { display: flex; align-items: center; gap: 6px; margin: 2px 0; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-  #legend span.sw { flex: 0 0 10px; height: 10px; border-radius: 2px; display: inline-block; }
-  #axes { color: #6b6f7b; font-size: 12px; padding-top: 2px; }
-  #tip { position: absolute; display: none; pointer-events: none; max-width: 360px; padding: 4px 8px; background: rgba(38,39,48,0.92); color: #fff; border-radius: 4px; font-size: 12px; white-space: pre-wrap; word-break: break-word; z-index: 2; }
-  #tip b { font-weight: 600; }
-</style>
-</head>
-<body>
-<div id="bar">
-  <span id="title"></span>
-  <button id="t-lasso" class="on" title="draw a lasso: the items inside it are listed below">Lasso</button>
-  <button id="t-box" title="drag a box">Box</button>
-  <button id="t-pan" title="drag to pan (the wheel zooms in every mode)">Pan</button>
-  <button id="t-reset" title="fit all points; clears the selection">Reset</button>
-  <span id="status"></span>
+// Platoscope's million-point map (ui/maps.py): a Streamlit components-v2 module mounted in the app's own page (no
+// iframe, no network, no build step, no WebGL). Points are splatted into a canvas ImageData buffer (about 10 ms per
+// million points in V8), so it draws in headless chromium with --disable-gpu too. Pan (drag in pan mode), zoom
+// (wheel), lasso / box selection, click on a point. The selection goes back to Python as the state "selection": a
+// polygon in data coordinates (or a point and a radius); Python lists the items. Hovering a point shows its caption
+// and id (sent once as UTF-8, one line per point; set as text, never as markup).
+//
+// Python sends one binary payload (ui.maps.map_payload): "PSMAP1", the header's length (uint32, little-endian), the
+// header (UTF-8 JSON: title, axes, palette, legend, bbox, data_key, height, select, and the byte lengths of the
+// parts), then the coordinates (float32 x, y per point), the colour codes (uint8 per point, optional) and the hover
+// lines (optional). The map's root (.ps-map) carries data-painted (the point count, once drawn), data-draw-ms and
+// data-hovered (the benchmark and the browser tests read them). A rerun mounts again on the same root: the map keeps
+// its view and selection while the data_key stays.
+const TEMPLATE = `<div class="ps-map-bar">
+  <span class="ps-map-title"></span>
+  <button class="ps-map-t-lasso on" title="draw a lasso: the items inside it are listed below">Lasso</button>
+  <button class="ps-map-t-box" title="drag a box">Box</button>
+  <button class="ps-map-t-pan" title="drag to pan (the wheel zooms in every mode)">Pan</button>
+  <button class="ps-map-t-reset" title="fit all points; clears the selection">Reset</button>
+  <span class="ps-map-status"></span>
 </div>
-<div id="wrap">
-  <div id="stage"><canvas id="plot"></canvas><canvas id="overlay"></canvas><div id="tip"></div></div>
-  <div id="legend"></div>
+<div class="ps-map-wrap">
+  <div class="ps-map-stage"><canvas class="ps-map-plot"></canvas><canvas class="ps-map-overlay"></canvas><div class="ps-map-tip"></div></div>
+  <div class="ps-map-legend"></div>
 </div>
-<div id="axes"></div>
-<script>
-"use strict";
-(function () {
-  const plot = document.getElementById("plot"), overlay = document.getElementById("overlay");
+<div class="ps-map-axes"></div>`;
+
+function decode(data) {
+  const u8 = data instanceof Uint8Array ? data : new Uint8Array(data instanceof ArrayBuffer ? data : data.buffer);
+  const magic = new TextDecoder("ascii").decode(u8.subarray(0, 6));
+  if (magic !== "PSMAP1") throw new Error("platoscope map: not a map payload");
+  const hlen = new DataView(u8.buffer, u8.byteOffset + 6, 4).getUint32(0, true);
+  const args = JSON.parse(new TextDecoder("utf-8").decode(u8.subarray(10, 10 + hlen)));
+  let at = 10 + hlen;
+  const part = (len) => { const p = len ? u8.subarray(at, at + len) : null; at += len || 0; return p; };
+  args.coords = part(args.coords_bytes);
+  args.codes = part(args.codes_bytes);
+  args.hover = part(args.hover_bytes);
+  return args;
+}
+
+function build(root) {
+  const $ = (name) => root.querySelector(".ps-map-" + name);
+  const plot = $("plot"), overlay = $("overlay");
   const ctx = plot.getContext("2d"), octx = overlay.getContext("2d");
-  const stage = document.getElementById("stage"), statusEl = document.getElementById("status");
+  const stage = $("stage"), statusEl = $("status");
   let n = 0, xs = null, ys = null, codes = null, pal32 = new Uint32Array(256), dim32 = new Uint32Array(256);
   let dataKey = null, view = null, bbox = null, tool = "lasso", sel = null, seq = 0, height = 620;
   let img = null, buf = null, drawPending = false, firstPaint = true;
   let hoverLines = null, selectable = true, hoverAt = null, hoverPending = false, hovered = -1;
-  const tip = document.getElementById("tip");
-
-  function post(type, extra) { window.parent.postMessage(Object.assign({ isStreamlitMessage: true, type: type }, extra), "*"); }
-  function send(value) { seq += 1; value.seq = seq; value.data_key = dataKey; post("streamlit:setComponentValue", { value: value, dataType: "json" }); }
+  const tip = $("tip");
+  const state = { setStateValue: null };   // the latest mount's setStateValue (a rerun mounts again)
+  // the selection goes back as the component's state "selection" (kept across reruns, like a widget's value)
+  function send(value) { seq += 1; value.seq = seq; value.data_key = dataKey; if (state.setStateValue) state.setStateValue("selection", value); }
 
   function hex32(h, alpha) {  // "#rrggbb" -> little-endian ABGR uint32 for ImageData
     const v = parseInt(h.slice(1), 16);
@@ -65,7 +62,6 @@
     const m = (c) => Math.round(c + (255 - c) * 0.8);
     return (255 << 24) | (m(b) << 16) | (m(g) << 8) | m(r);
   }
-  function asBytes(a) { return a instanceof Uint8Array ? a : new Uint8Array(a); }
 
   function fit() {
     const w = plot.width, h = plot.height, pad = 0.04;
@@ -110,11 +106,11 @@
     }
     ctx.putImageData(img, 0, 0);
     const ms = performance.now() - t0;
-    document.body.dataset.drawMs = ms.toFixed(1);
+    root.dataset.drawMs = ms.toFixed(1);
     if (firstPaint) {
       firstPaint = false;
-      document.body.dataset.painted = String(n);
-      document.body.dataset.firstPaintAt = String(performance.timeOrigin + performance.now());
+      root.dataset.painted = String(n);
+      root.dataset.firstPaintAt = String(performance.timeOrigin + performance.now());
     }
     statusEl.textContent = n.toLocaleString() + " points" + (hasSel ? " \u00b7 " + selCount.toLocaleString() + " selected" : "") + " \u00b7 drawn in " + ms.toFixed(0) + " ms";
   }
@@ -142,7 +138,7 @@
   }
 
   // -- hover: the nearest point within 6 pixels shows its caption and id (user text: textContent only) ----------
-  function hideTip() { tip.style.display = "none"; hovered = -1; document.body.dataset.hovered = ""; }
+  function hideTip() { tip.style.display = "none"; hovered = -1; root.dataset.hovered = ""; }
   function hover() {
     hoverPending = false;
     if (!hoverLines || !view || !hoverAt || drag) { hideTip(); return; }
@@ -161,7 +157,7 @@
       const head = document.createElement("b"); head.textContent = text;
       tip.appendChild(head);
       if (id && id !== text) tip.appendChild(document.createTextNode("\nid: " + id));
-      hovered = best; document.body.dataset.hovered = String(best);
+      hovered = best; root.dataset.hovered = String(best);
     }
     tip.style.display = "block";
     const left = Math.min(mx + 12, Math.max(0, w - tip.offsetWidth - 4)), top = my + 14 + tip.offsetHeight > h ? my - tip.offsetHeight - 8 : my + 14;
@@ -172,12 +168,18 @@
 
   // -- interaction ---------------------------------------------------------------------------
   let drag = null;
-  function setTool(t) { tool = t; for (const id of ["lasso", "box", "pan"]) document.getElementById("t-" + id).classList.toggle("on", id === t); }
-  for (const id of ["lasso", "box", "pan"]) document.getElementById("t-" + id).onclick = () => setTool(id);
-  document.getElementById("t-reset").onclick = () => { if (bbox) { fit(); sel = null; requestDraw(); send({ kind: "clear" }); } };
+  function setTool(t) { tool = t; for (const id of ["lasso", "box", "pan"]) $("t-" + id).classList.toggle("on", id === t); }
+  for (const id of ["lasso", "box", "pan"]) $("t-" + id).onclick = () => setTool(id);
+  $("t-reset").onclick = () => { if (bbox) { fit(); sel = null; requestDraw(); send({ kind: "clear" }); } };
   function pos(e) { const r = overlay.getBoundingClientRect(); return [e.clientX - r.left, e.clientY - r.top]; }
   overlay.addEventListener("mousedown", (e) => { if (!view) return; const p = pos(e); drag = { start: p, last: p, path: [p], moved: false, view: Object.assign({}, view) }; });
-  window.addEventListener("mousemove", (e) => {
+  // window listeners: removed by the first event after the map left the page (the mount's cleanup runs on every
+  // rerun too, while the map, its view and its selection stay)
+  function onWindow(type, handler) {
+    const wrapped = (e) => { if (!root.isConnected) { window.removeEventListener(type, wrapped); return; } handler(e); };
+    window.addEventListener(type, wrapped);
+  }
+  onWindow("mousemove", (e) => {
     if (!drag) return;
     const p = pos(e), d = Math.hypot(p[0] - drag.start[0], p[1] - drag.start[1]);
     if (d > 3) drag.moved = true;
@@ -195,7 +197,7 @@
       octx.fill(); octx.stroke();
     }
   });
-  window.addEventListener("mouseup", (e) => {
+  onWindow("mouseup", (e) => {
     if (!drag) return;
     const d = drag; drag = null;
     octx.clearRect(0, 0, overlay.width, overlay.height);
@@ -230,9 +232,9 @@
   }, { passive: false });
   overlay.addEventListener("dblclick", () => { if (bbox) { fit(); requestDraw(); } });
 
-  // -- Streamlit protocol -------------------------------------------------------------------
+  // -- one mount: the arguments Python sent ---------------------------------------------------
   function legend(items) {
-    const el = document.getElementById("legend");
+    const el = $("legend");
     el.textContent = "";
     for (const [name, colour] of items) {  // names are user text: textContent, never markup
       const row = document.createElement("div"), sw = document.createElement("span"), label = document.createElement("span");
@@ -242,36 +244,44 @@
     }
     el.style.display = items.length ? "block" : "none";
   }
-  window.addEventListener("message", (event) => {
-    const msg = event.data;
-    if (!msg || msg.type !== "streamlit:render") return;
-    const args = msg.args || {};
+  function render(args) {
     height = args.height || 620;
-    document.getElementById("title").textContent = String(args.title || "");
-    document.getElementById("axes").textContent = String(args.axes || "");
+    $("title").textContent = String(args.title || "");
+    $("axes").textContent = String(args.axes || "");
     const palette = args.palette || ["#4C5FD5"];
     for (let i = 0; i < 256; i++) { const c = palette[i % palette.length]; pal32[i] = hex32(c, 255); dim32[i] = fade(c); }
     legend(args.legend || []);
     selectable = args.select !== false;  // a map without selection (e.g. Similarity's side-by-side maps): pan only
-    for (const id of ["lasso", "box"]) document.getElementById("t-" + id).style.display = selectable ? "" : "none";
+    for (const id of ["lasso", "box"]) $("t-" + id).style.display = selectable ? "" : "none";
     if (!selectable && tool !== "pan") setTool("pan");
     resize();
     if (args.data_key !== dataKey) {
-      const xy = new Float32Array(asBytes(args.coords).slice().buffer);
+      const xy = new Float32Array(args.coords.slice().buffer);
       n = xy.length / 2; xs = new Float32Array(n); ys = new Float32Array(n);
       for (let i = 0; i < n; i++) { xs[i] = xy[2 * i]; ys[i] = xy[2 * i + 1]; }
-      codes = args.codes ? asBytes(args.codes) : new Uint8Array(n);
+      codes = args.codes ? args.codes.slice() : new Uint8Array(n);
       bbox = args.bbox; dataKey = args.data_key; sel = null; fit(); firstPaint = true; hideTip();
-      hoverLines = args.hover ? new TextDecoder("utf-8").decode(asBytes(args.hover)).split("\n") : null;
+      hoverLines = args.hover ? new TextDecoder("utf-8").decode(args.hover).split("\n") : null;
     } else if (args.codes) {
-      codes = asBytes(args.codes);
+      codes = args.codes.slice();
     }
-    post("streamlit:setFrameHeight", { height: document.body.scrollHeight + 4 });
     requestDraw();
-  });
-  window.addEventListener("resize", () => { resize(); requestDraw(); });
-  post("streamlit:componentReady", { apiVersion: 1 });
-})();
-</script>
-</body>
-</html>
+  }
+  onWindow("resize", () => { resize(); requestDraw(); });
+  new ResizeObserver(() => { resize(); requestDraw(); }).observe(stage);
+  return { render: render, state: state };
+}
+
+export default function (component) {
+  const { parentElement, data, setStateValue } = component;
+  let root = parentElement.querySelector(":scope > .ps-map");
+  if (!root) {
+    root = document.createElement("div");
+    root.className = "ps-map";
+    root.innerHTML = TEMPLATE;            // the app's own markup; every user string is set as text later
+    parentElement.appendChild(root);
+    root._psMap = build(root);
+  }
+  root._psMap.state.setStateValue = setStateValue;
+  root._psMap.render(decode(data));
+}
