@@ -11,6 +11,14 @@ A running job reports through :meth:`Job.progress` (the tqdm-like ``progress(ite
 every long computation in ``core`` takes) or :meth:`Job.report` (the encoders' ``progress(done, total)``).
 Nested loops nest: the fraction done is the outer loop's position plus the inner loop's share of one outer step.
 Both check the job's cancel flag and raise :class:`Cancelled`, so cancelling takes effect at the next step.
+
+**Background jobs step aside.** When every slot is taken and a job waits that outranks a running one (a lower
+``priority``, e.g. a view's result while GCPA trains in the background at priority 1), the running job is asked
+to pause: at its next progress step it gives its slot up and waits (holding its thread and memory, not the CPU)
+until no waiting or running job outranks it, then goes on where it was. So a view's work never queues behind
+minutes of background training, and still at most ``max_jobs`` jobs compute at once. A paused job's ``paused`` is
+True; its ``elapsed`` counts computing time only, so its estimate of the time left stays meaningful; cancelling
+it ends the pause at once.
 ``job.publish(value)`` hands a partial result to readers (e.g. a curve that fills point by point).
 
 On success the runner calls ``on_success(result)`` (e.g. :meth:`ResultStore.save`) before the job is marked
@@ -84,6 +92,14 @@ class Job:
         self.error: BaseException | None = None
         self.persist_error: BaseException | None = None
         self._fraction = 0.0
+        # stepping aside for a job that outranks this one (JobRunner): asked, paused, resumed
+        self.paused = False
+        self.paused_seconds = 0.0
+        self._paused_since: float | None = None
+        self._pause_request = threading.Event()
+        self._resume = threading.Event()
+        self._pause_hook: Callable[["Job"], None] | None = None
+        self._holds_slot = False
 
     # -- reading ---------------------------------------------------------------------------------
     @property
@@ -102,9 +118,12 @@ class Job:
 
     @property
     def elapsed(self) -> float:
+        """Seconds spent computing: since the start, less the time paused (see :class:`JobRunner`)."""
         if self.started is None:
             return 0.0
-        return (self.finished or time.time()) - self.started
+        now = self.finished or time.time()
+        since = self._paused_since
+        return max(0.0, now - self.started - self.paused_seconds - (now - since if since is not None else 0.0))
 
     @property
     def eta(self) -> float | None:
@@ -133,9 +152,12 @@ class Job:
 
     # -- called by the computation -----------------------------------------------------------------
     def check(self) -> None:
-        """Raise :class:`Cancelled` if the job was cancelled (call it between steps of long work)."""
+        """Raise :class:`Cancelled` if the job was cancelled (call it between steps of long work); step aside
+        (pause here) when the runner asks for this job's slot."""
         if self._cancel.is_set():
             raise Cancelled(self.label)
+        if self._pause_request.is_set() and self._pause_hook is not None:
+            self._pause_hook(self)
 
     def progress(self, iterable: Iterable, total: int | None = None, desc: str = ""):
         """tqdm-like wrapper: yields the items, updates fraction and stage, raises Cancelled when asked."""
@@ -233,12 +255,15 @@ class JobRunner:
         cores = os.cpu_count() or 1
         self.torch_threads = int(torch_threads or max(1, cores // self.max_jobs))
         self._apply_threads()
-        self._executor = ThreadPoolExecutor(max_workers=self.max_jobs, thread_name_prefix="platoscope-job")
+        # twice max_jobs threads: a paused job keeps its thread (at most max_jobs are paused at once)
+        self._executor = ThreadPoolExecutor(max_workers=2 * self.max_jobs, thread_name_prefix="platoscope-job")
         self._lock = threading.Lock()
         self._jobs: "OrderedDict[Hashable, Job]" = OrderedDict()
         self._queue: list = []                 # heap of (priority, seq, job)
         self._seq = itertools.count()
-        self._running = 0
+        self._running = 0                      # jobs holding a slot (computing)
+        self._active: set = set()              # those jobs
+        self._paused: list = []                # jobs that stepped aside, waiting for a slot
         self._keep = int(keep_finished)
         self._closed = False
 
@@ -340,36 +365,99 @@ class JobRunner:
         for k in finished[: max(0, len(finished) - self._keep)]:
             del self._jobs[k]
 
+    def _head(self) -> Job | None:
+        """The waiting job to run next (stale heap entries dropped); call with the lock held."""
+        while self._queue:
+            _, _, cand = self._queue[0]
+            if cand.state == QUEUED and not cand.cancel_requested and not cand.dispatched:
+                return cand
+            heapq.heappop(self._queue)
+        return None
+
+    def _take_slot(self, job: Job) -> None:
+        self._running += 1
+        self._active.add(job)
+        job._holds_slot = True
+
+    def _give_slot(self, job: Job) -> None:
+        if job._holds_slot:
+            self._running -= 1
+            job._holds_slot = False
+        self._active.discard(job)
+
     def _dispatch(self) -> None:
         while True:
             with self._lock:
-                if self._running >= self.max_jobs or self._closed:
+                if self._closed:
                     return
-                job = None
-                while self._queue:
-                    _, _, cand = heapq.heappop(self._queue)
-                    if cand.state == QUEUED and not cand.cancel_requested:
-                        job = cand
-                        break
-                if job is None:
+                head = self._head()
+                if self._running >= self.max_jobs:
+                    # every slot is taken: a waiting job that outranks a running one asks it to step aside
+                    if head is not None and len(self._paused) < self.max_jobs and \
+                            not any(j._pause_request.is_set() for j in self._active):
+                        victims = [j for j in self._active if j.priority > head.priority]
+                        if victims:
+                            max(victims, key=lambda j: j.priority)._pause_request.set()
                     return
-                self._running += 1
-                job.dispatched = True
-            self._executor.submit(self._work, job)
+                paused = min(self._paused, key=lambda j: j.priority, default=None)
+                if paused is not None and (head is None or paused.priority <= head.priority):
+                    self._paused.remove(paused)          # the best paused job goes on (on its own thread)
+                    self._take_slot(paused)
+                    paused._resume.set()
+                    continue
+                if head is None:
+                    return
+                heapq.heappop(self._queue)
+                self._take_slot(head)
+                head.dispatched = True
+                head._pause_hook = self._pause
+            self._executor.submit(self._work, head)
 
-    def _work(self, job: Job) -> None:
+    def _apply_threads_for(self, job: Job) -> None:
         # a background job (priority > 0, e.g. GCPA training after the first results) leaves one core to the
         # page scripts when jobs run one at a time: the views stay responsive while it trains
-        background = job.priority > 0 and self.max_jobs == 1 and self.torch_threads > 1
-        if background:
-            self._apply_threads(self.torch_threads - 1)
+        if self.max_jobs == 1 and self.torch_threads > 1:
+            self._apply_threads(self.torch_threads - 1 if job.priority > 0 else self.torch_threads)
+
+    def _pause(self, job: Job) -> None:
+        """Called by ``job.check()`` on the job's thread when asked to step aside: gives the slot up and waits
+        until :meth:`_dispatch` hands it back (or the job is cancelled: :class:`Cancelled`)."""
+        with self._lock:
+            job._pause_request.clear()
+            head = self._head()
+            if self._closed or not job._holds_slot or head is None or head.priority >= job.priority:
+                return                                     # nothing outranks it any more: go on
+            self._give_slot(job)
+            job._resume.clear()
+            self._paused.append(job)
+            with job._lock:
+                job.paused, job._paused_since = True, time.time()
+        self._dispatch()
+        try:
+            while not job._resume.wait(0.2):
+                if job._cancel.is_set():
+                    with self._lock:
+                        if job in self._paused:              # not handed a slot: end here
+                            self._paused.remove(job)
+                            raise Cancelled(job.label)
+        finally:
+            with job._lock:
+                job.paused_seconds += time.time() - (job._paused_since or time.time())
+                job.paused, job._paused_since = False, None
+        self._apply_threads_for(job)
+        job.check()
+
+    def _work(self, job: Job) -> None:
+        self._apply_threads_for(job)
         try:
             job._run()
         finally:
-            if background:
-                self._apply_threads()
             with self._lock:
-                self._running -= 1
+                self._give_slot(job)
+                if job in self._paused:
+                    self._paused.remove(job)
+            if self.max_jobs == 1 and job.priority > 0:
+                self._apply_threads()
             self._dispatch()
 
 

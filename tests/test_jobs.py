@@ -1,6 +1,7 @@
 """core/jobs.py: queueing, sharing, cancel, failure, progress and the on-disk store (events, never wall-clock)."""
 import os
 import threading
+import time
 
 import pytest
 import torch
@@ -228,7 +229,82 @@ def test_a_job_runs_at_a_lower_cpu_priority_than_the_server_threads(monkeypatch)
         assert job.wait(WAIT) and job.state == DONE
     assert seen == [min(19, mine + ui_jobs.JOB_NICE)] * 2
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+    # a background job (priority > 0) runs on a thread of its own at JOB_BACKGROUND_NICE; the worker thread,
+    # which runs foreground jobs next, keeps JOB_NICE
+    job = ui_jobs.submit("shared", f"nice-test-{os.getpid()}-bg", "nice", compute, priority=1)
+    assert job.wait(WAIT) and job.state == DONE
+    assert seen[-1] == min(19, mine + ui_jobs.JOB_BACKGROUND_NICE)
+    job = ui_jobs.submit("shared", f"nice-test-{os.getpid()}-after", "nice", compute)
+    assert job.wait(WAIT) and job.state == DONE and seen[-1] == min(19, mine + ui_jobs.JOB_NICE)
     monkeypatch.setenv("PLATOSCOPE_JOB_NICE", "0")
     assert ui_jobs.job_nice() == 0
     monkeypatch.setenv("PLATOSCOPE_JOB_NICE", "not a number")
     assert ui_jobs.job_nice() == ui_jobs.JOB_NICE
+
+
+def _stepper(steps: int, log: list, name: str, gate: threading.Event | None = None):
+    def compute(job):
+        for i in job.progress(range(steps), desc=name):
+            if gate is not None:
+                gate.wait(60)
+            log.append((name, i))
+            time.sleep(0.005)
+        return name
+    return compute
+
+
+def test_a_waiting_job_that_outranks_a_background_one_runs_first_and_the_background_job_goes_on():
+    """One slot, GCPA-like background training (priority 1) running: a view's job (priority 0) does not queue
+    behind it; the background job pauses at its next step, without computing meanwhile, and then finishes
+    every step."""
+    log: list = []
+    r = JobRunner(max_jobs=1, torch_threads=1)
+    try:
+        bg = r.submit("bg", "background", _stepper(400, log, "bg"), priority=1)
+        while not any(name == "bg" for name, _ in log):
+            time.sleep(0.01)
+        seen = {}
+
+        def front(job):
+            seen["bg_paused"] = bg.paused
+            seen["bg_steps"] = sum(1 for name, _ in log if name == "bg")
+            time.sleep(0.3)                                   # the background job must not step meanwhile
+            seen["bg_steps_after"] = sum(1 for name, _ in log if name == "bg")
+            return "front"
+
+        fg = r.submit("fg", "front", front, priority=0)
+        assert fg.wait(WAIT) and fg.state == DONE
+        assert seen["bg_paused"] and seen["bg_steps"] == seen["bg_steps_after"] < 400
+        assert bg.wait(WAIT) and bg.state == DONE and bg.result == "bg" and not bg.paused
+        assert [i for name, i in log if name == "bg"] == list(range(400))      # every step, once, in order
+        assert bg.paused_seconds >= 0.3 and bg.elapsed < time.time() - bg.started
+        assert r._running == 0 and not r._paused and not r._active
+    finally:
+        r.shutdown()
+
+
+def test_equal_priorities_queue_and_a_paused_job_can_be_cancelled():
+    log: list = []
+    gate = threading.Event()
+    r = JobRunner(max_jobs=1, torch_threads=1)
+    try:
+        first = r.submit("a", "a", _stepper(50, log, "a"), priority=0)
+        second = r.submit("b", "b", _stepper(1, log, "b"), priority=0)        # same priority: waits its turn
+        assert second.wait(WAIT) and [name for name, _ in log].index("b") == 50
+        assert first.state == DONE
+        bg = r.submit("bg", "bg", _stepper(10_000, log, "bg"), priority=2)
+        while not any(name == "bg" for name, _ in log):
+            time.sleep(0.01)
+        fg = r.submit("fg", "fg", _stepper(1, log, "fg", gate), priority=1)    # outranks bg; held at its gate
+        deadline = time.time() + WAIT
+        while not bg.paused and time.time() < deadline:
+            time.sleep(0.01)
+        assert bg.paused
+        r.cancel("bg")                                                          # ends the pause at once
+        assert bg.wait(WAIT) and bg.state == CANCELLED
+        gate.set()
+        assert fg.wait(WAIT) and fg.state == DONE
+        assert r._running == 0 and not r._paused and not r._active
+    finally:
+        gate.set()
+        r.shutdown()

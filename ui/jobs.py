@@ -129,8 +129,24 @@ def _lower_job_thread_priority() -> None:
         return
     _THREAD.niced = True
     step = job_nice()
-    if not step:
-        return
+    if step:
+        _renice_current_thread(step)
+
+
+#: A background job (priority > 0: GCPA's training, side maps) runs on a thread of its own at this nice value
+#: (relative to the server's; capped at 19): it takes only the CPU that the pages, the browser on the same
+#: machine and the foreground jobs leave. $PLATOSCOPE_JOB_BACKGROUND_NICE overrides; 0 runs it like the others.
+JOB_BACKGROUND_NICE = 19
+
+
+def job_background_nice() -> int:
+    try:
+        return max(0, min(19, int(os.environ.get("PLATOSCOPE_JOB_BACKGROUND_NICE", JOB_BACKGROUND_NICE))))
+    except ValueError:
+        return JOB_BACKGROUND_NICE
+
+
+def _renice_current_thread(step: int) -> None:
     try:
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
@@ -138,17 +154,36 @@ def _lower_job_thread_priority() -> None:
         pass
 
 
-def _at_job_priority(compute: Callable[[Job], Any]) -> Callable[[Job], Any]:
+def _at_job_priority(compute: Callable[[Job], Any], priority: int = 0) -> Callable[[Job], Any]:
     def run(job: Job) -> Any:
         _lower_job_thread_priority()
-        return compute(job)
+        step = job_background_nice() - job_nice()
+        if priority <= 0 or step <= 0:
+            return compute(job)
+        # a thread of its own: a worker thread's nice value cannot be lowered again (without privileges) for
+        # the foreground jobs it runs next; threads torch starts from this one inherit its value
+        out: dict = {}
+
+        def background() -> None:
+            _renice_current_thread(step)
+            try:
+                out["value"] = compute(job)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the worker thread
+                out["error"] = exc
+
+        thread = threading.Thread(target=background, name=f"platoscope-background-{job.id}", daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
 
     return run
 
 
 def submit(namespace: str, key: str, label: str, compute: Callable[[Job], Any], priority: int = 0) -> Job:
     disk = store(namespace)
-    return runner().submit((namespace, key), label, _at_job_priority(compute), priority=priority,
+    return runner().submit((namespace, key), label, _at_job_priority(compute, priority), priority=priority,
                            on_success=lambda value: disk.save(key, value))
 
 
@@ -260,6 +295,9 @@ def describe(job: Job, position: int) -> str:
         return f"queued: position {position} (at most {runner().max_jobs} job(s) run at once)"
     if job.cancel_requested:
         return f"cancelling (at the next step) | {job.elapsed:.0f} s elapsed"
+    if job.paused:
+        return (f"paused while a job a page needs first runs (it goes on where it was) | {job.stage} | "
+                f"{job.elapsed:.0f} s computed")
     eta = job.eta
     text = f"{job.stage} | {job.elapsed:.0f} s elapsed"
     if eta is not None:
@@ -280,7 +318,8 @@ def _progress_box(namespace: str, key: str, partial) -> None:
         # a bordered box, not st.status: Streamlit marks a status "complete" when the script run ends, while
         # the job goes on
         with st.container(border=True):
-            icon = ":material/hourglass_top:" if job.state == QUEUED else ":material/progress_activity:"
+            icon = (":material/hourglass_top:" if job.state == QUEUED else ":material/pause_circle:" if job.paused
+                    else ":material/progress_activity:")
             st.markdown(f"{icon} **{md(job.label)}**")
             st.progress(min(max(job.fraction, 0.0), 1.0), text=md(describe(job, position)))
             st.button("Cancel", key=f"job_cancel_{key[:16]}", icon=":material/cancel:",
