@@ -1340,7 +1340,8 @@ class GCPA(_Universe):
             order = torch.randperm(len(jobs), generator=gen).tolist()
             rows_perm = {m: tr_rows[torch.randperm(n_tr, generator=gen)] for m in range(M)}
             total = 0.0
-            for j in order:
+            # each batch a progress step: a cancel, or a job that must step aside, waits one batch, not an epoch
+            for j in progress(order, total=len(order), desc="batches"):
                 m, b = jobs[j]
                 rows = rows_perm[m][b * bs:(b + 1) * bs].to(dev)
                 u, c, xn = _gather_batch(work, rows, U_hat_d[m], C_d, XN[m])
@@ -1399,7 +1400,7 @@ class GCPA(_Universe):
         self.history_, self.best_epoch_, self.best_step_ = [], 0, 0
         running, epoch, stop = [], 0, False
         for epoch in progress(range(1, int(self.max_epochs) + 1), total=int(self.max_epochs), desc="GCPA epochs"):
-            for _ in range(steps):
+            for _ in progress(range(steps), total=steps, desc="steps"):
                 net.train()
                 m, pick = draw(tr_rows, bs)
                 u, c, xn = _gather_batch(work, pick, U_hat[m], C, XN[m])
