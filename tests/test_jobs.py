@@ -308,3 +308,19 @@ def test_equal_priorities_queue_and_a_paused_job_can_be_cancelled():
     finally:
         gate.set()
         r.shutdown()
+
+
+def test_a_paused_job_box_says_it_is_paused_and_counts_computing_time_only():
+    from core.jobs import Job
+    from ui import jobs as ui_jobs
+
+    job = Job("k", "GCPA on 4 spaces", lambda job: None, priority=1)
+    t = time.time()
+    job.state, job.started, job.stage = RUNNING, t - 10.0, "GCPA epochs 3/100"
+    job.paused_seconds = 4.0
+    with job._lock:
+        job.paused, job._paused_since = True, t - 2.0
+    text = ui_jobs.describe(job, 0)
+    assert text.startswith("paused while a job a page needs first runs") and "GCPA epochs 3/100" in text
+    elapsed = job.elapsed                                  # 10 s since the start, less 4 + 2 s paused
+    assert elapsed == pytest.approx(4.0, abs=1e-6)         # the current pause grows with the clock: still 4 s
