@@ -8,6 +8,7 @@ different query count each round, so each is a fresh fit). Before jobs could ste
 in the queue behind the training. Prints each round and the medians. Run with the app's interpreter:
 
     .venv/bin/python bench/bench_app_background.py --before OLD_CHECKOUT [--after .] [--repeat 3] [--timeout 300]
+        [--only before|after]
 """
 from __future__ import annotations
 
@@ -81,17 +82,20 @@ def _median(values):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--before", required=True, help="the older checkout (e.g. unpacked with git archive)")
+    ap.add_argument("--before", default=None, help="the older checkout (e.g. unpacked with git archive)")
     ap.add_argument("--after", default=str(ROOT))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--n", type=int, default=31000)
+    ap.add_argument("--only", choices=("before", "after"), default=None, help="run one of the two checkouts")
     args = ap.parse_args()
+    if args.before is None and args.only != "after":
+        ap.error("--before is needed (or --only after)")
     tmp = Path(tempfile.mkdtemp(prefix="platoscope-bench-bg-"))
     B.make_study(tmp / "server" / "study", args.n)
     print(f"{args.n:,} items; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     results = {}
-    for name in ("before", "after"):
+    for name in [args.only] if args.only else ("before", "after"):
         root = Path(getattr(args, name)).resolve()
         print(f"{name}: {root}", flush=True)
         results[name] = run_checkout(root, tmp / "server", args.repeat, args.timeout)

@@ -121,69 +121,38 @@ def job_nice() -> int:
 
 
 def _lower_job_thread_priority() -> None:
-    """Raise the calling job thread's nice value by :func:`job_nice` (once per thread): a fit that keeps every
-    core busy then leaves them to the script runs (a page's controls, a second visit's cached results), the
-    server's event loop and, on a machine that serves its own browser, the browser's drawing. On an idle machine
-    the job runs exactly as fast. Linux only (elsewhere, or when refused, nothing changes)."""
+    """Raise the calling job thread's nice value to the server's + :func:`job_nice` (once per thread): a fit that
+    keeps every core busy then leaves them to the script runs (a page's controls, a second visit's cached
+    results), the server's event loop and, on a machine that serves its own browser, the browser's drawing. On an
+    idle machine the job runs exactly as fast. A worker thread started from a job thread (the runner starts its
+    threads when jobs are handed over) already has that value and keeps it. Linux only (elsewhere, or when
+    refused, nothing changes)."""
     if getattr(_THREAD, "niced", False):
         return
     _THREAD.niced = True
     step = job_nice()
-    if step:
-        _renice_current_thread(step)
-
-
-#: A background job (priority > 0: GCPA's training, side maps) runs on a thread of its own at this nice value
-#: (relative to the server's; capped at 19): it takes only the CPU that the pages, the browser on the same
-#: machine and the foreground jobs leave. $PLATOSCOPE_JOB_BACKGROUND_NICE overrides; 0 runs it like the others.
-JOB_BACKGROUND_NICE = 19
-
-
-def job_background_nice() -> int:
-    try:
-        return max(0, min(19, int(os.environ.get("PLATOSCOPE_JOB_BACKGROUND_NICE", JOB_BACKGROUND_NICE))))
-    except ValueError:
-        return JOB_BACKGROUND_NICE
-
-
-def _renice_current_thread(step: int) -> None:
+    if not step:
+        return
     try:
         tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+        target = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + step)    # the main thread's + step
+        if os.getpriority(os.PRIO_PROCESS, tid) < target:
+            os.setpriority(os.PRIO_PROCESS, tid, target)
     except (AttributeError, OSError):
         pass
 
 
-def _at_job_priority(compute: Callable[[Job], Any], priority: int = 0) -> Callable[[Job], Any]:
+def _at_job_priority(compute: Callable[[Job], Any]) -> Callable[[Job], Any]:
     def run(job: Job) -> Any:
         _lower_job_thread_priority()
-        step = job_background_nice() - job_nice()
-        if priority <= 0 or step <= 0:
-            return compute(job)
-        # a thread of its own: a worker thread's nice value cannot be lowered again (without privileges) for
-        # the foreground jobs it runs next; threads torch starts from this one inherit its value
-        out: dict = {}
-
-        def background() -> None:
-            _renice_current_thread(step)
-            try:
-                out["value"] = compute(job)
-            except BaseException as exc:  # noqa: BLE001 - re-raised on the worker thread
-                out["error"] = exc
-
-        thread = threading.Thread(target=background, name=f"platoscope-background-{job.id}", daemon=True)
-        thread.start()
-        thread.join()
-        if "error" in out:
-            raise out["error"]
-        return out["value"]
+        return compute(job)
 
     return run
 
 
 def submit(namespace: str, key: str, label: str, compute: Callable[[Job], Any], priority: int = 0) -> Job:
     disk = store(namespace)
-    return runner().submit((namespace, key), label, _at_job_priority(compute, priority), priority=priority,
+    return runner().submit((namespace, key), label, _at_job_priority(compute), priority=priority,
                            on_success=lambda value: disk.save(key, value))
 
 
