@@ -348,3 +348,47 @@ def test_results_are_typed_and_the_renamed_keys_stay_as_aliases(tmp_path, capsys
     assert add["new_pairs"] == add["top1_new_pairs"] and add["base_pairs"] == add["top1_base_pairs"]
     assert set(add["top1_new_pairs"]) == {"add", "refit"} and 0 <= add["top1_new_pairs"]["add"] <= 1
     assert add["add"]["hits_at_1"] == add["add"]["top1"]
+
+
+def test_a_paused_gcpa_fit_does_not_block_other_jobs_of_its_study():
+    """GCPA trains as a background job (priority 1) on one slot; a view's job (priority 0) on the same study
+    makes it step aside (core.jobs) and must not wait on the study while GCPA is paused mid-fit (a fit holds
+    only its own method's lock): it finishes, then GCPA does, with the same model as an undisturbed fit."""
+    import threading
+
+    from core.evaluation.universe import UniverseStudy
+    from core.jobs import DONE, JobRunner
+
+    sp = views(seed=3)
+    study = UniverseStudy(sp, seed=1, gcpa_epochs=400, gcpa_patience=400)
+    study.model("gpa")
+    training = threading.Event()
+
+    def train(job):
+        def progress(iterable, total=None, desc=""):
+            for x in job.progress(iterable, total=total, desc=desc):
+                if desc == "GCPA epochs":
+                    training.set()
+                yield x
+        return study.model("gcpa", progress)
+
+    runner = JobRunner(max_jobs=1, torch_threads=1)
+    try:
+        bg = runner.submit("gcpa", "GCPA", train, priority=1)
+        assert training.wait(120)
+        seen = {}
+
+        def front(job):
+            seen["gcpa_paused"] = bg.paused
+            return study.evaluate("pw", progress=job.progress)
+
+        fg = runner.submit("pw", "PW", front, priority=0)
+        assert fg.wait(120) and fg.state == DONE, fg.error          # no deadlock on the study
+        assert seen["gcpa_paused"] and not bg.is_finished
+        assert bg.wait(300) and bg.state == DONE, bg.error
+    finally:
+        runner.shutdown()
+    ref = UniverseStudy(sp, seed=1, gcpa_epochs=400, gcpa_patience=400).model("gcpa")
+    assert bg.result.stopped_epoch_ == ref.stopped_epoch_
+    for a, b in zip(bg.result.net_.parameters(), ref.net_.parameters()):
+        assert np.array_equal(a.detach().numpy(), b.detach().numpy())    # the pause changed nothing

@@ -505,7 +505,8 @@ class UniverseStudy:
                            reg=gcca_reg, n_components=gcca_components, max_epochs=gcpa_epochs,
                            patience=gcpa_patience, preprocess_order=preprocess_order, variant=gcca_variant,
                            schedule=gcpa_schedule, precision=gcpa_precision)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()       # the preprocessing and the tables below, held briefly
+        self._method_locks: dict = {}         # one per method, held while that method fits
         self._models: dict = {}
         self._fit_seconds: dict = {}
         self.prepared_ = None
@@ -533,11 +534,19 @@ class UniverseStudy:
             return self
 
     def model(self, method: str, progress: Callable | None = None):
-        """The fitted estimator for ``method`` (fitted on first use; GCPA reuses the study's GPA)."""
+        """The fitted estimator for ``method`` (fitted on first use; GCPA reuses the study's GPA).
+
+        A fit holds only its own method's lock, never the study's: a job fitting one method can pause at a
+        progress step (``core.jobs``: a background job steps aside) while another job uses the other methods."""
         method = _check_method(method)
         with self._lock:
             if method in self._models:
                 return self._models[method]
+            lock = self._method_locks.setdefault(method, threading.Lock())
+        with lock:
+            with self._lock:
+                if method in self._models:          # fitted by the job we waited for
+                    return self._models[method]
             self.prepare()
             est = make_estimator(method, **self.params)
             t0 = time.perf_counter()
@@ -548,8 +557,9 @@ class UniverseStudy:
             else:
                 est.fit(self.fit_train_, progress=progress, prepared=self.prepared_)
                 seconds = time.perf_counter() - t0 + self.prepare_seconds_
-            self._fit_seconds[method] = seconds
-            self._models[method] = est
+            with self._lock:
+                self._fit_seconds[method] = seconds
+                self._models[method] = est
             return est
 
     def fit_seconds(self, method: str) -> float:
