@@ -1,8 +1,9 @@
 """Background jobs: one runner per process, a bounded number of jobs at a time, progress, cooperative cancel.
 
-A :class:`JobRunner` runs callables ``compute(job)`` on a :class:`concurrent.futures.ThreadPoolExecutor` of
-``max_jobs`` workers. Jobs wait in the runner's own priority queue (lowest ``priority`` first, then first come)
-and are handed to the executor only when a worker is free, so a queued job has a position
+A :class:`JobRunner` runs callables ``compute(job)`` on a :class:`concurrent.futures.ThreadPoolExecutor`, at most
+``max_jobs`` at once (its slots; the executor has twice as many threads, for paused jobs). Jobs wait in the
+runner's own priority queue (lowest ``priority`` first, then first come) and are handed to the executor only when
+a slot is free, so a queued job has a position
 (:meth:`JobRunner.position`) and can be cancelled before it starts. Submitting a key that is queued, running or
 finished returns the existing job (so two callers asking for the same result share one job); a cancelled or
 failed job is replaced by a new one.
