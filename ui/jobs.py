@@ -6,7 +6,7 @@
   (``cache/<namespace>/results/<key>.joblib``, written when the job succeeded, so a restarted server has it);
 * otherwise the job for ``(namespace, key)`` is looked up (a reload or a page switch reattaches to it) or
   submitted, the page gets ``None`` and a progress box is drawn in its place: a fragment that polls the job
-  every half second (fraction, stage, elapsed, ETA, queue position, a Cancel button) and reruns the page once the
+  every second (fraction, stage, elapsed, ETA, queue position, a Cancel button) and reruns the page once the
   job has finished. The rest of the page stays usable meanwhile.
 
 ``namespace`` is ``data.cache_namespace(ds)``: "shared" for the demo and server datasets (so two sessions asking
@@ -30,10 +30,12 @@ from ui.errors import show_error
 from ui.text import md
 
 #: a running job's box polls this often: the page redraws at most this long after its job finishes (half of it
-#: on average). A poll costs a few milliseconds of the server's script thread and of the browser's drawing; a
-#: poll that waited for the job instead would keep Streamlit's "running" indicator on and delay the session's
-#: clicks, so it does not
-POLL_SECONDS = 0.5
+#: on average). A poll costs a few milliseconds of the server's script thread but much more of the browser's
+#: drawing: on the 31,000-item Universe view, with polls every 0.5 s, headless chromium used 3.3 CPU seconds in
+#: 12 s of jobs (0.05 s with the page closed), and PW + GPA + GCCA took 25.2 / 27.4 s to show against 21.9 /
+#: 23.0 s with polls every second (bench/bench_universe_app.py, interleaved, session 8). A poll that waited for
+#: the job instead would keep Streamlit's "running" indicator on and delay the session's clicks, so it does not
+POLL_SECONDS = 1.0
 #: a queued job's box polls less often (its position changes only when a job ahead finishes, and that job's own
 #: box reruns the page then): on the Universe view three of four boxes wait at any time
 QUEUED_POLL_SECONDS = 3.0
