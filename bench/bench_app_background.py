@@ -104,7 +104,8 @@ def main() -> int:
     print("|---|---|---|---|---|")
     for name, r in results.items():
         sub = r["subspace_numbers"]
-        print(f"| {name} | {B.fmt(r['three'], args.timeout)} | {B.fmt(_median(r['universe_second_visit']), args.timeout)}"
+        visit = _median(r["universe_second_visit"])
+        print(f"| {name} | {B.fmt(r['three'], args.timeout)} | {B.fmt(visit, args.timeout)}"
               f" | {B.fmt(_median(sub), args.timeout)} ({', '.join(B.fmt(v, args.timeout) for v in sub)}) | "
               f"{_median(r['subspace_fit'])} |")
     return 0

@@ -95,7 +95,8 @@ if view == "All spaces":
         pv = result.get("p_values")
         # the SVG component (ui.svgchart; no plotly bundle in the browser for a matrix of a few cells), its cells
         # built once per result (a rerun or another visit only sends them); a click picks the pair below
-        heat = cached.drawn(namespace, cached.result_key("drawing", "sim_heatmap_svg", key), lambda: matrix_args(result))
+        heat = cached.drawn(namespace, cached.result_key("drawing", "sim_heatmap_svg", key),
+                            lambda: matrix_args(result))
         cell = heatmap_chart(heat, key="sim_heatmap")
         # the plotly figure, built once per result when an export asks for it
         fig = lambda: cached.drawn(namespace, cached.result_key("drawing", "sim_heatmap", key),  # noqa: E731

@@ -294,9 +294,12 @@ def label_columns(ds: Dataset, max_levels: int = 200) -> list[str]:
     ``nunique`` per column over 31,000 rows took 0.17 s of each Universe run)."""
     from ui.data import cache_namespace
 
+    def labels_items(column: str) -> bool:
+        levels = ds.items[column].nunique(dropna=True)
+        return 2 <= levels <= max_levels and levels < ds.n
+
     def find() -> list[str]:
-        return [c for c in ds.metadata_columns()
-                if 2 <= ds.items[c].nunique(dropna=True) <= max_levels and ds.items[c].nunique() < ds.n]
+        return [c for c in ds.metadata_columns() if labels_items(c)]
 
     return list(drawn(cache_namespace(ds), result_key("label_columns", ds.fingerprint, max_levels), find))
 

@@ -1,5 +1,5 @@
-"""Small fixed-size charts drawn by ``ui/svgchart_frontend/svgchart.js`` as SVG, not plotly: Similarity's matrix over a
-dataset's spaces (:func:`heatmap_args`) and Subspace's bars at one k (:func:`bars_args`).
+"""Small fixed-size charts drawn by ``ui/svgchart_frontend/svgchart.js`` as SVG, not plotly: Similarity's matrix
+over a dataset's spaces (:func:`heatmap_args`) and Subspace's bars at one k (:func:`bars_args`).
 
 A page that shows any plotly chart makes the browser fetch, parse and run Streamlit's plotly bundle (about 4.7 MB
 of JavaScript) in every new page: on this project's 2-core machine a trivial app with one three-bar plotly chart
@@ -13,8 +13,8 @@ The component is a Streamlit components-v2 module (``st.components.v2``), mounte
 in an iframe: a page with four charts loads no iframe document per chart. Measured in headless chromium on the
 2-core machine, a trivial app with three heatmaps and one bar chart showed them all 0.71 s after navigation in a
 new page (median of 5) against 0.88 s with the iframe version, 1.06 s against 1.22 s in a fresh browser, and
-0.36 s against 3.2 s for the first page of a fresh server. The export (PNG / SVG / HTML) still builds the plotly figure, on request
-(:func:`ui.widgets.export_controls` takes a function).
+0.36 s against 3.2 s for the first page of a fresh server. The export (PNG / SVG / HTML) still builds the plotly
+figure, on request (:func:`ui.widgets.export_controls` takes a function).
 
 What the plotly charts offered and these do not: zoom / pan, plotly's modebar and legend toggling (a matrix of a
 few cells or a few bars needs none of them; the export has the figure files).

@@ -267,7 +267,7 @@ function build(root) {
     }
     requestDraw();
   }
-  onWindow("resize", () => { resize(); requestDraw(); });
+  // the stage's own size: a window resize, a narrower column, an expander opening
   new ResizeObserver(() => { resize(); requestDraw(); }).observe(stage);
   return { render: render, state: state };
 }

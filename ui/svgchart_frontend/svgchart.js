@@ -3,7 +3,7 @@
 // plotly's 4.7 MB bundle for a matrix of a few cells or a handful of bars, nor an iframe document per chart.
 // Every string (names, values, hover texts) is set as text, never as markup.
 //   kind "heatmap": each cell's colour, printed value and hover text; a click on a cell sends the trigger "cell"
-//                   ({kind: "cell", row, col, data_key, seq}).
+//                   ({kind: "cell", row, col, data_key}; a trigger: seen in one script run).
 //   kind "bars":    grouped bars with error bars (mean +- std), one colour per series, hover texts, a dashed line.
 // The chart's root (.ps-svgchart) gets data-svgchart-painted="<kind>" once drawn (the benchmark and the browser
 // tests wait for it).
@@ -20,7 +20,6 @@ export default function (component) {
   const svg = root.querySelector("svg"), tip = root.querySelector(".ps-svgchart-tip");
   const stage = root.querySelector(".ps-svgchart-stage");
   const args = (typeof data === "string" ? JSON.parse(data) : data) || {};   // ui/svgchart.py sends JSON text
-  let seq = 0;
   const width = () => Math.max(320, (root.clientWidth || parentElement.clientWidth || 640) | 0);
   function el(name, attrs, text) {
     const e = document.createElementNS(NS, name);
@@ -77,8 +76,7 @@ export default function (component) {
         r.addEventListener("mousemove", (ev) => showTip(h, ev));
         r.addEventListener("mouseleave", hideTip);
         r.addEventListener("click", () => {
-          seq += 1;
-          setTriggerValue("cell", { kind: "cell", row: i, col: j, data_key: args.data_key, seq: seq });
+          setTriggerValue("cell", { kind: "cell", row: i, col: j, data_key: args.data_key });
         });
         grid.appendChild(r);
         const t = (texts[i] || [])[j];
