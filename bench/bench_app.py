@@ -303,9 +303,16 @@ if st.query_params.get("plot"):
     import plotly.graph_objects as go
 
     st.plotly_chart(go.Figure(go.Bar(x=["a", "b", "c"], y=[1, 3, 2])))
+if st.query_params.get("frame"):
+    import pandas as pd
+
+    frame = pd.DataFrame({"method": ["a", "b", "c"], "hits@1": [0.5, 0.25, 0.125]})
+    st.dataframe(frame, hide_index=True) if st.query_params["frame"] == "dataframe" else st.table(frame)
 """
 FLOOR = {"text": ("", "(document.querySelector('[data-testid=stMain]')?.innerText || '').includes('floor: one line')"),
-         "plotly": ("?plot=1", "document.querySelector('.main-svg')")}
+         "plotly": ("?plot=1", "document.querySelector('.main-svg')"),
+         "dataframe": ("?frame=dataframe", "document.querySelector('[data-testid=stMain] [data-testid=stDataFrame]')"),
+         "table": ("?frame=table", "document.querySelector('[data-testid=stMain] [data-testid=stTable]')")}
 
 
 def start_server(app: Path, cwd: Path, env: dict, log_path: Path) -> tuple[subprocess.Popen, str, object]:

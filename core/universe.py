@@ -221,12 +221,12 @@ class UniversePreprocessor(Estimator):
         :meth:`_project`."""
         self._require_fitted()
         dev = _dev64(self.device)
-        x = _t(X, dev)
+        x = _t(X, dev)                                  # a copy of our own: centred and scaled in place
         n, p = x.shape
         mean = x.mean(0)
         if not bool(torch.isfinite(mean).all()):        # a NaN or inf anywhere makes its column's mean one
             _check_finite(x, name)
-        xc = x - mean
+        xc = x.sub_(mean)
 
         def std_of(t):
             k = t.shape[1]
@@ -244,11 +244,11 @@ class UniversePreprocessor(Estimator):
                 scale = std_of(xc)
         else:
             scale = std_of(xc)
-            z = xc / scale
+            z = xc.div_(scale)
             if p > self.dim_:
                 _, components = pca_components(gram(z), self.dim_)
         if z is None:
-            z = xc / scale                                 # as _apply computes it
+            z = xc.div_(scale)                             # as _apply computes it (xc is not needed again)
         pad = max(0, self.dim_ - p)
         self.steps_[name] = {"mean": _np(mean), "scale": _np(scale),
                              "components": None if components is None else _np(components), "pad": int(pad),

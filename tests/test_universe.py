@@ -164,6 +164,25 @@ def test_preprocessing_zscore_and_pca_match_sklearn():
     assert desc["spaces"]["v0"]["width_step"] == "kept (8)"
 
 
+@pytest.mark.parametrize("order", ["zscore-pca", "pca-zscore"])
+def test_preprocessing_leaves_the_callers_arrays_as_they_were(order):
+    """The preprocessing centres and scales its own float64 copy in place: never the caller's rows (float64
+    numpy arrays, which a conversion could share, float32 ones, and tensors)."""
+    from core.universe import prepare_spaces
+
+    sp = noisy(widths=(8, 12, 10))
+    given = {"v0": sp["v0"].astype(np.float64), "v1": sp["v1"].astype(np.float32), "v2": torch.as_tensor(sp["v2"])}
+    before = {k: np.array(v, copy=True) for k, v in given.items()}
+    prepared = prepare_spaces(given, order=order)
+    UniversePreprocessor(order=order).fit(given)
+    for k, v in given.items():
+        np.testing.assert_array_equal(np.asarray(v), before[k])
+    # and the prepared rows are the preprocessing of those rows
+    for k, v in given.items():
+        np.testing.assert_allclose(prepared.Z[k].numpy(), prepared.preprocessor.transform(before[k], space=k),
+                                   atol=1e-12)
+
+
 def test_preprocessing_zero_padding_and_inverse():
     sp = noisy(widths=(8, 12, 10))
     pre = UniversePreprocessor(width="pad", standardize=False).fit(sp)

@@ -136,7 +136,7 @@ def true_ranks(S, groups=None, axis: int = 1) -> np.ndarray:
     return 1 + ahead.sum(axis=1).astype(np.int64)
 
 
-def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None) -> tuple[np.ndarray, np.ndarray]:
+def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 512, device=None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`true_ranks` of ``S = cosine_similarity_matrix(X, Y)`` in both directions (``axis=1`` and ``axis=0``),
     exactly, at the cost of a float32 product.
 
@@ -182,8 +182,7 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
 
     # thresholds: the true partner's score (the best one with groups), exactly
     if codes is None:
-        idx = torch.arange(Q, device=dev)
-        row_t = col_t = exact(idx, idx)
+        row_t = col_t = torch.linalg.vecdot(A64, B64)                    # exact(i, i) without the gathers
     else:
         order = np.argsort(codes, kind="stable")
         starts = np.r_[0, np.cumsum(np.bincount(codes))]
@@ -201,6 +200,7 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
     # float32 bounds of each threshold's band: t - delta and t + delta, widened by the float32 rounding
     # (|t| <= 1) so that "S32 >= hi" is certain and "S32 < lo" is certain
     pad = delta + 2.0 ** -23
+    row_thr, col_thr = to_numpy(row_t), to_numpy(col_t)
     bounds = {axis: (to_numpy((t - pad).float()), to_numpy((t + pad).float())) for axis, t in ((1, row_t), (0, col_t))}
     # a first screen in bfloat16 where the CPU multiplies it fast (_bf16_screen_ok): rounding the unit rows to
     # bfloat16 moves a dot product by at most (2u + u^2) |a| |b| (u = 2^-8), the float32 accumulation by
@@ -213,31 +213,48 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
                     for axis, t in ((1, row_t), (0, col_t))}
         A16, B16 = A64.to(torch.bfloat16), B64.to(torch.bfloat16)
     ahead = {1: np.zeros(Q, dtype=np.int64), 0: np.zeros(Q, dtype=np.int64)}
+    Qp = -(-Q // 8) * 8                          # mask rows padded to whole 8-byte words (the pad stays False)
+    masks = {(axis, kind): np.zeros((min(Q, int(chunk_rows)), Qp), dtype=bool)
+             for axis in (1, 0) for kind in ("sure", "band")}
 
     def screen(S, bnds, start, stop, budget=None):
-        """Counts (per axis: the queries' sure scores) and the band's (rows, cols) of one block of rows; None
-        when the bands hold more than ``budget`` scores."""
+        """Counts (per axis: the queries' sure scores), the band masks of both axes and the entries in either
+        band (rows, cols) of one block of rows; None when a band holds more than ``budget`` scores. Masks are
+        reused buffers, counted as bytes and scanned for the band by 8-byte words (numpy's per-element
+        ``count_nonzero(axis=...)`` and ``nonzero`` cost several times the comparisons)."""
+        B = stop - start
         partner = None if codes is None else codes[start:stop, None] == codes[None, :]
-        not_partner = None if partner is None else ~partner
-        diag = np.arange(stop - start)                                      # (start + i, start + i): true pairs
-        out = {}
+        diag = np.arange(B)                                                 # (start + i, start + i): true pairs
+        counts, bands = {}, {}
         for axis in (1, 0):
             lo, hi = bnds[axis]
             lo = lo[start:stop, None] if axis == 1 else lo[None, :]
             hi = hi[start:stop, None] if axis == 1 else hi[None, :]
-            sure, band = S >= hi, S >= lo
+            sure_p, band_p = masks[axis, "sure"][:B], masks[axis, "band"][:B]
+            sure, band = sure_p[:, :Q], band_p[:, :Q]
+            np.greater_equal(S, hi, out=sure)
+            np.greater_equal(S, lo, out=band)
             band ^= sure                                                    # lo <= S < hi (hi > lo)
-            if not_partner is not None:                                     # partners never count
-                sure &= not_partner
-                band &= not_partner
+            if partner is not None:                                         # partners never count
+                sure &= ~partner
+                band &= ~partner
             else:
                 # the true item's own score is its threshold: it counts (S_ii >= S_ii), without recomputing it
                 sure[diag, diag + start] = True
                 band[diag, diag + start] = False
-            if budget is not None and np.count_nonzero(band) > budget:
+            if budget is not None and np.count_nonzero(band_p) > budget:
                 return None
-            out[axis] = (np.count_nonzero(sure, axis=axis), np.nonzero(band) if band.any() else None)
-        return out
+            bytes_ = sure_p.view(np.uint8)
+            counts[axis] = (bytes_.sum(axis=1, dtype=np.int64) if axis == 1 else
+                            bytes_[:, :Q].sum(axis=0, dtype=np.uint16 if B < 2 ** 16 else np.int64))
+            bands[axis] = band_p
+        either = bands[1] | bands[0]
+        words = either.view(np.uint64)                                      # B x Qp / 8
+        wr, wc = np.nonzero(words)
+        if len(wr) == 0:
+            return counts, bands, None
+        k, b = np.nonzero(either.view(np.uint8).reshape(B, -1, 8)[wr, wc])
+        return counts, bands, (wr[k], wc[k] * 8 + b)
 
     for start in range(0, Q, int(chunk_rows)):
         stop = min(Q, start + int(chunk_rows))
@@ -248,19 +265,17 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 2048, device=None)
         _SCREENS["bfloat16" if res is not None else "float32"] += 1
         if res is None:
             res = screen(to_numpy(A32[start:stop] @ B32.T), bounds, start, stop)
-        for axis, (n_sure, band) in res.items():
-            if axis == 1:
-                ahead[1][start:stop] += n_sure
-            else:
-                ahead[0] += n_sure
-            if band is None:
-                continue
-            r, c = band                                                     # the scores in a band: row, column
-            rows, cols = r + start, c
-            who, thr = (rows, row_t) if axis == 1 else (cols, col_t)       # whose threshold (the query)
-            rows_t, cols_t = torch.as_tensor(rows, device=dev), torch.as_tensor(cols, device=dev)
-            hit = to_numpy(exact(rows_t, cols_t) >= thr[torch.as_tensor(who, device=dev)])
-            np.add.at(ahead[axis], who, hit.astype(np.int64))
+        counts, bands, entries = res
+        ahead[1][start:stop] += counts[1]
+        ahead[0] += counts[0]
+        if entries is None:
+            continue
+        r, c = entries                                                      # the scores in a band: row, column
+        rows = r + start
+        ex = to_numpy(exact(torch.as_tensor(rows, device=dev), torch.as_tensor(c, device=dev)))  # once, both axes
+        for axis, who, thr in ((1, rows, row_thr), (0, c, col_thr)):        # whose threshold (the query)
+            hit = bands[axis][r, c] & (ex >= thr[who])
+            np.add.at(ahead[axis], who[hit], 1)
     if codes is None:            # the query's own partner is among those counted (S_ii >= S_ii): rank = count
         return ahead[1], ahead[0]
     return 1 + ahead[1], 1 + ahead[0]
