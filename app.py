@@ -4,7 +4,9 @@ Entry point of the Streamlit app (`make run`, or `streamlit run app.py`). It set
 views in pages/ (listed in ui/navigation.py); every view starts with ui.widgets.page_header, which also draws the
 shared sidebar.
 """
+from ui.jobs import foreground
 from ui.navigation import navigation, set_page_config
 
 set_page_config()
-navigation().run()
+with foreground():      # background jobs (GCPA training) hold still while this run goes on
+    navigation().run()

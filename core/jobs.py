@@ -20,6 +20,12 @@ until no waiting or running job outranks it, then goes on where it was. So a vie
 minutes of background training, and still at most ``max_jobs`` jobs compute at once. A paused job's ``paused`` is
 True; its ``elapsed`` counts computing time only, so its estimate of the time left stays meaningful; cancelling
 it ends the pause at once.
+**Background jobs hold still while the pages run.** :meth:`JobRunner.foreground` marks foreground work (the app
+wraps every script run of a page in it): while any is going on, and for ``foreground_linger`` seconds after the
+last one ends (the server still sends its messages, the browser draws them), a background job (``priority > 0``)
+waits at its next progress step instead of taking the CPU and the GIL from that run. It waits at most
+``foreground_max_wait`` seconds per step (a page that never ends cannot starve it); a cancel ends the wait; the
+time counts as paused, not computing. Jobs at priority 0 (what a view is waiting for) never hold still.
 ``job.publish(value)`` hands a partial result to readers (e.g. a curve that fills point by point).
 
 On success the runner calls ``on_success(result)`` (e.g. :meth:`ResultStore.save`) before the job is marked
@@ -34,6 +40,7 @@ torch's intra-op thread pool is process-wide (``torch.set_num_threads``), so the
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -100,6 +107,8 @@ class Job:
         self._pause_request = threading.Event()
         self._resume = threading.Event()
         self._pause_hook: Callable[["Job"], None] | None = None
+        self._yield_hook: Callable[["Job"], None] | None = None   # holding still while the pages run
+        self.holding = False                 # a background job waiting for foreground work to end
         self._holds_slot = False
 
     # -- reading ---------------------------------------------------------------------------------
@@ -159,6 +168,8 @@ class Job:
             raise Cancelled(self.label)
         if self._pause_request.is_set() and self._pause_hook is not None:
             self._pause_hook(self)
+        if self.priority > 0 and self._yield_hook is not None:
+            self._yield_hook(self)
 
     def progress(self, iterable: Iterable, total: int | None = None, desc: str = ""):
         """tqdm-like wrapper: yields the items, updates fraction and stage, raises Cancelled when asked."""
@@ -267,6 +278,13 @@ class JobRunner:
         self._paused: list = []                # jobs that stepped aside, waiting for a slot
         self._keep = int(keep_finished)
         self._closed = False
+        # foreground work (page script runs): background jobs hold still meanwhile (see the module's docstring)
+        self.foreground_linger = 0.25
+        self.foreground_max_wait = 5.0
+        self._foreground = 0
+        self._foreground_ended = float("-inf")    # time.monotonic() when the last foreground work ended
+        self._foreground_idle = threading.Event()
+        self._foreground_idle.set()
 
     def _apply_threads(self, threads: int | None = None) -> None:
         try:
@@ -360,6 +378,50 @@ class JobRunner:
                 job._finish(CANCELLED)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    @contextlib.contextmanager
+    def foreground(self):
+        """``with runner.foreground():`` work someone is waiting on right now (the app: each script run of a
+        page). Background jobs (priority > 0) hold still at their next step until it ends (see the module's
+        docstring). Nests, and may be entered from several threads at once."""
+        with self._lock:
+            self._foreground += 1
+            self._foreground_idle.clear()
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._foreground -= 1
+                if self._foreground == 0:
+                    self._foreground_ended = time.monotonic()
+                    self._foreground_idle.set()
+
+    def _busy_foreground(self) -> bool:
+        return self._foreground > 0 or time.monotonic() - self._foreground_ended < self.foreground_linger
+
+    def _yield_to_foreground(self, job: Job) -> None:
+        """Called by a background job's ``check()``: wait while foreground work goes on (and its linger), at most
+        ``foreground_max_wait`` seconds; a cancel ends the wait (:class:`Cancelled`)."""
+        if not self._busy_foreground():
+            return
+        t0 = time.monotonic()
+        deadline = t0 + float(self.foreground_max_wait)
+        job.holding = True
+        try:
+            while self._busy_foreground() and not self._closed:
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                if self._foreground > 0:
+                    self._foreground_idle.wait(min(0.1, deadline - now))
+                else:                                      # ended: the linger's rest
+                    time.sleep(max(0.0, min(self.foreground_linger - (now - self._foreground_ended), deadline - now)))
+                if job._cancel.is_set():
+                    raise Cancelled(job.label)
+        finally:
+            job.holding = False
+            with job._lock:
+                job.paused_seconds += time.monotonic() - t0
+
     # -- internals ---------------------------------------------------------------------------------
     def _trim(self) -> None:
         finished = [k for k, j in self._jobs.items() if j.is_finished]
@@ -412,6 +474,7 @@ class JobRunner:
                 self._take_slot(head)
                 head.dispatched = True
                 head._pause_hook = self._pause
+                head._yield_hook = self._yield_to_foreground
             self._executor.submit(self._work, head)
 
     def _apply_threads_for(self, job: Job) -> None:

@@ -328,3 +328,55 @@ def test_a_paused_job_box_says_it_is_paused_and_counts_computing_time_only():
     assert text.startswith("paused while a job a page needs first runs") and "GCPA epochs 3/100" in text
     elapsed = job.elapsed                                  # 10 s since the start, less 4 + 2 s paused
     assert elapsed == pytest.approx(4.0, abs=1e-6)         # the current pause grows with the clock: still 4 s
+
+
+def _count(log, name):
+    return sum(1 for n, _ in log if n == name)
+
+
+def _until(cond, what):
+    deadline = time.time() + WAIT
+    while not cond():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_background_job_holds_still_while_foreground_work_runs_and_a_view_job_does_not():
+    """A page's script run (runner.foreground()) while GCPA-like training (priority 1) runs: the training holds
+    still at its next step until the run ends (and its linger), then finishes every step in order; a job at
+    priority 0 keeps computing meanwhile; the held time counts as paused."""
+    log: list = []
+    r = JobRunner(max_jobs=2, torch_threads=1)
+    r.foreground_linger = 0.0
+    try:
+        bg = r.submit("bg", "background", _stepper(1000, log, "bg"), priority=1)
+        _until(lambda: _count(log, "bg") > 0, "the background job's first step")
+        with r.foreground():
+            _until(lambda: bg.holding, "the background job to hold still")
+            held = _count(log, "bg")
+            front = r.submit("fg", "front", _stepper(40, log, "fg"), priority=0)
+            assert front.wait(WAIT) and front.state == DONE             # ran while the foreground work went on
+            assert _count(log, "bg") == held and bg.holding               # no background step meanwhile
+        assert bg.wait(WAIT) and bg.state == DONE and not bg.holding
+        assert [i for name, i in log if name == "bg"] == list(range(1000))
+        assert bg.paused_seconds > 0 and r._foreground == 0
+    finally:
+        r.shutdown()
+
+
+def test_holding_still_is_bounded_per_step_and_a_cancel_ends_it():
+    log: list = []
+    r = JobRunner(max_jobs=1, torch_threads=1)
+    r.foreground_linger, r.foreground_max_wait = 0.0, 0.05
+    try:
+        with r.foreground(), r.foreground():             # nests; never left here while the job runs
+            bg = r.submit("bg", "background", _stepper(20, log, "bg"), priority=1)
+            assert bg.wait(WAIT) and bg.state == DONE     # one step per max_wait at worst: a stuck page cannot starve it
+            r.foreground_max_wait = 60.0
+            again = r.submit("bg2", "background", _stepper(1000, log, "bg2"), priority=1)
+            _until(lambda: again.holding, "the second job to hold still")
+            r.cancel("bg2")
+            assert again.wait(WAIT) and again.state == CANCELLED
+        assert r._foreground == 0 and r._foreground_idle.is_set()
+    finally:
+        r.shutdown()

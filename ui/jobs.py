@@ -55,6 +55,13 @@ def runner() -> JobRunner:
         return _RUNNER
 
 
+def foreground():
+    """``with foreground():`` around a page's script run (app.py): background jobs (GCPA training, priority 1)
+    hold still until it ends, so a visit or a click while one trains is not slowed by it (core.jobs). A fragment's
+    poll (a progress box) is not a script run of the page and does not count."""
+    return runner().foreground()
+
+
 def _register_shutdown(r: JobRunner) -> None:
     # threading's exit hooks run before the interpreter joins the executor's workers: cancel first, so a
     # server that is stopped does not wait for a long fit to finish.
