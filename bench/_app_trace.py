@@ -36,7 +36,7 @@ def install():
     script = sr.ScriptRunner._run_script
 
     def traced_script(self, rerun_data):
-        _event(e="script_start")
+        _event(e="script_start", fragment=bool(getattr(rerun_data, "fragment_id_queue", None)))
         try:
             return script(self, rerun_data)
         finally:

@@ -272,3 +272,25 @@ def test_home_draws_the_map_controls_before_computing_the_summary(env, monkeypat
     headers = [h.value for h in at.subheader]
     assert headers[:2] == ["Spaces", "Map"]                      # the layout is unchanged: the table comes first
     assert at.dataframe[0].value["name"].tolist() == ["alpha"]
+
+
+def test_every_script_run_of_the_app_is_foreground_work_for_the_job_runner(env, monkeypatch):
+    """app.py runs each page inside ui.jobs.foreground(): background jobs (GCPA training) hold still meanwhile
+    (core.jobs, tested in tests/test_jobs.py); the count is back to zero after the run."""
+    import contextlib
+
+    from ui import jobs as ui_jobs
+
+    r = ui_jobs.runner()
+    real, inside = r.foreground, []
+
+    @contextlib.contextmanager
+    def spy():
+        with real():
+            inside.append(r._foreground)
+            yield
+
+    monkeypatch.setattr(r, "foreground", spy)
+    at = _app()
+    assert not at.exception and inside == [1] and r._foreground == 0 and r._foreground_idle.is_set()
+    # (AppTest's later runs execute the page it resolved, not app.py; the server runs app.py every time)
