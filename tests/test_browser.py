@@ -119,6 +119,10 @@ def test_job_progress_reattach_and_cancel(tmp_path):
                                "document.querySelector('[data-testid=\"stProgress\"]')?.innerText || '')")
         assert page.get_by_role("button", name="Cancel").is_visible()
         assert page.get_by_text("elapsed").first.is_visible()
+        # the bar jumps to each new value instead of sliding (ui.widgets.PAGE_STYLE: a slide repainted every poll)
+        moving = page.evaluate("() => Array.from(document.querySelectorAll('[data-testid=\"stProgress\"] *'))"
+                               ".map(e => getComputedStyle(e).transitionDuration).filter(d => d !== '0s')")
+        assert moving == [], moving
         # the rest of the page is usable while the job runs: the controls answer
         assert page.get_by_text("Subspace dim k").first.is_visible()
         screenshot(page, "20_job_progress")
