@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 APP = '''import time
 import streamlit as st
@@ -71,7 +69,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    from tests.browser_util import CHROMIUM, CHROMIUM_FLAGS, _free_port
+    from bench_app import start_server, stop_server
+    from tests.browser_util import CHROMIUM, CHROMIUM_FLAGS
 
     try:
         from playwright.sync_api import sync_playwright
@@ -85,21 +84,11 @@ def main() -> int:
     from ui.widgets import PAGE_STYLE
 
     (tmp / "poll_app.py").write_text(f"PAGE_STYLE = {PAGE_STYLE!r}\n" + APP)
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(tmp / "poll_app.py"), "--server.port",
-                               str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-                               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},   # the app's .streamlit config
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    # run in the project root, so that the app's .streamlit/config.toml applies
+    server, url, log = start_server(tmp / "poll_app.py", ROOT, {**os.environ, "PYTHONPATH": str(ROOT)},
+                                    tmp / "server.log")
     got: dict = {m: {"chromium": [], "server": []} for m in MODES}
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.3)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
             ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -116,8 +105,7 @@ def main() -> int:
                     page.close()
             browser.close()
     finally:
-        server.terminate()
-        server.wait(20)
+        stop_server(server, log)
     ref = statistics.median(got["caption"]["chromium"])
     print(f"CPU seconds in {args.seconds:.0f} s with the page open (medians of {args.rounds} interleaved rounds); "
           f"load {os.getloadavg()[0]:.1f}")

@@ -223,7 +223,7 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 512, device=None) 
         reused buffers, counted as bytes and scanned for the band by 8-byte words (numpy's per-element
         ``count_nonzero(axis=...)`` and ``nonzero`` cost several times the comparisons)."""
         B = stop - start
-        partner = None if codes is None else codes[start:stop, None] == codes[None, :]
+        not_partner = None if codes is None else codes[start:stop, None] != codes[None, :]
         diag = np.arange(B)                                                 # (start + i, start + i): true pairs
         counts, bands = {}, {}
         for axis in (1, 0):
@@ -235,9 +235,9 @@ def cosine_true_ranks(X, Y, groups=None, *, chunk_rows: int = 512, device=None) 
             np.greater_equal(S, hi, out=sure)
             np.greater_equal(S, lo, out=band)
             band ^= sure                                                    # lo <= S < hi (hi > lo)
-            if partner is not None:                                         # partners never count
-                sure &= ~partner
-                band &= ~partner
+            if not_partner is not None:                                     # partners never count
+                sure &= not_partner
+                band &= not_partner
             else:
                 # the true item's own score is its threshold: it counts (S_ii >= S_ii), without recomputing it
                 sure[diag, diag + start] = True
