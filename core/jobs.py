@@ -21,8 +21,8 @@ minutes of background training, and still at most ``max_jobs`` jobs compute at o
 True; its ``elapsed`` counts computing time only, so its estimate of the time left stays meaningful; cancelling
 it ends the pause at once.
 **Background jobs hold still while the pages run.** :meth:`JobRunner.foreground` marks foreground work (the app
-wraps every script run of a page in it): while any is going on, and for ``foreground_linger`` seconds after the
-last one ends (the server still sends its messages, the browser draws them), a background job (``priority > 0``)
+wraps every script run of a page in it): while any is going on, and for ``foreground_linger`` seconds (1.5) after
+the last one ends (the server still sends its messages, the browser draws them), a background job (``priority > 0``)
 waits at its next progress step instead of taking the CPU and the GIL from that run. It waits at most
 ``foreground_max_wait`` seconds per step (a page that never ends cannot starve it); a cancel ends the wait; the
 time counts as paused, not computing. Jobs at priority 0 (what a view is waiting for) never hold still.
@@ -279,7 +279,10 @@ class JobRunner:
         self._keep = int(keep_finished)
         self._closed = False
         # foreground work (page script runs): background jobs hold still meanwhile (see the module's docstring)
-        self.foreground_linger = 0.25
+        # after a run ends the server still sends its messages and the browser draws them: 1.2-1.5 s for the
+        # Universe view on the 2-core machine, whose second visit while GCPA trained took 3.1-3.4 s with 0.25 s
+        # here and 1.8-1.9 s with 1.5 s (bench/results/bench_app_session10.txt)
+        self.foreground_linger = 1.5
         self.foreground_max_wait = 5.0
         self._foreground = 0
         self._foreground_ended = float("-inf")    # time.monotonic() when the last foreground work ended

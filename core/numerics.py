@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 __all__ = ["gram", "gram_blocks", "fix_signs", "sym_eig_desc", "pca_components", "average_ranks", "pearson", "spearman", "pool_coefficients",
-           "pool_tokens", "single_threaded", "single_threaded_iter", "polar_factors"]
+           "pool_tokens", "single_threaded", "single_threaded_iter", "polar_factors", "orthonormal_factor"]
 
 _F64 = torch.float64
 
@@ -308,6 +308,24 @@ def _on_cpu(*tensors) -> bool:
 def _polar_one(M: torch.Tensor) -> torch.Tensor:
     A, _, Bh = torch.linalg.svd(M, full_matrices=False)
     return A @ Bh
+
+
+def orthonormal_factor(G0: torch.Tensor, gram0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``G0 = G T`` with orthonormal columns ``G`` and upper triangular ``T``, given ``gram0 = G0^T G0``.
+
+    CholeskyQR (``T`` = the Cholesky factor of ``gram0``, ``G = G0 T^-1``) when ``G0`` is well conditioned
+    (``cond(gram0) < 1e4``, i.e. ``cond(G0) < 100``: the columns of ``G`` are then orthonormal to about
+    ``1e4`` unit roundoffs; a triangular solve instead of a Householder QR of the ``n x k`` matrix); else
+    Householder QR (one thread, :func:`single_threaded`). ``gram0`` (default ``G0^T G0``) may come from cheaper
+    ``k x k`` work (GCCA: the spaces' cross-products)."""
+    gram0 = G0.T @ G0 if gram0 is None else (gram0 + gram0.T) / 2
+    ev = torch.linalg.eigvalsh(gram0)
+    if bool(ev[0] > 0) and bool(ev[-1] < 1e4 * ev[0]):
+        T, info = torch.linalg.cholesky_ex(gram0, upper=True)
+        if int(info) == 0:
+            return torch.linalg.solve_triangular(T, G0, upper=True, left=False), T
+    (G, T), = single_threaded(torch.linalg.qr, [(G0,)], G0.device.type == "cpu")
+    return G, T
 
 
 def polar_factors(Ms: Sequence[torch.Tensor]) -> list[torch.Tensor]:

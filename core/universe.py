@@ -52,7 +52,7 @@ import torch
 from .base import Estimator, init_linear_, torch_generator
 from .device import as_float64, has_fast_bfloat16, pick_device, pick_float64_device, to_numpy
 from .errors import DataError
-from .numerics import gram, gram_blocks, pca_components, polar_factors, single_threaded
+from .numerics import gram, gram_blocks, orthonormal_factor, pca_components, polar_factors, single_threaded
 from .numerics import sym_eig_desc as _sym_eig_desc
 from .training import EarlyStopping
 
@@ -911,8 +911,9 @@ class GCCA(_Universe):
         starts = np.cumsum([0] + [p.shape[1] for p in P])
         A = [P[i] @ Vb[starts[i]:starts[i + 1]] / torch.sqrt(lam) for i in range(len(names))]   # G0 = sum X_i A_i
         G0 = sum(Z[m] @ A[i] for i, m in enumerate(names))
-        (G, T), = single_threaded(torch.linalg.qr, [(G0,)], G0.device.type == "cpu")   # re-orthonormalise
-        #                                                           (exact in exact arithmetic: T = I up to signs)
+        CA = [sum(block(i, j) @ A[j] for j in range(len(names))) for i in range(len(names))]   # X_i^T G0, d x k
+        # re-orthonormalise (G0 is orthonormal in exact arithmetic: T = I up to rounding)
+        G, T = orthonormal_factor(G0, sum(A[i].T @ CA[i] for i in range(len(names))))
         self.G_ = _np(G)
         self.eigenvalues_ = _np(lam)
         diag = torch.diagonal(T).abs()
@@ -922,8 +923,7 @@ class GCCA(_Universe):
             vals, vecs = eig[m]
             inv = torch.where(vals + r > vals[0].clamp_min(1e-300) * 1e-12, 1.0 / (vals + r), torch.zeros_like(vals))
             if from_C:   # X_m^T G = X_m^T G0 T^-1 = (sum_j C_mj A_j) T^-1: d x d work instead of n x d
-                XtG = torch.linalg.solve_triangular(T, sum(block(i, j) @ A[j] for j in range(len(names))),
-                                                    upper=True, left=False)
+                XtG = torch.linalg.solve_triangular(T, CA[i], upper=True, left=False)
             else:
                 XtG = Z[m].T @ G
             self.W_[m] = _np(vecs @ (inv[:, None] * (vecs.T @ XtG)))

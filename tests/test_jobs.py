@@ -364,6 +364,33 @@ def test_a_background_job_holds_still_while_foreground_work_runs_and_a_view_job_
         r.shutdown()
 
 
+def test_a_background_job_goes_on_holding_still_for_the_linger_after_the_run():
+    """After the page's run ends the browser still draws it: the background job takes its next step no sooner
+    than foreground_linger seconds after the run ended (the default leaves the browser its 1.2-1.5 s)."""
+    assert JobRunner(max_jobs=1, torch_threads=1).foreground_linger >= 1.0
+    stamps: list = []
+
+    def compute(job):
+        for _ in job.progress(range(100000), desc="bg"):
+            stamps.append(time.monotonic())
+            time.sleep(0.002)
+
+    r = JobRunner(max_jobs=1, torch_threads=1)
+    r.foreground_linger = 0.4
+    try:
+        bg = r.submit("bg", "background", compute, priority=1)
+        _until(lambda: len(stamps) > 0, "the background job's first step")
+        with r.foreground():
+            _until(lambda: bg.holding, "the background job to hold still")
+        ended = time.monotonic()
+        _until(lambda: stamps[-1] > ended, "a step after the run")
+        assert min(t for t in stamps if t > ended) - ended >= 0.4
+        r.cancel("bg")
+        assert bg.wait(WAIT)
+    finally:
+        r.shutdown()
+
+
 def test_holding_still_is_bounded_per_step_and_a_cancel_ends_it():
     log: list = []
     r = JobRunner(max_jobs=1, torch_threads=1)
@@ -380,3 +407,22 @@ def test_holding_still_is_bounded_per_step_and_a_cancel_ends_it():
         assert r._foreground == 0 and r._foreground_idle.is_set()
     finally:
         r.shutdown()
+
+
+def test_progress_boxes_poll_by_the_jobs_state_and_priority(runner):
+    """A box polls a running view job every POLL_SECONDS, a queued one and a running background job (GCPA's
+    training, priority > 0) less often; the box reruns the page when its job moves from one to the other."""
+    from ui import jobs as ui_jobs
+
+    gate, started, gate2, started2 = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+    view = runner.submit("view", "view", blocker(gate, started))
+    assert started.wait(WAIT)
+    background = runner.submit("bg", "background", blocker(gate2, started2), priority=1)
+    assert background.state == QUEUED
+    assert ui_jobs.poll_seconds(view) == ui_jobs.POLL_SECONDS
+    assert ui_jobs.poll_seconds(background) == ui_jobs.QUEUED_POLL_SECONDS
+    gate.set()
+    assert view.wait(WAIT) and started2.wait(WAIT) and background.state == RUNNING
+    assert ui_jobs.poll_seconds(background) == ui_jobs.BACKGROUND_POLL_SECONDS > ui_jobs.POLL_SECONDS
+    gate2.set()
+    assert background.wait(WAIT)

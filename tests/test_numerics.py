@@ -7,7 +7,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from core.numerics import polar_factors
+from core.numerics import orthonormal_factor, polar_factors
 
 
 def _random(rng, n, cond=None, rank=None):
@@ -212,3 +212,24 @@ def test_a_forked_child_starts_its_own_workers():
 def _child_polar(q):
     Q = polar_factors([torch.eye(4) * 2.0, torch.eye(4) * 3.0])
     q.put(float(Q[1][0, 0]))
+
+
+@pytest.mark.parametrize("cond", [1.0, 30.0, 1e6])
+def test_orthonormal_factor_matches_householder_qr_up_to_column_signs(cond):
+    """CholeskyQR on well-conditioned inputs, Householder QR on the others: either way G0 = G T with orthonormal
+    G and upper triangular T, the same factorisation numpy's QR gives (up to the signs of the columns)."""
+    rng = np.random.default_rng(3)
+    n, k = 400, 12
+    Q, _ = np.linalg.qr(rng.standard_normal((n, k)))
+    W, _ = np.linalg.qr(rng.standard_normal((k, k)))
+    G0 = Q @ np.diag(np.logspace(0, np.log10(cond), k)) @ W
+    G, T = orthonormal_factor(torch.as_tensor(G0))
+    G, T = G.numpy(), T.numpy()
+    assert np.allclose(G.T @ G, np.eye(k), atol=1e-12)
+    assert np.allclose(np.triu(T), T) and np.allclose(G @ T, G0, atol=1e-10 * cond)
+    Qr, Rr = np.linalg.qr(G0)
+    signs = np.sign(np.diag(Rr)) * np.sign(np.diag(T))
+    assert np.allclose(G, Qr * signs, atol=1e-9) and np.allclose(T, Rr * signs[:, None], rtol=1e-9, atol=1e-9 * cond)
+    # a k x k Gram handed in (GCCA reads it from the cross-products) gives the same factors
+    G2, T2 = orthonormal_factor(torch.as_tensor(G0), torch.as_tensor(G0.T @ G0))
+    assert np.allclose(G2.numpy(), G, atol=1e-12) and np.allclose(T2.numpy(), T, atol=1e-12 * cond)

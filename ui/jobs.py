@@ -6,8 +6,8 @@
   (``cache/<namespace>/results/<key>.joblib``, written when the job succeeded, so a restarted server has it);
 * otherwise the job for ``(namespace, key)`` is looked up (a reload or a page switch reattaches to it) or
   submitted, the page gets ``None`` and a progress box is drawn in its place: a fragment that polls the job
-  every second (fraction, stage, elapsed, ETA, queue position, a Cancel button) and reruns the page once the
-  job has finished. The rest of the page stays usable meanwhile.
+  every second (a queued one and a background one, such as GCPA's training, every 3 s: :func:`poll_seconds`;
+  fraction, stage, elapsed, ETA, queue position, a Cancel button) and reruns the page once the job has finished. The rest of the page stays usable meanwhile.
 
 ``namespace`` is ``data.cache_namespace(ds)``: "shared" for the demo and server datasets (so two sessions asking
 for the same result share one job and one file), the session's own for uploads (private jobs and files, removed
@@ -39,6 +39,9 @@ POLL_SECONDS = 1.0
 #: a queued job's box polls less often (its position changes only when a job ahead finishes, and that job's own
 #: box reruns the page then): on the Universe view three of four boxes wait at any time
 QUEUED_POLL_SECONDS = 3.0
+#: a running background job's box (priority > 0: GCPA's training, minutes of epochs) polls this often: its bar
+#: moves slowly, and each poll is drawing the browser does while a page may be loading beside it
+BACKGROUND_POLL_SECONDS = 3.0
 INLINE_WAIT = 0.5
 
 _RUNNER: JobRunner | None = None
@@ -51,6 +54,9 @@ def runner() -> JobRunner:
     with _RUNNER_LOCK:
         if _RUNNER is None:
             _RUNNER = JobRunner()
+            linger = os.environ.get("PLATOSCOPE_FOREGROUND_LINGER")
+            if linger:
+                _RUNNER.foreground_linger = float(linger)
             _register_shutdown(_RUNNER)
         return _RUNNER
 
@@ -283,15 +289,23 @@ def describe(job: Job, position: int) -> str:
     return text
 
 
+def poll_seconds(job: Job | None) -> float:
+    """How often a job's progress box polls: queued, running in the background (priority > 0), running."""
+    if job is not None and job.state == QUEUED:
+        return QUEUED_POLL_SECONDS
+    if job is not None and job.priority > 0:
+        return BACKGROUND_POLL_SECONDS
+    return POLL_SECONDS
+
+
 def _progress_box(namespace: str, key: str, partial) -> None:
-    first = job_for(namespace, key)
-    every = QUEUED_POLL_SECONDS if first is not None and first.state == QUEUED else POLL_SECONDS
+    every = poll_seconds(job_for(namespace, key))
 
     @st.fragment(run_every=every)
     def _poll():
         job = job_for(namespace, key)
-        if job is None or job.is_finished or (every != POLL_SECONDS and job.state != QUEUED):
-            st.rerun(scope="app")            # finished, or started: the page redraws (a running box polls faster)
+        if job is None or job.is_finished or poll_seconds(job) != every:
+            st.rerun(scope="app")            # finished, or started: the page redraws (and the box polls anew)
         position = runner().position(job)
         # a bordered box, not st.status: Streamlit marks a status "complete" when the script run ends, while
         # the job goes on
