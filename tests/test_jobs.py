@@ -426,3 +426,13 @@ def test_progress_boxes_poll_by_the_jobs_state_and_priority(runner):
     assert ui_jobs.poll_seconds(background) == ui_jobs.BACKGROUND_POLL_SECONDS > ui_jobs.POLL_SECONDS
     gate2.set()
     assert background.wait(WAIT)
+
+
+def test_the_linger_setting_is_read_from_the_environment_and_bad_values_keep_the_default(monkeypatch):
+    from ui.jobs import foreground_linger
+
+    monkeypatch.delenv("PLATOSCOPE_FOREGROUND_LINGER", raising=False)
+    assert foreground_linger(1.5) == 1.5
+    for raw, want in (("0.25", 0.25), ("0", 0.0), ("-3", 0.0), ("99", 10.0), ("soon", 1.5), ("", 1.5)):
+        monkeypatch.setenv("PLATOSCOPE_FOREGROUND_LINGER", raw)
+        assert foreground_linger(1.5) == want, raw

@@ -7,7 +7,8 @@
 * otherwise the job for ``(namespace, key)`` is looked up (a reload or a page switch reattaches to it) or
   submitted, the page gets ``None`` and a progress box is drawn in its place: a fragment that polls the job
   every second (a queued one and a background one, such as GCPA's training, every 3 s: :func:`poll_seconds`;
-  fraction, stage, elapsed, ETA, queue position, a Cancel button) and reruns the page once the job has finished. The rest of the page stays usable meanwhile.
+  fraction, stage, elapsed, ETA, queue position, a Cancel button) and reruns the page once the job has
+  finished. The rest of the page stays usable meanwhile.
 
 ``namespace`` is ``data.cache_namespace(ds)``: "shared" for the demo and server datasets (so two sessions asking
 for the same result share one job and one file), the session's own for uploads (private jobs and files, removed
@@ -54,11 +55,18 @@ def runner() -> JobRunner:
     with _RUNNER_LOCK:
         if _RUNNER is None:
             _RUNNER = JobRunner()
-            linger = os.environ.get("PLATOSCOPE_FOREGROUND_LINGER")
-            if linger:
-                _RUNNER.foreground_linger = float(linger)
+            _RUNNER.foreground_linger = foreground_linger(_RUNNER.foreground_linger)
             _register_shutdown(_RUNNER)
         return _RUNNER
+
+
+def foreground_linger(default: float) -> float:
+    """``$PLATOSCOPE_FOREGROUND_LINGER`` (seconds, 0-10) when set to a number, else ``default``: how long background
+    jobs go on holding still after a page's script run (core.jobs)."""
+    try:
+        return max(0.0, min(10.0, float(os.environ.get("PLATOSCOPE_FOREGROUND_LINGER", default))))
+    except ValueError:
+        return default
 
 
 def foreground():
